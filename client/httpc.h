@@ -1,0 +1,76 @@
+/*
+ * httpc.h — the client's HTTP/1.1 channel to runnerd (libcurl).
+ *
+ * One easy handle, reused so the keep-alive connection serves every request
+ * of a run; over the Unix socket by default, over TCP with a bearer token
+ * when $UKRUN_URL is set. JSON in and out for the API; raw streams for image
+ * uploads and console follows, which stop early when the caller's interrupt
+ * flag is raised (the signal handler only sets it; curl's progress callback
+ * notices).
+ *
+ * Transport failures return a negative errno (-ENOENT/-ECONNREFUSED: nobody
+ * listens; -EINTR: interrupted; -EPIPE: the console sink closed; -ETIMEDOUT;
+ * -ECONNRESET; -EIO) with curl's message in httpc.errbuf. An HTTP response of
+ * any status is a success at this layer.
+ */
+#ifndef UKRUN_CLIENT_HTTPC_H
+#define UKRUN_CLIENT_HTTPC_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+struct httpc {
+	CURL *curl;
+	char *unix_path;                    /* NULL over TCP */
+	char *base;                         /* URL prefix without trailing '/' */
+	char *auth_header;                  /* "Authorization: Bearer ..." or NULL */
+	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
+	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct httpc_resp {
+	long status;  /* HTTP status */
+	json_t *json; /* the body when it parsed as JSON, else NULL */
+	char *body;   /* the raw body, NUL-terminated (bounded), or NULL */
+};
+
+/* Set up for `unix_path` (then `base_url` and `token` are ignored) or for
+ * `base_url` like "http://127.0.0.1:7878" with an optional bearer token.
+ * Returns 0, -EINVAL (bad URL) or -ENOMEM. */
+int httpc_init(struct httpc *h, const char *unix_path, const char *base_url, const char *token);
+void httpc_free(struct httpc *h);
+
+/* Where requests go, for messages ("socket /run/..." or the URL). */
+const char *httpc_where(const struct httpc *h);
+
+/* `method` `path` with an optional JSON body; fills *ret (clear with
+ * httpc_resp_clear). Not abortable: a request that creates or cancels a run
+ * must complete so its result is known. */
+int httpc_json(struct httpc *h, const char *method, const char *path, json_t *body, struct httpc_resp *ret);
+
+/* HEAD `path`: *ret_status gets the status. */
+int httpc_head(struct httpc *h, const char *path, long *ret_status);
+
+/* PUT `size` bytes of `fd` (read from offset 0) to `path` as
+ * application/octet-stream with Content-Length and no "Expect: 100-continue".
+ * Abortable. */
+int httpc_put_fd(struct httpc *h, const char *path, int fd, uint64_t size, struct httpc_resp *ret);
+
+/* GET `path`; on 200 every body byte goes to `out_fd` with write(2) as it
+ * arrives (*io_bytes grows by what was written); on other statuses the body
+ * is collected into *ret instead. Abortable. */
+int httpc_stream(struct httpc *h, const char *path, int out_fd, uint64_t *io_bytes, struct httpc_resp *ret);
+
+/* The one-line reason of an error response: error.message, else the body's
+ * first line, else "HTTP <status>". Valid while *r lives. */
+const char *httpc_resp_message(const struct httpc_resp *r, char *buf, size_t len);
+
+/* error.code of an error response, or "" */
+const char *httpc_resp_code(const struct httpc_resp *r);
+
+void httpc_resp_clear(struct httpc_resp *r);
+
+#endif

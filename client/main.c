@@ -1,0 +1,168 @@
+/*
+ * ukrun — run a unikernel (or a Linux test binary) through runnerd, as a
+ * cargo runner: console on stdout byte-exact, diagnostics on stderr, the
+ * guest's verdict as exit status. Subcommands inspect and control runs.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "autospawn.h"
+#include "cmds.h"
+#include "httpc.h"
+#include "opts.h"
+#include "runner.h"
+
+/* Set by SIGINT/SIGTERM; transfers and waits poll it. The one global: a signal handler needs it. */
+static volatile sig_atomic_t interrupted;
+
+static const char help_text[] =
+	"Usage: ukrun [OPTIONS] IMAGE [ARGS...]\n"
+	"       ukrun ps [--all] [-n N] [--state S] [--label k=v]\n"
+	"       ukrun show ID | logs [-f] ID | cancel ID | version | ping\n"
+	"\n"
+	"Run IMAGE (a Unikraft kernel or a Linux x86-64 program) through runnerd and\n"
+	"exit with the guest's status. The console goes to stdout byte-exact; ukrun's\n"
+	"own messages go to stderr. Options come before IMAGE (or before `--`);\n"
+	"everything after IMAGE is passed to the guest unchanged.\n"
+	"\n"
+	"Options:\n"
+	"  --platform qemu|linuxu  platform to run on (default: detected from the image)\n"
+	"  --timeout S             kill the guest after S seconds (also Nm, Nh; default:\n"
+	"                          the daemon's, 300 s)\n"
+	"  --memory MB             guest memory in MiB (also NG)\n"
+	"  --vcpus N               virtual CPUs\n"
+	"  --accel auto|kvm|tcg    qemu accelerator (auto: KVM when usable, else TCG)\n"
+	"  --machine M             qemu machine type (microvm, pc, q35, ...)\n"
+	"  --success-code V        treat isa-debug-exit value V as success (exit 0)\n"
+	"  --uk-param P            Unikraft library parameter, placed before `--` on the\n"
+	"                          kernel command line (repeatable)\n"
+	"  --label k=v             label the run (repeatable)\n"
+	"  --loader KERNEL         loader mode: IMAGE is a static-pie Linux program run\n"
+	"                          inside the Unikraft elfloader kernel KERNEL\n"
+	"  --socket PATH           runnerd's Unix socket\n"
+	"  -q, --quiet             no notes on stderr\n"
+	"  -v, --verbose           progress on stderr (digests, uploads, run id)\n"
+	"  -h, --help              this help\n"
+	"  -V, --version           ukrun's version\n"
+	"\n"
+	"Subcommands (only as the first argument; run a file named like one as ./ps):\n"
+	"  ps        list runs, newest first (default 20; -n N; --all for every run)\n"
+	"  show ID   the run record as JSON\n"
+	"  logs ID   the run's console (-f: follow until the run ends)\n"
+	"  cancel ID stop a run\n"
+	"  version   client, daemon and driver versions\n"
+	"  ping      is runnerd up? (exit 0 or 125; never starts it)\n"
+	"\n"
+	"Exit status:\n"
+	"  c        a linuxu process exited with code c\n"
+	"  128+s    a linuxu process was killed by signal s\n"
+	"  v        a qemu guest wrote v to isa-debug-exit (0 with --success-code v)\n"
+	"  0        clean power-off or Unikraft halt with no failure on the console\n"
+	"  101      the console shows a Rust panic or `test result: FAILED`\n"
+	"  124      timeout\n"
+	"  125      ukrun or runnerd failed (daemon unreachable, driver error)\n"
+	"  126      IMAGE is not runnable (missing, not a kernel or Linux ELF)\n"
+	"  130      interrupted or cancelled\n"
+	"  134      the guest crashed (triple fault, Unikraft crash, panic device)\n"
+	"  2        usage error\n"
+	"  Subcommands exit 0, 1 when runnerd refuses (no such run), 125 when it is\n"
+	"  unreachable.\n"
+	"\n"
+	"Environment:\n"
+	"  UKRUN_SOCKET     runnerd socket (default $XDG_RUNTIME_DIR/ukrun/runnerd.sock,\n"
+	"                   else /tmp/ukrun-$UID/runnerd.sock)\n"
+	"  UKRUN_URL        talk to runnerd over TCP (http://HOST:PORT; no auto-start)\n"
+	"  UKRUN_TOKEN      bearer token for UKRUN_URL\n"
+	"  UKRUN_PLATFORM   default for --platform\n"
+	"  UKRUN_TIMEOUT    default for --timeout\n"
+	"  UKRUN_LOADER     default for --loader (loader mode when set and non-empty)\n"
+	"  UKRUN_RUNNERD    runnerd executable to start when none is running\n"
+	"  UKRUN_DATA_DIR   --data-dir for a runnerd that ukrun starts\n"
+	"\n"
+	"When no runnerd answers on the socket, ukrun starts `runnerd --user` in the\n"
+	"background; it exits by itself after a while without work.\n"
+	"\n"
+	"Cargo: in .cargo/config.toml\n"
+	"  [target.x86_64-unikraft-linux-musl]\n"
+	"  runner = \"ukrun\"\n"
+	"then `cargo test` and `cargo run` run every binary through ukrun.\n"
+	"\n"
+	"See ukrun(1).\n";
+
+static void on_signal(int sig)
+{
+	interrupted = 1;
+}
+
+/* SA_RESETHAND: a second Ctrl-C while ukrun cancels the run kills ukrun at once. */
+static void install_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESETHAND };
+	struct sigaction ign = { .sa_handler = SIG_IGN };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	/* A closed stdout shows up as EPIPE from write(2), so the run can be cancelled. */
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGPIPE, &ign, NULL);
+}
+
+static int run_main(int argc, char **argv)
+{
+	struct opts o;
+	struct httpc h;
+	char err[OPTS_ERR_MAX];
+	int r, status;
+
+	r = opts_parse(&o, argc, argv, err, sizeof(err));
+	if (r == 0)
+		r = opts_apply_env(&o, err, sizeof(err));
+	if (r < 0) {
+		opts_free(&o);
+		if (r == -ENOMEM) {
+			fprintf(stderr, "ukrun: out of memory\n");
+			return UKRUN_EXIT_INFRA;
+		}
+		fprintf(stderr, "ukrun: %s\nTry 'ukrun --help' for more information.\n", err);
+		return UKRUN_EXIT_USAGE;
+	}
+	if (o.help) {
+		fputs(help_text, stdout);
+		opts_free(&o);
+		return 0;
+	}
+	if (o.version) {
+		printf("ukrun %s\n", UKRUN_VERSION);
+		opts_free(&o);
+		return 0;
+	}
+	r = autospawn_connect(&h, o.socket, true, o.verbosity >= OPTS_VERBOSE, &interrupted);
+	if (r < 0)
+		status = r == -EINTR ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
+	else
+		status = runner_run(&h, &o);
+	httpc_free(&h);
+	opts_free(&o);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	int status;
+
+	install_signals();
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "ukrun: cannot initialise libcurl\n");
+		return UKRUN_EXIT_INFRA;
+	}
+	if (argc > 1 && cmds_is(argv[1]))
+		status = cmds_main(argc - 1, argv + 1, &interrupted);
+	else
+		status = run_main(argc, argv);
+	curl_global_cleanup();
+	return status;
+}

@@ -1,0 +1,481 @@
+/* The ukrun command line: see opts.h. */
+#include "opts.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define LABEL_KEY_MAX 63
+#define LABEL_VALUE_MAX 255
+#define MACHINE_MAX 63
+#define UK_PARAM_MAX 1024
+
+/* Options that take a value; the rest are flags. */
+enum opt_id {
+	OPT_PLATFORM,
+	OPT_TIMEOUT,
+	OPT_MEMORY,
+	OPT_VCPUS,
+	OPT_ACCEL,
+	OPT_MACHINE,
+	OPT_SUCCESS_CODE,
+	OPT_UK_PARAM,
+	OPT_LABEL,
+	OPT_LOADER,
+	OPT_SOCKET,
+	OPT_QUIET,
+	OPT_VERBOSE,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+struct opt_def {
+	const char *name; /* long name without "--" */
+	char short_name;  /* 0 = none */
+	bool has_arg;
+	enum opt_id id;
+};
+
+static const struct opt_def opt_defs[] = {
+	{ .name = "platform", .has_arg = true, .id = OPT_PLATFORM },
+	{ .name = "timeout", .has_arg = true, .id = OPT_TIMEOUT },
+	{ .name = "memory", .has_arg = true, .id = OPT_MEMORY },
+	{ .name = "vcpus", .has_arg = true, .id = OPT_VCPUS },
+	{ .name = "accel", .has_arg = true, .id = OPT_ACCEL },
+	{ .name = "machine", .has_arg = true, .id = OPT_MACHINE },
+	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
+	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
+	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
+	{ .name = "loader", .has_arg = true, .id = OPT_LOADER },
+	{ .name = "socket", .has_arg = true, .id = OPT_SOCKET },
+	{ .name = "quiet", .short_name = 'q', .id = OPT_QUIET },
+	{ .name = "verbose", .short_name = 'v', .id = OPT_VERBOSE },
+	{ .name = "help", .short_name = 'h', .id = OPT_HELP },
+	{ .name = "version", .short_name = 'V', .id = OPT_VERSION },
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* Strict decimal: digits only (no sign, no blanks), result in [min, max]. */
+static int parse_long(const char *s, long min, long max, long *ret, const char **ret_end)
+{
+	char *end;
+	long v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || v < min || v > max)
+		return -EINVAL;
+	if (ret_end)
+		*ret_end = end;
+	else if (*end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int opts_parse_duration(const char *s, long *ret_s)
+{
+	const long max = 7L * 24 * 3600;
+	const char *end;
+	long v, mul = 1;
+
+	if (parse_long(s, 1, max, &v, &end) < 0)
+		return -EINVAL;
+	if (*end) {
+		if (end[1])
+			return -EINVAL;
+		switch (*end) {
+		case 's': mul = 1; break;
+		case 'm': mul = 60; break;
+		case 'h': mul = 3600; break;
+		default: return -EINVAL;
+		}
+	}
+	if (v > max / mul)
+		return -EINVAL;
+	*ret_s = v * mul;
+	return 0;
+}
+
+int opts_parse_mib(const char *s, long *ret_mib)
+{
+	const long max = 1L << 20;
+	const char *end;
+	long v, mul = 1;
+
+	if (parse_long(s, 1, max, &v, &end) < 0)
+		return -EINVAL;
+	if (*end) {
+		if (end[1])
+			return -EINVAL;
+		switch (*end) {
+		case 'M': case 'm': mul = 1; break;
+		case 'G': case 'g': mul = 1024; break;
+		default: return -EINVAL;
+		}
+	}
+	if (v > max / mul)
+		return -EINVAL;
+	*ret_mib = v * mul;
+	return 0;
+}
+
+int opts_check_label(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	size_t klen, vlen;
+
+	if (!eq || eq == kv)
+		return -EINVAL;
+	klen = (size_t)(eq - kv);
+	vlen = strlen(eq + 1);
+	if (klen > LABEL_KEY_MAX || vlen > LABEL_VALUE_MAX)
+		return -EINVAL;
+	for (const char *p = kv; p < eq; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._/-", *p))
+			return -EINVAL;
+	for (const char *p = eq + 1; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return -EINVAL;
+	return 0;
+}
+
+static const struct opt_def *find_long(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(opt_defs) / sizeof(opt_defs[0]); i++)
+		if (strlen(opt_defs[i].name) == len && !strncmp(opt_defs[i].name, name, len))
+			return &opt_defs[i];
+	return NULL;
+}
+
+static const struct opt_def *find_short(char c)
+{
+	for (size_t i = 0; i < sizeof(opt_defs) / sizeof(opt_defs[0]); i++)
+		if (opt_defs[i].short_name == c)
+			return &opt_defs[i];
+	return NULL;
+}
+
+static int apply(struct opts *o, const struct opt_def *d, const char *val, char *err, size_t errlen)
+{
+	switch (d->id) {
+	case OPT_PLATFORM:
+		if (strcmp(val, "qemu") && strcmp(val, "linuxu"))
+			return fail(err, errlen, "--platform: expected qemu or linuxu, got '%s'", val);
+		o->platform = val;
+		o->set_platform = true;
+		return 0;
+	case OPT_TIMEOUT:
+		if (opts_parse_duration(val, &o->timeout_s) < 0)
+			return fail(err, errlen, "--timeout: expected seconds (or Nm, Nh; at most 7 days), got '%s'", val);
+		o->set_timeout = true;
+		return 0;
+	case OPT_MEMORY:
+		if (opts_parse_mib(val, &o->memory_mb) < 0)
+			return fail(err, errlen, "--memory: expected MiB (or NG), got '%s'", val);
+		return 0;
+	case OPT_VCPUS:
+		if (parse_long(val, 1, 255, &o->vcpus, NULL) < 0)
+			return fail(err, errlen, "--vcpus: expected 1..255, got '%s'", val);
+		return 0;
+	case OPT_ACCEL:
+		if (strcmp(val, "auto") && strcmp(val, "kvm") && strcmp(val, "tcg"))
+			return fail(err, errlen, "--accel: expected auto, kvm or tcg, got '%s'", val);
+		o->accel = val;
+		return 0;
+	case OPT_MACHINE:
+		if (!*val || strlen(val) > MACHINE_MAX)
+			return fail(err, errlen, "--machine: expected a machine type such as microvm or pc");
+		o->machine = val;
+		return 0;
+	case OPT_SUCCESS_CODE:
+		if (parse_long(val, 0, INT32_MAX, &o->success_code, NULL) < 0)
+			return fail(err, errlen, "--success-code: expected a non-negative integer, got '%s'", val);
+		return 0;
+	case OPT_UK_PARAM:
+		if (!*val || strlen(val) > UK_PARAM_MAX)
+			return fail(err, errlen, "--uk-param: expected a parameter such as vfs.fstab=...");
+		o->uk_params[o->nuk_params++] = val;
+		return 0;
+	case OPT_LABEL:
+		if (opts_check_label(val) < 0)
+			return fail(err, errlen, "--label: expected key=value (key of A-Z a-z 0-9 . _ / -), got '%s'",
+				    val);
+		o->labels[o->nlabels++] = val;
+		return 0;
+	case OPT_LOADER:
+		if (!*val)
+			return fail(err, errlen, "--loader: expected the path of an elfloader kernel");
+		o->loader = val;
+		o->set_loader = true;
+		return 0;
+	case OPT_SOCKET:
+		if (!*val)
+			return fail(err, errlen, "--socket: expected a path");
+		o->socket = val;
+		return 0;
+	case OPT_QUIET:
+		o->verbosity = OPTS_QUIET;
+		return 0;
+	case OPT_VERBOSE:
+		o->verbosity = OPTS_VERBOSE;
+		return 0;
+	case OPT_HELP:
+		o->help = true;
+		return 0;
+	case OPT_VERSION:
+		o->version = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* One "--name[=value]" at argv[*i]; consumes the next word as value when needed. */
+static int parse_long_opt(struct opts *o, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+	const char *arg = argv[*i] + 2;
+	const char *eq = strchr(arg, '=');
+	size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+	const struct opt_def *d = find_long(arg, len);
+	const char *val = NULL;
+
+	if (!d)
+		return fail(err, errlen, "unknown option '--%.*s'", (int)(len > 64 ? 64 : len), arg);
+	if (d->has_arg) {
+		if (eq)
+			val = eq + 1;
+		else if (*i + 1 < argc)
+			val = argv[++*i];
+		else
+			return fail(err, errlen, "option '--%s' needs a value", d->name);
+	} else if (eq) {
+		return fail(err, errlen, "option '--%s' takes no value", d->name);
+	}
+	return apply(o, d, val, err, errlen);
+}
+
+/* A cluster of short flags ("-qv"). */
+static int parse_short_opts(struct opts *o, const char *arg, char *err, size_t errlen)
+{
+	for (const char *p = arg + 1; *p; p++) {
+		const struct opt_def *d = find_short(*p);
+		int r;
+
+		if (!d)
+			return fail(err, errlen, "unknown option '-%c'", isprint((unsigned char)*p) ? *p : '?');
+		r = apply(o, d, NULL, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
+{
+	size_t cap = argc > 0 ? (size_t)argc : 1;
+	int i, r;
+
+	memset(o, 0, sizeof(*o));
+	o->timeout_s = -1;
+	o->success_code = -1;
+	o->uk_params = calloc(cap, sizeof(*o->uk_params));
+	o->labels = calloc(cap, sizeof(*o->labels));
+	if (!o->uk_params || !o->labels)
+		return -ENOMEM;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (a[0] != '-' || !a[1])
+			break; /* IMAGE ("-" alone is a file name too) */
+		r = a[1] == '-' ? parse_long_opt(o, argc, argv, &i, err, errlen) : parse_short_opts(o, a, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	if (o->help || o->version)
+		return 0;
+	if (i >= argc)
+		return fail(err, errlen, "missing IMAGE");
+	o->image = argv[i];
+	if (!*o->image)
+		return fail(err, errlen, "IMAGE is empty");
+	o->args = argv + i + 1;
+	o->nargs = (size_t)(argc - i - 1);
+	if (o->loader && o->platform && strcmp(o->platform, "qemu"))
+		return fail(err, errlen, "--loader runs the program inside a qemu kernel; --platform %s conflicts",
+			    o->platform);
+	return 0;
+}
+
+static const char *env_nonempty(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+int opts_apply_env(struct opts *o, char *err, size_t errlen)
+{
+	const char *v;
+
+	if (!o->set_platform && (v = env_nonempty("UKRUN_PLATFORM"))) {
+		if (strcmp(v, "qemu") && strcmp(v, "linuxu"))
+			return fail(err, errlen, "$UKRUN_PLATFORM: expected qemu or linuxu, got '%s'", v);
+		o->platform = v;
+	}
+	if (!o->set_timeout && (v = env_nonempty("UKRUN_TIMEOUT"))) {
+		if (opts_parse_duration(v, &o->timeout_s) < 0)
+			return fail(err, errlen, "$UKRUN_TIMEOUT: expected seconds (or Nm, Nh), got '%s'", v);
+	}
+	if (!o->set_loader && (v = env_nonempty("UKRUN_LOADER")))
+		o->loader = v;
+	if (o->loader && o->platform && strcmp(o->platform, "qemu"))
+		return fail(err, errlen, "loader mode runs the program inside a qemu kernel; platform %s conflicts",
+			    o->platform);
+	return 0;
+}
+
+void opts_free(struct opts *o)
+{
+	free(o->uk_params);
+	free(o->labels);
+	o->uk_params = NULL;
+	o->labels = NULL;
+	o->nuk_params = o->nlabels = 0;
+}
+
+static int set_new(json_t *obj, const char *key, json_t *val)
+{
+	return val ? json_object_set_new(obj, key, val) : -1;
+}
+
+static json_t *string_array(const char *const *v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++) {
+		if (json_array_append_new(a, json_string(v[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static json_t *labels_object(const char *const *v, size_t n)
+{
+	json_t *obj = json_object();
+
+	for (size_t i = 0; obj && i < n; i++) {
+		const char *eq = strchr(v[i], '=');
+		char key[LABEL_KEY_MAX + 1];
+
+		if (!eq || (size_t)(eq - v[i]) > LABEL_KEY_MAX)
+			continue; /* opts_check_label refused these already */
+		memcpy(key, v[i], (size_t)(eq - v[i]));
+		key[eq - v[i]] = '\0';
+		if (json_object_set_new(obj, key, json_string(eq + 1)) < 0) {
+			json_decref(obj);
+			return NULL;
+		}
+	}
+	return obj;
+}
+
+json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *name, const char *loader_sha)
+{
+	json_t *spec = json_object();
+	int r = 0;
+
+	if (!spec)
+		return NULL;
+	r |= set_new(spec, "image", json_string(image_sha));
+	r |= set_new(spec, "name", json_string(name));
+	if (o->platform)
+		r |= set_new(spec, "platform", json_string(o->platform));
+	else if (loader_sha)
+		r |= set_new(spec, "platform", json_string("qemu"));
+	if (loader_sha)
+		r |= set_new(spec, "loader", json_string(loader_sha));
+	r |= set_new(spec, "args", string_array((const char *const *)o->args, o->nargs));
+	if (o->nuk_params)
+		r |= set_new(spec, "uk_params", string_array(o->uk_params, o->nuk_params));
+	if (o->memory_mb > 0)
+		r |= set_new(spec, "memory_mb", json_integer(o->memory_mb));
+	if (o->vcpus > 0)
+		r |= set_new(spec, "vcpus", json_integer(o->vcpus));
+	if (o->timeout_s > 0)
+		r |= set_new(spec, "timeout_s", json_integer(o->timeout_s));
+	if (o->accel)
+		r |= set_new(spec, "accel", json_string(o->accel));
+	if (o->machine)
+		r |= set_new(spec, "machine", json_string(o->machine));
+	if (o->success_code >= 0)
+		r |= set_new(spec, "success_code", json_integer(o->success_code));
+	if (o->nlabels)
+		r |= set_new(spec, "labels", labels_object(o->labels, o->nlabels));
+	if (r) {
+		json_decref(spec);
+		return NULL;
+	}
+	return spec;
+}
+
+int opts_socket_path(const char *explicit_path, char *buf, size_t len)
+{
+	const struct sockaddr_un *sun = NULL;
+	const size_t sun_max = sizeof(sun->sun_path);
+	char cwd[PATH_MAX];
+	const char *v;
+	int n;
+
+	if (explicit_path && *explicit_path)
+		n = snprintf(buf, len, "%s", explicit_path);
+	else if ((v = env_nonempty("UKRUN_SOCKET")))
+		n = snprintf(buf, len, "%s", v);
+	else if ((v = env_nonempty("XDG_RUNTIME_DIR")))
+		n = snprintf(buf, len, "%s/ukrun/runnerd.sock", v);
+	else
+		n = snprintf(buf, len, "/tmp/ukrun-%u/runnerd.sock", (unsigned)getuid());
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	if (buf[0] != '/') {
+		if (!getcwd(cwd, sizeof(cwd)))
+			return -errno;
+		if (strlen(cwd) + 1 + (size_t)n >= len)
+			return -ENAMETOOLONG;
+		memmove(buf + strlen(cwd) + 1, buf, (size_t)n + 1);
+		memcpy(buf, cwd, strlen(cwd));
+		buf[strlen(cwd)] = '/';
+	}
+	if (strlen(buf) >= sun_max)
+		return -ENAMETOOLONG;
+	return 0;
+}

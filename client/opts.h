@@ -1,0 +1,92 @@
+/*
+ * opts.h — the ukrun command line and what it turns into.
+ *
+ * `ukrun [OPTIONS] IMAGE [ARGS...]`: options only before IMAGE (or `--`),
+ * everything after IMAGE reaches the guest verbatim, because cargo calls
+ * `RUNNER BINARY ARGS...` and the test binary's own flags (--nocapture, a
+ * filter) must not be eaten by ukrun. Environment defaults ($UKRUN_PLATFORM,
+ * $UKRUN_TIMEOUT, $UKRUN_LOADER) apply only where no option was given.
+ *
+ * Pure apart from getenv/getcwd/getuid, so the unit tests drive it directly.
+ */
+#ifndef UKRUN_CLIENT_OPTS_H
+#define UKRUN_CLIENT_OPTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+
+/* Exit statuses of ukrun itself (DESIGN §4); guest statuses pass through. */
+#define UKRUN_EXIT_USAGE 2       /* bad command line */
+#define UKRUN_EXIT_TIMEOUT 124   /* the run hit its timeout, as timeout(1) */
+#define UKRUN_EXIT_INFRA 125     /* daemon unreachable, driver failed, HTTP error */
+#define UKRUN_EXIT_NOTRUN 126    /* image not runnable */
+#define UKRUN_EXIT_CANCELLED 130 /* interrupted / cancelled */
+
+/* Size of an error message buffer for the parsers below. */
+#define OPTS_ERR_MAX 256
+
+/* Verbosity levels. */
+#define OPTS_QUIET (-1)  /* -q: no notes */
+#define OPTS_NORMAL 0
+#define OPTS_VERBOSE 1   /* -v: progress on stderr */
+
+struct opts {
+	const char *platform;    /* "qemu" | "linuxu"; NULL = the daemon detects */
+	long timeout_s;          /* -1 = daemon default */
+	long memory_mb;          /* 0 = driver default */
+	long vcpus;              /* 0 = driver default */
+	const char *accel;       /* "auto" | "kvm" | "tcg"; NULL = default */
+	const char *machine;     /* qemu machine type; NULL = default */
+	long success_code;       /* debug-exit value meaning success; -1 = none */
+	const char **uk_params;  /* Unikraft library parameters (borrowed strings) */
+	size_t nuk_params;
+	const char **labels;     /* "key=value" (borrowed strings, validated) */
+	size_t nlabels;
+	const char *loader;      /* loader mode: the elfloader kernel; NULL = off */
+	const char *socket;      /* --socket; NULL = resolved from the environment */
+	int verbosity;           /* OPTS_QUIET / OPTS_NORMAL / OPTS_VERBOSE */
+	bool help;
+	bool version;
+	const char *image;       /* IMAGE; NULL only with help/version */
+	char **args;             /* guest arguments: the argv tail after IMAGE (borrowed) */
+	size_t nargs;
+	/* Which fields came from the command line (so the environment does not override them). */
+	bool set_platform, set_timeout, set_loader;
+};
+
+/* Parse argv[1..argc-1] into *o (zeroed first; strings borrowed from argv).
+ * Returns 0, -EINVAL with a one-line message in err for a usage error, or
+ * -ENOMEM. Free with opts_free() in every case. */
+int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen);
+
+/* Apply $UKRUN_PLATFORM, $UKRUN_TIMEOUT, $UKRUN_LOADER (set and non-empty)
+ * where the command line gave nothing. Returns 0 or -EINVAL (message in err). */
+int opts_apply_env(struct opts *o, char *err, size_t errlen);
+
+/* Release what opts_parse allocated; the struct may be reused after. */
+void opts_free(struct opts *o);
+
+/* Parse a duration "N", "Ns", "Nm" or "Nh" into seconds (1 s .. 7 days).
+ * Returns 0 or -EINVAL. */
+int opts_parse_duration(const char *s, long *ret_s);
+
+/* Parse a size in MiB: "N", "NM" or "NG" (1 MiB .. 1 TiB). Returns 0 or -EINVAL. */
+int opts_parse_mib(const char *s, long *ret_mib);
+
+/* Check a label "key=value": non-empty key of [A-Za-z0-9._/-], value of
+ * printable characters, both bounded. Returns 0 or -EINVAL. */
+int opts_check_label(const char *kv);
+
+/* The body of POST /v1/runs for this command line: `image_sha` (the program
+ * in loader mode), its file `name`, `loader_sha` (NULL unless loader mode).
+ * Only options that were given appear. Returns a new reference or NULL (ENOMEM). */
+json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *name, const char *loader_sha);
+
+/* The daemon's Unix socket: `explicit_path` (--socket), else $UKRUN_SOCKET,
+ * else $XDG_RUNTIME_DIR/ukrun/runnerd.sock, else /tmp/ukrun-$UID/runnerd.sock;
+ * made absolute against the working directory (the daemon runs in /).
+ * Returns 0, -ENAMETOOLONG when it does not fit `len` or sockaddr_un, or -errno. */
+int opts_socket_path(const char *explicit_path, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,394 @@
+/* The cargo-runner flow: see runner.h. */
+#include "runner.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "detect.h"
+#include "upload.h"
+
+#define RUN_ID_MAX 64
+#define RECONNECTS 3      /* console connection drops tolerated per run */
+#define SETTLE_ROUNDS 50  /* console ended but record not final yet: re-follow this often */
+#define SETTLE_STEP_MS 100
+
+/* An image file opened for the run. */
+struct image {
+	const char *path;
+	const char *name; /* basename */
+	int fd;
+	uint64_t size;
+	struct detect_result det;
+	char hex[UPLOAD_HEX_SIZE];
+};
+
+static bool interrupted(const struct httpc *h)
+{
+	return h->abort_flag && *h->abort_flag;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	(void)nanosleep(&ts, NULL);
+}
+
+bool runner_id_valid(const char *id)
+{
+	size_t n = 0;
+
+	if (!id || !*id)
+		return false;
+	for (; id[n]; n++)
+		if (n >= RUN_ID_MAX || !(isalnum((unsigned char)id[n]) || id[n] == '-' || id[n] == '_'))
+			return false;
+	return true;
+}
+
+int runner_exit_status(const json_t *rec, bool *ret_final)
+{
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	const json_t *jcode = json_object_get(rec, "exit_code");
+	bool has_code = json_is_integer(jcode);
+	json_int_t code = has_code ? json_integer_value(jcode) : 0;
+
+	*ret_final = true;
+	if (!state)
+		return UKRUN_EXIT_INFRA;
+	if (!strcmp(state, "queued") || !strcmp(state, "starting") || !strcmp(state, "running")) {
+		*ret_final = false;
+		return 0;
+	}
+	if (!strcmp(state, "error"))
+		return has_code && code == UKRUN_EXIT_NOTRUN ? UKRUN_EXIT_NOTRUN : UKRUN_EXIT_INFRA;
+	if (!strcmp(state, "done") || !strcmp(state, "timeout") || !strcmp(state, "cancelled")) {
+		if (!has_code)
+			return !strcmp(state, "timeout")     ? UKRUN_EXIT_TIMEOUT
+			       : !strcmp(state, "cancelled") ? UKRUN_EXIT_CANCELLED
+							     : UKRUN_EXIT_INFRA;
+		/* The kernel keeps only the low 8 bits: 256 must not turn into success. */
+		return code >= 0 && code <= 255 ? (int)code : 1;
+	}
+	return UKRUN_EXIT_INFRA; /* "lost" and states this client does not know */
+}
+
+int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uint64_t *io_offset)
+{
+	struct httpc_resp resp;
+	char path[160], msg[256];
+	int drops = 0, r;
+
+	for (;;) {
+		snprintf(path, sizeof(path), "/v1/runs/%s/console?%soffset=%llu", id, follow ? "follow=1&" : "",
+			 (unsigned long long)*io_offset);
+		r = httpc_stream(h, path, out_fd, io_offset, &resp);
+		if (r == -EINTR || (r < 0 && interrupted(h))) {
+			httpc_resp_clear(&resp);
+			return -EINTR;
+		}
+		if (r == -EPIPE)
+			return r;
+		if (r < 0 && follow && ++drops <= RECONNECTS &&
+		    (r == -ECONNRESET || r == -ECONNREFUSED || r == -ETIMEDOUT)) {
+			sleep_ms(200);
+			continue; /* resume at the first byte not yet written */
+		}
+		if (r < 0) {
+			fprintf(stderr, "ukrun: console of run %s: %s\n", id, h->errbuf[0] ? h->errbuf : strerror(-r));
+			return r;
+		}
+		break;
+	}
+	if (resp.status != 200) {
+		fprintf(stderr, "ukrun: console of run %s: %s\n", id, httpc_resp_message(&resp, msg, sizeof(msg)));
+		r = resp.status == 404 ? -ENOENT : -EPROTO;
+	}
+	httpc_resp_clear(&resp);
+	return r;
+}
+
+/* Open, check and probe one file; 126-class failures are reported here. */
+static int image_open(struct image *img, const char *path)
+{
+	struct stat st;
+	const char *slash = strrchr(path, '/');
+	int r;
+
+	img->path = path;
+	img->name = slash && slash[1] ? slash + 1 : path;
+	img->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (img->fd < 0 || fstat(img->fd, &st) < 0) {
+		fprintf(stderr, "ukrun: %s: %s\n", path, errno == ENOENT ? "No such file" : strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fprintf(stderr, "ukrun: %s: Not a regular file\n", path);
+		return -EINVAL;
+	}
+	img->size = (uint64_t)st.st_size;
+	r = detect_file(path, img->name, &img->det);
+	if (r < 0) {
+		fprintf(stderr, "ukrun: %s: %s\n", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+static void image_close(struct image *img)
+{
+	if (img->fd >= 0)
+		close(img->fd);
+	img->fd = -1;
+}
+
+/* Local checks before anything is uploaded. Returns 0 or an exit status. */
+static int check_images(const struct opts *o, struct image *prog, struct image *loader)
+{
+	const unsigned linux_elf = DETECT_STATIC | DETECT_STATIC_PIE | DETECT_DYNAMIC;
+
+	if (o->verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: %s: %s\n", prog->name, prog->det.summary);
+	if (!loader) {
+		if (prog->det.platform == DRV_PLATFORM_NONE && !o->platform) {
+			fprintf(stderr, "ukrun: %s: not runnable: %s\n", prog->path, prog->det.summary);
+			return UKRUN_EXIT_NOTRUN;
+		}
+		return 0;
+	}
+	if (o->verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: loader %s: %s\n", loader->name, loader->det.summary);
+	if (loader->det.platform != DRV_PLATFORM_QEMU) {
+		fprintf(stderr, "ukrun: loader %s: not a qemu kernel: %s\n", loader->path, loader->det.summary);
+		return UKRUN_EXIT_NOTRUN;
+	}
+	if (!(prog->det.flags & linux_elf)) {
+		fprintf(stderr, "ukrun: %s: not a Linux x86-64 program for the elfloader: %s\n", prog->path,
+			prog->det.summary);
+		return UKRUN_EXIT_NOTRUN;
+	}
+	if (prog->det.flags & DETECT_STATIC) {
+		/* The elfloader rejects it at boot and halts "cleanly": that would read as a pass. */
+		fprintf(stderr, "ukrun: %s: static non-PIE ELF: the elfloader refuses these; "
+				"build with -C target-feature=+crt-static (static-pie)\n",
+			prog->path);
+		return UKRUN_EXIT_NOTRUN;
+	}
+	if (!(prog->det.flags & DETECT_STATIC_PIE))
+		fprintf(stderr, "ukrun: warning: %s: elfloader needs a static-pie ELF; "
+				"build with -C target-feature=+crt-static\n",
+			prog->path);
+	return 0;
+}
+
+static int hash_and_upload(struct httpc *h, const struct opts *o, struct image *img)
+{
+	uint64_t hashed = 0;
+	int r;
+
+	r = upload_sha256_fd(img->fd, h->abort_flag, img->hex, &hashed);
+	if (r < 0) {
+		if (r != -EINTR)
+			fprintf(stderr, "ukrun: %s: %s\n", img->path, strerror(-r));
+		return r;
+	}
+	img->size = hashed; /* what the digest covers is what must be sent */
+	if (o->verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: %s: sha256 %s (%llu bytes)\n", img->name, img->hex,
+			(unsigned long long)hashed);
+	return upload_image(h, img->fd, img->size, img->name, img->hex, o->verbosity >= OPTS_VERBOSE);
+}
+
+/* POST /v1/runs. Returns 0 with the id, or an exit status. */
+static int create_run(struct httpc *h, const struct opts *o, const struct image *prog, const struct image *loader,
+		      char ret_id[RUN_ID_MAX + 1])
+{
+	struct httpc_resp resp;
+	json_t *spec = opts_run_spec(o, prog->hex, prog->name, loader ? loader->hex : NULL);
+	const char *id;
+	char msg[256];
+	int r, status = 0;
+
+	if (!spec)
+		return UKRUN_EXIT_INFRA;
+	r = httpc_json(h, "POST", "/v1/runs", spec, &resp);
+	json_decref(spec);
+	if (r < 0) {
+		fprintf(stderr, "ukrun: cannot reach runnerd at %s: %s\n", httpc_where(h),
+			h->errbuf[0] ? h->errbuf : strerror(-r));
+		return UKRUN_EXIT_INFRA;
+	}
+	id = json_string_value(json_object_get(resp.json, "id"));
+	if (resp.status != 201 && resp.status != 200) {
+		fprintf(stderr, "ukrun: %s\n", httpc_resp_message(&resp, msg, sizeof(msg)));
+		status = !strcmp(httpc_resp_code(&resp), "image_not_runnable") || resp.status == 422
+				 ? UKRUN_EXIT_NOTRUN
+				 : UKRUN_EXIT_INFRA;
+	} else if (!runner_id_valid(id)) {
+		fprintf(stderr, "ukrun: runnerd answered without a valid run id\n");
+		status = UKRUN_EXIT_INFRA;
+	} else {
+		snprintf(ret_id, RUN_ID_MAX + 1, "%s", id);
+	}
+	httpc_resp_clear(&resp);
+	return status;
+}
+
+static void cancel_run(struct httpc *h, const char *id, int verbosity)
+{
+	struct httpc_resp resp;
+	char path[128];
+
+	snprintf(path, sizeof(path), "/v1/runs/%s/cancel", id);
+	if (httpc_json(h, "POST", path, NULL, &resp) < 0)
+		fprintf(stderr, "ukrun: could not cancel run %s: %s\n", id, h->errbuf);
+	else if (verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: cancelled run %s (HTTP %ld)\n", id, resp.status);
+	httpc_resp_clear(&resp);
+}
+
+static json_t *get_record(struct httpc *h, const char *id)
+{
+	struct httpc_resp resp;
+	char path[128], msg[256];
+	json_t *rec = NULL;
+
+	snprintf(path, sizeof(path), "/v1/runs/%s", id);
+	if (httpc_json(h, "GET", path, NULL, &resp) < 0)
+		fprintf(stderr, "ukrun: run %s: cannot reach runnerd: %s\n", id, h->errbuf);
+	else if (resp.status != 200 || !json_is_object(resp.json))
+		fprintf(stderr, "ukrun: run %s: %s\n", id, httpc_resp_message(&resp, msg, sizeof(msg)));
+	else
+		rec = json_incref(resp.json);
+	httpc_resp_clear(&resp);
+	return rec;
+}
+
+/* Notes and the verdict of a final record on stderr; returns the exit status. */
+static int report(const struct opts *o, const char *id, const json_t *rec)
+{
+	const char *state = json_string_value(json_object_get(rec, "state"));
+	const char *reason = json_string_value(json_object_get(rec, "reason"));
+	const char *source = json_string_value(json_object_get(rec, "exit_source"));
+	const json_t *notes = json_object_get(rec, "notes");
+	bool final;
+	int status = runner_exit_status(rec, &final);
+	size_t i;
+	json_t *n;
+
+	if (!state)
+		state = "?";
+	if (reason && !*reason)
+		reason = NULL;
+	if (o->verbosity > OPTS_QUIET) {
+		json_array_foreach(notes, i, n)
+			if (json_string_value(n))
+				fprintf(stderr, "ukrun: %s\n", json_string_value(n));
+		if (json_is_true(json_object_get(rec, "console_truncated")))
+			fprintf(stderr, "ukrun: console output was truncated by runnerd's cap\n");
+	}
+	if (!strcmp(state, "error") || !strcmp(state, "lost") || status == UKRUN_EXIT_INFRA)
+		fprintf(stderr, "ukrun: run %s %s: %s\n", id, !strcmp(state, "lost") ? "was lost" : "failed",
+			reason ? reason : "no reason given");
+	else if (o->verbosity > OPTS_QUIET && !strcmp(state, "timeout"))
+		fprintf(stderr, "ukrun: run %s timed out%s%s\n", id, reason ? ": " : "", reason ? reason : "");
+	else if (o->verbosity > OPTS_QUIET && !strcmp(state, "cancelled"))
+		fprintf(stderr, "ukrun: run %s was cancelled%s%s\n", id, reason ? ": " : "", reason ? reason : "");
+	if (json_is_integer(json_object_get(rec, "exit_code")) &&
+	    json_integer_value(json_object_get(rec, "exit_code")) != status && status == 1)
+		fprintf(stderr, "ukrun: guest exit value %" JSON_INTEGER_FORMAT " does not fit an exit status; "
+				"exiting 1\n",
+			json_integer_value(json_object_get(rec, "exit_code")));
+	if (o->verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: run %s %s: exit %d%s%s%s\n", id, state, status, source ? " (" : "",
+			source ? source : "", source ? ")" : "");
+	return status;
+}
+
+/* Console to stdout until the run ends, then its record's verdict. */
+static int follow_run(struct httpc *h, const struct opts *o, const char *id)
+{
+	uint64_t offset = 0;
+	json_t *rec = NULL;
+	int status = UKRUN_EXIT_INFRA;
+
+	for (int round = 0;; round++) {
+		bool final;
+		int r = runner_console(h, id, true, STDOUT_FILENO, &offset);
+
+		if (r == -EINTR || interrupted(h)) {
+			cancel_run(h, id, o->verbosity);
+			if (o->verbosity > OPTS_QUIET)
+				fprintf(stderr, "ukrun: interrupted; run %s cancelled\n", id);
+			return UKRUN_EXIT_CANCELLED;
+		}
+		if (r == -EPIPE) {
+			/* Nobody reads the console any more: stop the guest, end as a SIGPIPE would. */
+			cancel_run(h, id, o->verbosity);
+			return 128 + SIGPIPE;
+		}
+		if (r < 0)
+			return UKRUN_EXIT_INFRA;
+		rec = get_record(h, id);
+		if (!rec)
+			return UKRUN_EXIT_INFRA;
+		runner_exit_status(rec, &final);
+		if (final)
+			break;
+		json_decref(rec);
+		rec = NULL;
+		if (round >= SETTLE_ROUNDS) {
+			fprintf(stderr, "ukrun: run %s: console ended but the run did not\n", id);
+			return UKRUN_EXIT_INFRA;
+		}
+		sleep_ms(SETTLE_STEP_MS);
+	}
+	status = report(o, id, rec);
+	json_decref(rec);
+	return status;
+}
+
+int runner_run(struct httpc *h, const struct opts *o)
+{
+	struct image prog = { .fd = -1 }, loader = { .fd = -1 };
+	char id[RUN_ID_MAX + 1];
+	int status, r;
+
+	if (image_open(&prog, o->image) < 0) {
+		status = UKRUN_EXIT_NOTRUN;
+		goto cleanup;
+	}
+	if (o->loader && image_open(&loader, o->loader) < 0) {
+		status = UKRUN_EXIT_NOTRUN;
+		goto cleanup;
+	}
+	status = check_images(o, &prog, o->loader ? &loader : NULL);
+	if (status)
+		goto cleanup;
+
+	r = hash_and_upload(h, o, &prog);
+	if (r >= 0 && o->loader)
+		r = hash_and_upload(h, o, &loader);
+	if (r < 0) {
+		status = r == -EINTR || interrupted(h) ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
+		goto cleanup;
+	}
+	status = create_run(h, o, &prog, o->loader ? &loader : NULL, id);
+	if (status)
+		goto cleanup;
+	if (o->verbosity >= OPTS_VERBOSE)
+		fprintf(stderr, "ukrun: run %s queued\n", id);
+	status = follow_run(h, o, id);
+cleanup:
+	image_close(&prog);
+	image_close(&loader);
+	return status;
+}

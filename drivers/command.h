@@ -1,0 +1,53 @@
+/*
+ * command.h — the one way drivers start child processes (after libvirt's
+ * virCommand): an argv vector, a clean environment, explicit stdio, spawned
+ * with uv_spawn in its own session/process group so the whole tree can be
+ * signalled. Never a shell string.
+ */
+#ifndef UKRUN_COMMAND_H
+#define UKRUN_COMMAND_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct cmd;
+
+/* New command running `prog` (looked up in PATH when it has no slash). */
+struct cmd *cmd_new(const char *prog);
+void cmd_free(struct cmd *cmd);
+
+/* Append one argument (copied). */
+void cmd_arg(struct cmd *cmd, const char *arg);
+/* Append one printf-formatted argument. */
+void cmd_argf(struct cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Add "NAME=value" to the child's environment. The environment starts with only
+ * PATH (inherited), HOME and LANG=C.UTF-8; nothing else leaks from the daemon. */
+void cmd_env(struct cmd *cmd, const char *name, const char *value);
+
+/* Child fd `child_fd` (0..9): inherit the daemon's `fd`. Unset fds 0-2 are bound to
+ * /dev/null; the daemon's other fds are never inherited (all are O_CLOEXEC). */
+void cmd_stdio_fd(struct cmd *cmd, int child_fd, int fd);
+/* Child fd `child_fd` becomes a new pipe read/written through `stream` (an initialised,
+ * unopened uv_pipe_t). */
+void cmd_stdio_pipe(struct cmd *cmd, int child_fd, uv_pipe_t *stream, int readable_by_child);
+
+/* Spawn into `proc` (uninitialised) with `exit_cb`; the child leads its own process group.
+ * Returns 0 or -errno with *ret_err naming the program. */
+int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb exit_cb,
+              char **ret_err);
+
+/* The command line, shell-quoted for display only (logs, run records). malloc'd. */
+char *cmd_to_string(const struct cmd *cmd);
+
+/* argv as a NULL-terminated vector (borrowed). */
+char *const *cmd_argv(const struct cmd *cmd);
+
+/* Run `cmd` to completion synchronously, without a loop (probing only: daemon start-up).
+ * Captures up to `cap` bytes of combined stdout+stderr into *ret_out (malloc'd, may be NULL),
+ * kills it after `timeout_ms`. Returns the exit status (>= 0), 128+signal when killed by a
+ * signal, or -errno. */
+int cmd_run_sync(struct cmd *cmd, unsigned timeout_ms, size_t cap, char **ret_out);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * driver.h — the driver table: how runnerd launches a guest.
+ *
+ * One driver per file (qemu.c, linuxu.c, ...), each exporting one
+ * `const struct driver` listed in drivers.c. The core (runnerd/run.c) owns
+ * the run; a driver only turns a `struct drv_spec` into a running guest and
+ * reports console bytes, notes and exactly one outcome through callbacks on
+ * the loop. Drivers never touch HTTP or sqlite, never log above debug and
+ * never call exit(). A NULL slot in the table means "unsupported".
+ *
+ * Errors: functions return >= 0 on success, negative errno on failure, and
+ * fill *ret_err (malloc'd, caller frees) with a message naming the object.
+ */
+#ifndef UKRUN_DRIVER_H
+#define UKRUN_DRIVER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+/* Platforms an image can target (bit values, so a driver can serve several). */
+enum drv_platform {
+	DRV_PLATFORM_NONE = 0,
+	DRV_PLATFORM_QEMU = 1 << 0,   /* KVM/QEMU x86_64: multiboot / PVH kernels */
+	DRV_PLATFORM_LINUXU = 1 << 1, /* a Linux ELF run as a sandboxed process */
+	DRV_PLATFORM_XEN = 1 << 2,    /* Xen PV/PVH through libvirt libxl */
+};
+
+/* Static capabilities of a driver. */
+#define DRV_CAP_ARGS (1u << 0)   /* passes arguments to the guest */
+#define DRV_CAP_MEMORY (1u << 1) /* honours memory_mb */
+#define DRV_CAP_VCPUS (1u << 2)  /* honours vcpus */
+#define DRV_CAP_INITRD (1u << 3) /* can pass an initrd (loader mode) */
+#define DRV_CAP_REMOTE (1u << 4) /* can run on another host */
+
+/* Flags of a drv_spec. */
+#define DRV_F_UNIKRAFT (1u << 0) /* image is a Unikraft kernel: `--` argument rule, 41/42 meaning of 0x501 */
+#define DRV_F_LOADER (1u << 1)   /* loader mode: image = elfloader kernel, initrd = Linux program */
+
+/* Accelerator request for hardware-virtualising drivers. */
+enum drv_accel {
+	DRV_ACCEL_AUTO = 0, /* KVM when usable, else TCG; KVM failure mid-boot → retry under TCG */
+	DRV_ACCEL_KVM,      /* KVM only: fail if unusable */
+	DRV_ACCEL_TCG,      /* software emulation only */
+};
+
+/* What to run. Owned by the core; valid from prepare until destroy. */
+struct drv_spec {
+	const char *run_id;       /* short printable id, used in names (e.g. "ukrun-<id>") */
+	const char *image_path;   /* kernel / ELF on the local disk, read-only */
+	const char *image_name;   /* the user's file name (hint only; argv[0] for linuxu) */
+	const char *initrd_path;  /* loader mode: the Linux program; else NULL */
+	const char *workdir;      /* per-run private directory (sockets, pidfiles); exists */
+	char *const *args;        /* guest arguments (what reaches main after argv[0]) */
+	size_t nargs;
+	char *const *uk_params;   /* Unikraft library parameters, placed before `--` */
+	size_t nuk_params;
+	unsigned memory_mb;       /* 0 = driver default */
+	unsigned vcpus;           /* 0 = driver default (1) */
+	enum drv_accel accel;
+	const char *machine;      /* qemu machine override ("microvm", "pc", ...); NULL = default */
+	unsigned flags;           /* DRV_F_* */
+};
+
+/* How a guest ended. Exactly one is reported per launch. */
+enum drv_end {
+	DRV_END_EXIT,       /* process exited: value = exit status */
+	DRV_END_SIGNAL,     /* process killed by signal: value = signal number */
+	DRV_END_DEBUG_EXIT, /* qemu isa-debug-exit: value = the value the guest wrote (QEMU status >> 1) */
+	DRV_END_POWEROFF,   /* clean power-off / halt with no code (ACPI, Xen poweroff) */
+	DRV_END_RESET,      /* reset / triple fault under -no-reboot (a crash for a unikernel) */
+	DRV_END_PANIC,      /* guest panic device (pvpanic, Xen crash) */
+	DRV_END_KILLED,     /* ended because the core asked (drv kill): timeout, cancel, console verdict */
+	DRV_END_ERROR,      /* infrastructure failure: could not start or run the guest; message says why */
+};
+
+struct drv_outcome {
+	enum drv_end end;
+	int value;
+	const char *message; /* optional detail (borrowed, valid during the callback) */
+};
+
+/* Callbacks, all called on the loop thread. `ctx` is the core's run. */
+struct drv_callbacks {
+	/* Guest console bytes, in order, byte-exact. */
+	void (*console)(void *ctx, const char *buf, size_t len);
+	/* A one-line diagnostic worth telling the user (e.g. "KVM failed: retrying under TCG").
+	 * `key`/`value` optionally record a fact in the run (e.g. "accel", "tcg"); either may be NULL. */
+	void (*note)(void *ctx, const char *key, const char *value, const char *message);
+	/* The guest has started (first instruction can run). Optional for the driver to call. */
+	void (*started)(void *ctx);
+	/* The guest is gone and all its output was delivered. Called exactly once per launch. */
+	void (*exit)(void *ctx, const struct drv_outcome *outcome);
+	void *ctx;
+};
+
+struct drv_instance; /* driver-private, one per run */
+
+/* Flags for kill. */
+#define DRV_KILL_FORCE (1u << 0) /* SIGKILL / destroy at once, no graceful shutdown */
+
+struct driver {
+	const char *name;     /* "qemu", "linuxu", ... */
+	unsigned platforms;   /* DRV_PLATFORM_* served */
+	unsigned caps;        /* DRV_CAP_* */
+
+	/* Is this driver usable here? Called once at daemon start, may block briefly
+	 * (runs before the daemon serves). Stores driver-global state in *ret_state
+	 * (freed by `unprobe`) and a one-line human summary in *ret_info
+	 * (e.g. "qemu 7.2.22, KVM usable, cpu host,-arch-capabilities"). */
+	int (*probe)(void **ret_state, char **ret_info, char **ret_err);
+	void (*unprobe)(void *state);
+
+	/* Validate the spec and build everything (argv, XML) with no side effects. */
+	int (*prepare)(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
+	               char **ret_err);
+
+	/* Start the guest asynchronously on `loop`. On success the driver reports through `cb`
+	 * and calls cb->exit exactly once. On failure nothing is reported (cb->exit is not called). */
+	int (*launch)(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
+	              char **ret_err);
+
+	/* Stop the guest; it still ends through cb->exit (end = DRV_END_KILLED). Idempotent. */
+	int (*kill)(struct drv_instance *inst, unsigned flags);
+
+	/* Release everything. Safe after cb->exit, after a failed launch, or after prepare only.
+	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */
+	void (*destroy)(struct drv_instance *inst);
+};
+
+extern const struct driver drv_qemu;
+extern const struct driver drv_linuxu;
+
+/* All compiled-in drivers, NULL-terminated (drivers.c). */
+extern const struct driver *const drv_table[];
+
+/* The driver serving `platform`, or NULL. */
+const struct driver *drv_for_platform(enum drv_platform platform);
+
+/* "qemu" → DRV_PLATFORM_QEMU; NULL / unknown → DRV_PLATFORM_NONE. */
+enum drv_platform drv_platform_from_name(const char *name);
+const char *drv_platform_name(enum drv_platform platform);
+
+#endif

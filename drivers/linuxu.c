@@ -1,0 +1,850 @@
+/*
+ * linuxu.c — the linuxu driver: run an x86-64 Linux ELF (a Unikraft linuxu
+ * image or any Linux program) as a sandboxed process.
+ *
+ * The command line is `prlimit LIMITS -- bwrap SANDBOX -- NAME ARGS`:
+ * - prlimit (util-linux) sets the rlimits and execs bwrap, so they apply to
+ *   the whole sandbox from its first instruction without any code running
+ *   between fork and exec in the daemon.
+ * - bwrap gives new namespaces (no network), a tmpfs root with a read-only
+ *   /usr, the image at /run/ukrun/NAME, and reports on --json-status-fd 3
+ *   `{"child-pid": N}` then `{"exit-code": N}`; the latter only once its setup
+ *   reached a successful execvp, which is how a sandbox failure (DRV_END_ERROR)
+ *   is told from a guest that exited 1.
+ * - bwrap execs NAME through PATH (/run/ukrun first) so the guest's argv[0]
+ *   is the image's base name rather than a sandbox path.
+ *
+ * bwrap (0.8) reports a child killed by signal s as exit code 128+s, exactly
+ * like a child that exited 128+s; the two cannot be told apart. A code
+ * 128+s where s is a signal whose default action terminates is reported as
+ * DRV_END_SIGNAL s (the ukrun exit code is 128+s either way).
+ *
+ * stdout and stderr share one pipe so their relative order survives. Unikraft
+ * linuxu images refuse to start without a terminal on stdin, so they get the
+ * slave of a pseudo-terminal there; plain programs get /dev/null.
+ */
+#include "driver.h"
+#include "command.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+#include <elf.h>
+
+#define LINUXU_DEFAULT_MEMORY_MB 2048u
+#define LINUXU_UK_HEAP_SLACK_MB 64u   /* Unikraft maps its heap; the rest of the process needs room too */
+#define LINUXU_NPROC 4096             /* fork-bomb guard, per real uid (ignored for root) */
+#define LINUXU_CPU_SECONDS 3600       /* runaway guard; wall-clock timeouts belong to the core */
+#define LINUXU_GRACE_MS 1000          /* after exit, how long to wait for the console to reach EOF */
+#define LINUXU_STATUS_MAX 4096        /* bwrap writes two short JSON lines */
+#define LINUXU_TAIL_MAX 1024          /* console tail kept to explain a sandbox failure */
+#define LINUXU_SANDBOX_DIR "/run/ukrun"
+#define LINUXU_GUEST_PATH LINUXU_SANDBOX_DIR ":/usr/local/bin:/usr/bin:/bin"
+
+/* Child fds of the prlimit/bwrap process. */
+#define FD_STATUS 3 /* --json-status-fd */
+#define FD_IMAGE 4  /* --ro-bind-data source when the image is not executable */
+
+/* Host top-level directories a dynamic program may need, mirrored as they are
+ * on the host: a symlink (merged /usr) becomes the same symlink, a directory a
+ * read-only bind. */
+static const char *const host_dirs[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+#define NHOST_DIRS (sizeof(host_dirs) / sizeof(host_dirs[0]))
+
+/* Read-only /etc entries that keep the dynamic loader, name lookup and
+ * getpwuid working; missing ones are skipped by bwrap (--ro-bind-try). */
+static const char *const etc_files[] = {
+	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+	"/etc/hosts",       "/etc/host.conf",  "/etc/nsswitch.conf", "/etc/passwd",
+	"/etc/group",
+};
+
+struct linuxu_state {
+	char *link_target[NHOST_DIRS]; /* symlink target, or NULL */
+	int is_dir[NHOST_DIRS];
+};
+
+struct drv_instance {
+	struct cmd *cmd;
+	char *image_path;
+	char *note; /* told to the user at launch */
+	int use_pty;
+	int copy_image;
+
+	uv_loop_t *loop;
+	struct drv_callbacks cb;
+	uv_process_t proc;
+	uv_pipe_t console;
+	uv_pipe_t status;
+	uv_pipe_t ptym;
+	uv_timer_t grace;
+	int nhandles; /* open uv handles; freed when 0 after destroy */
+	int proc_open, console_open, status_open, ptym_open, grace_open;
+
+	int launched, exited, reported, kill_requested, destroyed;
+	int64_t exit_status;
+	int term_signal;
+
+	long child_pid;
+	int have_exit_code;
+	int exit_code;
+	char sbuf[LINUXU_STATUS_MAX];
+	size_t slen;
+
+	char tail[LINUXU_TAIL_MAX];
+	size_t tail_len;
+
+	char rbuf[65536];
+	char pbuf[1024];
+};
+
+static void set_err(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(char **ret_err, const char *fmt, ...)
+{
+	if (!ret_err)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	if (vasprintf(ret_err, fmt, ap) < 0)
+		*ret_err = NULL;
+	va_end(ap);
+}
+
+/* Append NULL-terminated words to `c`. */
+static void add(struct cmd *c, ...)
+{
+	va_list ap;
+	va_start(ap, c);
+	for (const char *a; (a = va_arg(ap, const char *));)
+		cmd_arg(c, a);
+	va_end(ap);
+}
+
+/* ---- pure helpers (unit-tested) ---- */
+
+/* The guest's argv[0]: base name of the user's file name (or the path), never
+ * empty, "." or "..", so it is a valid single path component. malloc'd. */
+static char *guest_name(const struct drv_spec *spec)
+{
+	const char *src = spec->image_name && *spec->image_name ? spec->image_name : spec->image_path;
+	const char *base = src ? strrchr(src, '/') : NULL;
+	base = base ? base + 1 : src;
+	if (!base || !*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+		base = "guest";
+	return strdup(base);
+}
+
+static int has_heap_param(const struct drv_spec *spec)
+{
+	for (size_t i = 0; i < spec->nuk_params; i++)
+		if (strncmp(spec->uk_params[i], "linuxu.heap_size=", 17) == 0)
+			return 1;
+	return 0;
+}
+
+/* Guest argv after the program name. Unikraft images that parse library
+ * parameters take [PARAMS..., "--", ARGS...] (only ARGS reach main); images
+ * built without libukparam hand every word to main, so they get ARGS only
+ * (plus PARAMS and "--" when the user insists on giving parameters).
+ * `heap_mb` > 0 adds linuxu.heap_size unless the user set it. */
+static void append_guest_args(struct cmd *cmd, const struct drv_spec *spec, int libparam,
+                              unsigned heap_mb)
+{
+	int split = (spec->flags & DRV_F_UNIKRAFT) && (libparam || spec->nuk_params > 0);
+	if (split) {
+		for (size_t i = 0; i < spec->nuk_params; i++)
+			cmd_arg(cmd, spec->uk_params[i]);
+		if (libparam && heap_mb > 0 && !has_heap_param(spec))
+			cmd_argf(cmd, "linuxu.heap_size=%u", heap_mb);
+		cmd_arg(cmd, "--");
+	}
+	for (size_t i = 0; i < spec->nargs; i++)
+		cmd_arg(cmd, spec->args[i]);
+}
+
+/* Parse one line bwrap wrote on --json-status-fd. Returns a bit set: 1 when it
+ * held "child-pid", 2 when it held "exit-code"; -EINVAL when not a JSON object. */
+static int parse_status_line(const char *line, size_t len, long *ret_child_pid, int *ret_exit_code)
+{
+	json_error_t jerr;
+	json_t *doc = json_loadb(line, len, 0, &jerr);
+	if (!doc || !json_is_object(doc)) {
+		json_decref(doc);
+		return -EINVAL;
+	}
+	int found = 0;
+	json_t *v = json_object_get(doc, "child-pid");
+	if (json_is_integer(v)) {
+		*ret_child_pid = (long)json_integer_value(v);
+		found |= 1;
+	}
+	v = json_object_get(doc, "exit-code");
+	if (json_is_integer(v)) {
+		*ret_exit_code = (int)json_integer_value(v);
+		found |= 2;
+	}
+	json_decref(doc);
+	return found;
+}
+
+/* Signals whose default action ends the process: only these can hide behind
+ * bwrap's 128+s. */
+static int is_fatal_signal(int s)
+{
+	switch (s) {
+	case SIGHUP: case SIGINT: case SIGQUIT: case SIGILL: case SIGTRAP: case SIGABRT:
+	case SIGBUS: case SIGFPE: case SIGKILL: case SIGUSR1: case SIGSEGV: case SIGUSR2:
+	case SIGPIPE: case SIGALRM: case SIGTERM: case SIGSTKFLT: case SIGXCPU: case SIGXFSZ:
+	case SIGVTALRM: case SIGPROF: case SIGIO: case SIGPWR: case SIGSYS:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void map_exit_code(int code, struct drv_outcome *o)
+{
+	if (code > 128 && is_fatal_signal(code - 128)) {
+		o->end = DRV_END_SIGNAL;
+		o->value = code - 128;
+	} else {
+		o->end = DRV_END_EXIT;
+		o->value = code;
+	}
+}
+
+/* Does the ELF carry Unikraft library parameters (libukparam)? Old releases
+ * emit sections "<lib>__param_arg", newer ones ".uk_libparam*". Bounded reads
+ * of the section header table only. */
+static int image_has_libparam(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int found = 0;
+	Elf64_Shdr *sh = NULL;
+	char *names = NULL;
+	Elf64_Ehdr eh;
+	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 ||
+	    eh.e_shnum > 4096 || eh.e_shstrndx >= eh.e_shnum)
+		goto cleanup;
+	size_t shsz = (size_t)eh.e_shnum * sizeof(Elf64_Shdr);
+	sh = malloc(shsz);
+	if (!sh || pread(fd, sh, shsz, (off_t)eh.e_shoff) != (ssize_t)shsz)
+		goto cleanup;
+	Elf64_Shdr *strsh = &sh[eh.e_shstrndx];
+	if (strsh->sh_size == 0 || strsh->sh_size > (1u << 20))
+		goto cleanup;
+	names = malloc(strsh->sh_size + 1);
+	if (!names || pread(fd, names, strsh->sh_size, (off_t)strsh->sh_offset) != (ssize_t)strsh->sh_size)
+		goto cleanup;
+	names[strsh->sh_size] = '\0';
+	for (size_t i = 0; i < eh.e_shnum && !found; i++) {
+		if (sh[i].sh_name >= strsh->sh_size)
+			continue;
+		const char *n = names + sh[i].sh_name;
+		found = strncmp(n, ".uk_libparam", 12) == 0 || strstr(n, "__param_arg") != NULL;
+	}
+cleanup:
+	free(names);
+	free(sh);
+	close(fd);
+	return found;
+}
+
+/* ---- probe ---- */
+
+static void state_free(struct linuxu_state *st)
+{
+	if (!st)
+		return;
+	for (size_t i = 0; i < NHOST_DIRS; i++)
+		free(st->link_target[i]);
+	free(st);
+}
+
+static int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
+{
+	char *out = NULL;
+	struct cmd *c = cmd_new("prlimit");
+	cmd_arg(c, "--version");
+	int r = cmd_run_sync(c, 5000, 4096, &out);
+	cmd_free(c);
+	free(out);
+	if (r != 0) {
+		set_err(ret_err, "prlimit (util-linux) not usable: %s",
+		        r < 0 ? strerror(-r) : "exited with an error");
+		return r < 0 ? r : -ENOENT;
+	}
+
+	out = NULL;
+	c = cmd_new("bwrap");
+	cmd_arg(c, "--version");
+	r = cmd_run_sync(c, 5000, 256, &out);
+	cmd_free(c);
+	if (r != 0 || !out || strncmp(out, "bubblewrap ", 11) != 0) {
+		set_err(ret_err, "bubblewrap (bwrap) not found or not working");
+		free(out);
+		return -ENOENT;
+	}
+	out[strcspn(out, "\r\n")] = '\0';
+	char *version = out;
+
+	out = NULL;
+	c = cmd_new("bwrap");
+	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true", NULL);
+	r = cmd_run_sync(c, 10000, 1024, &out);
+	cmd_free(c);
+	if (r != 0) {
+		if (out)
+			out[strcspn(out, "\r\n")] = '\0';
+		set_err(ret_err, "%s cannot create namespaces: %s", version,
+		        out && *out ? out : r < 0 ? strerror(-r) : "exited with an error");
+		free(out);
+		free(version);
+		return -EPERM;
+	}
+	free(out);
+
+	struct linuxu_state *st = calloc(1, sizeof(*st));
+	if (!st) {
+		free(version);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < NHOST_DIRS; i++) {
+		struct stat sb;
+		if (lstat(host_dirs[i], &sb) < 0)
+			continue;
+		if (S_ISLNK(sb.st_mode)) {
+			char buf[4096];
+			ssize_t n = readlink(host_dirs[i], buf, sizeof(buf) - 1);
+			if (n > 0) {
+				buf[n] = '\0';
+				st->link_target[i] = strdup(buf);
+			}
+		} else if (S_ISDIR(sb.st_mode)) {
+			st->is_dir[i] = 1;
+		}
+	}
+	if (asprintf(ret_info, "%s, namespaces ok", version) < 0)
+		*ret_info = NULL;
+	free(version);
+	*ret_state = st;
+	return 0;
+}
+
+static void linuxu_unprobe(void *state)
+{
+	state_free(state);
+}
+
+/* ---- prepare ---- */
+
+static void instance_free(struct drv_instance *inst)
+{
+	cmd_free(inst->cmd);
+	free(inst->image_path);
+	free(inst->note);
+	free(inst);
+}
+
+static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const char *image_path,
+                           const char *name, int copy_image, unsigned long long limit_bytes,
+                           int use_pty)
+{
+	/* Run by root, bwrap would keep the caller's capabilities in the sandbox. */
+	add(c, "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+	    "--hostname", "ukrun", "--ro-bind", "/usr", "/usr", NULL);
+	for (size_t i = 0; st && i < NHOST_DIRS; i++) {
+		if (st->link_target[i])
+			add(c, "--symlink", st->link_target[i], host_dirs[i], NULL);
+		else if (st->is_dir[i])
+			add(c, "--ro-bind", host_dirs[i], host_dirs[i], NULL);
+	}
+	for (size_t i = 0; i < sizeof(etc_files) / sizeof(etc_files[0]); i++)
+		add(c, "--ro-bind-try", etc_files[i], etc_files[i], NULL);
+	add(c, "--proc", "/proc", "--dev", "/dev", "--size", NULL);
+	cmd_argf(c, "%llu", limit_bytes);
+	add(c, "--tmpfs", "/tmp", NULL);
+	if (copy_image) {
+		/* Not executable on the host: bwrap copies it into the sandbox as 0555
+		 * (a read-only bind keeps the host mode, and execvp would then fall
+		 * through PATH to a host program of the same name). */
+		add(c, "--perms", "0555", "--ro-bind-data", NULL);
+		cmd_argf(c, "%d", FD_IMAGE);
+	} else {
+		add(c, "--ro-bind", image_path, NULL);
+	}
+	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, name);
+	add(c, "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", LINUXU_GUEST_PATH, "--setenv", "HOME",
+	    "/tmp", "--setenv", "LANG", "C.UTF-8", NULL);
+	if (use_pty)
+		add(c, "--setenv", "TERM", "dumb", NULL);
+	add(c, "--json-status-fd", NULL);
+	cmd_argf(c, "%d", FD_STATUS);
+	add(c, "--", name, NULL);
+}
+
+static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
+                          char **ret_err)
+{
+	const struct linuxu_state *st = state;
+	if (!spec->image_path) {
+		set_err(ret_err, "linuxu: no image given");
+		return -EINVAL;
+	}
+	struct stat sb;
+	if (stat(spec->image_path, &sb) < 0) {
+		int e = -errno;
+		set_err(ret_err, "Image '%s': %s", spec->image_path, strerror(-e));
+		return e;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		set_err(ret_err, "Image '%s' is not a regular file", spec->image_path);
+		return -EINVAL;
+	}
+	if (spec->flags & DRV_F_LOADER) {
+		set_err(ret_err, "linuxu cannot run loader mode (it needs the qemu driver)");
+		return -EOPNOTSUPP;
+	}
+
+	struct drv_instance *inst = calloc(1, sizeof(*inst));
+	char *name = guest_name(spec);
+	if (!inst || !name) {
+		free(inst);
+		free(name);
+		return -ENOMEM;
+	}
+	/* bwrap resolves a relative bind source against its own cwd. */
+	inst->image_path = realpath(spec->image_path, NULL);
+	inst->use_pty = !!(spec->flags & DRV_F_UNIKRAFT);
+	inst->copy_image = (sb.st_mode & 0111) == 0 || access(spec->image_path, X_OK) < 0;
+
+	int libparam = (spec->flags & DRV_F_UNIKRAFT) && image_has_libparam(spec->image_path);
+	unsigned mem = spec->memory_mb ? spec->memory_mb : LINUXU_DEFAULT_MEMORY_MB;
+	unsigned heap_mb = libparam ? spec->memory_mb : 0;
+	unsigned long long limit = (unsigned long long)(mem + (heap_mb ? LINUXU_UK_HEAP_SLACK_MB : 0)) << 20;
+	if ((spec->flags & DRV_F_UNIKRAFT) && !libparam && spec->nuk_params > 0 &&
+	    asprintf(&inst->note, "image '%s' has no library-parameter support: "
+	             "its main sees the parameters and '--'", name) < 0)
+		inst->note = NULL;
+
+	/* prlimit sets soft = hard so the guest cannot raise them back. */
+	struct cmd *c = cmd_new("prlimit");
+	cmd_argf(c, "--data=%llu", limit);
+	cmd_argf(c, "--fsize=%llu", limit);
+	cmd_argf(c, "--nproc=%d", LINUXU_NPROC);
+	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
+	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */
+	cmd_arg(c, "--");
+	append_sandbox(c, st, inst->image_path ? inst->image_path : spec->image_path, name,
+	               inst->copy_image, limit, inst->use_pty);
+	append_guest_args(c, spec, libparam, heap_mb);
+	inst->cmd = c;
+	free(name);
+	if (!inst->image_path) {
+		instance_free(inst);
+		return -ENOMEM;
+	}
+	*ret_inst = inst;
+	return 0;
+}
+
+/* ---- run ---- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct drv_instance *inst = h->data;
+	if (--inst->nhandles == 0 && inst->destroyed)
+		instance_free(inst);
+}
+
+static void close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag)
+{
+	if (!*open_flag)
+		return;
+	*open_flag = 0;
+	if (h->type == UV_NAMED_PIPE || h->type == UV_TTY)
+		uv_read_stop((uv_stream_t *)h);
+	uv_close(h, on_handle_closed);
+}
+
+static void close_io(struct drv_instance *inst)
+{
+	close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+	close_handle(inst, (uv_handle_t *)&inst->grace, &inst->grace_open);
+}
+
+/* The last "bwrap: ..." line of the console tail: bwrap's own reason. */
+static void sandbox_reason(const struct drv_instance *inst, char *out, size_t cap)
+{
+	out[0] = '\0';
+	size_t i = inst->tail_len;
+	while (i > 0) {
+		size_t end = i;
+		while (end > 0 && inst->tail[end - 1] == '\n')
+			end--;
+		size_t start = end;
+		while (start > 0 && inst->tail[start - 1] != '\n')
+			start--;
+		if (end > start && end - start > 7 && memcmp(inst->tail + start, "bwrap: ", 7) == 0) {
+			size_t n = end - start < cap - 1 ? end - start : cap - 1;
+			memcpy(out, inst->tail + start, n);
+			out[n] = '\0';
+			return;
+		}
+		i = start;
+	}
+}
+
+/* Report once the process exited and its output is in (or the grace timer ran
+ * out). Must be the last thing its caller does: the core may destroy inst in
+ * cb->exit. */
+static void maybe_finish(struct drv_instance *inst, int force)
+{
+	if (inst->reported || inst->destroyed || !inst->exited)
+		return;
+	if (!force && (inst->console_open || inst->status_open))
+		return;
+	inst->reported = 1;
+	close_io(inst);
+	close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+
+	struct drv_outcome o = {.end = DRV_END_ERROR};
+	char reason[512], msg[700];
+	if (inst->kill_requested) {
+		o.end = DRV_END_KILLED;
+		o.value = inst->term_signal;
+	} else if (inst->have_exit_code) {
+		map_exit_code(inst->exit_code, &o);
+	} else if (inst->term_signal) {
+		snprintf(msg, sizeof(msg), "sandbox (bwrap) was killed by signal %d", inst->term_signal);
+		o.message = msg;
+	} else {
+		sandbox_reason(inst, reason, sizeof(reason));
+		snprintf(msg, sizeof(msg), "sandbox setup failed (bwrap exit status %d)%s%s",
+		         (int)inst->exit_status, *reason ? ": " : "", reason);
+		o.message = msg;
+	}
+	inst->cb.exit(inst->cb.ctx, &o);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+	maybe_finish(t->data, 1);
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+	struct drv_instance *inst = p->data;
+	inst->exited = 1;
+	inst->exit_status = exit_status;
+	inst->term_signal = term_signal;
+	if (inst->destroyed) {
+		close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+		return;
+	}
+	if (inst->grace_open)
+		uv_timer_start(&inst->grace, on_grace, LINUXU_GRACE_MS, 0);
+	maybe_finish(inst, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct drv_instance *inst = h->data;
+	if (h == (uv_handle_t *)&inst->console)
+		*buf = uv_buf_init(inst->rbuf, sizeof(inst->rbuf));
+	else
+		*buf = uv_buf_init(inst->pbuf, sizeof(inst->pbuf));
+}
+
+static void tail_add(struct drv_instance *inst, const char *b, size_t n)
+{
+	if (n >= LINUXU_TAIL_MAX) {
+		memcpy(inst->tail, b + n - LINUXU_TAIL_MAX, LINUXU_TAIL_MAX);
+		inst->tail_len = LINUXU_TAIL_MAX;
+		return;
+	}
+	if (inst->tail_len + n > LINUXU_TAIL_MAX) {
+		size_t drop = inst->tail_len + n - LINUXU_TAIL_MAX;
+		memmove(inst->tail, inst->tail + drop, inst->tail_len - drop);
+		inst->tail_len -= drop;
+	}
+	memcpy(inst->tail + inst->tail_len, b, n);
+	inst->tail_len += n;
+}
+
+static void on_console(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct drv_instance *inst = s->data;
+	if (n > 0) {
+		tail_add(inst, buf->base, (size_t)n);
+		if (!inst->destroyed && !inst->reported)
+			inst->cb.console(inst->cb.ctx, buf->base, (size_t)n);
+		return;
+	}
+	if (n == 0)
+		return;
+	close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+	maybe_finish(inst, 0);
+}
+
+static void status_consume(struct drv_instance *inst)
+{
+	char *nl;
+	while ((nl = memchr(inst->sbuf, '\n', inst->slen))) {
+		size_t len = (size_t)(nl - inst->sbuf);
+		long pid = 0;
+		int code = 0;
+		int r = parse_status_line(inst->sbuf, len, &pid, &code);
+		if (r > 0 && (r & 1)) {
+			inst->child_pid = pid;
+			if (inst->cb.started && !inst->destroyed)
+				inst->cb.started(inst->cb.ctx);
+		}
+		if (r > 0 && (r & 2)) {
+			inst->have_exit_code = 1;
+			inst->exit_code = code;
+		}
+		memmove(inst->sbuf, nl + 1, inst->slen - len - 1);
+		inst->slen -= len + 1;
+	}
+}
+
+static void on_status(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct drv_instance *inst = s->data;
+	if (n > 0) {
+		size_t take = (size_t)n;
+		if (take > sizeof(inst->sbuf) - inst->slen)
+			take = sizeof(inst->sbuf) - inst->slen;
+		memcpy(inst->sbuf + inst->slen, buf->base, take);
+		inst->slen += take;
+		status_consume(inst);
+		if (inst->slen == sizeof(inst->sbuf))
+			inst->slen = 0; /* not bwrap's format: drop rather than stall */
+		return;
+	}
+	if (n == 0)
+		return;
+	if (inst->slen < sizeof(inst->sbuf)) {
+		inst->sbuf[inst->slen++] = '\n'; /* a last line without newline */
+		status_consume(inst);
+	}
+	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	maybe_finish(inst, 0);
+}
+
+static void on_ptym(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct drv_instance *inst = s->data;
+	/* Nothing is meant to be written to the terminal; read only so a guest
+	 * writing to it never blocks. EIO means every slave closed. */
+	if (n < 0)
+		close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+}
+
+static int open_pty(int *ret_master, int *ret_slave)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0)
+		return -errno;
+	char name[128];
+	if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof(name)) != 0) {
+		int e = -errno;
+		close(m);
+		return e;
+	}
+	int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (s < 0) {
+		int e = -errno;
+		close(m);
+		return e;
+	}
+	struct termios tio;
+	if (tcgetattr(s, &tio) == 0) {
+		cfmakeraw(&tio);
+		tio.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(s, TCSANOW, &tio);
+	}
+	*ret_master = m;
+	*ret_slave = s;
+	return 0;
+}
+
+static int open_pipe_handle(struct drv_instance *inst, uv_pipe_t *p, int fd, int *open_flag)
+{
+	int r = uv_pipe_init(inst->loop, p, 0);
+	if (r < 0)
+		return r;
+	p->data = inst;
+	*open_flag = 1;
+	inst->nhandles++;
+	r = uv_pipe_open(p, fd);
+	if (r < 0) {
+		close(fd); /* the handle does not own it yet */
+		return r;
+	}
+	return 0;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
+                         char **ret_err)
+{
+	int out[2] = {-1, -1}, st[2] = {-1, -1}, ptm = -1, pts = -1, img = -1;
+	int r;
+	if (inst->launched) {
+		set_err(ret_err, "linuxu: instance already launched");
+		return -EALREADY;
+	}
+	inst->loop = loop;
+	inst->cb = *cb;
+	const char *what = "console pipe";
+	if (pipe2(out, O_CLOEXEC) < 0 || (what = "status pipe", pipe2(st, O_CLOEXEC) < 0)) {
+		r = -errno;
+		set_err(ret_err, "linuxu: cannot create %s: %s", what, strerror(-r));
+		goto fail;
+	}
+	if (inst->use_pty && (r = open_pty(&ptm, &pts)) < 0) {
+		set_err(ret_err, "linuxu: cannot open a pseudo-terminal: %s", strerror(-r));
+		goto fail;
+	}
+	if (inst->copy_image && (img = open(inst->image_path, O_RDONLY | O_CLOEXEC)) < 0) {
+		r = -errno;
+		set_err(ret_err, "Image '%s': %s", inst->image_path, strerror(-r));
+		goto fail;
+	}
+
+	if (pts >= 0)
+		cmd_stdio_fd(inst->cmd, 0, pts);
+	cmd_stdio_fd(inst->cmd, 1, out[1]);
+	cmd_stdio_fd(inst->cmd, 2, out[1]);
+	cmd_stdio_fd(inst->cmd, FD_STATUS, st[1]);
+	if (img >= 0)
+		cmd_stdio_fd(inst->cmd, FD_IMAGE, img);
+
+	if ((r = uv_timer_init(loop, &inst->grace)) < 0) {
+		set_err(ret_err, "linuxu: timer: %s", uv_strerror(r));
+		goto fail;
+	}
+	inst->grace.data = inst;
+	inst->grace_open = 1;
+	inst->nhandles++;
+
+	inst->proc.data = inst;
+	r = cmd_spawn(inst->cmd, loop, &inst->proc, on_proc_exit, ret_err);
+	inst->proc.data = inst;
+	if (r < 0)
+		goto fail;
+	inst->proc_open = 1;
+	inst->nhandles++;
+	inst->launched = 1;
+	/* The child holds its copies; ours would keep EOF from ever coming. */
+	close_fd(&out[1]);
+	close_fd(&st[1]);
+	close_fd(&pts);
+	close_fd(&img);
+
+	r = open_pipe_handle(inst, &inst->console, out[0], &inst->console_open);
+	out[0] = -1;
+	if (r >= 0)
+		r = uv_read_start((uv_stream_t *)&inst->console, on_alloc, on_console);
+	if (r >= 0) {
+		r = open_pipe_handle(inst, &inst->status, st[0], &inst->status_open);
+		st[0] = -1;
+	}
+	if (r >= 0)
+		r = uv_read_start((uv_stream_t *)&inst->status, on_alloc, on_status);
+	if (r >= 0 && ptm >= 0) {
+		r = open_pipe_handle(inst, &inst->ptym, ptm, &inst->ptym_open);
+		ptm = -1;
+		if (r >= 0)
+			r = uv_read_start((uv_stream_t *)&inst->ptym, on_alloc, on_ptym);
+	}
+	if (r < 0) {
+		/* The process runs but cannot be watched: stop it; destroy reaps it. */
+		set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
+		inst->reported = 1; /* launch failed: cb->exit must not be called */
+		uv_process_kill(&inst->proc, SIGKILL);
+		kill(-inst->proc.pid, SIGKILL);
+		close_fd(&out[0]);
+		close_fd(&st[0]);
+		close_fd(&ptm);
+		return r;
+	}
+	if (inst->note && cb->note)
+		cb->note(cb->ctx, NULL, NULL, inst->note);
+	return 0;
+
+fail:
+	close_fd(&out[0]);
+	close_fd(&out[1]);
+	close_fd(&st[0]);
+	close_fd(&st[1]);
+	close_fd(&ptm);
+	close_fd(&pts);
+	close_fd(&img);
+	return r;
+}
+
+static int linuxu_kill(struct drv_instance *inst, unsigned flags)
+{
+	if (!inst->launched || inst->exited || inst->reported)
+		return 0;
+	inst->kill_requested = 1;
+	/* bwrap leads its own process group; its sandboxed child runs in another
+	 * session (--new-session) but dies with it (--die-with-parent, and the pid
+	 * namespace dies with its init). */
+	kill(-inst->proc.pid, SIGKILL);
+	kill(inst->proc.pid, SIGKILL);
+	return 0;
+}
+
+static void linuxu_destroy(struct drv_instance *inst)
+{
+	if (!inst)
+		return;
+	inst->destroyed = 1;
+	close_io(inst);
+	if (inst->proc_open) {
+		if (!inst->exited) {
+			/* Never leave a guest behind; the process handle stays open until
+			 * the exit is reaped, then on_exit closes it. */
+			kill(-inst->proc.pid, SIGKILL);
+			kill(inst->proc.pid, SIGKILL);
+		} else {
+			close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+		}
+	}
+	if (inst->nhandles == 0)
+		instance_free(inst);
+}
+
+const struct driver drv_linuxu = {
+	.name = "linuxu",
+	.platforms = DRV_PLATFORM_LINUXU,
+	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY,
+	.probe = linuxu_probe,
+	.unprobe = linuxu_unprobe,
+	.prepare = linuxu_prepare,
+	.launch = linuxu_launch,
+	.kill = linuxu_kill,
+	.destroy = linuxu_destroy,
+};

@@ -1,0 +1,911 @@
+/*
+ * qemu.c — the qemu driver: multiboot kernels (Unikraft, bootimage-style,
+ * elfloader + Linux program) under qemu-system-x86_64.
+ *
+ * One launch may run QEMU twice: under KVM first and, when the (software) KVM
+ * of the host cannot emulate the guest, again under TCG (DESIGN §8). Each run
+ * of QEMU is an `attempt` owning its process and pipes; the instance owns the
+ * callbacks and the console accounting across attempts.
+ */
+#include "qemu_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QEMU_DEFAULT_BIN "qemu-system-x86_64"
+#define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
+#define QEMU_PREFIX_MAX (64 * 1024) /* KVM-attempt console kept to compare with the TCG rerun */
+#define QEMU_QMP_TIMEOUT_MS 15000
+#define QEMU_PROBE_TIMEOUT_MS 5000
+#define QEMU_PROBE_VALUE 21 /* probe kernel writes this to 0xf4: QEMU exits 43 */
+#define HWRNG_TEXT "Could not initialize the HWRNG"
+
+struct attempt {
+	struct drv_instance *inst; /* NULL once detached (superseded or destroyed) */
+	uv_process_t proc;
+	uv_pipe_t out, err;
+	int handles; /* libuv handles not yet closed */
+	int kvm;
+	int exited, out_eof, err_eof, qmp_done, done;
+	int64_t status;
+	int signal;
+	int handshake;
+	int kvm_failed;
+	int qmp_error; /* QMP failed before the handshake */
+	enum qmp_guest_event ev;
+	struct qmp *qmp;
+	uint64_t bytes; /* console bytes produced by this attempt */
+	char errtail[QEMU_ERRTAIL];
+	size_t errlen;
+	char rbuf[65536];
+};
+
+struct drv_instance {
+	const struct qemu_state *st;
+	const struct drv_spec *spec;
+	char *qmp_path, *pid_path;
+	struct cmd *cmd; /* command of the next/current attempt */
+	int kvm;
+	uv_loop_t *loop;
+	struct drv_callbacks cb;
+	struct attempt *cur;
+	int killed, reported, started_sent, hint_sent, mismatch_noted;
+	uint64_t delivered; /* console bytes handed to cb->console */
+	uint64_t skip;      /* bytes of the current attempt already delivered by the KVM attempt */
+	char *prefix;       /* first bytes delivered by the KVM attempt */
+	size_t prefix_len;
+	size_t hint_match;
+};
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+static int fail(char **ret_err, int err, const char *msg)
+{
+	if (ret_err)
+		*ret_err = strdup(msg);
+	return err;
+}
+
+/* ---- pure parts (unit-tested) ---- */
+
+int qemu_kvm_failure(const char *text, size_t len)
+{
+	static const char *const needles[] = {"KVM internal error", "emulation failure"};
+	for (size_t i = 0; i < sizeof(needles) / sizeof(needles[0]); i++)
+		if (memmem(text, len, needles[i], strlen(needles[i])))
+			return 1;
+	return 0;
+}
+
+void qemu_classify_end(const struct qemu_end_facts *f, struct drv_outcome *ret_out)
+{
+	*ret_out = (struct drv_outcome){.end = DRV_END_ERROR};
+	if (f->killed) {
+		ret_out->end = DRV_END_KILLED;
+	} else if (f->signal) {
+		ret_out->end = DRV_END_ERROR;
+		ret_out->value = f->signal;
+	} else if (f->ev == QMP_EV_PANIC) {
+		ret_out->end = DRV_END_PANIC;
+	} else if (f->handshake && (f->status & 1)) {
+		/* isa-debug-exit: QEMU exits (v << 1) | 1. A QEMU that failed to start
+		 * (status 1 too) never completed the QMP handshake. */
+		ret_out->end = DRV_END_DEBUG_EXIT;
+		ret_out->value = f->status >> 1;
+	} else if (f->ev == QMP_EV_RESET) {
+		ret_out->end = DRV_END_RESET;
+	} else if (f->ev == QMP_EV_POWEROFF) {
+		ret_out->end = DRV_END_POWEROFF;
+	} else {
+		ret_out->value = f->status;
+	}
+}
+
+static int is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v';
+}
+
+/* Quote one word for Unikraft's uk_argnparse: ' and " toggle quoting (the other
+ * kind is literal inside), no backslash escapes, adjacent pieces join. */
+static int uk_quote(FILE *f, const char *arg)
+{
+	if (!*arg)
+		return -EINVAL; /* the parser drops empty words: cannot be carried */
+	const char *p = arg;
+	while (*p) {
+		if (*p == '"' || *p == '\'') {
+			fprintf(f, *p == '"' ? "'\"'" : "\"'\"");
+			p++;
+			continue;
+		}
+		size_t n = strcspn(p, "\"'");
+		int ws = 0;
+		for (size_t i = 0; i < n; i++)
+			ws |= is_space(p[i]);
+		fprintf(f, ws ? "\"%.*s\"" : "%.*s", (int)n, p);
+		p += n;
+	}
+	return 0;
+}
+
+int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret_err)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return -ENOMEM;
+	int r = 0;
+	int sep = 0;
+	if (spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER)) {
+		/* `--` only when library parameters precede it: Unikraft strips it only
+		 * after at least one parameter (ukboot: rc > 0), and images without
+		 * uklibparam (all reference images) hand it to main verbatim. */
+		for (size_t i = 0; i < spec->nuk_params && r == 0; i++) {
+			fputs(sep++ ? " " : "", f);
+			r = uk_quote(f, spec->uk_params[i]);
+		}
+		if (spec->nuk_params)
+			fputs(" --", f);
+		for (size_t i = 0; i < spec->nargs && r == 0; i++) {
+			fputs(sep++ ? " " : "", f);
+			r = uk_quote(f, spec->args[i]);
+		}
+	} else {
+		if (spec->nuk_params)
+			r = -EINVAL;
+		for (size_t i = 0; i < spec->nargs && r == 0; i++) {
+			if (!*spec->args[i] || strpbrk(spec->args[i], " \t\n\r\v"))
+				r = -EINVAL; /* a plain multiboot command line has no quoting */
+			fprintf(f, "%s%s", i ? " " : "", spec->args[i]);
+		}
+	}
+	fclose(f);
+	if (r < 0) {
+		free(buf);
+		return fail(ret_err, r,
+		            (spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER))
+		                ? "Empty arguments cannot be passed to a Unikraft guest"
+		                : "Arguments of a non-Unikraft kernel cannot be empty, contain whitespace "
+		                  "or carry Unikraft library parameters");
+	}
+	*ret_append = buf;
+	return 0;
+}
+
+int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int kvm,
+                   struct cmd **ret_cmd, char **ret_err)
+{
+	int unikraft = !!(spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER));
+	if (!spec->image_path || !spec->workdir || !spec->run_id)
+		return fail(ret_err, -EINVAL, "qemu: the run has no image, workdir or id");
+	if ((spec->flags & DRV_F_LOADER) && !spec->initrd_path)
+		return fail(ret_err, -EINVAL, "qemu: loader mode needs the program (initrd)");
+	/* QEMU splits -initrd at ',' (module list) and ' ' (module command line),
+	 * and -qmp/-pidfile option values at ','. */
+	if (spec->initrd_path && strpbrk(spec->initrd_path, ", "))
+		return fail(ret_err, -EINVAL, "qemu: the initrd path must not contain ',' or ' '");
+	if (strchr(spec->workdir, ','))
+		return fail(ret_err, -EINVAL, "qemu: the run directory must not contain ','");
+	if (strlen(spec->workdir) + sizeof("/qmp.sock") > 108)
+		return fail(ret_err, -ENAMETOOLONG, "qemu: the run directory path is too long for a socket");
+
+	char *append = NULL;
+	int r = qemu_build_append(spec, &append, ret_err);
+	if (r < 0)
+		return r;
+
+	struct cmd *c = cmd_new(st->binary);
+	cmd_arg(c, "-nodefaults");
+	cmd_arg(c, "-no-user-config");
+	cmd_arg(c, "-display");
+	cmd_arg(c, "none");
+	cmd_arg(c, "-no-reboot");
+	cmd_arg(c, "-name");
+	cmd_argf(c, "ukrun-%s", spec->run_id);
+
+	/* Machine (DESIGN §8, measured under TCG): microvm and pc+qboot are fastest,
+	 * but Unikraft ≤ 0.16 (the elfloader kernels) trips an assertion on their
+	 * memory maps, so Unikraft images get pc with a silenced SeaBIOS. */
+	const char *machine = spec->machine;
+	if (!machine)
+		machine = (!unikraft && st->qboot) ? "qboot" : "pc";
+	cmd_arg(c, "-M");
+	if (strcmp(machine, "qboot") == 0) {
+		cmd_arg(c, "pc");
+		cmd_arg(c, "-bios");
+		cmd_arg(c, QEMU_QBOOT_ROM);
+	} else {
+		cmd_arg(c, machine);
+		if (strncmp(machine, "microvm", 7) != 0) {
+			/* SeaBIOS: no banner or escape sequences on the serial port. */
+			cmd_arg(c, "-fw_cfg");
+			cmd_arg(c, "name=etc/sercon-port,string=0");
+		}
+	}
+
+	cmd_arg(c, "-accel");
+	if (kvm) {
+		cmd_arg(c, "kvm");
+		if (st->kvm_cpu) {
+			cmd_arg(c, "-cpu");
+			cmd_arg(c, st->kvm_cpu);
+		}
+	} else {
+		cmd_arg(c, "tcg");
+		cmd_arg(c, "-cpu");
+		cmd_arg(c, "max");
+	}
+	cmd_arg(c, "-m");
+	cmd_argf(c, "%u", spec->memory_mb ? spec->memory_mb : (spec->flags & DRV_F_LOADER) ? 256 : 128);
+	cmd_arg(c, "-smp");
+	cmd_argf(c, "%u", spec->vcpus ? spec->vcpus : 1);
+
+	cmd_arg(c, "-serial");
+	cmd_arg(c, "stdio");
+	cmd_arg(c, "-device");
+	cmd_arg(c, "isa-debug-exit,iobase=0xf4,iosize=0x04");
+	cmd_arg(c, "-device");
+	cmd_arg(c, "isa-debug-exit,iobase=0x501,iosize=0x02");
+	cmd_arg(c, "-device");
+	cmd_arg(c, "pvpanic");
+	/* A panic must end QEMU (exit 0 + SHUTDOWN guest-panic), not pause the guest. */
+	cmd_arg(c, "-action");
+	cmd_arg(c, "panic=shutdown");
+
+	cmd_arg(c, "-pidfile");
+	cmd_argf(c, "%s/qemu.pid", spec->workdir);
+	cmd_arg(c, "-qmp");
+	cmd_argf(c, "unix:%s/qmp.sock,server=on,wait=on", spec->workdir);
+	cmd_arg(c, "-S");
+	if (st->sandbox) {
+		cmd_arg(c, "-sandbox");
+		cmd_arg(c, "on");
+	}
+
+	cmd_arg(c, "-kernel");
+	cmd_arg(c, spec->image_path);
+	if (spec->initrd_path) {
+		cmd_arg(c, "-initrd");
+		cmd_arg(c, spec->initrd_path);
+	}
+	if (*append) {
+		cmd_arg(c, "-append");
+		cmd_arg(c, append);
+	}
+	free(append);
+	*ret_cmd = c;
+	return 0;
+}
+
+/* ---- probe ---- */
+
+static char *find_in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	char *dup = strdup(path), *save = NULL;
+	char *found = NULL;
+	for (char *d = strtok_r(dup, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
+		char *cand = xasprintf("%s/%s", d, name);
+		if (cand && access(cand, X_OK) == 0)
+			found = cand;
+		else
+			free(cand);
+	}
+	free(dup);
+	return found;
+}
+
+static int kvm_usable(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int ok = ioctl(fd, KVM_GET_API_VERSION, 0) == KVM_API_VERSION;
+	if (ok) {
+		int vm = ioctl(fd, KVM_CREATE_VM, 0);
+		ok = vm >= 0;
+		if (vm >= 0)
+			close(vm);
+	}
+	close(fd);
+	return ok;
+}
+
+/* A multiboot kernel (a.out kludge, loaded at 1 MiB) that writes
+ * QEMU_PROBE_VALUE to isa-debug-exit 0xf4 and halts. */
+static int write_probe_kernel(char *path)
+{
+	static const unsigned char k[] = {
+		0x02, 0xb0, 0xad, 0x1b, 0x00, 0x00, 0x01, 0x00, 0xfe, 0x4f, 0x51, 0xe4, /* magic, flags, sum */
+		0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, /* header_addr, load_addr */
+		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* load_end, bss_end */
+		0x20, 0x00, 0x10, 0x00,                         /* entry */
+		0xb8, QEMU_PROBE_VALUE, 0x00, 0x00, 0x00,       /* mov eax, value */
+		0xe7, 0xf4,                                     /* out 0xf4, eax */
+		0xfa, 0xf4, 0xeb, 0xfd,                         /* cli; hlt; jmp hlt */
+	};
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = write(fd, k, sizeof(k)) == (ssize_t)sizeof(k) ? 0 : -EIO;
+	close(fd);
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+/* Boot the probe kernel once; 1 when it ran to its debug-exit. */
+static int probe_boot(const struct qemu_state *st, const char *kernel, int kvm, const char *cpu,
+                      int sandbox, char **ret_out)
+{
+	struct cmd *c = cmd_new(st->binary);
+	const char *args[] = {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "pc",
+	                      "-m", "32", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", kernel,
+	                      "-accel", kvm ? "kvm" : "tcg"};
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+		cmd_arg(c, args[i]);
+	if (st->qboot) {
+		cmd_arg(c, "-bios");
+		cmd_arg(c, QEMU_QBOOT_ROM);
+	}
+	if (cpu) {
+		cmd_arg(c, "-cpu");
+		cmd_arg(c, cpu);
+	}
+	if (sandbox) {
+		cmd_arg(c, "-sandbox");
+		cmd_arg(c, "on");
+	}
+	int r = cmd_run_sync(c, QEMU_PROBE_TIMEOUT_MS, 4096, ret_out);
+	cmd_free(c);
+	return r == ((QEMU_PROBE_VALUE << 1) | 1);
+}
+
+static void state_free(struct qemu_state *st)
+{
+	if (!st)
+		return;
+	free(st->binary);
+	free(st->version);
+	free(st->kvm_cpu);
+	free(st);
+}
+
+static int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
+{
+	struct qemu_state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	const char *env = getenv("UKRUN_QEMU");
+	st->binary = env && *env ? strdup(env) : find_in_path(QEMU_DEFAULT_BIN);
+	if (!st->binary || access(st->binary, X_OK) != 0) {
+		*ret_err = xasprintf("qemu: '%s' not found or not executable",
+		                     st->binary ? st->binary : QEMU_DEFAULT_BIN);
+		state_free(st);
+		return -ENOENT;
+	}
+	struct cmd *c = cmd_new(st->binary);
+	cmd_arg(c, "--version");
+	char *out = NULL;
+	int r = cmd_run_sync(c, QEMU_PROBE_TIMEOUT_MS, 4096, &out);
+	cmd_free(c);
+	const char *v = out ? strstr(out, "version ") : NULL;
+	if (r != 0 || !v) {
+		*ret_err = xasprintf("qemu: '%s --version' failed", st->binary);
+		free(out);
+		state_free(st);
+		return -ENOEXEC;
+	}
+	v += strlen("version ");
+	st->version = strndup(v, strcspn(v, " \n("));
+	free(out);
+	st->qboot = access(QEMU_QBOOT_ROM, R_OK) == 0;
+
+	char kernel[] = "/tmp/ukrun-qemu-probe-XXXXXX";
+	r = write_probe_kernel(kernel);
+	if (r < 0) {
+		*ret_err = xasprintf("qemu: cannot write a probe kernel in /tmp: %s", strerror(-r));
+		state_free(st);
+		return r;
+	}
+	/* TCG is the floor: it must run, with or without the seccomp sandbox. */
+	out = NULL;
+	st->sandbox = probe_boot(st, kernel, 0, "max", 1, NULL);
+	if (!st->sandbox && !probe_boot(st, kernel, 0, "max", 0, &out)) {
+		*ret_err = xasprintf("qemu: %s cannot boot a test kernel under TCG: %.200s", st->binary,
+		                     out ? out : "");
+		free(out);
+		unlink(kernel);
+		state_free(st);
+		return -ENOEXEC;
+	}
+	free(out);
+	int have_kvm = kvm_usable();
+	if (have_kvm) {
+		/* QEMU 7.2 aborts with plain `host` on some hosts (MSR 0x10a); NULL = default model. */
+		static const char *const cpus[] = {"host", "host,-arch-capabilities", NULL};
+		for (size_t i = 0; i < sizeof(cpus) / sizeof(cpus[0]) && !st->kvm; i++) {
+			if (probe_boot(st, kernel, 1, cpus[i], st->sandbox, NULL)) {
+				st->kvm = 1;
+				st->kvm_cpu = cpus[i] ? strdup(cpus[i]) : NULL;
+			}
+		}
+	}
+	unlink(kernel);
+	if (st->kvm)
+		*ret_info = xasprintf("qemu %s, accel kvm (cpu %s)%s", st->version,
+		                      st->kvm_cpu ? st->kvm_cpu : "default", st->sandbox ? ", sandbox" : "");
+	else
+		*ret_info = xasprintf("qemu %s, tcg only (%s)%s", st->version,
+		                      have_kvm ? "KVM could not run a test guest" : "no /dev/kvm",
+		                      st->sandbox ? ", sandbox" : "");
+	*ret_state = st;
+	return 0;
+}
+
+static void qemu_unprobe(void *state)
+{
+	state_free(state);
+}
+
+/* ---- prepare ---- */
+
+static int qemu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
+                        char **ret_err)
+{
+	const struct qemu_state *st = state;
+	int kvm;
+	switch (spec->accel) {
+	case DRV_ACCEL_KVM:
+		if (!st->kvm)
+			return fail(ret_err, -ENODEV, "qemu: KVM requested but /dev/kvm is not usable here");
+		kvm = 1;
+		break;
+	case DRV_ACCEL_TCG:
+		kvm = 0;
+		break;
+	default:
+		kvm = st->kvm;
+		break;
+	}
+	struct drv_instance *inst = calloc(1, sizeof(*inst));
+	if (!inst)
+		return -ENOMEM;
+	int r = qemu_build_cmd(st, spec, kvm, &inst->cmd, ret_err);
+	if (r < 0) {
+		free(inst);
+		return r;
+	}
+	inst->st = st;
+	inst->spec = spec;
+	inst->kvm = kvm;
+	inst->qmp_path = xasprintf("%s/qmp.sock", spec->workdir);
+	inst->pid_path = xasprintf("%s/qemu.pid", spec->workdir);
+	*ret_inst = inst;
+	return 0;
+}
+
+/* ---- launch: attempts ---- */
+
+static void attempt_check_done(struct attempt *a);
+
+static void attempt_handle_closed(uv_handle_t *h)
+{
+	struct attempt *a = h->data;
+	if (--a->handles == 0)
+		free(a);
+}
+
+static void attempt_close(struct attempt *a, uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, attempt_handle_closed);
+}
+
+static void attempt_kill(struct attempt *a)
+{
+	if (a->exited || a->proc.pid <= 0)
+		return;
+	/* QEMU leads its own process group (cmd_spawn): take the whole group. */
+	kill(-a->proc.pid, SIGKILL);
+	kill(a->proc.pid, SIGKILL);
+}
+
+static void report(struct drv_instance *inst, const struct drv_outcome *o)
+{
+	if (inst->reported)
+		return;
+	inst->reported = 1;
+	inst->cb.exit(inst->cb.ctx, o);
+}
+
+static void note(struct drv_instance *inst, const char *key, const char *value, const char *msg)
+{
+	if (inst->cb.note)
+		inst->cb.note(inst->cb.ctx, key, value, msg);
+}
+
+/* The line of QEMU's stderr that says what went wrong: the last "qemu...:" line
+ * that is not an info/warning (the QMP wait notice, the fw_cfg name warning),
+ * else the last non-empty line. */
+static const char *errtail_reason(const struct attempt *a, char *buf, size_t cap)
+{
+	const char *best = NULL, *last = NULL;
+	size_t best_len = 0, last_len = 0;
+	size_t end = a->errlen;
+	while (end > 0) {
+		size_t start = end;
+		while (start && a->errtail[start - 1] != '\n')
+			start--;
+		const char *l = a->errtail + start;
+		size_t n = end - start;
+		while (n && (l[n - 1] == '\n' || l[n - 1] == '\r'))
+			n--;
+		if (n && !last) {
+			last = l;
+			last_len = n;
+		}
+		if (n > 4 && memcmp(l, "qemu", 4) == 0 && !memmem(l, n, "info: ", 6) &&
+		    !memmem(l, n, "warning: ", 9)) {
+			best = l;
+			best_len = n;
+			break;
+		}
+		end = start ? start - 1 : 0;
+	}
+	if (!best) {
+		best = last;
+		best_len = last_len;
+	}
+	size_t n = best_len < cap - 1 ? best_len : cap - 1;
+	if (n)
+		memcpy(buf, best, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void console_scan_hint(struct drv_instance *inst, const char *buf, size_t len)
+{
+	static const char needle[] = HWRNG_TEXT;
+	/* The needle's first byte occurs only once in it, so a plain restart is exact. */
+	for (size_t i = 0; i < len && !inst->hint_sent; i++) {
+		if (buf[i] == needle[inst->hint_match])
+			inst->hint_match++;
+		else
+			inst->hint_match = buf[i] == needle[0];
+		if (inst->hint_match == sizeof(needle) - 1) {
+			inst->hint_sent = 1;
+			note(inst, "hint", "rdseed",
+			     "the image needs RDRAND/RDSEED in the guest CPU (libukrandom); QEMU 7.2's TCG "
+			     "`-cpu max` lacks RDSEED: run it under KVM or build it without libukrandom");
+		}
+	}
+}
+
+static void console_bytes(struct attempt *a, const char *buf, size_t len)
+{
+	struct drv_instance *inst = a->inst;
+	uint64_t pos = a->bytes;
+	a->bytes += len;
+	if (pos < inst->skip) {
+		/* A rerun under TCG repeats what the KVM attempt already delivered. */
+		size_t drop = inst->skip - pos < len ? (size_t)(inst->skip - pos) : len;
+		if (pos < inst->prefix_len) {
+			size_t n = inst->prefix_len - pos < drop ? (size_t)(inst->prefix_len - pos) : drop;
+			if (memcmp(inst->prefix + pos, buf, n) != 0 && !inst->mismatch_noted) {
+				inst->mismatch_noted = 1;
+				note(inst, NULL, NULL, "console output under TCG differed from the KVM attempt; "
+				                       "its first bytes were dropped anyway");
+			}
+		}
+		buf += drop;
+		len -= drop;
+	}
+	if (!len)
+		return;
+	if (a->kvm && inst->prefix_len < QEMU_PREFIX_MAX) {
+		size_t n = QEMU_PREFIX_MAX - inst->prefix_len < len ? QEMU_PREFIX_MAX - inst->prefix_len : len;
+		if (!inst->prefix)
+			inst->prefix = malloc(QEMU_PREFIX_MAX);
+		if (inst->prefix) {
+			memcpy(inst->prefix + inst->prefix_len, buf, n);
+			inst->prefix_len += n;
+		}
+	}
+	inst->delivered += len;
+	console_scan_hint(inst, buf, len);
+	inst->cb.console(inst->cb.ctx, buf, len);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct attempt *a = h->data;
+	*buf = uv_buf_init(a->rbuf, sizeof(a->rbuf));
+}
+
+static void on_out(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct attempt *a = s->data;
+	if (nread > 0 && a->inst) {
+		console_bytes(a, buf->base, (size_t)nread);
+	} else if (nread < 0) {
+		a->out_eof = 1;
+		attempt_close(a, (uv_handle_t *)s);
+		attempt_check_done(a);
+	}
+}
+
+static void on_err(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct attempt *a = s->data;
+	if (nread < 0) {
+		a->err_eof = 1;
+		attempt_close(a, (uv_handle_t *)s);
+		attempt_check_done(a);
+		return;
+	}
+	size_t n = (size_t)nread;
+	const char *p = buf->base;
+	if (n >= QEMU_ERRTAIL) {
+		p += n - QEMU_ERRTAIL;
+		n = QEMU_ERRTAIL;
+	}
+	if (a->errlen + n > QEMU_ERRTAIL) {
+		size_t shift = a->errlen + n - QEMU_ERRTAIL;
+		memmove(a->errtail, a->errtail + shift, a->errlen - shift);
+		a->errlen -= shift;
+	}
+	memcpy(a->errtail + a->errlen, p, n);
+	a->errlen += n;
+	/* The software KVM of these hosts stops Unikraft early and QEMU then hangs:
+	 * never wait for a timeout, rerun under TCG at once (DESIGN §8). */
+	if (a->inst && a->kvm && !a->kvm_failed && a->inst->spec->accel == DRV_ACCEL_AUTO &&
+	    qemu_kvm_failure(a->errtail, a->errlen)) {
+		a->kvm_failed = 1;
+		attempt_kill(a);
+	}
+}
+
+static void on_exit_proc(uv_process_t *p, int64_t status, int sig)
+{
+	struct attempt *a = p->data;
+	a->exited = 1;
+	a->status = status;
+	a->signal = sig;
+	attempt_close(a, (uv_handle_t *)p);
+	if (!a->handshake && !a->qmp_done) {
+		/* QEMU is gone before anyone connected: stop retrying the socket. */
+		qmp_close(a->qmp);
+		a->qmp = NULL;
+		a->qmp_done = 1;
+	}
+	attempt_check_done(a);
+}
+
+static void on_qmp_ready(void *ctx)
+{
+	struct attempt *a = ctx;
+	a->handshake = 1;
+	if (a->inst && !a->inst->started_sent) {
+		a->inst->started_sent = 1;
+		if (a->inst->cb.started)
+			a->inst->cb.started(a->inst->cb.ctx);
+	}
+}
+
+static void on_qmp_event(void *ctx, const char *name, json_t *data)
+{
+	struct attempt *a = ctx;
+	enum qmp_guest_event ev = qmp_event_classify(name, data);
+	if (ev > a->ev) /* PANIC > RESET > POWEROFF: a panic is followed by SHUTDOWN */
+		a->ev = ev;
+}
+
+static void on_qmp_closed(void *ctx, int status)
+{
+	struct attempt *a = ctx;
+	a->qmp_done = 1;
+	if (status < 0 && status != -ECONNRESET && !a->handshake && !a->exited) {
+		/* QEMU waits for a QMP client forever: without one it is useless.
+		 * (A reset is QEMU exiting on its own: let its status speak.) */
+		a->qmp_error = status;
+		attempt_kill(a);
+	}
+	attempt_check_done(a);
+}
+
+static int attempt_start(struct drv_instance *inst, char **ret_err);
+
+static void attempt_finished(struct attempt *a)
+{
+	struct drv_instance *inst = a->inst;
+	qmp_close(a->qmp);
+	a->qmp = NULL;
+	if (!inst)
+		return;
+	a->inst = NULL;
+	inst->cur = NULL;
+	if (a->kvm_failed && !inst->killed) {
+		char *err = NULL;
+		cmd_free(inst->cmd);
+		inst->cmd = NULL;
+		inst->kvm = 0;
+		inst->skip = inst->delivered;
+		note(inst, "accel", "tcg",
+		     "KVM could not run this guest (emulation failure); retrying under TCG");
+		int r = qemu_build_cmd(inst->st, inst->spec, 0, &inst->cmd, &err);
+		if (r >= 0)
+			r = attempt_start(inst, &err);
+		if (r < 0) {
+			struct drv_outcome o = {.end = DRV_END_ERROR, .value = r, .message = err};
+			report(inst, &o);
+		}
+		free(err);
+		return;
+	}
+	struct qemu_end_facts f = {
+		.killed = inst->killed,
+		.handshake = a->handshake,
+		.ev = a->ev,
+		.signal = a->signal,
+		.status = (int)a->status,
+	};
+	struct drv_outcome o;
+	qemu_classify_end(&f, &o);
+	char line[512], *msg = NULL;
+	if (o.end == DRV_END_ERROR) {
+		errtail_reason(a, line, sizeof(line));
+		if (a->qmp_error && a->signal == SIGKILL)
+			msg = xasprintf("QEMU's QMP socket failed (%s)%s%s", strerror(-a->qmp_error),
+			                *line ? ": " : "", line);
+		else if (a->signal)
+			msg = xasprintf("QEMU was killed by signal %d%s%s", a->signal, *line ? ": " : "", line);
+		else
+			msg = xasprintf("QEMU exited with status %d%s%s", (int)a->status, *line ? ": " : "",
+			                *line ? line : " and no shutdown event");
+		o.message = msg;
+	}
+	report(inst, &o);
+	free(msg);
+}
+
+static void attempt_check_done(struct attempt *a)
+{
+	if (a->done || !a->exited || !a->out_eof || !a->err_eof || !a->qmp_done)
+		return;
+	a->done = 1;
+	attempt_finished(a);
+}
+
+static int attempt_start(struct drv_instance *inst, char **ret_err)
+{
+	struct attempt *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->inst = inst;
+	a->kvm = inst->kvm;
+	uv_pipe_init(inst->loop, &a->out, 0);
+	uv_pipe_init(inst->loop, &a->err, 0);
+	a->out.data = a->err.data = a->proc.data = a;
+	a->handles = 3;
+	/* A stale socket would let us connect to nothing; QEMU recreates both. */
+	unlink(inst->qmp_path);
+	unlink(inst->pid_path);
+	cmd_stdio_pipe(inst->cmd, 1, &a->out, 0);
+	cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
+	int r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+	if (r < 0) {
+		a->inst = NULL;
+		a->exited = 1;
+		uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
+		attempt_close(a, (uv_handle_t *)&a->out);
+		attempt_close(a, (uv_handle_t *)&a->err);
+		return r;
+	}
+	uv_read_start((uv_stream_t *)&a->out, on_alloc, on_out);
+	uv_read_start((uv_stream_t *)&a->err, on_alloc, on_err);
+	struct qmp_callbacks qcb = {
+		.ready = on_qmp_ready, .event = on_qmp_event, .closed = on_qmp_closed, .ctx = a};
+	r = qmp_connect(inst->loop, inst->qmp_path, QEMU_QMP_TIMEOUT_MS, &qcb, &a->qmp);
+	if (r < 0) {
+		a->qmp_error = r;
+		a->qmp_done = 1;
+		attempt_kill(a);
+	}
+	inst->cur = a;
+	return 0;
+}
+
+static int qemu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
+                       char **ret_err)
+{
+	if (inst->loop)
+		return fail(ret_err, -EALREADY, "qemu: this run was already launched");
+	inst->loop = loop;
+	inst->cb = *cb;
+	int r = attempt_start(inst, ret_err);
+	if (r < 0)
+		return r;
+	if (inst->kvm) {
+		char *msg = xasprintf("running under KVM (cpu %s)", inst->st->kvm_cpu ? inst->st->kvm_cpu : "default");
+		note(inst, "accel", "kvm", msg);
+		free(msg);
+	} else if (inst->spec->accel == DRV_ACCEL_AUTO) {
+		note(inst, "accel", "tcg", "no usable /dev/kvm: running under TCG (slower)");
+	} else {
+		note(inst, "accel", "tcg", "running under TCG");
+	}
+	char *line = cmd_to_string(inst->cmd);
+	note(inst, "command", line, NULL);
+	free(line);
+	return 0;
+}
+
+static int qemu_kill(struct drv_instance *inst, unsigned flags)
+{
+	inst->killed = 1;
+	if (inst->cur)
+		attempt_kill(inst->cur);
+	return 0;
+}
+
+static void qemu_destroy(struct drv_instance *inst)
+{
+	if (!inst)
+		return;
+	struct attempt *a = inst->cur;
+	if (a) {
+		/* Detach: the attempt frees itself once QEMU is reaped and the pipes close. */
+		a->inst = NULL;
+		attempt_kill(a);
+		qmp_close(a->qmp);
+		a->qmp = NULL;
+		attempt_close(a, (uv_handle_t *)&a->out);
+		attempt_close(a, (uv_handle_t *)&a->err);
+	}
+	if (inst->qmp_path)
+		unlink(inst->qmp_path);
+	if (inst->pid_path)
+		unlink(inst->pid_path);
+	cmd_free(inst->cmd);
+	free(inst->qmp_path);
+	free(inst->pid_path);
+	free(inst->prefix);
+	free(inst);
+}
+
+const struct driver drv_qemu = {
+	.name = "qemu",
+	.platforms = DRV_PLATFORM_QEMU,
+	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY | DRV_CAP_VCPUS | DRV_CAP_INITRD,
+	.probe = qemu_probe,
+	.unprobe = qemu_unprobe,
+	.prepare = qemu_prepare,
+	.launch = qemu_launch,
+	.kill = qemu_kill,
+	.destroy = qemu_destroy,
+};

@@ -1,0 +1,50 @@
+/*
+ * qemu_int.h — internals of the qemu driver shared with its unit tests:
+ * the probed host facts, the argv builder and the pure classifiers.
+ */
+#ifndef UKRUN_QEMU_INT_H
+#define UKRUN_QEMU_INT_H
+
+#include <stddef.h>
+
+#include "command.h"
+#include "driver.h"
+#include "qmp.h"
+
+#define QEMU_QBOOT_ROM "/usr/share/qemu/qboot.rom"
+
+/* What probe found on this host (the driver's global state). */
+struct qemu_state {
+	char *binary;     /* qemu-system-x86_64 path or name */
+	char *version;    /* "7.2.22" */
+	int kvm;          /* /dev/kvm usable and a CPU model ran a guest */
+	char *kvm_cpu;    /* -cpu value that worked under KVM; NULL = QEMU's default model */
+	int qboot;        /* QEMU_QBOOT_ROM exists */
+	int sandbox;      /* `-sandbox on` accepted */
+};
+
+/* Build the QEMU command for `spec` (accelerator `kvm` = 1 → KVM, 0 → TCG).
+ * Returns 0 and *ret_cmd, or -EINVAL with *ret_err for an unusable spec. */
+int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int kvm,
+                   struct cmd **ret_cmd, char **ret_err);
+
+/* The -append string for `spec` (malloc'd in *ret_append; "" when there is nothing).
+ * Returns 0 or -EINVAL (an argument Unikraft's parser cannot carry, e.g. an empty one). */
+int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret_err);
+
+/* 1 when QEMU's stderr text shows that KVM could not run the guest. */
+int qemu_kvm_failure(const char *text, size_t len);
+
+/* What happened to one QEMU process, for qemu_classify_end. */
+struct qemu_end_facts {
+	int killed;               /* the core asked us to kill it */
+	int handshake;            /* QMP handshake completed (the guest ran) */
+	enum qmp_guest_event ev;  /* strongest guest event seen */
+	int signal;               /* QEMU died of this signal (0 = exited) */
+	int status;               /* exit status when signal == 0 */
+};
+
+/* Map the facts to an outcome (message left NULL: the caller adds stderr). */
+void qemu_classify_end(const struct qemu_end_facts *f, struct drv_outcome *ret_out);
+
+#endif

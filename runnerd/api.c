@@ -1,0 +1,485 @@
+/* api.c — routes and handlers of the HTTP API (see api.h). */
+#include "api.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "console.h"
+#include "log.h"
+#include "runspec.h"
+
+/* Internal error → HTTP status and JSON error code: the one table. */
+#define API_ERRNO_MAP(X)                                   \
+	X(EINVAL, 400, "bad_request")                      \
+	X(EBADMSG, 400, "digest_mismatch")                 \
+	X(EACCES, 401, "unauthorized")                     \
+	X(ENOENT, 404, "not_found")                        \
+	X(ENOSYS, 405, "method_not_allowed")               \
+	X(EBUSY, 409, "in_use")                            \
+	X(EALREADY, 409, "already_ended")                  \
+	X(EFBIG, 413, "too_large")                         \
+	X(ENOEXEC, 422, "image_not_runnable")              \
+	X(ENODEV, 503, "driver_unavailable")               \
+	X(EAGAIN, 503, "queue_full")                       \
+	X(ESHUTDOWN, 503, "shutting_down")                 \
+	X(ENOSPC, 507, "insufficient_storage")
+
+static void respond_errno(struct http_conn *conn, int r, const char *code_override, const char *msg)
+{
+	int status = 500;
+	const char *code = "internal";
+	switch (-r) {
+#define X(e, s, c)          \
+	case e:             \
+		status = s; \
+		code = c;   \
+		break;
+		API_ERRNO_MAP(X)
+#undef X
+	default:
+		break;
+	}
+	if (code_override)
+		code = code_override;
+	http_respond_error(conn, status, code, "%s", msg ? msg : strerror(-r));
+}
+
+/* ---- helpers ---- */
+
+/* "/v1/runs/42/console" with prefix "/v1/runs/" → id 42, *ret_rest "/console". */
+static int parse_id(const char *path, const char *prefix, int64_t *ret_id, const char **ret_rest)
+{
+	size_t n = strlen(prefix);
+	if (strncmp(path, prefix, n) != 0)
+		return -ENOENT;
+	const char *p = path + n;
+	if (*p < '1' || *p > '9')
+		return -ENOENT;
+	int64_t id = 0;
+	while (*p >= '0' && *p <= '9') {
+		if (id > (INT64_MAX - 9) / 10)
+			return -ENOENT;
+		id = id * 10 + (*p++ - '0');
+	}
+	*ret_id = id;
+	*ret_rest = p;
+	return 0;
+}
+
+static int query_uint(const char *query, const char *name, uint64_t max, uint64_t *ret)
+{
+	char *v = http_query_get(query, name);
+	if (!v)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	int ok = *v && !*end && errno == 0 && x <= max && v[0] != '-';
+	free(v);
+	if (!ok)
+		return -EINVAL;
+	*ret = x;
+	return 1;
+}
+
+static void version_info(struct api *api, struct http_conn *conn)
+{
+	json_t *drivers = json_array();
+	for (size_t i = 0; i < api->runs->nslots; i++) {
+		struct driver_slot *s = &api->runs->slots[i];
+		json_array_append_new(drivers, json_pack("{s:s,s:b,s:s}", "name", s->drv->name, "available",
+		                                         s->available, "info", s->info ? s->info : ""));
+	}
+	http_respond_json(conn, 200, json_pack("{s:s,s:i,s:o}", "version", UKRUN_VERSION, "api", 1,
+	                                       "drivers", drivers));
+}
+
+static void metrics(struct api *api, struct http_conn *conn)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f) {
+		respond_errno(conn, -ENOMEM, NULL, NULL);
+		return;
+	}
+	struct run_manager *m = api->runs;
+	fprintf(f, "# HELP ukrun_runs_created_total Runs accepted.\n# TYPE ukrun_runs_created_total counter\n");
+	fprintf(f, "ukrun_runs_created_total %llu\n", (unsigned long long)m->runs_created);
+	fprintf(f, "# HELP ukrun_runs_finished_total Runs ended, by final state.\n"
+	           "# TYPE ukrun_runs_finished_total counter\n");
+	for (int i = 3; i < 7; i++)
+		fprintf(f, "ukrun_runs_finished_total{state=\"%s\"} %llu\n", run_state_names[i],
+		        (unsigned long long)m->runs_finished[i]);
+	fprintf(f, "# HELP ukrun_runs_active Runs queued or running.\n# TYPE ukrun_runs_active gauge\n");
+	fprintf(f, "ukrun_runs_active{state=\"queued\"} %u\nukrun_runs_active{state=\"running\"} %u\n",
+	        m->nqueued, m->nrunning);
+	fprintf(f, "# HELP ukrun_image_uploads_total Completed image uploads.\n"
+	           "# TYPE ukrun_image_uploads_total counter\nukrun_image_uploads_total %llu\n",
+	        (unsigned long long)api->images->uploads);
+	fprintf(f, "# HELP ukrun_image_upload_bytes_total Bytes received by completed uploads.\n"
+	           "# TYPE ukrun_image_upload_bytes_total counter\nukrun_image_upload_bytes_total %llu\n",
+	        (unsigned long long)api->images->upload_bytes);
+	fprintf(f, "# HELP ukrun_image_upload_skipped_total HEAD hits: uploads a client could skip.\n"
+	           "# TYPE ukrun_image_upload_skipped_total counter\nukrun_image_upload_skipped_total %llu\n",
+	        (unsigned long long)api->images->upload_skipped);
+	fprintf(f, "# HELP ukrun_http_requests_total Requests served.\n"
+	           "# TYPE ukrun_http_requests_total counter\nukrun_http_requests_total %llu\n",
+	        (unsigned long long)api->requests);
+	fprintf(f, "# HELP ukrun_driver_available Driver usable here.\n# TYPE ukrun_driver_available gauge\n");
+	for (size_t i = 0; i < m->nslots; i++)
+		fprintf(f, "ukrun_driver_available{driver=\"%s\"} %d\n", m->slots[i].drv->name,
+		        m->slots[i].available);
+	fclose(f);
+	http_respond(conn, 200, "text/plain; version=0.0.4", buf, len);
+	free(buf);
+}
+
+/* ---- images ---- */
+
+struct upload_ctx {
+	struct api *api;
+	struct image_upload *up;
+	struct http_conn *conn;
+	int failed;
+};
+
+static void upload_release(void *obj)
+{
+	struct upload_ctx *u = obj;
+	image_upload_abort(u->up);
+	free(u);
+}
+
+static int upload_data(void *ctx, const char *buf, size_t len)
+{
+	struct upload_ctx *u = ctx;
+	char *err = NULL;
+	int r = image_upload_write(u->up, buf, len, &err);
+	if (r < 0) {
+		char msg[160];
+		if (r == -EFBIG)
+			snprintf(msg, sizeof(msg), "image is larger than the limit of %llu bytes",
+			         (unsigned long long)u->api->images->max_size);
+		respond_errno(u->conn, r, NULL, r == -EFBIG ? msg : err);
+		free(err);
+		http_conn_attach(u->conn, NULL, NULL);
+		upload_release(u);
+		return r;
+	}
+	return 0;
+}
+
+static void image_put_headers(struct api *api, struct http_conn *conn, struct http_request *req,
+                              const char *sha)
+{
+	if (req->content_length == UINT64_MAX) {
+		http_respond_error(conn, 411, "length_required", "PUT of an image needs Content-Length");
+		return;
+	}
+	if (req->content_length > api->images->max_size) {
+		http_respond_error(conn, 413, "too_large", "image of %llu bytes is over the limit of %llu bytes",
+		                   (unsigned long long)req->content_length,
+		                   (unsigned long long)api->images->max_size);
+		return;
+	}
+	struct upload_ctx *u = calloc(1, sizeof(*u));
+	if (!u) {
+		respond_errno(conn, -ENOMEM, NULL, NULL);
+		return;
+	}
+	char *name = http_query_get(req->query, "name");
+	if (name && (strchr(name, '/') || strlen(name) > 255 || !*name)) {
+		free(name);
+		name = NULL;
+	}
+	char *err = NULL;
+	int r = image_upload_begin(api->images, sha, name, &u->up, &err);
+	free(name);
+	if (r < 0) {
+		respond_errno(conn, r, NULL, err);
+		free(err);
+		free(u);
+		return;
+	}
+	u->api = api;
+	u->conn = conn;
+	http_conn_attach(conn, u, upload_release);
+	struct http_body_sink sink = {.data = upload_data, .ctx = u};
+	http_conn_set_sink(conn, &sink);
+}
+
+static void image_put_done(struct api *api, struct http_conn *conn, const char *sha)
+{
+	struct upload_ctx *u = http_conn_attached(conn);
+	if (!u) {
+		respond_errno(conn, -EIO, NULL, "upload state lost");
+		return;
+	}
+	http_conn_attach(conn, NULL, NULL);
+	int existed = image_exists(api->images, sha);
+	char *err = NULL;
+	int r = image_upload_finish(u->up, &err);
+	u->up = NULL;
+	free(u);
+	if (r < 0) {
+		respond_errno(conn, r, NULL, err);
+		free(err);
+		return;
+	}
+	http_respond_json(conn, existed ? 200 : 201, store_image_get(api->db, sha));
+}
+
+static void images_route(struct api *api, struct http_conn *conn, struct http_request *req)
+{
+	const char *sha = req->path + strlen("/v1/images/");
+	if (!image_sha256_valid(sha)) {
+		http_respond_error(conn, 400, "bad_request", "image ids are sha256 digests (64 lowercase hex digits)");
+		return;
+	}
+	switch (req->method) {
+	case HTTP_HEAD:
+	case HTTP_GET: {
+		if (!image_exists(api->images, sha)) {
+			http_respond_error(conn, 404, "image_not_found", "image %s is not stored", sha);
+			return;
+		}
+		if (req->method == HTTP_HEAD)
+			api->images->upload_skipped++;
+		http_respond_json(conn, 200, store_image_get(api->db, sha));
+		return;
+	}
+	case HTTP_PUT:
+		image_put_done(api, conn, sha);
+		return;
+	case HTTP_DELETE: {
+		int r = image_delete(api->images, sha);
+		if (r < 0)
+			respond_errno(conn, r, r == -ENOENT ? "image_not_found" : NULL,
+			              r == -EBUSY ? "a queued or running run uses this image" : NULL);
+		else
+			http_respond(conn, 204, "application/json", "", 0);
+		return;
+	}
+	default:
+		respond_errno(conn, -ENOSYS, NULL, "use HEAD, GET, PUT or DELETE on an image");
+	}
+}
+
+/* ---- runs ---- */
+
+static void runs_post(struct api *api, struct http_conn *conn, struct http_request *req)
+{
+	struct run_request rr;
+	char *err = NULL;
+	int r = runspec_parse(req->body ? req->body : "", req->body_len, &rr, &err);
+	if (r < 0) {
+		respond_errno(conn, r, NULL, err);
+		free(err);
+		return;
+	}
+	int64_t id;
+	r = run_create(api->runs, &rr, &id, &err);
+	runspec_free(&rr);
+	if (r < 0) {
+		respond_errno(conn, r, r == -ENOENT ? "image_not_found" : NULL, err);
+		free(err);
+		return;
+	}
+	json_t *rec = store_run_get(api->db, id);
+	http_respond_json(conn, 201, rec ? rec : json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+static void runs_list(struct api *api, struct http_conn *conn, struct http_request *req)
+{
+	struct run_filter f = {.limit = 50};
+	uint64_t v;
+	int r = query_uint(req->query, "limit", 1000, &v);
+	if (r < 0 || (r > 0 && v == 0)) {
+		http_respond_error(conn, 400, "bad_request", "limit must be 1..1000");
+		return;
+	}
+	if (r > 0)
+		f.limit = (int)v;
+	r = query_uint(req->query, "before", INT64_MAX, &v);
+	if (r < 0) {
+		http_respond_error(conn, 400, "bad_request", "before must be a run id");
+		return;
+	}
+	if (r > 0)
+		f.before = (int64_t)v;
+	char *state = http_query_get(req->query, "state");
+	char *image = http_query_get(req->query, "image");
+	char *label = http_query_get(req->query, "label");
+	if (state && *state) {
+		int ok = 0;
+		for (int i = 0; i < 8; i++)
+			ok |= strcmp(state, run_state_names[i]) == 0;
+		if (!ok) {
+			http_respond_error(conn, 400, "bad_request", "unknown state '%s'", state);
+			goto cleanup;
+		}
+		f.state = state;
+	}
+	if (image && *image)
+		f.image = image;
+	if (label && *label) {
+		char *eq = strchr(label, '=');
+		if (eq) {
+			*eq = '\0';
+			f.label_value = eq + 1;
+		}
+		f.label_key = label;
+	}
+	http_respond_json(conn, 200, json_pack("{s:o}", "runs", store_run_list(api->db, &f)));
+cleanup:
+	free(state);
+	free(image);
+	free(label);
+}
+
+static void run_console_get(struct api *api, struct http_conn *conn, struct http_request *req,
+                            int64_t id)
+{
+	uint64_t offset = 0, follow = 0;
+	if (query_uint(req->query, "offset", UINT64_MAX / 2, &offset) < 0 ||
+	    query_uint(req->query, "follow", 1, &follow) < 0) {
+		http_respond_error(conn, 400, "bad_request", "offset is a byte count, follow is 0 or 1");
+		return;
+	}
+	char *path = run_console_path(api->runs, id);
+	struct console *live = follow ? run_console(api->runs, id) : NULL;
+	int r = path ? console_follow_start(live, path, conn, offset) : -ENOMEM;
+	free(path);
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOENT ? "console_not_found" : NULL,
+		              r == -ENOENT ? "the run has no console log (it never started or its data was removed)" : NULL);
+}
+
+static void runs_route(struct api *api, struct http_conn *conn, struct http_request *req)
+{
+	if (strcmp(req->path, "/v1/runs") == 0) {
+		if (req->method == HTTP_POST)
+			runs_post(api, conn, req);
+		else if (req->method == HTTP_GET)
+			runs_list(api, conn, req);
+		else
+			respond_errno(conn, -ENOSYS, NULL, "use GET or POST on /v1/runs");
+		return;
+	}
+	int64_t id;
+	const char *rest;
+	if (parse_id(req->path, "/v1/runs/", &id, &rest) < 0) {
+		http_respond_error(conn, 404, "not_found", "no such resource: %s", req->path);
+		return;
+	}
+	json_t *rec = store_run_get(api->db, id);
+	if (!rec) {
+		http_respond_error(conn, 404, "run_not_found", "run %lld does not exist", (long long)id);
+		return;
+	}
+	if (strcmp(rest, "") == 0 && req->method == HTTP_GET) {
+		http_respond_json(conn, 200, rec);
+		return;
+	}
+	json_decref(rec);
+	if (strcmp(rest, "/console") == 0 && req->method == HTTP_GET) {
+		run_console_get(api, conn, req, id);
+	} else if (strcmp(rest, "/tests") == 0 && req->method == HTTP_GET) {
+		json_t *t = store_run_tests(api->db, id);
+		http_respond_json(conn, t ? 200 : 404, t ? t : json_pack("{s:{s:s,s:s}}", "error", "code",
+		                                                       "run_not_found", "message", "no such run"));
+	} else if (strcmp(rest, "/cancel") == 0 && req->method == HTTP_POST) {
+		int r = run_cancel(api->runs, id);
+		if (r == -ENOENT)
+			respond_errno(conn, -EALREADY, NULL, "the run has already ended");
+		else if (r < 0)
+			respond_errno(conn, r, NULL, NULL);
+		else
+			http_respond_json(conn, 200, store_run_get(api->db, id));
+	} else {
+		respond_errno(conn, strcmp(rest, "") == 0 || strcmp(rest, "/console") == 0 ||
+		                            strcmp(rest, "/tests") == 0 || strcmp(rest, "/cancel") == 0
+		                        ? -ENOSYS
+		                        : -ENOENT,
+		              NULL, "no such route");
+	}
+}
+
+/* ---- dispatch ---- */
+
+static int authorized(struct api *api, struct http_conn *conn, struct http_request *req)
+{
+	if (!http_conn_is_tcp(conn))
+		return 1; /* the Unix socket's file mode is the access control */
+	if (!api->token || !req->authorization || strncmp(req->authorization, "Bearer ", 7) != 0)
+		return 0;
+	const char *given = req->authorization + 7;
+	size_t n = strlen(api->token);
+	return strlen(given) == n && CRYPTO_memcmp(given, api->token, n) == 0;
+}
+
+static void on_headers(void *ctx, struct http_conn *conn, struct http_request *req)
+{
+	struct api *api = ctx;
+	api->last_request_ms = uv_now(api->loop);
+	if (!authorized(api, conn, req)) {
+		http_respond_error(conn, 401, "unauthorized", "a valid bearer token is required");
+		return;
+	}
+	if (req->method == HTTP_PUT && strncmp(req->path, "/v1/images/", 11) == 0) {
+		const char *sha = req->path + 11;
+		if (!image_sha256_valid(sha)) {
+			http_respond_error(conn, 400, "bad_request",
+			                   "image ids are sha256 digests (64 lowercase hex digits)");
+			return;
+		}
+		image_put_headers(api, conn, req, sha);
+	}
+}
+
+static void on_message(void *ctx, struct http_conn *conn, struct http_request *req)
+{
+	struct api *api = ctx;
+	const char *p = req->path;
+	api->requests++;
+	api->last_request_ms = uv_now(api->loop);
+	log_debug("%s %s", http_method_str(req->method), req->url);
+	if (strcmp(p, "/healthz") == 0 && (req->method == HTTP_GET || req->method == HTTP_HEAD)) {
+		http_respond_json(conn, 200, json_pack("{s:s,s:s,s:i,s:i}", "status", "ok", "version",
+		                                       UKRUN_VERSION, "pid", (int)getpid(), "active",
+		                                       (int)run_manager_active(api->runs)));
+	} else if (strcmp(p, "/v1/version") == 0 && req->method == HTTP_GET) {
+		version_info(api, conn);
+	} else if (strcmp(p, "/metrics") == 0 && req->method == HTTP_GET) {
+		metrics(api, conn);
+	} else if (strcmp(p, "/v1/hosts") == 0 && req->method == HTTP_GET) {
+		json_t *drivers = json_array();
+		for (size_t i = 0; i < api->runs->nslots; i++)
+			if (api->runs->slots[i].available)
+				json_array_append_new(drivers, json_string(api->runs->slots[i].drv->name));
+		http_respond_json(conn, 200,
+		                  json_pack("{s:[{s:s,s:o,s:i,s:i}]}", "hosts", "name", "local", "drivers",
+		                            drivers, "capacity", (int)api->runs->cfg.max_concurrent, "active",
+		                            (int)api->runs->nrunning));
+	} else if (strcmp(p, "/v1/images") == 0 && req->method == HTTP_GET) {
+		http_respond_json(conn, 200, json_pack("{s:o}", "images", store_image_list(api->db)));
+	} else if (strncmp(p, "/v1/images/", 11) == 0) {
+		images_route(api, conn, req);
+	} else if (strcmp(p, "/v1/runs") == 0 || strncmp(p, "/v1/runs/", 9) == 0) {
+		runs_route(api, conn, req);
+	} else {
+		http_respond_error(conn, 404, "not_found", "no such resource: %s", p);
+	}
+}
+
+void api_handler(struct api *api, struct http_handler *ret)
+{
+	ret->headers = on_headers;
+	ret->message = on_message;
+	ret->ctx = api;
+}

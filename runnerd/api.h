@@ -1,0 +1,32 @@
+/*
+ * api.h — the HTTP API under /v1 (spec: schema/openapi.yaml, docs/api.md):
+ * routes requests to the image store, the run manager and the sqlite store,
+ * and maps internal errors to HTTP status + JSON error codes (one table).
+ * The API never spawns processes; runs go through run.c.
+ */
+#ifndef RUNNERD_API_H
+#define RUNNERD_API_H
+
+#include <stdint.h>
+
+#include "http.h"
+#include "image.h"
+#include "run.h"
+#include "store.h"
+
+struct api {
+	struct run_manager *runs;
+	struct image_store *images;
+	struct store *db;
+	const char *token;        /* bearer token required on TCP connections; NULL = TCP refused */
+	uint64_t started_ms;      /* uv_now at start */
+	uint64_t requests;        /* served (metrics) */
+	uint64_t last_request_ms; /* uv_now of the last request (idle exit) */
+	uv_loop_t *loop;
+	int user_mode;
+};
+
+/* Fill *ret with the handler every connection uses (ctx = api). */
+void api_handler(struct api *api, struct http_handler *ret);
+
+#endif

@@ -1,0 +1,619 @@
+/* http.c — HTTP/1.1 connections over libuv with nodejs http-parser (see http.h). */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+struct http_conn {
+	union {
+		uv_pipe_t pipe;
+		uv_tcp_t tcp;
+	} h;
+	http_parser parser;
+	struct http_handler handler;
+	struct http_request req;
+	struct http_body_sink sink;
+	int is_tcp;
+	int has_sink;
+	int responded;       /* a response to the current request has started */
+	int resp_done;       /* ... and is completely queued */
+	int msg_done;        /* the parser has seen the whole current request */
+	int in_execute;      /* inside http_parser_execute: never re-enter it */
+	int skip_body;
+	uint64_t discarded;  /* body bytes dropped after an early response */
+	int keep_alive;
+	int closing;
+	int close_after_write;
+	int field_is_auth;   /* current header field is Authorization */
+	int last_was_value;
+	char field[32];
+	size_t field_len;
+	size_t header_bytes;
+	char *pending;       /* bytes read but not parsed yet (pipelining) */
+	size_t pending_len;
+	size_t writes_outstanding;
+	size_t write_bytes;
+	void (*drain_cb)(struct http_conn *, void *);
+	void *drain_arg;
+	void *attached;
+	void (*release)(void *obj);
+};
+
+struct write_req {
+	uv_write_t req;
+	struct http_conn *conn;
+	size_t len;
+	char data[];
+};
+
+static const http_parser_settings settings;
+
+static void request_reset(struct http_request *req)
+{
+	free(req->url);
+	free(req->path);
+	free(req->query);
+	free(req->authorization);
+	free(req->body);
+	memset(req, 0, sizeof(*req));
+	req->content_length = UINT64_MAX;
+}
+
+static void on_close(uv_handle_t *h)
+{
+	struct http_conn *conn = h->data;
+	request_reset(&conn->req);
+	free(conn->pending);
+	free(conn);
+}
+
+void http_conn_close(struct http_conn *conn)
+{
+	if (conn->closing)
+		return;
+	conn->closing = 1;
+	if (conn->attached && conn->release) {
+		void *obj = conn->attached;
+		conn->attached = NULL;
+		conn->release(obj);
+	}
+	uv_close((uv_handle_t *)&conn->h, on_close);
+}
+
+int http_conn_is_tcp(const struct http_conn *conn)
+{
+	return conn->is_tcp;
+}
+
+void http_conn_attach(struct http_conn *conn, void *obj, void (*release)(void *obj))
+{
+	conn->attached = obj;
+	conn->release = obj ? release : NULL;
+}
+
+void *http_conn_attached(const struct http_conn *conn)
+{
+	return conn->attached;
+}
+
+void http_conn_set_sink(struct http_conn *conn, const struct http_body_sink *sink)
+{
+	conn->sink = *sink;
+	conn->has_sink = 1;
+}
+
+size_t http_conn_write_queue(const struct http_conn *conn)
+{
+	return conn->write_bytes;
+}
+
+void http_conn_on_drain(struct http_conn *conn, void (*cb)(struct http_conn *, void *), void *arg)
+{
+	conn->drain_cb = cb;
+	conn->drain_arg = arg;
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+	struct write_req *wr = (struct write_req *)w;
+	struct http_conn *conn = wr->conn;
+	conn->writes_outstanding--;
+	conn->write_bytes -= wr->len;
+	free(wr);
+	if (conn->closing)
+		return;
+	if (status < 0) {
+		http_conn_close(conn);
+		return;
+	}
+	if (conn->writes_outstanding == 0) {
+		if (conn->close_after_write) {
+			http_conn_close(conn);
+			return;
+		}
+		if (conn->drain_cb)
+			conn->drain_cb(conn, conn->drain_arg);
+	}
+}
+
+static void conn_write(struct http_conn *conn, const char *a, size_t alen, const char *b, size_t blen,
+                       const char *c, size_t clen)
+{
+	if (conn->closing)
+		return;
+	size_t len = alen + blen + clen;
+	struct write_req *wr = malloc(sizeof(*wr) + len);
+	if (!wr) {
+		http_conn_close(conn);
+		return;
+	}
+	memcpy(wr->data, a, alen);
+	if (blen)
+		memcpy(wr->data + alen, b, blen);
+	if (clen)
+		memcpy(wr->data + alen + blen, c, clen);
+	wr->conn = conn;
+	wr->len = len;
+	uv_buf_t buf = uv_buf_init(wr->data, (unsigned)len);
+	int r = uv_write(&wr->req, (uv_stream_t *)&conn->h, &buf, 1, on_write);
+	if (r < 0) {
+		free(wr);
+		http_conn_close(conn);
+		return;
+	}
+	conn->writes_outstanding++;
+	conn->write_bytes += len;
+}
+
+
+#define HTTP_MAX_DISCARD (64u * 1024 * 1024)
+
+static void feed(struct http_conn *conn, const char *buf, size_t len);
+
+/* When the response is queued and the request fully read, go on with the next request. */
+static void maybe_next(struct http_conn *conn)
+{
+	if (conn->closing || conn->in_execute || !conn->resp_done || !conn->msg_done)
+		return;
+	if (!conn->keep_alive) {
+		conn->close_after_write = 1;
+		if (conn->writes_outstanding == 0)
+			http_conn_close(conn);
+		return;
+	}
+	request_reset(&conn->req);
+	conn->has_sink = 0;
+	conn->responded = conn->resp_done = conn->msg_done = 0;
+	conn->skip_body = 0;
+	conn->discarded = 0;
+	conn->header_bytes = 0;
+	http_parser_pause(&conn->parser, 0);
+	char *pending = conn->pending;
+	size_t plen = conn->pending_len;
+	conn->pending = NULL;
+	conn->pending_len = 0;
+	if (pending) {
+		feed(conn, pending, plen);
+		free(pending);
+	}
+}
+
+static void response_done(struct http_conn *conn)
+{
+	conn->resp_done = 1;
+	maybe_next(conn);
+}
+
+static const char *status_text(int status)
+{
+	const char *t = http_status_str((enum http_status)status);
+	return t ? t : "Unknown";
+}
+
+static void write_head(struct http_conn *conn, int status, const char *content_type, const char *extra)
+{
+	char head[512];
+	int n = snprintf(head, sizeof(head),
+	                 "HTTP/1.1 %d %s\r\nServer: runnerd/" UKRUN_VERSION "\r\nContent-Type: %s\r\n%s%s\r\n",
+	                 status, status_text(status), content_type,
+	                 conn->keep_alive ? "" : "Connection: close\r\n", extra);
+	conn_write(conn, head, (size_t)n, NULL, 0, NULL, 0);
+}
+
+static int begin_response(struct http_conn *conn)
+{
+	if (conn->responded || conn->closing)
+		return -EALREADY;
+	conn->responded = 1;
+	/* An answer before the body is read (an error): drop the rest of the body. */
+	if (!conn->msg_done)
+		conn->skip_body = 1;
+	if (conn->keep_alive && !conn->msg_done)
+		conn->keep_alive = http_should_keep_alive(&conn->parser);
+	return 0;
+}
+
+void http_respond(struct http_conn *conn, int status, const char *content_type, const char *body,
+                  size_t len)
+{
+	if (begin_response(conn) < 0)
+		return;
+	char cl[64];
+	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", len);
+	write_head(conn, status, content_type, cl);
+	if (conn->req.method != HTTP_HEAD && len)
+		conn_write(conn, body, len, NULL, 0, NULL, 0);
+	response_done(conn);
+}
+
+void http_respond_json(struct http_conn *conn, int status, json_t *json)
+{
+	char *s = json ? json_dumps(json, JSON_COMPACT) : NULL;
+	json_decref(json);
+	if (!s) {
+		static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+		http_respond(conn, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	size_t n = strlen(s);
+	char *body = realloc(s, n + 2);
+	if (body) {
+		body[n++] = '\n';
+		s = body;
+	}
+	http_respond(conn, status, "application/json", s, n);
+	free(s);
+}
+
+void http_respond_error(struct http_conn *conn, int status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	http_respond_json(conn, status,
+	                  json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+}
+
+void http_chunked_begin(struct http_conn *conn, int status, const char *content_type)
+{
+	if (begin_response(conn) < 0)
+		return;
+	write_head(conn, status, content_type, "Transfer-Encoding: chunked\r\nCache-Control: no-store\r\n");
+}
+
+void http_chunked_write(struct http_conn *conn, const char *buf, size_t len)
+{
+	if (!len || conn->resp_done)
+		return;
+	char head[32];
+	int n = snprintf(head, sizeof(head), "%zx\r\n", len);
+	conn_write(conn, head, (size_t)n, buf, len, "\r\n", 2);
+}
+
+void http_chunked_end(struct http_conn *conn)
+{
+	if (conn->resp_done || !conn->responded)
+		return;
+	conn_write(conn, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+	response_done(conn);
+}
+
+/* ---- parsing ---- */
+
+static int append(char **dst, size_t *dlen, const char *at, size_t len, size_t max)
+{
+	if (*dlen + len > max)
+		return -E2BIG;
+	char *n = realloc(*dst, *dlen + len + 1);
+	if (!n)
+		return -ENOMEM;
+	memcpy(n + *dlen, at, len);
+	*dlen += len;
+	n[*dlen] = '\0';
+	*dst = n;
+	return 0;
+}
+
+static int hex(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Percent-decode `len` bytes of `s` ('+' stays '+': paths and our query values).
+ * Returns NULL on a malformed escape or an embedded NUL. */
+static char *pct_decode(const char *s, size_t len)
+{
+	char *out = malloc(len + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '%') {
+			*o++ = s[i];
+			continue;
+		}
+		if (i + 2 >= len) {
+			free(out);
+			return NULL;
+		}
+		int a = hex((unsigned char)s[i + 1]), b = hex((unsigned char)s[i + 2]);
+		if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+			free(out);
+			return NULL;
+		}
+		*o++ = (char)(a * 16 + b);
+		i += 2;
+	}
+	*o = '\0';
+	return out;
+}
+
+char *http_query_get(const char *query, const char *name)
+{
+	if (!query)
+		return NULL;
+	size_t nlen = strlen(name);
+	const char *p = query;
+	while (*p) {
+		const char *end = strchr(p, '&');
+		size_t plen = end ? (size_t)(end - p) : strlen(p);
+		if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
+			if (plen == nlen)
+				return strdup("");
+			return pct_decode(p + nlen + 1, plen - nlen - 1);
+		}
+		p += plen;
+		if (*p == '&')
+			p++;
+	}
+	return NULL;
+}
+
+static struct http_conn *conn_of(http_parser *p)
+{
+	return p->data;
+}
+
+static int on_message_begin(http_parser *p)
+{
+	struct http_conn *conn = conn_of(p);
+	request_reset(&conn->req);
+	conn->last_was_value = 0;
+	conn->field_len = 0;
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *conn = conn_of(p);
+	size_t cur = conn->req.url ? strlen(conn->req.url) : 0;
+	return append(&conn->req.url, &cur, at, len, HTTP_MAX_URL) < 0 ? -1 : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *conn = conn_of(p);
+	conn->header_bytes += len;
+	if (conn->header_bytes > HTTP_MAX_HEADERS)
+		return -1;
+	if (conn->last_was_value) {
+		conn->field_len = 0;
+		conn->last_was_value = 0;
+	}
+	size_t take = len;
+	if (conn->field_len + take >= sizeof(conn->field))
+		take = sizeof(conn->field) - 1 - conn->field_len;
+	memcpy(conn->field + conn->field_len, at, take);
+	conn->field_len += take;
+	conn->field[conn->field_len] = '\0';
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *conn = conn_of(p);
+	conn->header_bytes += len;
+	if (conn->header_bytes > HTTP_MAX_HEADERS)
+		return -1;
+	if (!conn->last_was_value)
+		conn->field_is_auth = strcasecmp(conn->field, "authorization") == 0;
+	conn->last_was_value = 1;
+	if (conn->field_is_auth) {
+		size_t cur = conn->req.authorization ? strlen(conn->req.authorization) : 0;
+		if (append(&conn->req.authorization, &cur, at, len, 4096) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct http_conn *conn = conn_of(p);
+	struct http_request *req = &conn->req;
+	req->method = (enum http_method)p->method;
+	conn->keep_alive = http_should_keep_alive(p);
+	if ((p->flags & F_CONTENTLENGTH) || p->content_length != ULLONG_MAX)
+		req->content_length = p->content_length;
+	if (!req->url) {
+		http_respond_error(conn, 400, "bad_request", "missing request target");
+		return 0;
+	}
+	struct http_parser_url u;
+	http_parser_url_init(&u);
+	if (http_parser_parse_url(req->url, strlen(req->url), 0, &u) != 0 ||
+	    !(u.field_set & (1 << UF_PATH))) {
+		http_respond_error(conn, 400, "bad_request", "malformed request target");
+		return 0;
+	}
+	req->path = pct_decode(req->url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+	if (!req->path) {
+		http_respond_error(conn, 400, "bad_request", "malformed percent-encoding in path");
+		return 0;
+	}
+	if (u.field_set & (1 << UF_QUERY))
+		req->query = strndup(req->url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+	conn->handler.headers(conn->handler.ctx, conn, req);
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *conn = conn_of(p);
+	if (conn->skip_body || conn->responded) {
+		conn->discarded += len;
+		return conn->discarded > HTTP_MAX_DISCARD ? -1 : 0;
+	}
+	if (conn->has_sink) {
+		if (conn->sink.data(conn->sink.ctx, at, len) < 0)
+			conn->skip_body = 1;
+		return 0;
+	}
+	if (append(&conn->req.body, &conn->req.body_len, at, len, HTTP_MAX_BUFFERED_BODY) < 0) {
+		http_respond_error(conn, 413, "too_large", "request body over %d bytes",
+		                   HTTP_MAX_BUFFERED_BODY);
+		conn->skip_body = 1;
+	}
+	return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct http_conn *conn = conn_of(p);
+	conn->msg_done = 1;
+	if (!conn->responded)
+		conn->handler.message(conn->handler.ctx, conn, &conn->req);
+	/* Hold pipelined requests until this response is out. */
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+static void feed(struct http_conn *conn, const char *buf, size_t len)
+{
+	conn->in_execute = 1;
+	size_t n = http_parser_execute(&conn->parser, &settings, buf, len);
+	conn->in_execute = 0;
+	if (conn->closing)
+		return;
+	enum http_errno err = HTTP_PARSER_ERRNO(&conn->parser);
+	if (err == HPE_PAUSED) {
+		if (n < len) {
+			char *np = realloc(conn->pending, conn->pending_len + (len - n));
+			if (!np || conn->pending_len + (len - n) > HTTP_MAX_BUFFERED_BODY * 2) {
+				free(np == conn->pending ? NULL : np);
+				http_conn_close(conn);
+				return;
+			}
+			memcpy(np + conn->pending_len, buf + n, len - n);
+			conn->pending = np;
+			conn->pending_len += len - n;
+		}
+	} else if (err != HPE_OK) {
+		if (!conn->responded) {
+			conn->keep_alive = 0;
+			if (err == HPE_CB_url || err == HPE_CB_header_field || err == HPE_CB_header_value)
+				http_respond_error(conn, 431, "too_large", "request line or headers too large");
+			else
+				http_respond_error(conn, 400, "bad_request", "malformed HTTP request: %s",
+				                   http_errno_description(err));
+		} else {
+			conn->keep_alive = 0;
+			conn->msg_done = 1;
+		}
+		conn->msg_done = 1;
+		conn->close_after_write = 1;
+		if (conn->writes_outstanding == 0)
+			http_conn_close(conn);
+		return;
+	}
+	maybe_next(conn);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	(void)suggested;
+	buf->base = malloc(64 * 1024);
+	buf->len = buf->base ? 64 * 1024 : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct http_conn *conn = s->data;
+	if (nread < 0) {
+		free(buf->base);
+		/* EOF or error: the peer is gone (our clients never half-close). */
+		http_conn_close(conn);
+		return;
+	}
+	if (nread > 0 && !conn->closing) {
+		if (conn->pending || (conn->msg_done && !conn->resp_done)) {
+			/* Busy with a response: keep the bytes for later. */
+			size_t total = conn->pending_len + (size_t)nread;
+			char *np = total > HTTP_MAX_BUFFERED_BODY * 2 ? NULL : realloc(conn->pending, total);
+			if (!np) {
+				free(buf->base);
+				http_conn_close(conn);
+				return;
+			}
+			memcpy(np + conn->pending_len, buf->base, (size_t)nread);
+			conn->pending = np;
+			conn->pending_len = total;
+		} else {
+			feed(conn, buf->base, (size_t)nread);
+		}
+	}
+	free(buf->base);
+}
+
+int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
+                     const struct http_handler *handler, struct http_conn **ret_conn)
+{
+	struct http_conn *conn = calloc(1, sizeof(*conn));
+	if (!conn)
+		return -ENOMEM;
+	int r = is_tcp ? uv_tcp_init(loop, &conn->h.tcp) : uv_pipe_init(loop, &conn->h.pipe, 0);
+	if (r < 0) {
+		free(conn);
+		return r;
+	}
+	conn->h.pipe.data = conn;
+	conn->is_tcp = is_tcp;
+	conn->handler = *handler;
+	conn->req.content_length = UINT64_MAX;
+	http_parser_init(&conn->parser, HTTP_REQUEST);
+	conn->parser.data = conn;
+	r = uv_accept(server, (uv_stream_t *)&conn->h);
+	if (r == 0)
+		r = uv_read_start((uv_stream_t *)&conn->h, on_alloc, on_read);
+	if (r < 0) {
+		conn->closing = 1;
+		uv_close((uv_handle_t *)&conn->h, on_close);
+		return r;
+	}
+	if (ret_conn)
+		*ret_conn = conn;
+	return 0;
+}

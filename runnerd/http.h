@@ -1,0 +1,90 @@
+/*
+ * http.h — one HTTP/1.1 connection: nodejs http-parser glue on a libuv stream.
+ *
+ * The connection parses one request at a time (pipelined requests wait until the
+ * response to the previous one is complete), hands it to a handler in two steps
+ * (headers, then the complete message) and offers plain, JSON and chunked
+ * responses. Bounded: URL 8 KiB, headers 32 KiB in all, buffered bodies 1 MiB;
+ * larger bodies must be streamed through a body sink set by the handler.
+ */
+#ifndef RUNNERD_HTTP_H
+#define RUNNERD_HTTP_H
+
+#include <http_parser.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define HTTP_MAX_URL (8 * 1024)
+#define HTTP_MAX_HEADERS (32 * 1024)
+#define HTTP_MAX_BUFFERED_BODY (1024 * 1024)
+
+struct http_conn;
+
+struct http_request {
+	enum http_method method;
+	char *url;           /* raw request target */
+	char *path;          /* decoded path, no query */
+	char *query;         /* raw query string or NULL */
+	char *authorization; /* Authorization header or NULL */
+	uint64_t content_length; /* UINT64_MAX when absent */
+	char *body;          /* buffered body (NUL-terminated) unless a sink took it */
+	size_t body_len;
+};
+
+/* Receives a streamed body. Return < 0 to abort (the handler must respond from on_error). */
+struct http_body_sink {
+	int (*data)(void *ctx, const char *buf, size_t len);
+	void *ctx;
+};
+
+/* What the server plugs into each connection. */
+struct http_handler {
+	/* Headers are in. May call http_conn_set_sink() to stream the body, or respond at
+	 * once (e.g. 413); then the body is discarded. */
+	void (*headers)(void *ctx, struct http_conn *conn, struct http_request *req);
+	/* The whole message is in (unless a response was already sent). Must respond, now
+	 * or later. */
+	void (*message)(void *ctx, struct http_conn *conn, struct http_request *req);
+	void *ctx;
+};
+
+/* Accept a connection on `server` (a listening uv stream). `is_tcp` enables the bearer check. */
+int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
+                     const struct http_handler *handler, struct http_conn **ret_conn);
+
+/* Close now (idempotent); frees in the close callback. */
+void http_conn_close(struct http_conn *conn);
+
+int http_conn_is_tcp(const struct http_conn *conn);
+/* The object serving the connection's current request (an upload, a console follower):
+ * `release(obj)` runs when the connection closes while it is attached. Attaching NULL
+ * detaches without releasing. */
+void http_conn_attach(struct http_conn *conn, void *obj, void (*release)(void *obj));
+void *http_conn_attached(const struct http_conn *conn);
+
+void http_conn_set_sink(struct http_conn *conn, const struct http_body_sink *sink);
+
+/* Responses. Exactly one per request. */
+void http_respond(struct http_conn *conn, int status, const char *content_type, const char *body,
+                  size_t len);
+/* Steals a reference to `json`. */
+void http_respond_json(struct http_conn *conn, int status, json_t *json);
+/* `{"error": {"code": code, "message": ...}}`. */
+void http_respond_error(struct http_conn *conn, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Chunked streaming response. */
+void http_chunked_begin(struct http_conn *conn, int status, const char *content_type);
+void http_chunked_write(struct http_conn *conn, const char *buf, size_t len);
+void http_chunked_end(struct http_conn *conn);
+/* Bytes queued on the socket, not yet written (backpressure for streams). */
+size_t http_conn_write_queue(const struct http_conn *conn);
+/* Called once each time the write queue drains to empty (for pumping streams). */
+void http_conn_on_drain(struct http_conn *conn, void (*cb)(struct http_conn *, void *), void *arg);
+
+/* Query parameter `name` (decoded, malloc'd) or NULL. */
+char *http_query_get(const char *query, const char *name);
+
+#endif

@@ -1,0 +1,235 @@
+/* image.c — content-addressed image store (see image.h). */
+#include "image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "detect.h"
+#include "driver.h"
+#include "log.h"
+
+struct image_upload {
+	struct image_store *is;
+	EVP_MD_CTX *md;
+	int fd;
+	char *tmp_path;
+	char *name;
+	char sha256[65];
+	uint64_t size;
+};
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	if (mkdir(path, mode) == 0 || errno == EEXIST)
+		return 0;
+	return -errno;
+}
+
+int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_size,
+                     struct store *db)
+{
+	memset(is, 0, sizeof(*is));
+	if (asprintf(&is->dir, "%s/images", data_dir) < 0 || asprintf(&is->tmpdir, "%s/.tmp", is->dir) < 0)
+		return -ENOMEM;
+	int r = mkdir_p(is->dir, 0700);
+	if (r == 0)
+		r = mkdir_p(is->tmpdir, 0700);
+	is->max_size = max_size;
+	is->db = db;
+	return r;
+}
+
+void image_store_fini(struct image_store *is)
+{
+	free(is->dir);
+	free(is->tmpdir);
+	is->dir = is->tmpdir = NULL;
+}
+
+int image_sha256_valid(const char *s)
+{
+	if (!s || strlen(s) != 64)
+		return 0;
+	for (int i = 0; i < 64; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+char *image_path(const struct image_store *is, const char *sha256)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%s", is->dir, sha256) < 0)
+		return NULL;
+	return p;
+}
+
+int image_exists(const struct image_store *is, const char *sha256)
+{
+	if (!image_sha256_valid(sha256))
+		return 0;
+	char *p = image_path(is, sha256);
+	struct stat stbuf;
+	int ok = p && stat(p, &stbuf) == 0 && S_ISREG(stbuf.st_mode);
+	free(p);
+	if (!ok)
+		return 0;
+	json_t *rec = store_image_get(is->db, sha256);
+	json_decref(rec);
+	return rec != NULL;
+}
+
+/* "<what> '<arg>': <strerror>" into *ret_err; returns r. */
+static int fail(char **ret_err, int r, const char *what, const char *arg)
+{
+	if (ret_err && asprintf(ret_err, "%s '%s': %s", what, arg, strerror(-r)) < 0)
+		*ret_err = NULL;
+	return r;
+}
+
+int image_upload_begin(struct image_store *is, const char *sha256, const char *name,
+                       struct image_upload **ret_up, char **ret_err)
+{
+	struct image_upload *up = calloc(1, sizeof(*up));
+	if (!up)
+		return -ENOMEM;
+	up->is = is;
+	up->fd = -1;
+	memcpy(up->sha256, sha256, 65);
+	up->name = name ? strdup(name) : NULL;
+	up->md = EVP_MD_CTX_new();
+	if (!up->md || EVP_DigestInit_ex(up->md, EVP_sha256(), NULL) != 1) {
+		image_upload_abort(up);
+		return fail(ret_err, -ENOMEM, "Failed to start hashing", sha256);
+	}
+	if (asprintf(&up->tmp_path, "%s/upload-XXXXXX", is->tmpdir) < 0) {
+		up->tmp_path = NULL;
+		image_upload_abort(up);
+		return -ENOMEM;
+	}
+	up->fd = mkostemp(up->tmp_path, O_CLOEXEC);
+	if (up->fd < 0) {
+		int r = -errno;
+		free(up->tmp_path);
+		up->tmp_path = NULL;
+		image_upload_abort(up);
+		return fail(ret_err, r, "Failed to create a temporary file in", is->tmpdir);
+	}
+	*ret_up = up;
+	return 0;
+}
+
+uint64_t image_upload_size(const struct image_upload *up)
+{
+	return up->size;
+}
+
+int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err)
+{
+	if (up->size + len > up->is->max_size)
+		return -EFBIG;
+	EVP_DigestUpdate(up->md, buf, len);
+	while (len) {
+		ssize_t w = write(up->fd, buf, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return fail(ret_err, -errno, "Failed to write", up->tmp_path);
+		}
+		buf += w;
+		len -= (size_t)w;
+		up->size += (uint64_t)w;
+	}
+	return 0;
+}
+
+void image_upload_abort(struct image_upload *up)
+{
+	if (!up)
+		return;
+	if (up->fd >= 0)
+		close(up->fd);
+	if (up->tmp_path)
+		unlink(up->tmp_path);
+	free(up->tmp_path);
+	free(up->name);
+	EVP_MD_CTX_free(up->md);
+	free(up);
+}
+
+int image_upload_finish(struct image_upload *up, char **ret_err)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char hexd[65];
+	int r = 0;
+	EVP_DigestFinal_ex(up->md, md, &mdlen);
+	for (unsigned i = 0; i < 32 && i < mdlen; i++)
+		snprintf(hexd + 2 * i, 3, "%02x", md[i]);
+	hexd[64] = '\0';
+	if (strcmp(hexd, up->sha256) != 0) {
+		if (ret_err && asprintf(ret_err, "digest mismatch: the body hashes to %s, not %s", hexd,
+		                        up->sha256) < 0)
+			*ret_err = NULL;
+		image_upload_abort(up);
+		return -EBADMSG;
+	}
+	char *final = image_path(up->is, up->sha256);
+	if (fsync(up->fd) < 0 || fchmod(up->fd, 0400) < 0)
+		r = -errno;
+	if (r == 0 && rename(up->tmp_path, final) < 0)
+		r = -errno;
+	if (r < 0) {
+		fail(ret_err, r, "Failed to store image", final);
+		free(final);
+		image_upload_abort(up);
+		return r;
+	}
+	free(up->tmp_path);
+	up->tmp_path = NULL; /* renamed: nothing to unlink */
+
+	struct detect_result det;
+	if (detect_file(final, up->name, &det) < 0) {
+		det.platform = DRV_PLATFORM_NONE;
+		det.flags = 0;
+		snprintf(det.summary, sizeof(det.summary), "could not be read");
+	}
+	struct image_row row = {
+		.size = (int64_t)up->size,
+		.name = up->name,
+		.platform = drv_platform_name(det.platform),
+		.flags = det.flags,
+		.summary = det.summary,
+	};
+	memcpy(row.sha256, up->sha256, 65);
+	r = store_image_put(up->is->db, &row);
+	if (r < 0)
+		fail(ret_err, r, "Failed to record image", up->sha256);
+	else {
+		up->is->uploads++;
+		up->is->upload_bytes += up->size;
+		log_info("image %s stored: %llu bytes received, %s", up->sha256, (unsigned long long)up->size,
+		         det.summary);
+	}
+	free(final);
+	image_upload_abort(up);
+	return r;
+}
+
+int image_delete(struct image_store *is, const char *sha256)
+{
+	int r = store_image_delete(is->db, sha256);
+	if (r < 0)
+		return r;
+	char *p = image_path(is, sha256);
+	if (p && unlink(p) < 0 && errno != ENOENT)
+		r = -errno;
+	free(p);
+	return r < 0 ? r : 0;
+}

@@ -1,0 +1,51 @@
+/*
+ * image.h — the content-addressed image store: data/images/<sha256>, written
+ * through a temp file while hashing (SHA-256, incremental as bytes arrive),
+ * verified, fsynced and renamed into place; probed (drivers/detect) once and
+ * recorded in the sqlite store.
+ */
+#ifndef RUNNERD_IMAGE_H
+#define RUNNERD_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct image_store {
+	char *dir;            /* data/images */
+	char *tmpdir;         /* data/images/.tmp */
+	uint64_t max_size;    /* bytes; larger uploads get 413 */
+	struct store *db;
+	uint64_t upload_bytes;   /* bytes received by completed uploads (metrics) */
+	uint64_t uploads;        /* completed uploads */
+	uint64_t upload_skipped; /* HEAD hits: uploads the client could skip */
+};
+
+struct image_upload;
+
+int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_size,
+                     struct store *db);
+void image_store_fini(struct image_store *is);
+
+/* 1 when `s` is 64 lowercase hex digits. */
+int image_sha256_valid(const char *s);
+/* Path of the stored image (malloc'd). */
+char *image_path(const struct image_store *is, const char *sha256);
+/* 1 when the image file is present and recorded. */
+int image_exists(const struct image_store *is, const char *sha256);
+
+/* Start receiving `sha256` (the claimed digest). `name` is the user's file name or NULL. */
+int image_upload_begin(struct image_store *is, const char *sha256, const char *name,
+                       struct image_upload **ret_up, char **ret_err);
+int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err);
+/* Verify, fsync, rename, probe, record. -EBADMSG on digest mismatch. Frees `up`. */
+int image_upload_finish(struct image_upload *up, char **ret_err);
+/* Drop a partial upload (frees, removes the temp file). NULL ok. */
+void image_upload_abort(struct image_upload *up);
+uint64_t image_upload_size(const struct image_upload *up);
+
+/* Remove the file and (when no run refers to it) the record. -EBUSY while in use. */
+int image_delete(struct image_store *is, const char *sha256);
+
+#endif

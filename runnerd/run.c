@@ -1,0 +1,686 @@
+/* run.c — run lifecycle, queue and scheduler (see run.h). */
+#include "run.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "console.h"
+#include "detect.h"
+#include "log.h"
+#include "testparse.h"
+#include "verdict.h"
+
+enum run_state { RS_QUEUED, RS_STARTING, RS_RUNNING, RS_DONE, RS_ERROR, RS_TIMEOUT, RS_CANCELLED, RS_LOST };
+
+const char *const run_state_names[] = {"queued",  "starting", "running",   "done",
+                                       "error",   "timeout",  "cancelled", "lost"};
+
+struct run {
+	struct run *next;
+	struct run_manager *mgr;
+	int64_t id;
+	char id_str[24];
+	enum run_state state;
+	struct driver_slot *slot;
+	struct drv_instance *inst;
+	struct drv_spec spec;
+	struct drv_callbacks cb;
+	struct console con;
+	struct testparse *tp;
+	uv_timer_t timeout_timer;
+	uv_timer_t grace_timer;
+	int handles_open;
+	unsigned vflags;       /* VERDICT_F_* */
+	int success_code;
+	unsigned timeout_s;
+	int exited;
+	char last_line[240];   /* last non-empty console line (for error reasons) */
+	size_t cur_len;
+	char cur_line[240];
+	char *name, *image_path, *initrd_path, *workdir, *machine;
+	char **args, **uk_params;
+};
+
+static struct driver_slot *slot_for(struct run_manager *mgr, enum drv_platform platform)
+{
+	for (size_t i = 0; i < mgr->nslots; i++)
+		if (mgr->slots[i].drv->platforms & (unsigned)platform)
+			return &mgr->slots[i];
+	return NULL;
+}
+
+static char **strv_dup(char *const *v, size_t n)
+{
+	char **out = calloc(n + 1, sizeof(*out));
+	for (size_t i = 0; out && i < n; i++)
+		out[i] = strdup(v[i]);
+	return out;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int mkdir_p(const char *path)
+{
+	if (mkdir(path, 0700) == 0 || errno == EEXIST)
+		return 0;
+	return -errno;
+}
+
+char *run_console_path(const struct run_manager *mgr, int64_t id)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%lld/console.log", mgr->cfg.runs_dir, (long long)id) < 0)
+		return NULL;
+	return p;
+}
+
+/* Kill guests a dead daemon left behind: every pidfile in the run's directory whose
+ * process still names that directory on its command line (so a recycled pid is spared). */
+static void kill_leftovers(int64_t id, void *arg)
+{
+	struct run_manager *mgr = arg;
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s/%lld", mgr->cfg.runs_dir, (long long)id);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		if (n < 5 || strcmp(de->d_name + n - 4, ".pid") != 0)
+			continue;
+		char path[4400], buf[64] = "";
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		char *ok = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		long pid = ok ? strtol(buf, NULL, 10) : 0;
+		if (pid <= 1)
+			continue;
+		char cmdpath[64], cmd[8192];
+		snprintf(cmdpath, sizeof(cmdpath), "/proc/%ld/cmdline", pid);
+		int fd = open(cmdpath, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t len = read(fd, cmd, sizeof(cmd) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		for (ssize_t i = 0; i < len; i++)
+			if (!cmd[i])
+				cmd[i] = ' ';
+		cmd[len] = '\0';
+		if (strstr(cmd, dir)) {
+			log_warn("run %lld: killing leftover guest process %ld", (long long)id, pid);
+			kill((pid_t)pid, SIGKILL);
+		}
+	}
+	closedir(d);
+}
+
+int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
+                     struct image_store *images, const struct run_config *cfg)
+{
+	memset(mgr, 0, sizeof(*mgr));
+	mgr->loop = loop;
+	mgr->db = db;
+	mgr->images = images;
+	mgr->cfg = *cfg;
+	mgr->cfg.runs_dir = strdup(cfg->runs_dir);
+	int r = mkdir_p(mgr->cfg.runs_dir);
+	if (r < 0)
+		return r;
+	int lost = store_runs_mark_lost(db, kill_leftovers, mgr);
+	if (lost > 0)
+		log_warn("%d run(s) left active by a previous runnerd marked lost", lost);
+	for (size_t i = 0; drv_table[i] && mgr->nslots < sizeof(mgr->slots) / sizeof(mgr->slots[0]); i++) {
+		struct driver_slot *s = &mgr->slots[mgr->nslots++];
+		char *info = NULL, *err = NULL;
+		s->drv = drv_table[i];
+		r = s->drv->probe ? s->drv->probe(&s->state, &info, &err) : -ENOTSUP;
+		s->available = r >= 0;
+		if (s->available) {
+			s->info = info ? info : strdup("available");
+			free(err);
+			log_info("driver %s: %s", s->drv->name, s->info);
+		} else {
+			s->info = err ? err : strdup(strerror(-r));
+			free(info);
+			log_warn("driver %s unavailable: %s", s->drv->name, s->info);
+		}
+	}
+	return 0;
+}
+
+unsigned run_manager_active(const struct run_manager *mgr)
+{
+	return mgr->nrunning + mgr->nqueued;
+}
+
+static void notify_idle(struct run_manager *mgr)
+{
+	if (mgr->on_idle_change)
+		mgr->on_idle_change(mgr->idle_arg);
+}
+
+static void run_free(struct run *run)
+{
+	testparse_free(run->tp);
+	free(run->name);
+	free(run->image_path);
+	free(run->initrd_path);
+	free(run->workdir);
+	free(run->machine);
+	strv_free(run->args);
+	strv_free(run->uk_params);
+	free(run);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct run *run = h->data;
+	if (--run->handles_open == 0)
+		run_free(run);
+}
+
+static void unlink_run(struct run *run)
+{
+	struct run_manager *mgr = run->mgr;
+	for (struct run **p = &mgr->runs; *p; p = &(*p)->next) {
+		if (*p == run) {
+			*p = run->next;
+			break;
+		}
+	}
+}
+
+static void schedule(struct run_manager *mgr);
+
+/* Record the end, release everything, free the run once its timers are closed. */
+static void run_end(struct run *run, enum run_state state, const struct verdict *v)
+{
+	struct run_manager *mgr = run->mgr;
+	if (run->state == RS_QUEUED)
+		mgr->nqueued--;
+	else
+		mgr->nrunning--;
+	run->state = state;
+	testparse_finish(run->tp);
+	/* Test cases, when the console was libtest-shaped. */
+	size_t ncases = testparse_ncases(run->tp);
+	if (ncases) {
+		json_t *cases = json_array();
+		for (size_t i = 0; i < ncases; i++) {
+			const struct tp_case *c = testparse_case(run->tp, i);
+			json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome",
+			                      tp_outcome_name(c->outcome));
+			if (c->duration_s >= 0)
+				json_object_set_new(o, "duration_s", json_real(c->duration_s));
+			json_array_append_new(cases, o);
+		}
+		if (store_run_set_tests(mgr->db, run->id, cases) < 0)
+			log_error("run %s: failed to store test cases", run->id_str);
+		json_decref(cases);
+	}
+	if (run->con.dropped) {
+		char note[160];
+		snprintf(note, sizeof(note), "console capped at %llu bytes: %llu later bytes dropped",
+		         (unsigned long long)run->con.cap, (unsigned long long)run->con.dropped);
+		store_run_add_note(mgr->db, run->id, note);
+	}
+	struct run_end end = {
+		.state = run_state_names[state],
+		.has_exit_code = 1,
+		.exit_code = v->exit_code,
+		.exit_source = v->source,
+		.reason = v->reason,
+		.console_bytes = (int64_t)run->con.size,
+		.console_truncated = run->con.dropped > 0,
+	};
+	if (store_run_finish(mgr->db, run->id, &end) < 0)
+		log_error("run %s: failed to record its end", run->id_str);
+	mgr->runs_finished[state]++;
+	log_info("run %s %s: exit %d (%s) %s", run->id_str, run_state_names[state], v->exit_code, v->source,
+	         v->reason);
+	console_end(&run->con);
+	console_close(&run->con);
+	if (run->inst && run->slot->drv->destroy)
+		run->slot->drv->destroy(run->inst);
+	run->inst = NULL;
+	unlink_run(run);
+	uv_close((uv_handle_t *)&run->timeout_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&run->grace_timer, on_handle_closed);
+	schedule(mgr);
+	notify_idle(mgr);
+}
+
+static struct run *find_run(struct run_manager *mgr, int64_t id)
+{
+	for (struct run *r = mgr->runs; r; r = r->next)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+/* ---- driver callbacks ---- */
+
+static void track_lines(struct run *run, const char *buf, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (c == '\n' || c == '\r') {
+			if (run->cur_len) {
+				memcpy(run->last_line, run->cur_line, run->cur_len);
+				run->last_line[run->cur_len] = '\0';
+			}
+			run->cur_len = 0;
+		} else if (run->cur_len < sizeof(run->cur_line) - 1 && (unsigned char)c >= 0x20) {
+			run->cur_line[run->cur_len++] = c;
+		}
+	}
+}
+
+static void on_grace(uv_timer_t *t)
+{
+	struct run *run = t->data;
+	if (run->exited || !run->inst)
+		return;
+	run->vflags |= VERDICT_F_CONSOLE_END;
+	store_run_add_note(run->mgr->db, run->id,
+	                   "the program's libtest run completed and the guest then stayed silent: "
+	                   "ended it (the kernel reports no exit status)");
+	run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+}
+
+static void on_console(void *ctx, const char *buf, size_t len)
+{
+	struct run *run = ctx;
+	console_append(&run->con, buf, len);
+	testparse_feed(run->tp, buf, len);
+	track_lines(run, buf, len);
+	if ((run->vflags & VERDICT_F_LOADER) && !run->exited) {
+		/* A stock elfloader kernel idles forever after the program exits: once libtest
+		 * has printed its last summary, silence for the grace period ends the run. Any
+		 * later byte restarts the wait. */
+		struct tp_summary s;
+		testparse_summary(run->tp, &s);
+		if (s.complete)
+			uv_timer_start(&run->grace_timer, on_grace, run->mgr->cfg.console_grace_ms, 0);
+		else
+			uv_timer_stop(&run->grace_timer);
+	}
+}
+
+static void on_note(void *ctx, const char *key, const char *value, const char *message)
+{
+	struct run *run = ctx;
+	if (key && value && store_run_set_fact(run->mgr->db, run->id, key, value) < 0)
+		log_warn("run %s: cannot record %s=%s", run->id_str, key, value);
+	if (message) {
+		store_run_add_note(run->mgr->db, run->id, message);
+		log_info("run %s: %s", run->id_str, message);
+	}
+}
+
+static void on_started(void *ctx)
+{
+	struct run *run = ctx;
+	if (run->state == RS_STARTING) {
+		run->state = RS_RUNNING;
+		store_run_set_state(run->mgr->db, run->id, "running");
+	}
+}
+
+static void on_exit_cb(void *ctx, const struct drv_outcome *o)
+{
+	struct run *run = ctx;
+	if (run->exited)
+		return;
+	run->exited = 1;
+	uv_timer_stop(&run->timeout_timer);
+	uv_timer_stop(&run->grace_timer);
+	testparse_finish(run->tp);
+	struct tp_summary sum;
+	testparse_summary(run->tp, &sum);
+	struct verdict v;
+	verdict_decide(o, &sum, run->vflags, run->success_code, &v);
+	if (v.exit_code == 126 && (run->vflags & VERDICT_F_LOADER) && run->last_line[0]) {
+		size_t n = strlen(v.reason);
+		snprintf(v.reason + n, sizeof(v.reason) - n, ": %s", run->last_line);
+	}
+	enum run_state st = RS_DONE;
+	if (o->end == DRV_END_ERROR)
+		st = RS_ERROR;
+	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_CANCEL))
+		st = RS_CANCELLED;
+	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_TIMEOUT))
+		st = RS_TIMEOUT;
+	run_end(run, st, &v);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+	struct run *run = t->data;
+	if (run->exited || !run->inst)
+		return;
+	run->vflags |= VERDICT_F_TIMEOUT;
+	char note[96];
+	snprintf(note, sizeof(note), "timeout after %u s: guest killed", run->timeout_s);
+	store_run_add_note(run->mgr->db, run->id, note);
+	run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+}
+
+/* End a run that never reached its driver (or whose launch failed). */
+static void fail_run(struct run *run, enum drv_end end, const char *message)
+{
+	struct drv_outcome o = {.end = end, .value = 0, .message = message};
+	run->exited = 1;
+	struct tp_summary sum;
+	testparse_summary(run->tp, &sum);
+	struct verdict v;
+	verdict_decide(&o, &sum, run->vflags, run->success_code, &v);
+	if (message && o.end == DRV_END_ERROR)
+		snprintf(v.reason, sizeof(v.reason), "%s", message);
+	run_end(run, end == DRV_END_KILLED ? RS_CANCELLED : RS_ERROR, &v);
+}
+
+static void start(struct run *run)
+{
+	struct run_manager *mgr = run->mgr;
+	const struct driver *drv = run->slot->drv;
+	char *err = NULL;
+	mgr->nqueued--;
+	mgr->nrunning++;
+	run->state = RS_STARTING;
+	store_run_set_state(mgr->db, run->id, "starting");
+	int r = drv->prepare(run->slot->state, &run->spec, &run->inst, &err);
+	if (r >= 0) {
+		uv_timer_start(&run->timeout_timer, on_timeout, (uint64_t)run->timeout_s * 1000, 0);
+		r = drv->launch(run->inst, mgr->loop, &run->cb, &err);
+	}
+	if (r < 0) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "driver %s failed to start the guest: %s", drv->name,
+		         err ? err : strerror(-r));
+		free(err);
+		fail_run(run, DRV_END_ERROR, msg);
+		return;
+	}
+	free(err);
+	log_info("run %s started on %s", run->id_str, drv->name);
+}
+
+static void schedule(struct run_manager *mgr)
+{
+	while (!mgr->stopping && mgr->nrunning < mgr->cfg.max_concurrent && mgr->nqueued) {
+		/* Oldest queued first: the list is newest-first, so take the last queued. */
+		struct run *pick = NULL;
+		for (struct run *r = mgr->runs; r; r = r->next)
+			if (r->state == RS_QUEUED)
+				pick = r;
+		if (!pick)
+			break;
+		start(pick);
+	}
+}
+
+static int fail(char **ret_err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char **ret_err, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (ret_err && vasprintf(ret_err, fmt, ap) < 0)
+		*ret_err = NULL;
+	va_end(ap);
+	return r;
+}
+
+/* The stored record of an image: platform and DETECT_* flags. */
+static int image_info(struct run_manager *mgr, const char *sha, enum drv_platform *ret_platform,
+                      unsigned *ret_flags, char **ret_summary)
+{
+	if (!image_exists(mgr->images, sha))
+		return -ENOENT;
+	json_t *rec = store_image_get(mgr->db, sha);
+	if (!rec)
+		return -ENOENT;
+	*ret_platform = drv_platform_from_name(json_string_value(json_object_get(rec, "platform")));
+	*ret_flags = (unsigned)json_integer_value(json_object_get(rec, "flags"));
+	if (ret_summary)
+		*ret_summary = strdup(json_string_value(json_object_get(rec, "summary")) ?: "");
+	json_decref(rec);
+	return 0;
+}
+
+int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *ret_id,
+               char **ret_err)
+{
+	if (mgr->stopping)
+		return fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
+	if (mgr->nqueued >= mgr->cfg.max_queued)
+		return fail(ret_err, -EAGAIN, "the run queue is full (%u waiting)", mgr->nqueued);
+	enum drv_platform img_platform = DRV_PLATFORM_NONE;
+	unsigned img_flags = 0, krn_flags = 0;
+	char *summary = NULL;
+	int loader = req->loader[0] != '\0';
+	if (image_info(mgr, req->image, &img_platform, &img_flags, &summary) < 0)
+		return fail(ret_err, -ENOENT, "image %s is not stored (upload it first)", req->image);
+	enum drv_platform platform = req->platform != DRV_PLATFORM_NONE ? req->platform : img_platform;
+	unsigned vflags = 0, dflags = 0;
+	if (loader) {
+		enum drv_platform kp;
+		char *ksum = NULL;
+		if (image_info(mgr, req->loader, &kp, &krn_flags, &ksum) < 0) {
+			free(summary);
+			return fail(ret_err, -ENOENT, "loader kernel %s is not stored (upload it first)",
+			            req->loader);
+		}
+		int bad = kp != DRV_PLATFORM_QEMU || img_platform != DRV_PLATFORM_LINUXU;
+		char *msg = NULL;
+		if (bad && asprintf(&msg, "loader mode needs a qemu kernel and a Linux ELF program: kernel is %s, program is %s",
+		                    ksum ? ksum : "?", summary ? summary : "?") < 0)
+			msg = NULL;
+		free(ksum);
+		free(summary);
+		if (bad) {
+			*ret_err = msg;
+			return -ENOEXEC;
+		}
+		summary = NULL;
+		if (req->platform != DRV_PLATFORM_NONE && req->platform != DRV_PLATFORM_QEMU)
+			return fail(ret_err, -EINVAL, "loader mode runs on the qemu platform only");
+		platform = DRV_PLATFORM_QEMU;
+		vflags |= VERDICT_F_LOADER | VERDICT_F_UNIKRAFT;
+		dflags |= DRV_F_LOADER | DRV_F_UNIKRAFT;
+	} else {
+		if (img_platform == DRV_PLATFORM_NONE && req->platform == DRV_PLATFORM_NONE) {
+			int r = fail(ret_err, -ENOEXEC, "image is not runnable: %s", summary ? summary : "unknown format");
+			free(summary);
+			return r;
+		}
+		if (img_flags & DETECT_UNIKRAFT) {
+			vflags |= VERDICT_F_UNIKRAFT;
+			dflags |= DRV_F_UNIKRAFT;
+		}
+		free(summary);
+	}
+	struct driver_slot *slot = slot_for(mgr, platform);
+	if (!slot)
+		return fail(ret_err, -ENODEV, "no driver serves platform %s", drv_platform_name(platform));
+	if (!slot->available)
+		return fail(ret_err, -ENODEV, "driver %s is not usable here: %s", slot->drv->name, slot->info);
+	if (!loader && img_platform != platform && img_platform != DRV_PLATFORM_NONE &&
+	    !(platform == DRV_PLATFORM_QEMU && img_platform == DRV_PLATFORM_XEN))
+		return fail(ret_err, -ENOEXEC, "image is a %s image, not runnable on %s",
+		            drv_platform_name(img_platform), drv_platform_name(platform));
+	unsigned timeout = req->timeout_s ? req->timeout_s : mgr->cfg.default_timeout_s;
+	if (timeout > mgr->cfg.max_timeout_s)
+		return fail(ret_err, -EINVAL, "timeout_s %u is over the limit of %u", timeout,
+		            mgr->cfg.max_timeout_s);
+
+	static const char *const accel_names[] = {"auto", "kvm", "tcg"};
+	struct run_row row = {
+		.image = req->image,
+		.loader = loader ? req->loader : NULL,
+		.name = req->name,
+		.platform = drv_platform_name(platform),
+		.driver = slot->drv->name,
+		.machine = req->machine,
+		.accel = accel_names[req->accel],
+		.memory_mb = req->memory_mb,
+		.vcpus = req->vcpus,
+		.timeout_s = timeout,
+		.success_code = req->success_code,
+		.flags = dflags,
+		.args = req->args,
+		.nargs = req->nargs,
+		.uk_params = req->uk_params,
+		.nuk_params = req->nuk_params,
+		.labels = req->labels,
+	};
+	int64_t id;
+	int r = store_run_insert(mgr->db, &row, &id);
+	if (r < 0)
+		return fail(ret_err, r, "Failed to record the run: %s", strerror(-r));
+
+	struct run *run = calloc(1, sizeof(*run));
+	if (!run)
+		return -ENOMEM;
+	run->mgr = mgr;
+	run->id = id;
+	snprintf(run->id_str, sizeof(run->id_str), "%lld", (long long)id);
+	run->slot = slot;
+	run->vflags = vflags;
+	run->success_code = req->success_code;
+	run->timeout_s = timeout;
+	run->tp = testparse_new();
+	run->state = RS_QUEUED;
+	run->name = req->name ? strdup(req->name) : NULL;
+	if (loader) {
+		run->image_path = image_path(mgr->images, req->loader);
+		run->initrd_path = image_path(mgr->images, req->image);
+	} else {
+		run->image_path = image_path(mgr->images, req->image);
+	}
+	run->machine = req->machine ? strdup(req->machine) : NULL;
+	run->args = strv_dup(req->args, req->nargs);
+	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
+	if (asprintf(&run->workdir, "%s/%lld", mgr->cfg.runs_dir, (long long)id) < 0)
+		run->workdir = NULL;
+	uv_timer_init(mgr->loop, &run->timeout_timer);
+	uv_timer_init(mgr->loop, &run->grace_timer);
+	run->timeout_timer.data = run->grace_timer.data = run;
+	run->handles_open = 2;
+	run->spec = (struct drv_spec){
+		.run_id = run->id_str,
+		.image_path = run->image_path,
+		.image_name = run->name,
+		.initrd_path = run->initrd_path,
+		.workdir = run->workdir,
+		.args = run->args,
+		.nargs = req->nargs,
+		.uk_params = run->uk_params,
+		.nuk_params = req->nuk_params,
+		.memory_mb = req->memory_mb,
+		.vcpus = req->vcpus,
+		.accel = req->accel,
+		.machine = run->machine,
+		.flags = dflags,
+	};
+	run->cb = (struct drv_callbacks){
+		.console = on_console,
+		.note = on_note,
+		.started = on_started,
+		.exit = on_exit_cb,
+		.ctx = run,
+	};
+	run->next = mgr->runs;
+	mgr->runs = run;
+	mgr->nqueued++;
+	mgr->runs_created++;
+	store_image_touch(mgr->db, req->image);
+	if (loader)
+		store_image_touch(mgr->db, req->loader);
+
+	char *cpath = run_console_path(mgr, id);
+	r = run->workdir && run->image_path && run->args && run->uk_params && cpath ? 0 : -ENOMEM;
+	if (r == 0)
+		r = mkdir_p(run->workdir);
+	if (r == 0)
+		r = console_open(&run->con, cpath, mgr->cfg.console_cap);
+	free(cpath);
+	*ret_id = id;
+	notify_idle(mgr);
+	if (r < 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "Failed to prepare the run directory: %s", strerror(-r));
+		run->con.fd = -1;
+		fail_run(run, DRV_END_ERROR, msg);
+		return 0;
+	}
+	schedule(mgr);
+	return 0;
+}
+
+int run_cancel(struct run_manager *mgr, int64_t id)
+{
+	struct run *run = find_run(mgr, id);
+	if (!run || run->exited)
+		return -ENOENT;
+	run->vflags |= VERDICT_F_CANCEL;
+	store_run_add_note(mgr->db, run->id, "cancelled by request");
+	if (run->state == RS_QUEUED || !run->inst) {
+		fail_run(run, DRV_END_KILLED, "cancelled before it started");
+		return 0;
+	}
+	return run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+}
+
+struct console *run_console(struct run_manager *mgr, int64_t id)
+{
+	struct run *run = find_run(mgr, id);
+	return run && !run->exited ? &run->con : NULL;
+}
+
+void run_manager_stop(struct run_manager *mgr)
+{
+	mgr->stopping = 1;
+	struct run *run = mgr->runs;
+	while (run) {
+		struct run *next = run->next;
+		if (!run->exited) {
+			run->vflags |= VERDICT_F_CANCEL;
+			store_run_add_note(mgr->db, run->id, "runnerd is stopping: run cancelled");
+			if (run->state == RS_QUEUED || !run->inst)
+				fail_run(run, DRV_END_KILLED, "runnerd stopped before the run started");
+			else
+				run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+		}
+		run = next;
+	}
+}
+
+void run_manager_fini(struct run_manager *mgr)
+{
+	for (size_t i = 0; i < mgr->nslots; i++) {
+		struct driver_slot *s = &mgr->slots[i];
+		if (s->available && s->drv->unprobe)
+			s->drv->unprobe(s->state);
+		free(s->info);
+	}
+	free(mgr->cfg.runs_dir);
+}

@@ -1,0 +1,100 @@
+/*
+ * run.h — the run lifecycle: validate a request against the image store,
+ * record it, queue it, start it on its driver when a slot is free, collect
+ * console bytes and the outcome, decide the exit status (verdict.c) and
+ * store the result. Owns per-run state (driver instance, console, timers).
+ *
+ * States: queued → starting → running → done | error | timeout | cancelled
+ * (and `lost` for runs a dead daemon left behind).
+ */
+#ifndef RUNNERD_RUN_H
+#define RUNNERD_RUN_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "driver.h"
+#include "image.h"
+#include "store.h"
+
+struct console;
+
+struct run_config {
+	char *runs_dir;              /* data/runs */
+	unsigned default_timeout_s;  /* 300 */
+	unsigned max_timeout_s;      /* 86400 */
+	unsigned max_concurrent;     /* runs at once */
+	unsigned max_queued;         /* waiting runs; more get 503 */
+	uint64_t console_cap;        /* bytes per run */
+	unsigned console_grace_ms;   /* loader mode: silence after a complete libtest run that ends it */
+};
+
+/* A probed driver. */
+struct driver_slot {
+	const struct driver *drv;
+	void *state;
+	int available;
+	char *info;  /* probe summary, or why unavailable */
+};
+
+struct run;
+
+struct run_manager {
+	uv_loop_t *loop;
+	struct store *db;
+	struct image_store *images;
+	struct run_config cfg;
+	struct driver_slot slots[8];
+	size_t nslots;
+	struct run *runs;            /* queued and active runs */
+	unsigned nrunning, nqueued;
+	int stopping;
+	/* Counters for /metrics. */
+	uint64_t runs_created;
+	uint64_t runs_finished[8];   /* by end state index (run_state_names) */
+	void (*on_idle_change)(void *arg);
+	void *idle_arg;
+};
+
+/* A validated request (strings owned by the caller). */
+struct run_request {
+	char image[65];
+	char loader[65];            /* "" unless loader mode */
+	const char *name;
+	enum drv_platform platform; /* NONE = from the image */
+	char **args;
+	size_t nargs;
+	char **uk_params;
+	size_t nuk_params;
+	unsigned memory_mb, vcpus, timeout_s; /* 0 = defaults */
+	enum drv_accel accel;
+	const char *machine;
+	int success_code;           /* -1 = none */
+	json_t *labels;             /* object of strings or NULL */
+};
+
+extern const char *const run_state_names[];
+
+/* Probe every compiled-in driver (blocking, at start-up) and mark lost runs. */
+int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
+                     struct image_store *images, const struct run_config *cfg);
+/* Kill every active run; their ends are recorded as the loop keeps running. */
+void run_manager_stop(struct run_manager *mgr);
+void run_manager_fini(struct run_manager *mgr);
+/* Active (queued + running) runs. */
+unsigned run_manager_active(const struct run_manager *mgr);
+
+/* Record and queue a run. Errors: -ENOENT image missing, -ENOEXEC image not runnable on
+ * the platform, -ENODEV driver unavailable here, -EAGAIN queue full, -EINVAL bad values,
+ * -ESHUTDOWN stopping. *ret_err explains. */
+int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *ret_id,
+               char **ret_err);
+/* Cancel an active run: -ENOENT when it is not active. */
+int run_cancel(struct run_manager *mgr, int64_t id);
+/* The live console of an active run, or NULL. */
+struct console *run_console(struct run_manager *mgr, int64_t id);
+/* Path of a run's console log (malloc'd). */
+char *run_console_path(const struct run_manager *mgr, int64_t id);
+
+#endif

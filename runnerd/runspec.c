@@ -1,0 +1,260 @@
+/* runspec.c — parse and validate a run request (see runspec.h). */
+#include "runspec.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "image.h"
+
+static int bad(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(char **ret_err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (ret_err && vasprintf(ret_err, fmt, ap) < 0)
+		*ret_err = NULL;
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int charset_ok(const char *s, const char *extra, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		      strchr(extra, *s)))
+			return 0;
+	return 1;
+}
+
+/* A JSON array of strings into a NULL-terminated vector. */
+static int strv_from(json_t *arr, const char *field, char ***ret, size_t *ret_n, size_t *bytes,
+                     char **ret_err)
+{
+	if (!arr) {
+		*ret = calloc(1, sizeof(char *));
+		*ret_n = 0;
+		return *ret ? 0 : -ENOMEM;
+	}
+	if (!json_is_array(arr))
+		return bad(ret_err, "'%s' must be an array of strings", field);
+	size_t n = json_array_size(arr);
+	if (n > RUNSPEC_MAX_ARGS)
+		return bad(ret_err, "'%s' has %zu items (at most %d)", field, n, RUNSPEC_MAX_ARGS);
+	char **v = calloc(n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	*ret = v;
+	*ret_n = 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *it = json_array_get(arr, i);
+		if (!json_is_string(it))
+			return bad(ret_err, "'%s[%zu]' must be a string", field, i);
+		const char *s = json_string_value(it);
+		*bytes += strlen(s) + 1;
+		if (*bytes > RUNSPEC_MAX_ARGS_BYTES)
+			return bad(ret_err, "arguments exceed %d bytes in all", RUNSPEC_MAX_ARGS_BYTES);
+		for (const char *p = s; *p; p++)
+			if ((unsigned char)*p < 0x20 && *p != '\t')
+				return bad(ret_err, "'%s[%zu]' contains a control character", field, i);
+		v[i] = strdup(s);
+		if (!v[i])
+			return -ENOMEM;
+		(*ret_n)++;
+	}
+	return 0;
+}
+
+static int uint_field(json_t *root, const char *field, unsigned min, unsigned max, unsigned *ret,
+                      char **ret_err)
+{
+	json_t *v = json_object_get(root, field);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return bad(ret_err, "'%s' must be an integer from %u to %u", field, min, max);
+	*ret = (unsigned)json_integer_value(v);
+	return 0;
+}
+
+static int str_field(json_t *root, const char *field, const char **ret, char **ret_err)
+{
+	json_t *v = json_object_get(root, field);
+	*ret = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return bad(ret_err, "'%s' must be a string", field);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+static const char *const known_fields[] = {
+	"image", "loader", "name", "platform", "args", "uk_params", "memory_mb", "vcpus",
+	"timeout_s", "accel", "machine", "success_code", "labels", "host", NULL,
+};
+
+int runspec_parse(const char *text, size_t len, struct run_request *req, char **ret_err)
+{
+	memset(req, 0, sizeof(*req));
+	req->success_code = -1;
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return bad(ret_err, "malformed JSON: %s (line %d)", jerr.text, jerr.line);
+	int r = 0;
+	const char *key, *s;
+	json_t *val;
+	if (!json_is_object(root)) {
+		r = bad(ret_err, "the run request must be a JSON object");
+		goto cleanup;
+	}
+	json_object_foreach(root, key, val) {
+		int known = 0;
+		for (size_t i = 0; known_fields[i]; i++)
+			known |= strcmp(key, known_fields[i]) == 0;
+		if (!known) {
+			r = bad(ret_err, "unknown field '%s'", key);
+			goto cleanup;
+		}
+	}
+	if ((r = str_field(root, "image", &s, ret_err)) < 0)
+		goto cleanup;
+	if (!s || !image_sha256_valid(s)) {
+		r = bad(ret_err, "'image' must be the image's sha256 (64 lowercase hex digits)");
+		goto cleanup;
+	}
+	memcpy(req->image, s, 65);
+	if ((r = str_field(root, "loader", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s && *s) {
+		if (!image_sha256_valid(s)) {
+			r = bad(ret_err, "'loader' must be the loader kernel's sha256");
+			goto cleanup;
+		}
+		memcpy(req->loader, s, 65);
+	}
+	if ((r = str_field(root, "name", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s) {
+		if (strlen(s) > 255 || strchr(s, '/') || strchr(s, '\n')) {
+			r = bad(ret_err, "'name' must be a file name (no '/', at most 255 bytes)");
+			goto cleanup;
+		}
+		req->name = strdup(s);
+	}
+	if ((r = str_field(root, "platform", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s && strcmp(s, "auto") != 0) {
+		req->platform = drv_platform_from_name(s);
+		if (req->platform == DRV_PLATFORM_NONE) {
+			r = bad(ret_err, "unknown platform '%s' (qemu, linuxu, xen)", s);
+			goto cleanup;
+		}
+	}
+	if ((r = str_field(root, "accel", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s) {
+		if (strcmp(s, "auto") == 0)
+			req->accel = DRV_ACCEL_AUTO;
+		else if (strcmp(s, "kvm") == 0)
+			req->accel = DRV_ACCEL_KVM;
+		else if (strcmp(s, "tcg") == 0)
+			req->accel = DRV_ACCEL_TCG;
+		else {
+			r = bad(ret_err, "unknown accel '%s' (auto, kvm, tcg)", s);
+			goto cleanup;
+		}
+	}
+	if ((r = str_field(root, "machine", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s) {
+		/* No ',' : a machine name must not smuggle QEMU machine options. */
+		if (!charset_ok(s, "._-", 64)) {
+			r = bad(ret_err, "'machine' must be a QEMU machine name such as microvm, pc or q35");
+			goto cleanup;
+		}
+		req->machine = strdup(s);
+	}
+	if ((r = str_field(root, "host", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s && strcmp(s, "local") != 0) {
+		r = bad(ret_err, "unknown host '%s' (this runnerd has: local)", s);
+		goto cleanup;
+	}
+	size_t bytes = 0;
+	if ((r = strv_from(json_object_get(root, "args"), "args", &req->args, &req->nargs, &bytes,
+	                   ret_err)) < 0)
+		goto cleanup;
+	if ((r = strv_from(json_object_get(root, "uk_params"), "uk_params", &req->uk_params,
+	                   &req->nuk_params, &bytes, ret_err)) < 0)
+		goto cleanup;
+	for (size_t i = 0; i < req->nuk_params; i++) {
+		if (!strchr(req->uk_params[i], '=') || strchr(req->uk_params[i], ' ') ||
+		    strcmp(req->uk_params[i], "--") == 0) {
+			r = bad(ret_err, "'uk_params[%zu]' must look like lib.param=value (no spaces)", i);
+			goto cleanup;
+		}
+	}
+	if ((r = uint_field(root, "memory_mb", 1, RUNSPEC_MAX_MEMORY_MB, &req->memory_mb, ret_err)) < 0 ||
+	    (r = uint_field(root, "vcpus", 1, RUNSPEC_MAX_VCPUS, &req->vcpus, ret_err)) < 0 ||
+	    (r = uint_field(root, "timeout_s", 1, 7 * 86400, &req->timeout_s, ret_err)) < 0)
+		goto cleanup;
+	unsigned sc = 0;
+	json_t *scv = json_object_get(root, "success_code");
+	if (scv && !json_is_null(scv)) {
+		if ((r = uint_field(root, "success_code", 0, 0x7fffffff, &sc, ret_err)) < 0)
+			goto cleanup;
+		req->success_code = (int)sc;
+	}
+	json_t *labels = json_object_get(root, "labels");
+	if (labels && !json_is_null(labels)) {
+		if (!json_is_object(labels) || json_object_size(labels) > RUNSPEC_MAX_LABELS) {
+			r = bad(ret_err, "'labels' must be an object of at most %d string values",
+			        RUNSPEC_MAX_LABELS);
+			goto cleanup;
+		}
+		json_object_foreach(labels, key, val) {
+			if (!charset_ok(key, "._-/", 63) || !json_is_string(val) ||
+			    strlen(json_string_value(val)) > 255) {
+				r = bad(ret_err, "label '%s': keys are [A-Za-z0-9._/-]{1,63}, values strings "
+				        "of at most 255 bytes", key);
+				goto cleanup;
+			}
+		}
+		req->labels = json_incref(labels);
+	}
+	if ((req->name == NULL && json_object_get(root, "name") && !json_is_null(json_object_get(root, "name"))) ||
+	    (req->machine == NULL && json_object_get(root, "machine") && !json_is_null(json_object_get(root, "machine"))) ||
+	    !req->args || !req->uk_params)
+		r = -ENOMEM;
+cleanup:
+	json_decref(root);
+	if (r < 0)
+		runspec_free(req);
+	return r;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+void runspec_free(struct run_request *req)
+{
+	free((char *)req->name);
+	free((char *)req->machine);
+	strv_free(req->args);
+	strv_free(req->uk_params);
+	json_decref(req->labels);
+	memset(req, 0, sizeof(*req));
+	req->success_code = -1;
+}

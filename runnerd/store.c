@@ -1,0 +1,564 @@
+/* store.c — sqlite persistence for runnerd (see store.h). */
+#include "store.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct store {
+	sqlite3 *db;
+};
+
+/* sqlite result → negative errno (one place). */
+static int sq_err(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+		return -EROFS;
+	case SQLITE_NOTFOUND:
+		return -ENOENT;
+	default:
+		return -EIO;
+	}
+}
+
+static void now_iso(char out[32])
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static int exec(struct store *st, const char *sql)
+{
+	return sq_err(sqlite3_exec(st->db, sql, NULL, NULL, NULL));
+}
+
+/* Prepare, bind with a tiny format ('t' text or NULL, 'i' int64, 'n' NULL), step once. */
+static int run_sql(struct store *st, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc = sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return sq_err(rc);
+	va_list ap;
+	va_start(ap, fmt);
+	for (int i = 0; fmt && fmt[i]; i++) {
+		if (fmt[i] == 't') {
+			const char *s = va_arg(ap, const char *);
+			if (s)
+				sqlite3_bind_text(stmt, i + 1, s, -1, SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(stmt, i + 1);
+		} else if (fmt[i] == 'i') {
+			sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
+		} else {
+			sqlite3_bind_null(stmt, i + 1);
+		}
+	}
+	va_end(ap);
+	rc = sqlite3_step(stmt);
+	int changes = sqlite3_changes(st->db);
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return sq_err(rc);
+	return changes;
+}
+
+static int migrate(struct store *st, char **ret_err)
+{
+	sqlite3_stmt *stmt;
+	int version = 0;
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &stmt, NULL) == SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			version = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	int latest = schema_migrations_count ? schema_migrations[schema_migrations_count - 1].version : 0;
+	if (version > latest) {
+		if (asprintf(ret_err, "database schema version %d is newer than this runnerd (%d)", version,
+		             latest) < 0)
+			*ret_err = NULL;
+		return -EPROTO;
+	}
+	if (version == latest)
+		return 0;
+	int r = exec(st, "BEGIN IMMEDIATE");
+	for (int i = 0; r >= 0 && i < schema_migrations_count; i++) {
+		const struct schema_migration *m = &schema_migrations[i];
+		if (m->version <= version)
+			continue;
+		char *err = NULL;
+		int rc = sqlite3_exec(st->db, m->sql, NULL, NULL, &err);
+		if (rc != SQLITE_OK) {
+			if (asprintf(ret_err, "schema migration %s failed: %s", m->name, err ? err : "?") < 0)
+				*ret_err = NULL;
+			sqlite3_free(err);
+			r = sq_err(rc);
+			break;
+		}
+		char pragma[64];
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", m->version);
+		r = exec(st, pragma);
+	}
+	if (r < 0) {
+		exec(st, "ROLLBACK");
+		return r;
+	}
+	return exec(st, "COMMIT");
+}
+
+int store_open(const char *path, struct store **ret_store, char **ret_err)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	int rc = sqlite3_open_v2(path, &st->db,
+	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		if (asprintf(ret_err, "Failed to open database '%s': %s", path,
+		             st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc)) < 0)
+			*ret_err = NULL;
+		sqlite3_close(st->db);
+		free(st);
+		return sq_err(rc);
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	int r = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;");
+	if (r < 0) {
+		if (asprintf(ret_err, "Failed to configure database '%s': %s", path, sqlite3_errmsg(st->db)) < 0)
+			*ret_err = NULL;
+	} else {
+		r = migrate(st, ret_err);
+	}
+	if (r < 0) {
+		sqlite3_close(st->db);
+		free(st);
+		return r;
+	}
+	*ret_store = st;
+	return 0;
+}
+
+void store_close(struct store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	free(st);
+}
+
+/* ---- images ---- */
+
+int store_image_put(struct store *st, const struct image_row *img)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st,
+	                "INSERT INTO images (sha256, size, name, platform, flags, summary, created_at) "
+	                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sha256) DO UPDATE SET "
+	                "name = coalesce(excluded.name, name), summary = excluded.summary, "
+	                "platform = excluded.platform, flags = excluded.flags",
+	                "tittitt", img->sha256, img->size, img->name, img->platform, (int64_t)img->flags,
+	                img->summary ? img->summary : "", now);
+	return r < 0 ? r : 0;
+}
+
+static json_t *col_json(sqlite3_stmt *stmt, int i)
+{
+	switch (sqlite3_column_type(stmt, i)) {
+	case SQLITE_INTEGER:
+		return json_integer(sqlite3_column_int64(stmt, i));
+	case SQLITE_FLOAT:
+		return json_real(sqlite3_column_double(stmt, i));
+	case SQLITE_TEXT:
+		return json_stringn((const char *)sqlite3_column_text(stmt, i),
+		                    (size_t)sqlite3_column_bytes(stmt, i));
+	default:
+		return json_null();
+	}
+}
+
+/* Each row of a prepared statement as an object keyed by column names. */
+static json_t *row_json(sqlite3_stmt *stmt)
+{
+	json_t *o = json_object();
+	int n = sqlite3_column_count(stmt);
+	for (int i = 0; i < n; i++)
+		json_object_set_new(o, sqlite3_column_name(stmt, i), col_json(stmt, i));
+	return o;
+}
+
+static json_t *image_json(sqlite3_stmt *stmt)
+{
+	json_t *o = row_json(stmt);
+	json_int_t flags = json_integer_value(json_object_get(o, "flags"));
+	json_object_set_new(o, "unikraft", json_boolean(flags & (1 << 7)));
+	return o;
+}
+
+#define IMAGE_COLS "sha256, size, name, platform, flags, summary, created_at, last_used_at"
+
+json_t *store_image_get(struct store *st, const char *sha256)
+{
+	sqlite3_stmt *stmt;
+	if (sqlite3_prepare_v2(st->db, "SELECT " IMAGE_COLS " FROM images WHERE sha256 = ?1", -1, &stmt,
+	                       NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_text(stmt, 1, sha256, -1, SQLITE_TRANSIENT);
+	json_t *o = sqlite3_step(stmt) == SQLITE_ROW ? image_json(stmt) : NULL;
+	sqlite3_finalize(stmt);
+	return o;
+}
+
+json_t *store_image_list(struct store *st)
+{
+	sqlite3_stmt *stmt;
+	json_t *arr = json_array();
+	if (sqlite3_prepare_v2(st->db, "SELECT " IMAGE_COLS " FROM images ORDER BY created_at DESC", -1,
+	                       &stmt, NULL) != SQLITE_OK)
+		return arr;
+	while (sqlite3_step(stmt) == SQLITE_ROW)
+		json_array_append_new(arr, image_json(stmt));
+	sqlite3_finalize(stmt);
+	return arr;
+}
+
+int store_image_delete(struct store *st, const char *sha256)
+{
+	sqlite3_stmt *stmt;
+	int busy = 0;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT count(*) FROM runs WHERE (image = ?1 OR loader = ?1) AND state IN "
+	                       "('queued','starting','running')",
+	                       -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, sha256, -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			busy = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	if (busy)
+		return -EBUSY;
+	json_t *img = store_image_get(st, sha256);
+	if (!img)
+		return -ENOENT;
+	json_decref(img);
+	/* Runs keep their history: the row stays while a run refers to it (the caller still
+	 * deletes the file); returns 1 in that case. */
+	int r = run_sql(st,
+	                "DELETE FROM images WHERE sha256 = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE "
+	                "image = ?1 OR loader = ?1)",
+	                "t", sha256);
+	if (r < 0)
+		return r;
+	return r == 0 ? 1 : 0;
+}
+
+int store_image_touch(struct store *st, const char *sha256)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st, "UPDATE images SET last_used_at = ?2 WHERE sha256 = ?1", "tt", sha256, now);
+	return r < 0 ? r : 0;
+}
+
+/* ---- runs ---- */
+
+int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_id)
+{
+	char now[32];
+	now_iso(now);
+	int r = exec(st, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	r = run_sql(st,
+	            "INSERT INTO runs (image, loader, name, mode, platform, driver, state, accel, machine, "
+	            "memory_mb, vcpus, timeout_s, success_code, flags, created_at, daemon_pid) VALUES "
+	            "(?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+	            "ttttttttiiiiiti", row->image, row->loader, row->name,
+	            row->loader ? "loader" : "direct", row->platform, row->driver, row->accel,
+	            row->machine, (int64_t)row->memory_mb, (int64_t)row->vcpus, (int64_t)row->timeout_s,
+	            (int64_t)row->success_code, (int64_t)row->flags, now, (int64_t)getpid());
+	int64_t id = sqlite3_last_insert_rowid(st->db);
+	if (r >= 0 && row->success_code < 0)
+		r = run_sql(st, "UPDATE runs SET success_code = NULL WHERE id = ?1", "i", id);
+	for (size_t i = 0; r >= 0 && i < row->nargs; i++)
+		r = run_sql(st, "INSERT INTO run_args VALUES (?1, 'arg', ?2, ?3)", "iit", id, (int64_t)i,
+		            row->args[i]);
+	for (size_t i = 0; r >= 0 && i < row->nuk_params; i++)
+		r = run_sql(st, "INSERT INTO run_args VALUES (?1, 'uk_param', ?2, ?3)", "iit", id,
+		            (int64_t)i, row->uk_params[i]);
+	const char *key;
+	json_t *val;
+	if (row->labels)
+		json_object_foreach(row->labels, key, val) {
+			if (r < 0)
+				break;
+			r = run_sql(st, "INSERT INTO labels VALUES (?1, ?2, ?3)", "itt", id, key,
+			            json_string_value(val));
+		}
+	if (r < 0) {
+		exec(st, "ROLLBACK");
+		return r;
+	}
+	r = exec(st, "COMMIT");
+	if (r < 0) {
+		exec(st, "ROLLBACK");
+		return r;
+	}
+	*ret_id = id;
+	return 0;
+}
+
+int store_run_set_state(struct store *st, int64_t id, const char *state)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st,
+	                "UPDATE runs SET state = ?2, started_at = CASE WHEN ?2 = 'running' AND started_at "
+	                "IS NULL THEN ?3 ELSE started_at END WHERE id = ?1",
+	                "itt", id, state, now);
+	return r < 0 ? r : 0;
+}
+
+int store_run_set_fact(struct store *st, int64_t id, const char *key, const char *value)
+{
+	int r = run_sql(st, "INSERT INTO run_facts VALUES (?1, ?2, ?3) ON CONFLICT(run_id, key) DO UPDATE "
+	                    "SET value = excluded.value",
+	                "itt", id, key, value);
+	/* The record's own columns for the facts it shows at top level. */
+	if (r >= 0 && strcmp(key, "accel") == 0)
+		r = run_sql(st, "UPDATE runs SET accel = ?2 WHERE id = ?1", "it", id, value);
+	else if (r >= 0 && strcmp(key, "machine") == 0)
+		r = run_sql(st, "UPDATE runs SET machine = ?2 WHERE id = ?1", "it", id, value);
+	return r < 0 ? r : 0;
+}
+
+int store_run_add_note(struct store *st, int64_t id, const char *message)
+{
+	int r = run_sql(st,
+	                "INSERT INTO run_notes VALUES (?1, (SELECT coalesce(max(pos), -1) + 1 FROM run_notes "
+	                "WHERE run_id = ?1), ?2)",
+	                "it", id, message);
+	return r < 0 ? r : 0;
+}
+
+int store_run_finish(struct store *st, int64_t id, const struct run_end *end)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st,
+	                "UPDATE runs SET state = ?2, exit_code = ?3, exit_source = ?4, reason = ?5, "
+	                "ended_at = ?6, console_bytes = ?7, console_truncated = ?8, duration_ms = "
+	                "CAST(round((julianday(?6) - julianday(coalesce(started_at, created_at))) * "
+	                "86400000) AS INTEGER) WHERE id = ?1",
+	                "itntttii", id, end->state, end->exit_source, end->reason, now,
+	                end->console_bytes, (int64_t)end->console_truncated);
+	if (r >= 0 && end->has_exit_code)
+		r = run_sql(st, "UPDATE runs SET exit_code = ?2 WHERE id = ?1", "ii", id,
+		            (int64_t)end->exit_code);
+	return r < 0 ? r : 0;
+}
+
+int store_run_set_tests(struct store *st, int64_t id, const json_t *cases)
+{
+	int r = exec(st, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	r = run_sql(st, "DELETE FROM test_cases WHERE run_id = ?1", "i", id);
+	size_t i;
+	json_t *c;
+	json_array_foreach(cases, i, c) {
+		if (r < 0)
+			break;
+		json_t *dur = json_object_get(c, "duration_s");
+		sqlite3_stmt *stmt;
+		int rc = sqlite3_prepare_v2(st->db, "INSERT INTO test_cases VALUES (?1, ?2, ?3, ?4, ?5)", -1,
+		                            &stmt, NULL);
+		if (rc != SQLITE_OK) {
+			r = sq_err(rc);
+			break;
+		}
+		sqlite3_bind_int64(stmt, 1, id);
+		sqlite3_bind_int64(stmt, 2, (sqlite3_int64)i);
+		sqlite3_bind_text(stmt, 3, json_string_value(json_object_get(c, "name")), -1,
+		                  SQLITE_TRANSIENT);
+		sqlite3_bind_text(stmt, 4, json_string_value(json_object_get(c, "outcome")), -1,
+		                  SQLITE_TRANSIENT);
+		if (json_is_number(dur))
+			sqlite3_bind_double(stmt, 5, json_number_value(dur));
+		else
+			sqlite3_bind_null(stmt, 5);
+		rc = sqlite3_step(stmt);
+		sqlite3_finalize(stmt);
+		if (rc != SQLITE_DONE)
+			r = sq_err(rc);
+	}
+	if (r < 0) {
+		exec(st, "ROLLBACK");
+		return r;
+	}
+	return exec(st, "COMMIT");
+}
+
+#define RUN_COLS                                                                                     \
+	"CAST(id AS TEXT) AS id, state, exit_code, exit_source, reason, image, loader, name, mode, "  \
+	"platform, driver, host, accel, machine, memory_mb, vcpus, timeout_s, success_code, "         \
+	"created_at, started_at, ended_at, duration_ms, console_bytes, console_truncated"
+
+static void strings_into(struct store *st, json_t *o, const char *field, const char *sql, int64_t id)
+{
+	sqlite3_stmt *stmt;
+	json_t *arr = json_array();
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(stmt, 1, id);
+		while (sqlite3_step(stmt) == SQLITE_ROW)
+			json_array_append_new(arr, col_json(stmt, 0));
+		sqlite3_finalize(stmt);
+	}
+	json_object_set_new(o, field, arr);
+}
+
+static json_t *run_json(struct store *st, sqlite3_stmt *stmt)
+{
+	json_t *o = row_json(stmt);
+	int64_t id = strtoll(json_string_value(json_object_get(o, "id")), NULL, 10);
+	json_object_set_new(o, "console_truncated",
+	                    json_boolean(json_integer_value(json_object_get(o, "console_truncated"))));
+	strings_into(st, o, "args", "SELECT value FROM run_args WHERE run_id = ?1 AND kind = 'arg' ORDER BY pos",
+	             id);
+	strings_into(st, o, "uk_params",
+	             "SELECT value FROM run_args WHERE run_id = ?1 AND kind = 'uk_param' ORDER BY pos", id);
+	strings_into(st, o, "notes", "SELECT message FROM run_notes WHERE run_id = ?1 ORDER BY pos", id);
+	json_t *labels = json_object();
+	sqlite3_stmt *ls;
+	if (sqlite3_prepare_v2(st->db, "SELECT key, value FROM labels WHERE run_id = ?1", -1, &ls, NULL) ==
+	    SQLITE_OK) {
+		sqlite3_bind_int64(ls, 1, id);
+		while (sqlite3_step(ls) == SQLITE_ROW)
+			json_object_set_new(labels, (const char *)sqlite3_column_text(ls, 0), col_json(ls, 1));
+		sqlite3_finalize(ls);
+	}
+	json_object_set_new(o, "labels", labels);
+	json_t *facts = json_object();
+	if (sqlite3_prepare_v2(st->db, "SELECT key, value FROM run_facts WHERE run_id = ?1 ORDER BY key", -1,
+	                       &ls, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(ls, 1, id);
+		while (sqlite3_step(ls) == SQLITE_ROW)
+			json_object_set_new(facts, (const char *)sqlite3_column_text(ls, 0), col_json(ls, 1));
+		sqlite3_finalize(ls);
+	}
+	json_object_set_new(o, "facts", facts);
+	return o;
+}
+
+json_t *store_run_get(struct store *st, int64_t id)
+{
+	sqlite3_stmt *stmt;
+	if (sqlite3_prepare_v2(st->db, "SELECT " RUN_COLS " FROM runs WHERE id = ?1", -1, &stmt, NULL) !=
+	    SQLITE_OK)
+		return NULL;
+	sqlite3_bind_int64(stmt, 1, id);
+	json_t *o = sqlite3_step(stmt) == SQLITE_ROW ? run_json(st, stmt) : NULL;
+	sqlite3_finalize(stmt);
+	return o;
+}
+
+json_t *store_run_tests(struct store *st, int64_t id)
+{
+	json_t *rec = store_run_get(st, id);
+	if (!rec)
+		return NULL;
+	json_decref(rec);
+	sqlite3_stmt *stmt;
+	json_t *cases = json_array();
+	int counts[6] = {0};
+	static const char *const names[] = {"ok", "failed", "ignored", "crashed", "running", "not_run"};
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT name, outcome, duration_s FROM test_cases WHERE run_id = ?1 ORDER "
+	                       "BY pos",
+	                       -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(stmt, 1, id);
+		while (sqlite3_step(stmt) == SQLITE_ROW) {
+			json_t *c = row_json(stmt);
+			const char *oc = (const char *)sqlite3_column_text(stmt, 1);
+			for (int k = 0; k < 6; k++)
+				if (oc && strcmp(oc, names[k]) == 0)
+					counts[k]++;
+			json_array_append_new(cases, c);
+		}
+		sqlite3_finalize(stmt);
+	}
+	json_t *summary = json_object();
+	for (int k = 0; k < 6; k++)
+		json_object_set_new(summary, names[k], json_integer(counts[k]));
+	json_object_set_new(summary, "total", json_integer((json_int_t)json_array_size(cases)));
+	char ids[32];
+	snprintf(ids, sizeof(ids), "%lld", (long long)id);
+	return json_pack("{s:s,s:o,s:o}", "id", ids, "cases", cases, "summary", summary);
+}
+
+json_t *store_run_list(struct store *st, const struct run_filter *f)
+{
+	sqlite3_stmt *stmt;
+	json_t *arr = json_array();
+	const char *sql =
+	    "SELECT " RUN_COLS " FROM runs r WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR image = ?2) "
+	    "AND (?3 IS NULL OR EXISTS (SELECT 1 FROM labels l WHERE l.run_id = r.id AND l.key = ?3 AND "
+	    "(?4 IS NULL OR l.value = ?4))) AND (?5 = 0 OR id < ?5) ORDER BY id DESC LIMIT ?6";
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		return arr;
+	sqlite3_bind_text(stmt, 1, f->state, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(stmt, 2, f->image, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(stmt, 3, f->label_key, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(stmt, 4, f->label_value, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(stmt, 5, f->before);
+	sqlite3_bind_int64(stmt, 6, f->limit);
+	while (sqlite3_step(stmt) == SQLITE_ROW)
+		json_array_append_new(arr, run_json(st, stmt));
+	sqlite3_finalize(stmt);
+	return arr;
+}
+
+int store_runs_mark_lost(struct store *st, void (*cb)(int64_t id, void *arg), void *arg)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(st->db,
+	                            "SELECT id FROM runs WHERE state IN ('queued','starting','running')",
+	                            -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return sq_err(rc);
+	while (sqlite3_step(stmt) == SQLITE_ROW)
+		if (cb)
+			cb(sqlite3_column_int64(stmt, 0), arg);
+	sqlite3_finalize(stmt);
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st,
+	                "UPDATE runs SET state = 'lost', exit_code = 125, exit_source = 'runner', reason = "
+	                "'runnerd stopped while the run was active', ended_at = ?1 WHERE state IN "
+	                "('queued','starting','running')",
+	                "t", now);
+	return r;
+}

@@ -1,0 +1,563 @@
+/*
+ * testparse.c — libtest / Unikraft console parser (see testparse.h).
+ *
+ * Bytes are gathered into one line at a time; a complete line is cleaned
+ * (terminal escapes, CR) and matched against a handful of patterns. libtest
+ * prints "test NAME ... " before running a test when it runs one at a time,
+ * so a case can stay RUNNING across lines of its own output until a bare
+ * "ok"/"FAILED" line, the suite's "failures:" list or "test result:" line
+ * settles it. Suites follow each other; only the current one is kept in
+ * detail, finished ones are folded into running totals.
+ */
+#include "testparse.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 1024            /* longer test names are cut */
+#define NAME_BUDGET (16u << 20)      /* total bytes of recorded names */
+
+struct suite {
+	bool open;        /* a suite exists (announced or implied by a test line) */
+	bool result_seen; /* its "test result:" line arrived */
+	int announced;
+	int ok, failed, ignored, crashed; /* per-case outcomes seen */
+	int started;      /* cases seen (any outcome, including running) */
+	int res_passed, res_failed, res_ignored; /* from the result line */
+};
+
+struct testparse {
+	char line[TESTPARSE_LINE_MAX + 1];
+	size_t linelen;
+	bool overlong; /* dropping bytes until the next newline */
+
+	struct tp_case *cases;
+	size_t ncases, capcases;
+	size_t name_bytes;
+
+	/* Recorded cases still running, oldest first; plus running ones we could not record. */
+	size_t *runstack;
+	size_t nrun, caprun;
+	int running_unrecorded;
+	char last_running[128];
+
+	struct suite cur;
+	bool in_failures; /* inside libtest's "failures:" name list */
+
+	/* Totals of finished suites. */
+	int t_announced, t_passed, t_failed, t_ignored, t_not_run;
+
+	int seen_libtest, result_lines, result_failed;
+	int panicked, crashed, main_returned, list_end;
+	bool list_complete; /* a --list ended after the last suite */
+	bool closed_complete; /* the last folded suite had its result line */
+	bool finished;
+};
+
+struct testparse *testparse_new(void)
+{
+	struct testparse *tp = calloc(1, sizeof(*tp));
+
+	if (!tp)
+		return NULL;
+	tp->main_returned = -1;
+	return tp;
+}
+
+void testparse_free(struct testparse *tp)
+{
+	if (!tp)
+		return;
+	for (size_t i = 0; i < tp->ncases; i++)
+		free(tp->cases[i].name);
+	free(tp->cases);
+	free(tp->runstack);
+	free(tp);
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Parse a non-negative decimal at *s (no sign); -1 when there are no digits. */
+static long parse_count(const char *s, const char **ret_end)
+{
+	long v = 0;
+	const char *p = s;
+
+	while (*p >= '0' && *p <= '9') {
+		if (v < 100000000L)
+			v = v * 10 + (*p - '0');
+		p++;
+	}
+	if (ret_end)
+		*ret_end = p;
+	return p == s ? -1 : v;
+}
+
+/* The number right before `word` in `line` ("3 passed"), or 0. */
+static int count_before(const char *line, const char *word)
+{
+	const char *w = strstr(line, word);
+	const char *p;
+
+	if (!w || w == line)
+		return 0;
+	p = w;
+	while (p > line && p[-1] >= '0' && p[-1] <= '9')
+		p--;
+	if (p == w)
+		return 0;
+	return (int)parse_count(p, NULL);
+}
+
+/* Remove terminal escape sequences and trailing CR/space, in place. */
+static size_t clean_line(char *s, size_t len)
+{
+	size_t r = 0, w = 0;
+
+	while (r < len) {
+		unsigned char c = (unsigned char)s[r];
+		if (c == 0x1b) {
+			r++;
+			if (r < len && s[r] == '[') {
+				r++;
+				while (r < len && !((unsigned char)s[r] >= 0x40 && (unsigned char)s[r] <= 0x7e))
+					r++;
+				r++; /* final byte */
+			} else if (r < len && (s[r] == '(' || s[r] == ')')) {
+				r += 2; /* charset designation, e.g. ESC ( B in tput sgr0 */
+			} else {
+				r++;
+			}
+			continue;
+		}
+		s[w++] = c == '\0' ? '?' : (char)c;
+		r++;
+	}
+	while (w > 0 && (s[w - 1] == '\r' || s[w - 1] == ' ' || s[w - 1] == '\t'))
+		w--;
+	s[w] = '\0';
+	return w;
+}
+
+static void set_last_running(struct testparse *tp, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n >= sizeof(tp->last_running))
+		n = sizeof(tp->last_running) - 1;
+	memcpy(tp->last_running, name, n);
+	tp->last_running[n] = '\0';
+}
+
+static void count_outcome(struct suite *s, enum tp_outcome o)
+{
+	switch (o) {
+	case TP_OK: s->ok++; break;
+	case TP_FAILED: s->failed++; break;
+	case TP_IGNORED: s->ignored++; break;
+	case TP_CRASHED: s->crashed++; break;
+	default: break;
+	}
+}
+
+static bool push_running(struct testparse *tp, size_t idx)
+{
+	if (tp->nrun == tp->caprun) {
+		size_t ncap = tp->caprun ? tp->caprun * 2 : 16;
+		size_t *n = realloc(tp->runstack, ncap * sizeof(*n));
+		if (!n)
+			return false;
+		tp->runstack = n;
+		tp->caprun = ncap;
+	}
+	tp->runstack[tp->nrun++] = idx;
+	return true;
+}
+
+/* Record a case; returns its index or -1 when it could not be recorded. */
+static long record_case(struct testparse *tp, const char *name, size_t namelen, enum tp_outcome o,
+                        double dur)
+{
+	if (namelen > NAME_MAX_LEN)
+		namelen = NAME_MAX_LEN;
+	if (tp->ncases >= TESTPARSE_MAX_CASES || tp->name_bytes + namelen + 1 > NAME_BUDGET)
+		return -1;
+	if (tp->ncases == tp->capcases) {
+		size_t ncap = tp->capcases ? tp->capcases * 2 : 64;
+		struct tp_case *n = realloc(tp->cases, ncap * sizeof(*n));
+		if (!n)
+			return -1;
+		tp->cases = n;
+		tp->capcases = ncap;
+	}
+	char *copy = strndup(name, namelen);
+	if (!copy)
+		return -1;
+	tp->name_bytes += namelen + 1;
+	tp->cases[tp->ncases] = (struct tp_case){ .name = copy, .outcome = o, .duration_s = dur };
+	return (long)tp->ncases++;
+}
+
+static int running_count(const struct testparse *tp)
+{
+	return (int)tp->nrun + tp->running_unrecorded;
+}
+
+/* Settle the most recent running case (libtest runs one at a time when it prints "test X ... " alone). */
+static void settle_latest(struct testparse *tp, enum tp_outcome o, double dur)
+{
+	if (tp->nrun > 0) {
+		struct tp_case *c = &tp->cases[tp->runstack[--tp->nrun]];
+		c->outcome = o;
+		c->duration_s = dur;
+	} else if (tp->running_unrecorded > 0) {
+		tp->running_unrecorded--;
+	} else {
+		return;
+	}
+	count_outcome(&tp->cur, o);
+}
+
+/* Settle the running case called `name`, if any. */
+static void settle_named(struct testparse *tp, const char *name, enum tp_outcome o)
+{
+	for (size_t i = tp->nrun; i-- > 0;) {
+		struct tp_case *c = &tp->cases[tp->runstack[i]];
+		if (strcmp(c->name, name) != 0)
+			continue;
+		c->outcome = o;
+		memmove(&tp->runstack[i], &tp->runstack[i + 1], (tp->nrun - i - 1) * sizeof(size_t));
+		tp->nrun--;
+		count_outcome(&tp->cur, o);
+		return;
+	}
+}
+
+/* Settle everything still running in the current suite. */
+static void settle_all(struct testparse *tp, enum tp_outcome o)
+{
+	while (running_count(tp) > 0)
+		settle_latest(tp, o, -1);
+}
+
+/* Fold the current suite into the totals. */
+static void close_suite(struct testparse *tp)
+{
+	struct suite *s = &tp->cur;
+
+	if (!s->open)
+		return;
+	tp->closed_complete = s->result_seen && running_count(tp) == 0;
+	settle_all(tp, TP_CRASHED);
+	tp->t_announced += s->announced > 0 ? s->announced : 0;
+	if (s->result_seen) {
+		tp->t_passed += s->res_passed;
+		tp->t_failed += s->res_failed;
+		tp->t_ignored += s->res_ignored;
+	} else {
+		tp->t_passed += s->ok;
+		tp->t_failed += s->failed + s->crashed;
+		tp->t_ignored += s->ignored;
+		if (s->announced > s->started)
+			tp->t_not_run += s->announced - s->started;
+	}
+	memset(s, 0, sizeof(*s));
+}
+
+static void open_suite(struct testparse *tp, int announced)
+{
+	close_suite(tp);
+	tp->cur.open = true;
+	tp->cur.announced = announced;
+	tp->in_failures = false;
+	tp->list_complete = false;
+}
+
+/* The outcome word(s) after "test NAME ... " or alone on a line; false if not one. */
+static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur)
+{
+	const char *rest;
+
+	*ret_dur = -1;
+	if (starts_with(s, "ok")) {
+		*ret_o = TP_OK;
+		rest = s + 2;
+	} else if (starts_with(s, "FAILED")) {
+		*ret_o = TP_FAILED;
+		rest = s + 6;
+	} else if (starts_with(s, "ignored")) {
+		*ret_o = TP_IGNORED;
+		return s[7] == '\0' || s[7] == ',';
+	} else if (starts_with(s, "bench:")) {
+		*ret_o = TP_OK;
+		return true;
+	} else {
+		return false;
+	}
+	if (*rest == '\0')
+		return true;
+	/* --report-time: "ok <0.012s>" */
+	if (rest[0] == ' ' && rest[1] == '<') {
+		char *end;
+		double d = strtod(rest + 2, &end);
+		if (end != rest + 2 && end[0] == 's' && end[1] == '>' && end[2] == '\0' && d >= 0) {
+			*ret_dur = d;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
+{
+	static const char sp[] = " - should panic";
+	enum tp_outcome o;
+	double dur;
+	long idx;
+
+	if (namelen > sizeof(sp) - 1 && memcmp(name + namelen - (sizeof(sp) - 1), sp, sizeof(sp) - 1) == 0)
+		namelen -= sizeof(sp) - 1;
+	if (!tp->cur.open || tp->cur.result_seen)
+		open_suite(tp, 0);
+	while (*rest == ' ')
+		rest++;
+	if (!parse_outcome(rest, &o, &dur))
+		o = TP_RUNNING; /* nothing or the test's own output follows the dots */
+	tp->cur.started++;
+	idx = record_case(tp, name, namelen, o, dur);
+	if (o != TP_RUNNING) {
+		count_outcome(&tp->cur, o);
+		return;
+	}
+	{
+		char shortname[sizeof(tp->last_running)];
+		size_t n = namelen < sizeof(shortname) - 1 ? namelen : sizeof(shortname) - 1;
+		memcpy(shortname, name, n);
+		shortname[n] = '\0';
+		set_last_running(tp, shortname);
+	}
+	if (idx < 0 || !push_running(tp, (size_t)idx))
+		tp->running_unrecorded++;
+}
+
+static void on_result_line(struct testparse *tp, const char *rest)
+{
+	bool failed = starts_with(rest, "FAILED");
+
+	if (!tp->cur.open || tp->cur.result_seen)
+		open_suite(tp, -1);
+	/* libtest lists every failed test before this line, so what still runs passed. */
+	settle_all(tp, TP_OK);
+	tp->cur.result_seen = true;
+	tp->cur.res_passed = count_before(rest, " passed");
+	tp->cur.res_failed = count_before(rest, " failed");
+	tp->cur.res_ignored = count_before(rest, " ignored");
+	if (tp->cur.announced < 0)
+		tp->cur.announced = tp->cur.res_passed + tp->cur.res_failed + tp->cur.res_ignored;
+	tp->result_lines++;
+	if (failed)
+		tp->result_failed = 1;
+	tp->in_failures = false;
+}
+
+static bool is_crash_text(const char *l)
+{
+	if (strcasestr(l, "Unikraft crash") || strstr(l, "Kernel panic"))
+		return true;
+	return strstr(l, "CRIT") && strcasestr(l, "crash");
+}
+
+static void parse_line(struct testparse *tp, char *l)
+{
+	const char *p;
+
+	if (is_crash_text(l))
+		tp->crashed = 1;
+	p = strstr(l, "thread '");
+	if (p && strstr(p, "' panicked at"))
+		tp->panicked = 1;
+	p = strstr(l, "main returned ");
+	if (p) {
+		const char *num = p + strlen("main returned ");
+		bool neg = *num == '-';
+		long v = parse_count(num + neg, NULL);
+		if (v >= 0)
+			tp->main_returned = neg ? (int)(-v & 0xff) : (int)v;
+	}
+
+	if (starts_with(l, "running ")) {
+		const char *end;
+		long n = parse_count(l + 8, &end);
+		if (n >= 0 && (strcmp(end, " tests") == 0 || strcmp(end, " test") == 0)) {
+			tp->seen_libtest = 1;
+			open_suite(tp, (int)n);
+			return;
+		}
+	}
+	if (starts_with(l, "test result: ")) {
+		on_result_line(tp, l + 13);
+		return;
+	}
+	if (starts_with(l, "test ")) {
+		const char *name = l + 5;
+		const char *dots = strstr(name, " ...");
+		if (dots && dots > name && (dots[4] == '\0' || dots[4] == ' ')) {
+			on_test_line(tp, name, (size_t)(dots - name), dots + 4);
+			return;
+		}
+	}
+	if (strcmp(l, "failures:") == 0) {
+		tp->in_failures = true;
+		return;
+	}
+	if (tp->in_failures && starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
+		settle_named(tp, l + 4, TP_FAILED);
+		return;
+	}
+	if (running_count(tp) > 0) {
+		enum tp_outcome o;
+		double dur;
+		const char *s = l;
+		while (*s == ' ')
+			s++;
+		if (parse_outcome(s, &o, &dur)) {
+			settle_latest(tp, o, dur);
+			return;
+		}
+	}
+	/* --list ends with "N tests, M benchmarks" ("1 test, 0 benchmarks"). */
+	{
+		const char *end;
+		long n = parse_count(l, &end);
+		if (n >= 0 && (starts_with(end, " tests, ") || starts_with(end, " test, "))) {
+			const char *b = strchr(end, ',') + 2;
+			const char *bend;
+			if (parse_count(b, &bend) >= 0 &&
+			    (strcmp(bend, " benchmarks") == 0 || strcmp(bend, " benchmark") == 0)) {
+				tp->list_end = 1;
+				tp->list_complete = true;
+			}
+		}
+	}
+}
+
+static void end_line(struct testparse *tp)
+{
+	tp->linelen = clean_line(tp->line, tp->linelen);
+	parse_line(tp, tp->line);
+	tp->linelen = 0;
+}
+
+void testparse_feed(struct testparse *tp, const char *buf, size_t len)
+{
+	if (!tp || !buf)
+		return;
+	while (len > 0) {
+		const char *nl = memchr(buf, '\n', len);
+		size_t take = nl ? (size_t)(nl - buf) : len;
+
+		if (!tp->overlong) {
+			size_t room = TESTPARSE_LINE_MAX - tp->linelen;
+			size_t n = take < room ? take : room;
+			memcpy(tp->line + tp->linelen, buf, n);
+			tp->linelen += n;
+			if (take > room) {
+				/* Parse the prefix now, drop the rest of this line. */
+				end_line(tp);
+				tp->overlong = true;
+			}
+		}
+		if (!nl)
+			return;
+		if (tp->overlong)
+			tp->overlong = false;
+		else
+			end_line(tp);
+		buf = nl + 1;
+		len -= take + 1;
+	}
+}
+
+void testparse_finish(struct testparse *tp)
+{
+	if (!tp || tp->finished)
+		return;
+	if (tp->linelen > 0 && !tp->overlong)
+		end_line(tp);
+	tp->overlong = false;
+	tp->linelen = 0;
+	close_suite(tp);
+	tp->finished = true;
+}
+
+void testparse_summary(const struct testparse *tp, struct tp_summary *ret)
+{
+	const struct suite *s;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->main_returned = -1;
+	if (!tp)
+		return;
+	s = &tp->cur;
+	ret->seen_libtest = tp->seen_libtest;
+	ret->result_lines = tp->result_lines;
+	ret->result_failed = tp->result_failed;
+	ret->announced = tp->t_announced;
+	ret->passed = tp->t_passed;
+	ret->failed = tp->t_failed;
+	ret->ignored = tp->t_ignored;
+	ret->not_run = tp->t_not_run;
+	if (s->open) {
+		ret->announced += s->announced > 0 ? s->announced : 0;
+		if (s->result_seen) {
+			ret->passed += s->res_passed;
+			ret->failed += s->res_failed;
+			ret->ignored += s->res_ignored;
+		} else {
+			ret->passed += s->ok;
+			ret->failed += s->failed + s->crashed;
+			ret->ignored += s->ignored;
+			if (s->announced > s->started)
+				ret->not_run += s->announced - s->started;
+		}
+	}
+	ret->panicked = tp->panicked;
+	ret->crashed = tp->crashed;
+	ret->main_returned = tp->main_returned;
+	ret->list_end = tp->list_end;
+	ret->running = running_count(tp);
+	ret->complete = tp->list_complete ||
+	                (s->open ? s->result_seen && ret->running == 0 : tp->closed_complete);
+	memcpy(ret->last_running, tp->last_running, sizeof(ret->last_running));
+}
+
+size_t testparse_ncases(const struct testparse *tp)
+{
+	return tp ? tp->ncases : 0;
+}
+
+const struct tp_case *testparse_case(const struct testparse *tp, size_t i)
+{
+	if (!tp || i >= tp->ncases)
+		return NULL;
+	return &tp->cases[i];
+}
+
+const char *tp_outcome_name(enum tp_outcome o)
+{
+	switch (o) {
+	case TP_OK: return "ok";
+	case TP_FAILED: return "failed";
+	case TP_IGNORED: return "ignored";
+	case TP_CRASHED: return "crashed";
+	case TP_RUNNING: return "running";
+	case TP_NOT_RUN: return "not_run";
+	}
+	return "not_run";
+}

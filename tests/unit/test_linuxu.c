@@ -1,0 +1,256 @@
+/* test_linuxu.c — the linuxu driver's pure parts: guest argv, the bwrap
+ * command line, bwrap's status JSON, exit-code mapping, libparam detection.
+ * The driver's helpers are static, so the file is included. */
+#include "linuxu.c"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+/* argv of `c` from index `from` as one "|"-joined string (caller frees). */
+static char *join_from(const struct cmd *c, size_t from)
+{
+	char *const *argv = cmd_argv(c);
+	size_t cap = 1, n = 0;
+	for (size_t i = 0; argv[i]; i++)
+		cap += strlen(argv[i]) + 1;
+	char *out = calloc(1, cap);
+	for (size_t i = 0; argv[i]; i++) {
+		if (i < from)
+			continue;
+		if (n++)
+			strcat(out, "|");
+		strcat(out, argv[i]);
+	}
+	return out;
+}
+
+static void assert_guest(const struct drv_spec *spec, int libparam, unsigned heap, const char *want)
+{
+	struct cmd *c = cmd_new("name");
+	append_guest_args(c, spec, libparam, heap);
+	char *got = join_from(c, 1);
+	assert_string_equal(got, want);
+	free(got);
+	cmd_free(c);
+}
+
+static void test_guest_args(void **unused)
+{
+	char *args[] = {"foo", "bar baz", ""};
+	char *params[] = {"vfs.fstab=[a]", "env.vars=[X=1]"};
+	char *heap[] = {"linuxu.heap_size=8"};
+	struct drv_spec spec = {.args = args, .nargs = 3};
+
+	/* Plain programs: arguments untouched, parameters never added. */
+	assert_guest(&spec, 0, 0, "foo|bar baz|");
+	spec.uk_params = params;
+	spec.nuk_params = 2;
+	assert_guest(&spec, 1, 64, "foo|bar baz|");
+
+	/* Unikraft with libukparam: params, heap, "--", args. */
+	spec.flags = DRV_F_UNIKRAFT;
+	assert_guest(&spec, 1, 64, "vfs.fstab=[a]|env.vars=[X=1]|linuxu.heap_size=64|--|foo|bar baz|");
+	assert_guest(&spec, 1, 0, "vfs.fstab=[a]|env.vars=[X=1]|--|foo|bar baz|");
+	/* The user's own heap size wins. */
+	spec.uk_params = heap;
+	spec.nuk_params = 1;
+	assert_guest(&spec, 1, 64, "linuxu.heap_size=8|--|foo|bar baz|");
+	/* No params: "--" still separates, so an argument "x=y" never becomes a parameter. */
+	spec.nuk_params = 0;
+	assert_guest(&spec, 1, 0, "--|foo|bar baz|");
+
+	/* Unikraft without libukparam: main sees every word, so no "--" and no heap. */
+	assert_guest(&spec, 0, 64, "foo|bar baz|");
+	spec.uk_params = params;
+	spec.nuk_params = 1;
+	assert_guest(&spec, 0, 64, "vfs.fstab=[a]|--|foo|bar baz|");
+}
+
+static void test_guest_name(void **unused)
+{
+	struct drv_spec spec = {.image_path = "/store/ab/cd", .image_name = "my test.elf"};
+	char *n = guest_name(&spec);
+	assert_string_equal(n, "my test.elf");
+	free(n);
+	spec.image_name = "target/debug/deps/app-123";
+	n = guest_name(&spec);
+	assert_string_equal(n, "app-123");
+	free(n);
+	spec.image_name = NULL;
+	n = guest_name(&spec);
+	assert_string_equal(n, "cd");
+	free(n);
+	spec.image_name = "..";
+	n = guest_name(&spec);
+	assert_string_equal(n, "guest");
+	free(n);
+	spec.image_name = "dir/";
+	n = guest_name(&spec);
+	assert_string_equal(n, "guest");
+	free(n);
+}
+
+static void test_status_json(void **unused)
+{
+	long pid = 0;
+	int code = -1;
+	const char *l1 = "{ \"child-pid\": 10384, \"cgroup-namespace\": 4026532181, \"net-namespace\": 4026532182 }";
+	assert_int_equal(parse_status_line(l1, strlen(l1), &pid, &code), 1);
+	assert_int_equal(pid, 10384);
+	const char *l2 = "{ \"exit-code\": 139 }";
+	assert_int_equal(parse_status_line(l2, strlen(l2), &pid, &code), 2);
+	assert_int_equal(code, 139);
+	assert_int_equal(parse_status_line("{}", 2, &pid, &code), 0);
+	assert_int_equal(parse_status_line("bwrap: oops", 11, &pid, &code), -EINVAL);
+	assert_int_equal(parse_status_line("[1]", 3, &pid, &code), -EINVAL);
+	assert_int_equal(parse_status_line("{\"exit-code\": \"7\"}", 18, &pid, &code), 0);
+}
+
+static void test_status_stream(void **unused)
+{
+	/* Lines split across reads, the way on_status feeds them. */
+	struct drv_instance *inst = calloc(1, sizeof(*inst));
+	const char *chunks[] = {"{ \"child-pid\": 5", "0 }\n{ \"exit-", "code\": 7 }\n"};
+	for (size_t i = 0; i < 3; i++) {
+		memcpy(inst->sbuf + inst->slen, chunks[i], strlen(chunks[i]));
+		inst->slen += strlen(chunks[i]);
+		status_consume(inst);
+	}
+	assert_int_equal(inst->child_pid, 50);
+	assert_true(inst->have_exit_code);
+	assert_int_equal(inst->exit_code, 7);
+	assert_int_equal(inst->slen, 0);
+	free(inst);
+}
+
+static void test_exit_mapping(void **unused)
+{
+	struct drv_outcome o;
+	map_exit_code(0, &o);
+	assert_true(o.end == DRV_END_EXIT && o.value == 0);
+	map_exit_code(7, &o);
+	assert_true(o.end == DRV_END_EXIT && o.value == 7);
+	map_exit_code(139, &o);
+	assert_true(o.end == DRV_END_SIGNAL && o.value == SIGSEGV);
+	map_exit_code(134, &o);
+	assert_true(o.end == DRV_END_SIGNAL && o.value == SIGABRT);
+	map_exit_code(128, &o);
+	assert_true(o.end == DRV_END_EXIT && o.value == 128);
+	map_exit_code(128 + SIGCHLD, &o); /* SIGCHLD never kills */
+	assert_true(o.end == DRV_END_EXIT && o.value == 128 + SIGCHLD);
+	map_exit_code(255, &o);
+	assert_true(o.end == DRV_END_EXIT && o.value == 255);
+}
+
+/* A minimal ELF64 with one extra section named `secname`. */
+static void write_elf(const char *path, const char *secname)
+{
+	char strtab[64] = "";
+	size_t off_shstr = 1, off_sec = 1 + strlen(".shstrtab") + 1;
+	strcpy(strtab + off_shstr, ".shstrtab");
+	strcpy(strtab + off_sec, secname);
+	size_t strsz = off_sec + strlen(secname) + 1;
+	Elf64_Ehdr eh = {0};
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS64;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	eh.e_type = ET_EXEC;
+	eh.e_machine = EM_X86_64;
+	eh.e_ehsize = sizeof(eh);
+	eh.e_shentsize = sizeof(Elf64_Shdr);
+	eh.e_shnum = 3;
+	eh.e_shstrndx = 1;
+	eh.e_shoff = sizeof(eh) + 64;
+	Elf64_Shdr sh[3] = {{0}};
+	sh[1].sh_name = (Elf64_Word)off_shstr;
+	sh[1].sh_type = SHT_STRTAB;
+	sh[1].sh_offset = sizeof(eh);
+	sh[1].sh_size = strsz;
+	sh[2].sh_name = (Elf64_Word)off_sec;
+	sh[2].sh_type = SHT_PROGBITS;
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	fwrite(&eh, sizeof(eh), 1, f);
+	fwrite(strtab, 64, 1, f);
+	fwrite(sh, sizeof(sh), 1, f);
+	fclose(f);
+}
+
+static void test_libparam_detect(void **unused)
+{
+	char path[] = "/tmp/test_linuxu_elfXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	write_elf(path, ".uk_libparam_params");
+	assert_true(image_has_libparam(path));
+	write_elf(path, "linuxu__param_arg");
+	assert_true(image_has_libparam(path));
+	write_elf(path, ".uk_bootinfo");
+	assert_false(image_has_libparam(path));
+	unlink(path);
+	assert_false(image_has_libparam(path));
+	assert_false(image_has_libparam("/dev/null"));
+	/* The reference image was built without libukparam. */
+	const char *fx = "/work/shared/fixtures/helloworld_linuxu-x86_64";
+	if (access(fx, R_OK) == 0)
+		assert_false(image_has_libparam(fx));
+}
+
+static void test_prepare_argv(void **unused)
+{
+	char path[] = "/tmp/test_linuxu_imgXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	chmod(path, 0755);
+	char *args[] = {"a b", "--nocapture"};
+	struct drv_spec spec = {.image_path = path, .image_name = "my app", .args = args, .nargs = 2,
+	                        .memory_mb = 100};
+	struct linuxu_state st = {0};
+	struct drv_instance *inst = NULL;
+	char *err = NULL;
+	assert_int_equal(linuxu_prepare(&st, &spec, &inst, &err), 0);
+	char *all = join_from(inst->cmd, 0);
+	assert_non_null(strstr(all, "prlimit|--data=104857600|"));
+	assert_non_null(strstr(all, "|--|bwrap|--unshare-all|--die-with-parent|--new-session|"));
+	char want[256];
+	snprintf(want, sizeof(want), "|--ro-bind|%s|/run/ukrun/my app|", path);
+	assert_non_null(strstr(all, want));
+	assert_null(strstr(all, "TERM")); /* no terminal, no TERM */
+	const char *tail = "|--json-status-fd|3|--|my app|a b|--nocapture";
+	assert_string_equal(all + strlen(all) - strlen(tail), tail);
+	assert_false(inst->use_pty);
+	free(all);
+	linuxu_destroy(inst);
+
+	/* Not executable on the host: copied in with --ro-bind-data; Unikraft gets a terminal. */
+	chmod(path, 0644);
+	spec.flags = DRV_F_UNIKRAFT;
+	assert_int_equal(linuxu_prepare(&st, &spec, &inst, &err), 0);
+	all = join_from(inst->cmd, 0);
+	assert_non_null(strstr(all, "|--perms|0555|--ro-bind-data|4|/run/ukrun/my app|"));
+	assert_non_null(strstr(all, "|--setenv|TERM|dumb|"));
+	assert_true(inst->use_pty);
+	free(all);
+	linuxu_destroy(inst);
+	unlink(path);
+
+	assert_true(linuxu_prepare(&st, &spec, &inst, &err) < 0);
+	assert_non_null(err);
+	free(err);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_guest_args),     cmocka_unit_test(test_guest_name),
+		cmocka_unit_test(test_status_json),    cmocka_unit_test(test_status_stream),
+		cmocka_unit_test(test_exit_mapping),   cmocka_unit_test(test_libparam_detect),
+		cmocka_unit_test(test_prepare_argv),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
