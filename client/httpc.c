@@ -216,6 +216,8 @@ static int setup(struct xfer *x, const char *path, struct curl_slist **headers)
 	free(url); /* libcurl copies string options */
 	if (h->unix_path)
 		curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, h->unix_path);
+	else /* a follow can be silent for minutes; notice a vanished peer */
+		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 #else

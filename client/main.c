@@ -68,6 +68,8 @@ static const char help_text[] =
 	"  130      interrupted or cancelled\n"
 	"  134      the guest crashed (triple fault, Unikraft crash, panic device)\n"
 	"  2        usage error\n"
+	"  Guest values outside 0..255 become 1; 141 when stdout closes early (the run\n"
+	"  is cancelled).\n"
 	"  Subcommands exit 0, 1 when runnerd refuses (no such run), 125 when it is\n"
 	"  unreachable.\n"
 	"\n"

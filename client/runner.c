@@ -127,8 +127,9 @@ static int image_open(struct image *img, const char *path)
 	img->name = slash && slash[1] ? slash + 1 : path;
 	img->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (img->fd < 0 || fstat(img->fd, &st) < 0) {
-		fprintf(stderr, "ukrun: %s: %s\n", path, errno == ENOENT ? "No such file" : strerror(errno));
-		return -errno;
+		r = -errno;
+		fprintf(stderr, "ukrun: %s: %s\n", path, r == -ENOENT ? "No such file" : strerror(-r));
+		return r;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		fprintf(stderr, "ukrun: %s: Not a regular file\n", path);
@@ -175,14 +176,13 @@ static int check_images(const struct opts *o, struct image *prog, struct image *
 			prog->det.summary);
 		return UKRUN_EXIT_NOTRUN;
 	}
-	if (prog->det.flags & DETECT_STATIC) {
-		/* The elfloader rejects it at boot and halts "cleanly": that would read as a pass. */
-		fprintf(stderr, "ukrun: %s: static non-PIE ELF: the elfloader refuses these; "
+	if (prog->det.flags & DETECT_STATIC)
+		/* The elfloader refuses it at boot and halts; runnerd reports that as 126 with the
+		 * kernel's own error line, which says more than we can here. */
+		fprintf(stderr, "ukrun: warning: %s: static non-PIE ELF: the elfloader refuses these; "
 				"build with -C target-feature=+crt-static (static-pie)\n",
 			prog->path);
-		return UKRUN_EXIT_NOTRUN;
-	}
-	if (!(prog->det.flags & DETECT_STATIC_PIE))
+	else if (!(prog->det.flags & DETECT_STATIC_PIE))
 		fprintf(stderr, "ukrun: warning: %s: elfloader needs a static-pie ELF; "
 				"build with -C target-feature=+crt-static\n",
 			prog->path);
@@ -248,8 +248,10 @@ static void cancel_run(struct httpc *h, const char *id, int verbosity)
 	char path[128];
 
 	snprintf(path, sizeof(path), "/v1/runs/%s/cancel", id);
-	if (httpc_json(h, "POST", path, NULL, &resp) < 0)
-		fprintf(stderr, "ukrun: could not cancel run %s: %s\n", id, h->errbuf);
+	if (httpc_json(h, "POST", path, NULL, &resp) < 0) {
+		if (verbosity > OPTS_QUIET)
+			fprintf(stderr, "ukrun: could not cancel run %s: %s\n", id, h->errbuf);
+	}
 	else if (verbosity >= OPTS_VERBOSE)
 		fprintf(stderr, "ukrun: cancelled run %s (HTTP %ld)\n", id, resp.status);
 	httpc_resp_clear(&resp);
@@ -295,15 +297,13 @@ static int report(const struct opts *o, const char *id, const json_t *rec)
 		if (json_is_true(json_object_get(rec, "console_truncated")))
 			fprintf(stderr, "ukrun: console output was truncated by runnerd's cap\n");
 	}
-	if (!strcmp(state, "error") || !strcmp(state, "lost") || status == UKRUN_EXIT_INFRA)
+	if (!strcmp(state, "error") || !strcmp(state, "lost") || status == UKRUN_EXIT_INFRA ||
+	    status == UKRUN_EXIT_NOTRUN)
 		fprintf(stderr, "ukrun: run %s %s: %s\n", id, !strcmp(state, "lost") ? "was lost" : "failed",
 			reason ? reason : "no reason given");
-	else if (o->verbosity > OPTS_QUIET && !strcmp(state, "timeout"))
-		fprintf(stderr, "ukrun: run %s timed out%s%s\n", id, reason ? ": " : "", reason ? reason : "");
 	else if (o->verbosity > OPTS_QUIET && !strcmp(state, "cancelled"))
 		fprintf(stderr, "ukrun: run %s was cancelled%s%s\n", id, reason ? ": " : "", reason ? reason : "");
-	if (json_is_integer(json_object_get(rec, "exit_code")) &&
-	    json_integer_value(json_object_get(rec, "exit_code")) != status && status == 1)
+	if (status == 1 && json_integer_value(json_object_get(rec, "exit_code")) != 1)
 		fprintf(stderr, "ukrun: guest exit value %" JSON_INTEGER_FORMAT " does not fit an exit status; "
 				"exiting 1\n",
 			json_integer_value(json_object_get(rec, "exit_code")));
@@ -335,8 +335,11 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 			cancel_run(h, id, o->verbosity);
 			return 128 + SIGPIPE;
 		}
-		if (r < 0)
+		if (r < 0) {
+			/* Best effort: a guest nobody watches should not run on to its timeout. */
+			cancel_run(h, id, OPTS_QUIET);
 			return UKRUN_EXIT_INFRA;
+		}
 		rec = get_record(h, id);
 		if (!rec)
 			return UKRUN_EXIT_INFRA;

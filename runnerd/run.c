@@ -424,6 +424,24 @@ static void start(struct run *run)
 	log_info("run %s started on %s", run->id_str, drv->name);
 }
 
+/* Guests see the image's path as argv[0]: QEMU puts the kernel path first on the multiboot
+ * command line, and the elfloader hands that word to the program it loads. Show them the
+ * user's file name, through a symlink in the run's directory, not the store's digest path.
+ * In loader mode the kernel is linked under the program's name for the same reason. */
+static void name_image(struct run *run)
+{
+	char *link = NULL;
+	if (asprintf(&link, "%s/%s", run->workdir, run->name) < 0)
+		return;
+	if (symlink(run->image_path, link) == 0) {
+		free(run->image_path);
+		run->image_path = link;
+		run->spec.image_path = link;
+	} else {
+		free(link);
+	}
+}
+
 static void schedule(struct run_manager *mgr)
 {
 	while (!mgr->stopping && mgr->nrunning < mgr->cfg.max_concurrent && mgr->nqueued) {
@@ -620,6 +638,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	r = run->workdir && run->image_path && run->args && run->uk_params && cpath ? 0 : -ENOMEM;
 	if (r == 0)
 		r = mkdir_p(run->workdir);
+	if (r == 0 && run->name)
+		name_image(run);
 	if (r == 0)
 		r = console_open(&run->con, cpath, mgr->cfg.console_cap);
 	free(cpath);

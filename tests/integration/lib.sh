@@ -1,0 +1,256 @@
+# lib.sh — shared helpers for ukrun's integration tests (sourced by every test script).
+#
+# Each test gets a private temp dir $T with its own runnerd (socket, data dir, log), so tests can run in
+# parallel. On exit the daemons are stopped with SIGTERM and the test fails if any qemu/bwrap process that
+# belongs to it (anything whose command line names $T) is still alive.
+#
+# Environment (set by CMake): UKRUN_BIN_DIR, UKRUN_FIXTURE_DIR, UKRUN_SHARED_FIXTURES.
+
+set -euo pipefail
+
+: "${UKRUN_BIN_DIR:?UKRUN_BIN_DIR must point at the directory holding ukrun and runnerd}"
+: "${UKRUN_FIXTURE_DIR:?UKRUN_FIXTURE_DIR must point at the built fixtures}"
+UKRUN_SHARED_FIXTURES=${UKRUN_SHARED_FIXTURES:-}
+
+UKRUN=$UKRUN_BIN_DIR/ukrun
+RUNNERD=$UKRUN_BIN_DIR/runnerd
+FX=$UKRUN_FIXTURE_DIR
+TEST_NAME=$(basename "$0" .sh)
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ukrun-it-$TEST_NAME.XXXXXX")
+export T
+DB=$T/data/runnerd.db
+
+# pids of the daemons this test started (stopped in reverse order on exit)
+_daemon_pids=()
+_failed=0
+
+# Make sure no stray daemon picks up a socket from the caller's environment.
+unset UKRUN_URL UKRUN_TOKEN UKRUN_PLATFORM UKRUN_TIMEOUT UKRUN_LOADER UKRUN_RUNNERD UKRUN_DATA_DIR
+export UKRUN_SOCKET=$T/runnerd.sock
+# Autospawn tests point these elsewhere; by default nothing of the user's may leak in.
+export XDG_RUNTIME_DIR=$T/xdg-runtime XDG_DATA_HOME=$T/xdg-data
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
+
+log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
+
+fail() {
+	printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2
+	_failed=1
+	exit 1
+}
+
+skip() {
+	printf '%s: SKIP: %s\n' "$TEST_NAME" "$*" >&2
+	exit 77
+}
+
+# Processes (other than this shell's helpers) whose command line names the test dir: guests, sandboxes, daemons.
+_leftovers() {
+	pgrep -f -- "$T/" | grep -vx "$$" || true
+}
+
+_cleanup() {
+	local rc=$?
+	set +e
+	for ((i = ${#_daemon_pids[@]} - 1; i >= 0; i--)); do
+		local p=${_daemon_pids[i]}
+		if kill -0 "$p" 2>/dev/null; then
+			kill -TERM "$p" 2>/dev/null
+			wait_pid_gone "$p" 20 || { log "runnerd $p ignored SIGTERM"; kill -KILL "$p" 2>/dev/null; rc=1; }
+		fi
+	done
+	# Stray children of this shell (background ukrun clients) end with their daemon; reap them.
+	wait 2>/dev/null
+	local left
+	left=$(_leftovers)
+	if [[ -n $left ]]; then
+		# Bounded grace: a guest may take a moment to die after its daemon.
+		for _ in $(seq 50); do
+			left=$(_leftovers)
+			[[ -z $left ]] && break
+			sleep 0.1
+		done
+		if [[ -n $left ]]; then
+			log "FAIL: processes of this test left behind:"
+			ps -o pid,ppid,args -p "$(echo $left | tr ' ' ,)" >&2
+			kill -KILL $left 2>/dev/null
+			rc=1
+		fi
+	fi
+	if ((rc != 0 && rc != 77)); then
+		for f in "$T"/*.log "$T"/data/runnerd.log; do
+			[[ -f $f ]] || continue
+			log "---- tail of $f"
+			tail -n 30 "$f" >&2
+		done
+	fi
+	rm -rf "$T"
+	if ((rc == 0)); then
+		log "PASS"
+	fi
+	exit "$rc"
+}
+trap _cleanup EXIT
+
+# wait_pid_gone PID SECONDS: bounded wait for a process (not necessarily our child) to disappear.
+wait_pid_gone() {
+	local pid=$1 secs=$2 i
+	for ((i = 0; i < secs * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		# a zombie child of ours counts as gone
+		[[ $(ps -o stat= -p "$pid" 2>/dev/null) == Z* ]] && { wait "$pid" 2>/dev/null; return 0; }
+		sleep 0.1
+	done
+	return 1
+}
+
+# api METHOD PATH [curl args...]: request to the test daemon; prints the body, then sets $HTTP_STATUS.
+HTTP_STATUS=
+api() {
+	local method=$1 path=$2
+	shift 2
+	local out
+	out=$(curl -sS --unix-socket "${API_SOCKET:-$UKRUN_SOCKET}" -X "$method" -w '\n%{http_code}' "$@" \
+		"http://runnerd$path") || fail "curl $method $path failed"
+	HTTP_STATUS=${out##*$'\n'}
+	API_BODY=${out%$'\n'*}
+}
+
+# jget PATH: a field of the JSON document on stdin ("a.b.0.c"; numbers index arrays); strings raw, null → "",
+# booleans true/false, anything else as JSON. (python3 rather than jq: it is in scripts/deps.)
+jget() {
+	python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split(".") if sys.argv[1] else []:
+    v = v[int(k)] if isinstance(v, list) else v.get(k) if isinstance(v, dict) else None
+if v is None: print("")
+elif isinstance(v, bool): print("true" if v else "false")
+elif isinstance(v, str): print(v)
+else: print(json.dumps(v))
+' "$1" 2>/dev/null || true
+}
+
+# healthy [SOCKET]: /healthz answers 200 with status ok.
+healthy() {
+	local body
+	body=$(curl -sS --max-time 5 --unix-socket "${1:-$UKRUN_SOCKET}" http://runnerd/healthz 2>/dev/null) || return 1
+	[[ $(jget status <<<"$body") == ok ]]
+}
+
+# start_daemon NAME [runnerd flags...]: a runnerd serving $T/NAME.sock with data in $T/NAME-data
+# (NAME "runnerd" → $T/runnerd.sock, $T/data: the default one that UKRUN_SOCKET points at).
+# Sets DAEMON_PID; waits (bounded) until /healthz answers.
+start_daemon() {
+	local name=$1 sock data
+	shift
+	if [[ $name == runnerd ]]; then
+		sock=$T/runnerd.sock data=$T/data
+	else
+		sock=$T/$name.sock data=$T/$name-data
+	fi
+	"$RUNNERD" --socket "$sock" --data-dir "$data" --idle-timeout 0 --log "$T/$name.log" "$@" \
+		</dev/null >>"$T/$name.stdio.log" 2>&1 &
+	DAEMON_PID=$!
+	_daemon_pids+=("$DAEMON_PID")
+	local i
+	for ((i = 0; i < 150; i++)); do
+		healthy "$sock" && return 0
+		kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$T/$name.stdio.log" >&2; fail "runnerd $name exited at start"; }
+		sleep 0.1
+	done
+	fail "runnerd $name did not answer /healthz"
+}
+
+# adopt_daemon PID: a runnerd this test did not start itself (autospawned) is stopped on exit too.
+adopt_daemon() {
+	_daemon_pids+=("$1")
+}
+
+# stop_daemon PID: SIGTERM and wait for it to end.
+stop_daemon() {
+	kill -TERM "$1"
+	wait_pid_gone "$1" 20 || fail "runnerd $1 did not stop on SIGTERM"
+	wait "$1" 2>/dev/null || true
+}
+
+# run_ukrun NAME [ukrun args...]: runs ukrun, stdout → $T/NAME.out, stderr → $T/NAME.err, exit status → $RC.
+RC=
+run_ukrun() {
+	local name=$1
+	shift
+	set +e
+	"$UKRUN" "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err"
+	RC=$?
+	set -e
+}
+
+# expect_rc NAME WANT: the last run_ukrun's exit status.
+expect_rc() {
+	if [[ $RC != "$2" ]]; then
+		log "stdout of $1:"; head -c 2000 "$T/$1.out" >&2
+		log "stderr of $1:"; cat "$T/$1.err" >&2
+		fail "$1: exit status $RC, want $2"
+	fi
+}
+
+# expect_out NAME TEXT: stdout is exactly TEXT (printf %s; give the trailing newline yourself).
+expect_out() {
+	printf '%s' "$2" >"$T/$1.want"
+	expect_out_file "$1" "$T/$1.want"
+}
+
+# expect_out_file NAME FILE: stdout is byte-identical to FILE.
+expect_out_file() {
+	if ! cmp "$T/$1.out" "$2" >&2; then
+		diff <(head -c 4000 "$2") <(head -c 4000 "$T/$1.out") | head -40 >&2 || true
+		fail "$1: stdout differs from $2"
+	fi
+}
+
+# expect_err_grep NAME REGEX: stderr matches an extended regex.
+expect_err_grep() {
+	grep -Eq -- "$2" "$T/$1.err" || { cat "$T/$1.err" >&2; fail "$1: stderr does not match /$2/"; }
+}
+
+# sql QUERY [DB]: one sqlite3 query against the daemon's database.
+sql() {
+	sqlite3 -bail -cmd '.timeout 5000' "${2:-$DB}" "$1"
+}
+
+# last_run_id [DB]: the newest run.
+last_run_id() {
+	sql 'SELECT max(id) FROM runs' "${1:-$DB}"
+}
+
+# expect_record ID STATE EXIT_CODE EXIT_SOURCE: the run's row, with all timings set.
+expect_record() {
+	local id=$1 got
+	got=$(sql "SELECT state || '|' || ifnull(exit_code, 'NULL') || '|' || ifnull(exit_source, 'NULL') FROM runs WHERE id = $id")
+	[[ $got == "$2|$3|$4" ]] || fail "run $id record: '$got', want '$2|$3|$4'"
+	local nulls
+	nulls=$(sql "SELECT count(*) FROM runs WHERE id = $id AND (created_at IS NULL OR started_at IS NULL OR ended_at IS NULL OR duration_ms IS NULL OR duration_ms < 0)")
+	[[ $nulls == 0 ]] || fail "run $id: a timing (created_at/started_at/ended_at/duration_ms) is missing"
+}
+
+# wait_state ID STATE SECONDS: bounded wait until the run reaches STATE (via the API, not timing).
+wait_state() {
+	local id=$1 want=$2 secs=$3 i st
+	for ((i = 0; i < secs * 10; i++)); do
+		st=$(curl -sS --unix-socket "$UKRUN_SOCKET" "http://runnerd/v1/runs/$id" 2>/dev/null | jget state)
+		[[ $st == "$want" ]] && return 0
+		sleep 0.1
+	done
+	fail "run $id did not reach state '$want' (last: '${st:-?}')"
+}
+
+# kvm_usable: /dev/kvm exists and can be opened read-write.
+kvm_usable() {
+	[[ -c /dev/kvm ]] && { : <>/dev/kvm; } 2>/dev/null
+}
+
+for tool in curl python3 sqlite3 pgrep cmp; do
+	command -v "$tool" >/dev/null || skip "$tool is not installed"
+done
+[[ -x $UKRUN && -x $RUNNERD ]] || fail "ukrun/runnerd not built in $UKRUN_BIN_DIR"
