@@ -1,5 +1,6 @@
 /*
- * qemu_int.h — internals of the qemu driver shared with its unit tests:
+ * qemu_int.h — internals of the qemu driver, shared between its files
+ * (qemu.c: argv and runs; qemu_probe.c: host probing) and its unit tests:
  * the probed host facts, the argv builder and the pure classifiers.
  */
 #ifndef UKRUN_QEMU_INT_H
@@ -22,6 +23,17 @@ struct qemu_state {
 	int qboot;        /* QEMU_QBOOT_ROM exists */
 	int sandbox;      /* `-sandbox on` accepted */
 };
+
+/* Find QEMU and what it can do here (the driver table's probe): fills a
+ * malloc'd struct qemu_state in *ret_state and a one-line summary in
+ * *ret_info. Returns 0, or a negative errno with *ret_err. */
+int qemu_probe(void **ret_state, char **ret_info, char **ret_err);
+
+/* Free a state from qemu_probe (NULL is a no-op). */
+void qemu_unprobe(void *state);
+
+/* asprintf that returns the string, or NULL when out of memory. */
+char *qemu_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Build the QEMU command for `spec` (accelerator `kvm` = 1 → KVM, 0 → TCG).
  * Returns 0 and *ret_cmd, or -EINVAL with *ret_err for an unusable spec. */

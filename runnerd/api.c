@@ -144,13 +144,20 @@ static void metrics(struct api *api, struct http_conn *conn)
 struct upload_ctx {
 	struct api *api;
 	struct image_upload *up;
-	struct http_conn *conn;
-	int failed;
+	struct http_conn *conn;  /* NULL once the connection closed during sealing */
+	uv_work_t work;
+	int sealing;
+	int existed;
+	char sha[65];
 };
 
 static void upload_release(void *obj)
 {
 	struct upload_ctx *u = obj;
+	if (u->sealing) {
+		u->conn = NULL; /* the worker still uses u->up: after_seal frees */
+		return;
+	}
 	image_upload_abort(u->up);
 	free(u);
 }
@@ -213,6 +220,31 @@ static void image_put_headers(struct api *api, struct http_conn *conn, struct ht
 	http_conn_set_sink(conn, &sink);
 }
 
+static void seal_work(uv_work_t *w)
+{
+	struct upload_ctx *u = w->data;
+	image_upload_seal(u->up);
+}
+
+static void after_seal(uv_work_t *w, int status)
+{
+	struct upload_ctx *u = w->data;
+	char *err = NULL;
+	int r = image_upload_record(u->up, &err);
+	struct http_conn *conn = u->conn;
+	if (conn) {
+		http_conn_attach(conn, NULL, NULL);
+		if (r < 0)
+			respond_errno(conn, r, NULL, err);
+		else
+			http_respond_json(conn, u->existed ? 200 : 201, store_image_get(u->api->db, u->sha));
+	}
+	(void)status;
+	free(err);
+	free(u);
+}
+
+/* The body is in: hashing is done, the rest (fsync, rename, probe) goes to a worker. */
 static void image_put_done(struct api *api, struct http_conn *conn, const char *sha)
 {
 	struct upload_ctx *u = http_conn_attached(conn);
@@ -220,18 +252,17 @@ static void image_put_done(struct api *api, struct http_conn *conn, const char *
 		respond_errno(conn, -EIO, NULL, "upload state lost");
 		return;
 	}
-	http_conn_attach(conn, NULL, NULL);
-	int existed = image_exists(api->images, sha);
-	char *err = NULL;
-	int r = image_upload_finish(u->up, &err);
-	u->up = NULL;
-	free(u);
+	u->existed = image_exists(api->images, sha);
+	memcpy(u->sha, sha, 65);
+	u->work.data = u;
+	u->sealing = 1;
+	int r = uv_queue_work(api->loop, &u->work, seal_work, after_seal);
 	if (r < 0) {
-		respond_errno(conn, r, NULL, err);
-		free(err);
-		return;
+		u->sealing = 0;
+		http_conn_attach(conn, NULL, NULL);
+		upload_release(u);
+		respond_errno(conn, r, NULL, uv_strerror(r));
 	}
-	http_respond_json(conn, existed ? 200 : 201, store_image_get(api->db, sha));
 }
 
 static void images_route(struct api *api, struct http_conn *conn, struct http_request *req)
@@ -248,8 +279,10 @@ static void images_route(struct api *api, struct http_conn *conn, struct http_re
 			http_respond_error(conn, 404, "image_not_found", "image %s is not stored", sha);
 			return;
 		}
-		if (req->method == HTTP_HEAD)
+		if (req->method == HTTP_HEAD) {
 			api->images->upload_skipped++;
+			log_info("image %s already stored: 0 bytes to upload", sha);
+		}
 		http_respond_json(conn, 200, store_image_get(api->db, sha));
 		return;
 	}

@@ -22,6 +22,9 @@ struct image_upload {
 	char *name;
 	char sha256[65];
 	uint64_t size;
+	struct detect_result det; /* filled by seal */
+	int result;               /* of seal */
+	char *err;                /* of seal */
 };
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -159,65 +162,77 @@ void image_upload_abort(struct image_upload *up)
 		unlink(up->tmp_path);
 	free(up->tmp_path);
 	free(up->name);
+	free(up->err);
 	EVP_MD_CTX_free(up->md);
 	free(up);
 }
 
-int image_upload_finish(struct image_upload *up, char **ret_err)
+int image_upload_seal(struct image_upload *up)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned mdlen = 0;
 	char hexd[65];
-	int r = 0;
 	EVP_DigestFinal_ex(up->md, md, &mdlen);
 	for (unsigned i = 0; i < 32 && i < mdlen; i++)
 		snprintf(hexd + 2 * i, 3, "%02x", md[i]);
 	hexd[64] = '\0';
 	if (strcmp(hexd, up->sha256) != 0) {
-		if (ret_err && asprintf(ret_err, "digest mismatch: the body hashes to %s, not %s", hexd,
-		                        up->sha256) < 0)
-			*ret_err = NULL;
-		image_upload_abort(up);
-		return -EBADMSG;
+		if (asprintf(&up->err, "digest mismatch: the body hashes to %s, not %s", hexd, up->sha256) < 0)
+			up->err = NULL;
+		return up->result = -EBADMSG;
 	}
 	char *final = image_path(up->is, up->sha256);
-	if (fsync(up->fd) < 0 || fchmod(up->fd, 0400) < 0)
+	int r = 0;
+	if (!final)
+		r = -ENOMEM;
+	else if (fsync(up->fd) < 0 || fchmod(up->fd, 0400) < 0)
 		r = -errno;
 	if (r == 0 && rename(up->tmp_path, final) < 0)
 		r = -errno;
 	if (r < 0) {
-		fail(ret_err, r, "Failed to store image", final);
+		fail(&up->err, r, "Failed to store image", final ? final : up->sha256);
 		free(final);
-		image_upload_abort(up);
-		return r;
+		return up->result = r;
 	}
 	free(up->tmp_path);
 	up->tmp_path = NULL; /* renamed: nothing to unlink */
+	if (detect_file(final, up->name, &up->det) < 0) {
+		up->det.platform = DRV_PLATFORM_NONE;
+		up->det.flags = 0;
+		snprintf(up->det.summary, sizeof(up->det.summary), "could not be read");
+	}
+	free(final);
+	return up->result = 0;
+}
 
-	struct detect_result det;
-	if (detect_file(final, up->name, &det) < 0) {
-		det.platform = DRV_PLATFORM_NONE;
-		det.flags = 0;
-		snprintf(det.summary, sizeof(det.summary), "could not be read");
+int image_upload_record(struct image_upload *up, char **ret_err)
+{
+	int r = up->result;
+	if (r < 0) {
+		if (ret_err) {
+			*ret_err = up->err;
+			up->err = NULL;
+		}
+		image_upload_abort(up);
+		return r;
 	}
 	struct image_row row = {
 		.size = (int64_t)up->size,
 		.name = up->name,
-		.platform = drv_platform_name(det.platform),
-		.flags = det.flags,
-		.summary = det.summary,
+		.platform = drv_platform_name(up->det.platform),
+		.flags = up->det.flags,
+		.summary = up->det.summary,
 	};
 	memcpy(row.sha256, up->sha256, 65);
 	r = store_image_put(up->is->db, &row);
-	if (r < 0)
+	if (r < 0) {
 		fail(ret_err, r, "Failed to record image", up->sha256);
-	else {
+	} else {
 		up->is->uploads++;
 		up->is->upload_bytes += up->size;
 		log_info("image %s stored: %llu bytes received, %s", up->sha256, (unsigned long long)up->size,
-		         det.summary);
+		         up->det.summary);
 	}
-	free(final);
 	image_upload_abort(up);
 	return r;
 }

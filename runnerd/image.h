@@ -39,8 +39,12 @@ int image_exists(const struct image_store *is, const char *sha256);
 int image_upload_begin(struct image_store *is, const char *sha256, const char *name,
                        struct image_upload **ret_up, char **ret_err);
 int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err);
-/* Verify, fsync, rename, probe, record. -EBADMSG on digest mismatch. Frees `up`. */
-int image_upload_finish(struct image_upload *up, char **ret_err);
+/* The blocking half of finishing an upload: verify the digest, fsync, rename into place,
+ * probe. Touches no shared state, so it runs on a worker thread (uv_queue_work). */
+int image_upload_seal(struct image_upload *up);
+/* The loop half: record the sealed image in the store (or report why sealing failed:
+ * -EBADMSG on a digest mismatch). Frees `up`. */
+int image_upload_record(struct image_upload *up, char **ret_err);
 /* Drop a partial upload (frees, removes the temp file). NULL ok. */
 void image_upload_abort(struct image_upload *up);
 uint64_t image_upload_size(const struct image_upload *up);

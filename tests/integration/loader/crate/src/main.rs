@@ -25,7 +25,10 @@ mod tests {
 
     #[test]
     fn beta_tmp_file() {
-        let path = std::env::temp_dir().join("ukrun-loader-beta.txt");
+        // The elfloader's ramfs starts empty: /tmp has to be created (a no-op on a host).
+        let dir = std::env::temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("ukrun-loader-beta-{}.txt", std::process::id()));
         std::fs::write(&path, b"written inside the unikernel\n").unwrap();
         let back = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
