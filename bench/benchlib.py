@@ -24,7 +24,7 @@ import time
 QEMU_FLAGS_WITH_VALUE_DROPPED = ("-pidfile", "-qmp")
 
 
-def parse_args(description, extra=None):
+def parse_args(description, extra=None, default_n=10):
 	"""Common command line: --build-dir, --source-dir, -n; extra(parser) adds more."""
 	here = os.path.dirname(os.path.abspath(__file__))
 	src = os.path.dirname(here)
@@ -32,8 +32,8 @@ def parse_args(description, extra=None):
 	p.add_argument("--build-dir", default=os.environ.get("UKRUN_BUILD_DIR", os.path.join(src, "build")),
 	               help="CMake build dir holding bin/ and fixtures/ (default: SOURCE/build or $UKRUN_BUILD_DIR)")
 	p.add_argument("--source-dir", default=src, help="ukrun source dir (../shared/fixtures is found from it)")
-	p.add_argument("-n", type=int, default=int(os.environ.get("UKRUN_BENCH_N", "10")),
-	               help="repetitions per measurement (default 10 or $UKRUN_BENCH_N)")
+	p.add_argument("-n", type=int, default=int(os.environ.get("UKRUN_BENCH_N", default_n)),
+	               help=f"repetitions per measurement (default {default_n} or $UKRUN_BENCH_N)")
 	if extra:
 		extra(p)
 	a = p.parse_args()

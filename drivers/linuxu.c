@@ -2,17 +2,11 @@
  * linuxu.c — the linuxu driver: run an x86-64 Linux ELF (a Unikraft linuxu
  * image or any Linux program) as a sandboxed process.
  *
- * The command line is `prlimit LIMITS -- bwrap SANDBOX -- NAME ARGS`:
- * - prlimit (util-linux) sets the rlimits and execs bwrap, so they apply to
- *   the whole sandbox from its first instruction without any code running
- *   between fork and exec in the daemon.
- * - bwrap gives new namespaces (no network), a tmpfs root with a read-only
- *   /usr, the image at /run/ukrun/NAME, and reports on --json-status-fd 3
- *   `{"child-pid": N}` then `{"exit-code": N}`; the latter only once its setup
- *   reached a successful execvp, which is how a sandbox failure (DRV_END_ERROR)
- *   is told from a guest that exited 1.
- * - bwrap execs NAME through PATH (/run/ukrun first) so the guest's argv[0]
- *   is the image's base name rather than a sandbox path.
+ * The command line is `prlimit LIMITS -- bwrap SANDBOX -- NAME ARGS`, built
+ * by linuxu_sandbox.c. bwrap reports on --json-status-fd `{"child-pid": N}`
+ * then `{"exit-code": N}`; the latter only once its setup reached a successful
+ * execvp, which is how a sandbox failure (DRV_END_ERROR) is told from a guest
+ * that exited 1.
  *
  * bwrap (0.8) reports a child killed by signal s as exit code 128+s, exactly
  * like a child that exited 128+s; the two cannot be told apart. A code
@@ -23,90 +17,26 @@
  * linuxu images refuse to start without a terminal on stdin, so they get the
  * slave of a pseudo-terminal there; plain programs get /dev/null.
  */
-#include "driver.h"
-#include "command.h"
+#include "linuxu_int.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
-#include <elf.h>
 
 #define LINUXU_DEFAULT_MEMORY_MB 2048u
 #define LINUXU_UK_HEAP_SLACK_MB 64u   /* Unikraft maps its heap; the rest of the process needs room too */
-#define LINUXU_NPROC 4096             /* fork-bomb guard, per real uid (ignored for root) */
-#define LINUXU_CPU_SECONDS 3600       /* runaway guard; wall-clock timeouts belong to the core */
 #define LINUXU_GRACE_MS 1000          /* after exit, how long to wait for the console to reach EOF */
-#define LINUXU_STATUS_MAX 4096        /* bwrap writes two short JSON lines */
-#define LINUXU_TAIL_MAX 1024          /* console tail kept to explain a sandbox failure */
-#define LINUXU_SANDBOX_DIR "/run/ukrun"
-#define LINUXU_GUEST_PATH LINUXU_SANDBOX_DIR ":/usr/local/bin:/usr/bin:/bin"
 
-/* Child fds of the prlimit/bwrap process. */
-#define FD_STATUS 3 /* --json-status-fd */
-#define FD_IMAGE 4  /* --ro-bind-data source when the image is not executable */
-
-/* Host top-level directories a dynamic program may need, mirrored as they are
- * on the host: a symlink (merged /usr) becomes the same symlink, a directory a
- * read-only bind. */
-static const char *const host_dirs[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
-#define NHOST_DIRS (sizeof(host_dirs) / sizeof(host_dirs[0]))
-
-/* Read-only /etc entries that keep the dynamic loader, name lookup and
- * getpwuid working; missing ones are skipped by bwrap (--ro-bind-try). */
-static const char *const etc_files[] = {
-	"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-	"/etc/hosts",       "/etc/host.conf",  "/etc/nsswitch.conf", "/etc/passwd",
-	"/etc/group",
-};
-
-struct linuxu_state {
-	char *link_target[NHOST_DIRS]; /* symlink target, or NULL */
-	int is_dir[NHOST_DIRS];
-};
-
-struct drv_instance {
-	struct cmd *cmd;
-	char *image_path;
-	char *note; /* told to the user at launch */
-	int use_pty;
-	int copy_image;
-
-	uv_loop_t *loop;
-	struct drv_callbacks cb;
-	uv_process_t proc;
-	uv_pipe_t console;
-	uv_pipe_t status;
-	uv_pipe_t ptym;
-	uv_timer_t grace;
-	int nhandles; /* open uv handles; freed when 0 after destroy */
-	int proc_open, console_open, status_open, ptym_open, grace_open;
-
-	int launched, exited, reported, kill_requested, destroyed;
-	int64_t exit_status;
-	int term_signal;
-
-	long child_pid;
-	int have_exit_code;
-	int exit_code;
-	char sbuf[LINUXU_STATUS_MAX];
-	size_t slen;
-
-	char tail[LINUXU_TAIL_MAX];
-	size_t tail_len;
-
-	char rbuf[65536];
-	char pbuf[1024];
-};
-
-static void set_err(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **ret_err, const char *fmt, ...)
+void linuxu_set_err(char **ret_err, const char *fmt, ...)
 {
 	if (!ret_err)
 		return;
@@ -117,21 +47,11 @@ static void set_err(char **ret_err, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Append NULL-terminated words to `c`. */
-static void add(struct cmd *c, ...)
-{
-	va_list ap;
-	va_start(ap, c);
-	for (const char *a; (a = va_arg(ap, const char *));)
-		cmd_arg(c, a);
-	va_end(ap);
-}
-
 /* ---- pure helpers (unit-tested) ---- */
 
 /* The guest's argv[0]: base name of the user's file name (or the path), never
  * empty, "." or "..", so it is a valid single path component. malloc'd. */
-static char *guest_name(const struct drv_spec *spec)
+char *linuxu_guest_name(const struct drv_spec *spec)
 {
 	const char *src = spec->image_name && *spec->image_name ? spec->image_name : spec->image_path;
 	const char *base = src ? strrchr(src, '/') : NULL;
@@ -154,7 +74,7 @@ static int has_heap_param(const struct drv_spec *spec)
  * built without libukparam hand every word to main, so they get ARGS only
  * (plus PARAMS and "--" when the user insists on giving parameters).
  * `heap_mb` > 0 adds linuxu.heap_size unless the user set it. */
-static void append_guest_args(struct cmd *cmd, const struct drv_spec *spec, int libparam,
+void linuxu_append_guest_args(struct cmd *cmd, const struct drv_spec *spec, int libparam,
                               unsigned heap_mb)
 {
 	int split = (spec->flags & DRV_F_UNIKRAFT) && (libparam || spec->nuk_params > 0);
@@ -171,7 +91,7 @@ static void append_guest_args(struct cmd *cmd, const struct drv_spec *spec, int 
 
 /* Parse one line bwrap wrote on --json-status-fd. Returns a bit set: 1 when it
  * held "child-pid", 2 when it held "exit-code"; -EINVAL when not a JSON object. */
-static int parse_status_line(const char *line, size_t len, long *ret_child_pid, int *ret_exit_code)
+int linuxu_parse_status_line(const char *line, size_t len, long *ret_child_pid, int *ret_exit_code)
 {
 	json_error_t jerr;
 	json_t *doc = json_loadb(line, len, 0, &jerr);
@@ -209,7 +129,7 @@ static int is_fatal_signal(int s)
 	}
 }
 
-static void map_exit_code(int code, struct drv_outcome *o)
+void linuxu_map_exit_code(int code, struct drv_outcome *o)
 {
 	if (code > 128 && is_fatal_signal(code - 128)) {
 		o->end = DRV_END_SIGNAL;
@@ -223,7 +143,7 @@ static void map_exit_code(int code, struct drv_outcome *o)
 /* Does the ELF carry Unikraft library parameters (libukparam)? Old releases
  * emit sections "<lib>__param_arg", newer ones ".uk_libparam*". Bounded reads
  * of the section header table only. */
-static int image_has_libparam(const char *path)
+int linuxu_image_has_libparam(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -260,92 +180,6 @@ cleanup:
 	return found;
 }
 
-/* ---- probe ---- */
-
-static void state_free(struct linuxu_state *st)
-{
-	if (!st)
-		return;
-	for (size_t i = 0; i < NHOST_DIRS; i++)
-		free(st->link_target[i]);
-	free(st);
-}
-
-static int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
-{
-	char *out = NULL;
-	struct cmd *c = cmd_new("prlimit");
-	cmd_arg(c, "--version");
-	int r = cmd_run_sync(c, 5000, 4096, &out);
-	cmd_free(c);
-	free(out);
-	if (r != 0) {
-		set_err(ret_err, "prlimit (util-linux) not usable: %s",
-		        r < 0 ? strerror(-r) : "exited with an error");
-		return r < 0 ? r : -ENOENT;
-	}
-
-	out = NULL;
-	c = cmd_new("bwrap");
-	cmd_arg(c, "--version");
-	r = cmd_run_sync(c, 5000, 256, &out);
-	cmd_free(c);
-	if (r != 0 || !out || strncmp(out, "bubblewrap ", 11) != 0) {
-		set_err(ret_err, "bubblewrap (bwrap) not found or not working");
-		free(out);
-		return -ENOENT;
-	}
-	out[strcspn(out, "\r\n")] = '\0';
-	char *version = out;
-
-	out = NULL;
-	c = cmd_new("bwrap");
-	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true", NULL);
-	r = cmd_run_sync(c, 10000, 1024, &out);
-	cmd_free(c);
-	if (r != 0) {
-		if (out)
-			out[strcspn(out, "\r\n")] = '\0';
-		set_err(ret_err, "%s cannot create namespaces: %s", version,
-		        out && *out ? out : r < 0 ? strerror(-r) : "exited with an error");
-		free(out);
-		free(version);
-		return -EPERM;
-	}
-	free(out);
-
-	struct linuxu_state *st = calloc(1, sizeof(*st));
-	if (!st) {
-		free(version);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < NHOST_DIRS; i++) {
-		struct stat sb;
-		if (lstat(host_dirs[i], &sb) < 0)
-			continue;
-		if (S_ISLNK(sb.st_mode)) {
-			char buf[4096];
-			ssize_t n = readlink(host_dirs[i], buf, sizeof(buf) - 1);
-			if (n > 0) {
-				buf[n] = '\0';
-				st->link_target[i] = strdup(buf);
-			}
-		} else if (S_ISDIR(sb.st_mode)) {
-			st->is_dir[i] = 1;
-		}
-	}
-	if (asprintf(ret_info, "%s, namespaces ok", version) < 0)
-		*ret_info = NULL;
-	free(version);
-	*ret_state = st;
-	return 0;
-}
-
-static void linuxu_unprobe(void *state)
-{
-	state_free(state);
-}
-
 /* ---- prepare ---- */
 
 static void instance_free(struct drv_instance *inst)
@@ -356,68 +190,31 @@ static void instance_free(struct drv_instance *inst)
 	free(inst);
 }
 
-static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const char *image_path,
-                           const char *name, int copy_image, unsigned long long limit_bytes,
-                           int use_pty)
-{
-	/* Run by root, bwrap would keep the caller's capabilities in the sandbox. */
-	add(c, "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-	    "--hostname", "ukrun", "--ro-bind", "/usr", "/usr", NULL);
-	for (size_t i = 0; st && i < NHOST_DIRS; i++) {
-		if (st->link_target[i])
-			add(c, "--symlink", st->link_target[i], host_dirs[i], NULL);
-		else if (st->is_dir[i])
-			add(c, "--ro-bind", host_dirs[i], host_dirs[i], NULL);
-	}
-	for (size_t i = 0; i < sizeof(etc_files) / sizeof(etc_files[0]); i++)
-		add(c, "--ro-bind-try", etc_files[i], etc_files[i], NULL);
-	add(c, "--proc", "/proc", "--dev", "/dev", "--size", NULL);
-	cmd_argf(c, "%llu", limit_bytes);
-	add(c, "--tmpfs", "/tmp", NULL);
-	if (copy_image) {
-		/* Not executable on the host: bwrap copies it into the sandbox as 0555
-		 * (a read-only bind keeps the host mode, and execvp would then fall
-		 * through PATH to a host program of the same name). */
-		add(c, "--perms", "0555", "--ro-bind-data", NULL);
-		cmd_argf(c, "%d", FD_IMAGE);
-	} else {
-		add(c, "--ro-bind", image_path, NULL);
-	}
-	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, name);
-	add(c, "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", LINUXU_GUEST_PATH, "--setenv", "HOME",
-	    "/tmp", "--setenv", "LANG", "C.UTF-8", NULL);
-	if (use_pty)
-		add(c, "--setenv", "TERM", "dumb", NULL);
-	add(c, "--json-status-fd", NULL);
-	cmd_argf(c, "%d", FD_STATUS);
-	add(c, "--", name, NULL);
-}
-
 static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
                           char **ret_err)
 {
 	const struct linuxu_state *st = state;
 	if (!spec->image_path) {
-		set_err(ret_err, "linuxu: no image given");
+		linuxu_set_err(ret_err, "linuxu: no image given");
 		return -EINVAL;
 	}
 	struct stat sb;
 	if (stat(spec->image_path, &sb) < 0) {
 		int e = -errno;
-		set_err(ret_err, "Image '%s': %s", spec->image_path, strerror(-e));
+		linuxu_set_err(ret_err, "Image '%s': %s", spec->image_path, strerror(-e));
 		return e;
 	}
 	if (!S_ISREG(sb.st_mode)) {
-		set_err(ret_err, "Image '%s' is not a regular file", spec->image_path);
+		linuxu_set_err(ret_err, "Image '%s' is not a regular file", spec->image_path);
 		return -EINVAL;
 	}
 	if (spec->flags & DRV_F_LOADER) {
-		set_err(ret_err, "linuxu cannot run loader mode (it needs the qemu driver)");
+		linuxu_set_err(ret_err, "linuxu cannot run loader mode (it needs the qemu driver)");
 		return -EOPNOTSUPP;
 	}
 
 	struct drv_instance *inst = calloc(1, sizeof(*inst));
-	char *name = guest_name(spec);
+	char *name = linuxu_guest_name(spec);
 	if (!inst || !name) {
 		free(inst);
 		free(name);
@@ -428,7 +225,7 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	inst->use_pty = !!(spec->flags & DRV_F_UNIKRAFT);
 	inst->copy_image = (sb.st_mode & 0111) == 0 || access(spec->image_path, X_OK) < 0;
 
-	int libparam = (spec->flags & DRV_F_UNIKRAFT) && image_has_libparam(spec->image_path);
+	int libparam = (spec->flags & DRV_F_UNIKRAFT) && linuxu_image_has_libparam(spec->image_path);
 	unsigned mem = spec->memory_mb ? spec->memory_mb : LINUXU_DEFAULT_MEMORY_MB;
 	unsigned heap_mb = libparam ? spec->memory_mb : 0;
 	unsigned long long limit = (unsigned long long)(mem + (heap_mb ? LINUXU_UK_HEAP_SLACK_MB : 0)) << 20;
@@ -437,17 +234,9 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	             "its main sees the parameters and '--'", name) < 0)
 		inst->note = NULL;
 
-	/* prlimit sets soft = hard so the guest cannot raise them back. */
-	struct cmd *c = cmd_new("prlimit");
-	cmd_argf(c, "--data=%llu", limit);
-	cmd_argf(c, "--fsize=%llu", limit);
-	cmd_argf(c, "--nproc=%d", LINUXU_NPROC);
-	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
-	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */
-	cmd_arg(c, "--");
-	append_sandbox(c, st, inst->image_path ? inst->image_path : spec->image_path, name,
-	               inst->copy_image, limit, inst->use_pty);
-	append_guest_args(c, spec, libparam, heap_mb);
+	struct cmd *c = linuxu_sandbox_cmd(st, inst->image_path ? inst->image_path : spec->image_path, name,
+	                                   inst->copy_image, limit, inst->use_pty);
+	linuxu_append_guest_args(c, spec, libparam, heap_mb);
 	inst->cmd = c;
 	free(name);
 	if (!inst->image_path) {
@@ -526,7 +315,7 @@ static void maybe_finish(struct drv_instance *inst, int force)
 		o.end = DRV_END_KILLED;
 		o.value = inst->term_signal;
 	} else if (inst->have_exit_code) {
-		map_exit_code(inst->exit_code, &o);
+		linuxu_map_exit_code(inst->exit_code, &o);
 	} else if (inst->term_signal) {
 		snprintf(msg, sizeof(msg), "sandbox (bwrap) was killed by signal %d", inst->term_signal);
 		o.message = msg;
@@ -599,14 +388,14 @@ static void on_console(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	maybe_finish(inst, 0);
 }
 
-static void status_consume(struct drv_instance *inst)
+void linuxu_status_consume(struct drv_instance *inst)
 {
 	char *nl;
 	while ((nl = memchr(inst->sbuf, '\n', inst->slen))) {
 		size_t len = (size_t)(nl - inst->sbuf);
 		long pid = 0;
 		int code = 0;
-		int r = parse_status_line(inst->sbuf, len, &pid, &code);
+		int r = linuxu_parse_status_line(inst->sbuf, len, &pid, &code);
 		if (r > 0 && (r & 1)) {
 			inst->child_pid = pid;
 			if (inst->cb.started && !inst->destroyed)
@@ -630,7 +419,7 @@ static void on_status(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 			take = sizeof(inst->sbuf) - inst->slen;
 		memcpy(inst->sbuf + inst->slen, buf->base, take);
 		inst->slen += take;
-		status_consume(inst);
+		linuxu_status_consume(inst);
 		if (inst->slen == sizeof(inst->sbuf))
 			inst->slen = 0; /* not bwrap's format: drop rather than stall */
 		return;
@@ -639,7 +428,7 @@ static void on_status(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		return;
 	if (inst->slen < sizeof(inst->sbuf)) {
 		inst->sbuf[inst->slen++] = '\n'; /* a last line without newline */
-		status_consume(inst);
+		linuxu_status_consume(inst);
 	}
 	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
 	maybe_finish(inst, 0);
@@ -711,7 +500,7 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	int out[2] = {-1, -1}, st[2] = {-1, -1}, ptm = -1, pts = -1, img = -1;
 	int r;
 	if (inst->launched) {
-		set_err(ret_err, "linuxu: instance already launched");
+		linuxu_set_err(ret_err, "linuxu: instance already launched");
 		return -EALREADY;
 	}
 	inst->loop = loop;
@@ -719,16 +508,16 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	const char *what = "console pipe";
 	if (pipe2(out, O_CLOEXEC) < 0 || (what = "status pipe", pipe2(st, O_CLOEXEC) < 0)) {
 		r = -errno;
-		set_err(ret_err, "linuxu: cannot create %s: %s", what, strerror(-r));
+		linuxu_set_err(ret_err, "linuxu: cannot create %s: %s", what, strerror(-r));
 		goto fail;
 	}
 	if (inst->use_pty && (r = open_pty(&ptm, &pts)) < 0) {
-		set_err(ret_err, "linuxu: cannot open a pseudo-terminal: %s", strerror(-r));
+		linuxu_set_err(ret_err, "linuxu: cannot open a pseudo-terminal: %s", strerror(-r));
 		goto fail;
 	}
 	if (inst->copy_image && (img = open(inst->image_path, O_RDONLY | O_CLOEXEC)) < 0) {
 		r = -errno;
-		set_err(ret_err, "Image '%s': %s", inst->image_path, strerror(-r));
+		linuxu_set_err(ret_err, "Image '%s': %s", inst->image_path, strerror(-r));
 		goto fail;
 	}
 
@@ -736,12 +525,12 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		cmd_stdio_fd(inst->cmd, 0, pts);
 	cmd_stdio_fd(inst->cmd, 1, out[1]);
 	cmd_stdio_fd(inst->cmd, 2, out[1]);
-	cmd_stdio_fd(inst->cmd, FD_STATUS, st[1]);
+	cmd_stdio_fd(inst->cmd, LINUXU_FD_STATUS, st[1]);
 	if (img >= 0)
-		cmd_stdio_fd(inst->cmd, FD_IMAGE, img);
+		cmd_stdio_fd(inst->cmd, LINUXU_FD_IMAGE, img);
 
 	if ((r = uv_timer_init(loop, &inst->grace)) < 0) {
-		set_err(ret_err, "linuxu: timer: %s", uv_strerror(r));
+		linuxu_set_err(ret_err, "linuxu: timer: %s", uv_strerror(r));
 		goto fail;
 	}
 	inst->grace.data = inst;
@@ -780,7 +569,7 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	}
 	if (r < 0) {
 		/* The process runs but cannot be watched: stop it; destroy reaps it. */
-		set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
+		linuxu_set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
 		inst->reported = 1; /* launch failed: cb->exit must not be called */
 		uv_process_kill(&inst->proc, SIGKILL);
 		kill(-inst->proc.pid, SIGKILL);

@@ -44,6 +44,8 @@ struct http_conn {
 	void *drain_arg;
 	void *attached;
 	void (*release)(void *obj);
+	struct http_conn_set *set;
+	struct http_conn *next, **pprev;
 };
 
 struct write_req {
@@ -69,6 +71,12 @@ static void request_reset(struct http_request *req)
 static void on_close(uv_handle_t *h)
 {
 	struct http_conn *conn = h->data;
+	if (conn->pprev) {
+		*conn->pprev = conn->next;
+		if (conn->next)
+			conn->next->pprev = conn->pprev;
+		conn->set->count--;
+	}
 	request_reset(&conn->req);
 	free(conn->pending);
 	free(conn);
@@ -588,8 +596,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	free(buf->base);
 }
 
+void http_conn_close_all(struct http_conn_set *set)
+{
+	for (struct http_conn *c = set->head, *next; c; c = next) {
+		next = c->next;
+		http_conn_close(c);
+	}
+}
+
 int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
-                     const struct http_handler *handler, struct http_conn **ret_conn)
+                     const struct http_handler *handler, struct http_conn_set *set)
 {
 	struct http_conn *conn = calloc(1, sizeof(*conn));
 	if (!conn)
@@ -613,7 +629,12 @@ int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
 		uv_close((uv_handle_t *)&conn->h, on_close);
 		return r;
 	}
-	if (ret_conn)
-		*ret_conn = conn;
+	conn->set = set;
+	conn->next = set->head;
+	if (set->head)
+		set->head->pprev = &conn->next;
+	set->head = conn;
+	conn->pprev = &set->head;
+	set->count++;
 	return 0;
 }

@@ -50,9 +50,18 @@ struct http_handler {
 	void *ctx;
 };
 
-/* Accept a connection on `server` (a listening uv stream). `is_tcp` enables the bearer check. */
+/* The open connections of a listener's owner (so they can all be closed at shutdown). */
+struct http_conn_set {
+	struct http_conn *head;
+	unsigned count;
+};
+
+/* Accept a connection on `server` (a listening uv stream) into `set`. `is_tcp` marks
+ * connections whose requests need the bearer token. */
 int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
-                     const struct http_handler *handler, struct http_conn **ret_conn);
+                     const struct http_handler *handler, struct http_conn_set *set);
+/* Close every connection of `set` (each frees in its close callback). */
+void http_conn_close_all(struct http_conn_set *set);
 
 /* Close now (idempotent); frees in the close callback. */
 void http_conn_close(struct http_conn *conn);

@@ -249,6 +249,7 @@ static void on_tick(uv_timer_t *t)
 	if (d->stopping) {
 		if (run_manager_active(&d->runs) == 0) {
 			uv_timer_stop(t);
+			server_close_connections(&d->srv);
 			uv_walk(d->loop, tick_close_all, NULL);
 		}
 		return;

@@ -27,7 +27,7 @@ static void on_connection(uv_stream_t *listener, int status)
 		return;
 	}
 	int is_tcp = listener == (uv_stream_t *)&srv->tcp_listener;
-	int r = http_conn_accept(srv->loop, listener, is_tcp, &srv->handler, NULL);
+	int r = http_conn_accept(srv->loop, listener, is_tcp, &srv->handler, &srv->conns);
 	if (r < 0)
 		log_warn("cannot accept a connection: %s", uv_strerror(r));
 }
@@ -138,4 +138,9 @@ void server_close(struct server *srv)
 	}
 	free(srv->socket_path);
 	srv->socket_path = NULL;
+}
+
+void server_close_connections(struct server *srv)
+{
+	http_conn_close_all(&srv->conns);
 }

@@ -17,6 +17,7 @@ struct server {
 	int has_unix, has_tcp;
 	char *socket_path;
 	struct http_handler handler;
+	struct http_conn_set conns;
 };
 
 /* Listen on the Unix socket `path` (file mode `mode`). A stale socket (no daemon
@@ -27,5 +28,7 @@ int server_listen_unix(struct server *srv, uv_loop_t *loop, const char *path, in
 int server_listen_tcp(struct server *srv, const char *url, char **ret_err);
 /* Stop accepting; unlink the socket file. Idempotent. */
 void server_close(struct server *srv);
+/* Close every open connection (at the very end of a shutdown). */
+void server_close_connections(struct server *srv);
 
 #endif

@@ -120,7 +120,7 @@ api() {
 # jget PATH: a field of the JSON document on stdin ("a.b.0.c"; numbers index arrays); strings raw, null → "",
 # booleans true/false, anything else as JSON. (python3 rather than jq: it is in scripts/deps.)
 jget() {
-	python3 -c '
+	"$PYTHON" -c '
 import json, sys
 v = json.load(sys.stdin)
 for k in sys.argv[1].split(".") if sys.argv[1] else []:
@@ -250,7 +250,10 @@ kvm_usable() {
 	[[ -c /dev/kvm ]] && { : <>/dev/kvm; } 2>/dev/null
 }
 
-for tool in curl python3 sqlite3 pgrep cmp; do
+# The system python (a version manager's shim in PATH can cost a second per call).
+if [[ -x /usr/bin/python3 ]]; then PYTHON=/usr/bin/python3; else PYTHON=$(command -v python3 || echo python3); fi
+
+for tool in curl "$PYTHON" sqlite3 pgrep cmp; do
 	command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 [[ -x $UKRUN && -x $RUNNERD ]] || fail "ukrun/runnerd not built in $UKRUN_BIN_DIR"

@@ -1,12 +1,20 @@
 /* test_linuxu.c — the linuxu driver's pure parts: guest argv, the bwrap
- * command line, bwrap's status JSON, exit-code mapping, libparam detection.
- * The driver's helpers are static, so the file is included. */
-#include "linuxu.c"
+ * command line, bwrap's status JSON, exit-code mapping, libparam detection. */
+#include <elf.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include "linuxu_int.h"
 
 /* argv of `c` from index `from` as one "|"-joined string (caller frees). */
 static char *join_from(const struct cmd *c, size_t from)
@@ -29,7 +37,7 @@ static char *join_from(const struct cmd *c, size_t from)
 static void assert_guest(const struct drv_spec *spec, int libparam, unsigned heap, const char *want)
 {
 	struct cmd *c = cmd_new("name");
-	append_guest_args(c, spec, libparam, heap);
+	linuxu_append_guest_args(c, spec, libparam, heap);
 	char *got = join_from(c, 1);
 	assert_string_equal(got, want);
 	free(got);
@@ -71,23 +79,23 @@ static void test_guest_args(void **unused)
 static void test_guest_name(void **unused)
 {
 	struct drv_spec spec = {.image_path = "/store/ab/cd", .image_name = "my test.elf"};
-	char *n = guest_name(&spec);
+	char *n = linuxu_guest_name(&spec);
 	assert_string_equal(n, "my test.elf");
 	free(n);
 	spec.image_name = "target/debug/deps/app-123";
-	n = guest_name(&spec);
+	n = linuxu_guest_name(&spec);
 	assert_string_equal(n, "app-123");
 	free(n);
 	spec.image_name = NULL;
-	n = guest_name(&spec);
+	n = linuxu_guest_name(&spec);
 	assert_string_equal(n, "cd");
 	free(n);
 	spec.image_name = "..";
-	n = guest_name(&spec);
+	n = linuxu_guest_name(&spec);
 	assert_string_equal(n, "guest");
 	free(n);
 	spec.image_name = "dir/";
-	n = guest_name(&spec);
+	n = linuxu_guest_name(&spec);
 	assert_string_equal(n, "guest");
 	free(n);
 }
@@ -97,15 +105,15 @@ static void test_status_json(void **unused)
 	long pid = 0;
 	int code = -1;
 	const char *l1 = "{ \"child-pid\": 10384, \"cgroup-namespace\": 4026532181, \"net-namespace\": 4026532182 }";
-	assert_int_equal(parse_status_line(l1, strlen(l1), &pid, &code), 1);
+	assert_int_equal(linuxu_parse_status_line(l1, strlen(l1), &pid, &code), 1);
 	assert_int_equal(pid, 10384);
 	const char *l2 = "{ \"exit-code\": 139 }";
-	assert_int_equal(parse_status_line(l2, strlen(l2), &pid, &code), 2);
+	assert_int_equal(linuxu_parse_status_line(l2, strlen(l2), &pid, &code), 2);
 	assert_int_equal(code, 139);
-	assert_int_equal(parse_status_line("{}", 2, &pid, &code), 0);
-	assert_int_equal(parse_status_line("bwrap: oops", 11, &pid, &code), -EINVAL);
-	assert_int_equal(parse_status_line("[1]", 3, &pid, &code), -EINVAL);
-	assert_int_equal(parse_status_line("{\"exit-code\": \"7\"}", 18, &pid, &code), 0);
+	assert_int_equal(linuxu_parse_status_line("{}", 2, &pid, &code), 0);
+	assert_int_equal(linuxu_parse_status_line("bwrap: oops", 11, &pid, &code), -EINVAL);
+	assert_int_equal(linuxu_parse_status_line("[1]", 3, &pid, &code), -EINVAL);
+	assert_int_equal(linuxu_parse_status_line("{\"exit-code\": \"7\"}", 18, &pid, &code), 0);
 }
 
 static void test_status_stream(void **unused)
@@ -116,7 +124,7 @@ static void test_status_stream(void **unused)
 	for (size_t i = 0; i < 3; i++) {
 		memcpy(inst->sbuf + inst->slen, chunks[i], strlen(chunks[i]));
 		inst->slen += strlen(chunks[i]);
-		status_consume(inst);
+		linuxu_status_consume(inst);
 	}
 	assert_int_equal(inst->child_pid, 50);
 	assert_true(inst->have_exit_code);
@@ -128,19 +136,19 @@ static void test_status_stream(void **unused)
 static void test_exit_mapping(void **unused)
 {
 	struct drv_outcome o;
-	map_exit_code(0, &o);
+	linuxu_map_exit_code(0, &o);
 	assert_true(o.end == DRV_END_EXIT && o.value == 0);
-	map_exit_code(7, &o);
+	linuxu_map_exit_code(7, &o);
 	assert_true(o.end == DRV_END_EXIT && o.value == 7);
-	map_exit_code(139, &o);
+	linuxu_map_exit_code(139, &o);
 	assert_true(o.end == DRV_END_SIGNAL && o.value == SIGSEGV);
-	map_exit_code(134, &o);
+	linuxu_map_exit_code(134, &o);
 	assert_true(o.end == DRV_END_SIGNAL && o.value == SIGABRT);
-	map_exit_code(128, &o);
+	linuxu_map_exit_code(128, &o);
 	assert_true(o.end == DRV_END_EXIT && o.value == 128);
-	map_exit_code(128 + SIGCHLD, &o); /* SIGCHLD never kills */
+	linuxu_map_exit_code(128 + SIGCHLD, &o); /* SIGCHLD never kills */
 	assert_true(o.end == DRV_END_EXIT && o.value == 128 + SIGCHLD);
-	map_exit_code(255, &o);
+	linuxu_map_exit_code(255, &o);
 	assert_true(o.end == DRV_END_EXIT && o.value == 255);
 }
 
@@ -186,18 +194,18 @@ static void test_libparam_detect(void **unused)
 	assert_true(fd >= 0);
 	close(fd);
 	write_elf(path, ".uk_libparam_params");
-	assert_true(image_has_libparam(path));
+	assert_true(linuxu_image_has_libparam(path));
 	write_elf(path, "linuxu__param_arg");
-	assert_true(image_has_libparam(path));
+	assert_true(linuxu_image_has_libparam(path));
 	write_elf(path, ".uk_bootinfo");
-	assert_false(image_has_libparam(path));
+	assert_false(linuxu_image_has_libparam(path));
 	unlink(path);
-	assert_false(image_has_libparam(path));
-	assert_false(image_has_libparam("/dev/null"));
+	assert_false(linuxu_image_has_libparam(path));
+	assert_false(linuxu_image_has_libparam("/dev/null"));
 	/* The reference image was built without libukparam. */
 	const char *fx = "/work/shared/fixtures/helloworld_linuxu-x86_64";
 	if (access(fx, R_OK) == 0)
-		assert_false(image_has_libparam(fx));
+		assert_false(linuxu_image_has_libparam(fx));
 }
 
 static void test_prepare_argv(void **unused)
@@ -213,7 +221,7 @@ static void test_prepare_argv(void **unused)
 	struct linuxu_state st = {0};
 	struct drv_instance *inst = NULL;
 	char *err = NULL;
-	assert_int_equal(linuxu_prepare(&st, &spec, &inst, &err), 0);
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	char *all = join_from(inst->cmd, 0);
 	assert_non_null(strstr(all, "prlimit|--data=104857600|"));
 	assert_non_null(strstr(all, "|--|bwrap|--unshare-all|--die-with-parent|--new-session|"));
@@ -225,21 +233,21 @@ static void test_prepare_argv(void **unused)
 	assert_string_equal(all + strlen(all) - strlen(tail), tail);
 	assert_false(inst->use_pty);
 	free(all);
-	linuxu_destroy(inst);
+	drv_linuxu.destroy(inst);
 
 	/* Not executable on the host: copied in with --ro-bind-data; Unikraft gets a terminal. */
 	chmod(path, 0644);
 	spec.flags = DRV_F_UNIKRAFT;
-	assert_int_equal(linuxu_prepare(&st, &spec, &inst, &err), 0);
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	all = join_from(inst->cmd, 0);
 	assert_non_null(strstr(all, "|--perms|0555|--ro-bind-data|4|/run/ukrun/my app|"));
 	assert_non_null(strstr(all, "|--setenv|TERM|dumb|"));
 	assert_true(inst->use_pty);
 	free(all);
-	linuxu_destroy(inst);
+	drv_linuxu.destroy(inst);
 	unlink(path);
 
-	assert_true(linuxu_prepare(&st, &spec, &inst, &err) < 0);
+	assert_true(drv_linuxu.prepare(&st, &spec, &inst, &err) < 0);
 	assert_non_null(err);
 	free(err);
 }
