@@ -7,6 +7,11 @@
 # Environment (set by CMake): UKRUN_BIN_DIR, UKRUN_FIXTURE_DIR, UKRUN_SHARED_FIXTURES.
 
 set -euo pipefail
+# UKRUN_IT_TRACE=1: trace every command with a timestamp (to find where a test spends its time).
+if [[ ${UKRUN_IT_TRACE:-0} == 1 ]]; then
+	PS4='+ $EPOCHREALTIME '
+	set -x
+fi
 
 : "${UKRUN_BIN_DIR:?UKRUN_BIN_DIR must point at the directory holding ukrun and runnerd}"
 : "${UKRUN_FIXTURE_DIR:?UKRUN_FIXTURE_DIR must point at the built fixtures}"
