@@ -524,9 +524,9 @@ json_t *store_run_list(struct store *st, const struct run_filter *f)
 	sqlite3_stmt *stmt;
 	json_t *arr = json_array();
 	const char *sql =
-	    "SELECT " RUN_COLS " FROM runs r WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR image = ?2) "
+	    "SELECT " RUN_COLS " FROM runs r WHERE (?1 IS NULL OR r.state = ?1) AND (?2 IS NULL OR r.image = ?2) "
 	    "AND (?3 IS NULL OR EXISTS (SELECT 1 FROM labels l WHERE l.run_id = r.id AND l.key = ?3 AND "
-	    "(?4 IS NULL OR l.value = ?4))) AND (?5 = 0 OR id < ?5) ORDER BY id DESC LIMIT ?6";
+	    "(?4 IS NULL OR l.value = ?4))) AND (?5 = 0 OR r.id < ?5) ORDER BY r.id DESC LIMIT ?6";
 	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK)
 		return arr;
 	sqlite3_bind_text(stmt, 1, f->state, -1, SQLITE_TRANSIENT);

@@ -82,6 +82,7 @@ for _ in $(seq 150); do
 	sleep 0.1
 done
 kill -0 "$idle_pid" 2>/dev/null && fail "runnerd --idle-timeout 1 still running after 15 s"
+forget_daemon "$idle_pid"
 set +e
 wait "$idle_pid"
 idle_rc=$?

@@ -60,8 +60,16 @@ api GET '/v1/runs?limit=100'
 jget runs <<<"$API_BODY" | "$PYTHON" -c 'import json,sys; print("\n".join(str(r["id"]) for r in json.load(sys.stdin)))' >"$T/api.ids"
 sql 'SELECT id FROM runs ORDER BY id DESC' >"$T/db.ids"
 cmp "$T/api.ids" "$T/db.ids" || { paste "$T/api.ids" "$T/db.ids" >&2; fail "GET /v1/runs is not newest first (api | db)"; }
-api GET '/v1/runs?limit=3'
-[[ $(jget runs <<<"$API_BODY" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)))') == 3 ]] || fail "limit=3 ignored"
+# api_ids QUERY: the run ids a GET /v1/runs?QUERY returns, space-separated.
+api_ids() {
+	api GET "/v1/runs?$1"
+	[[ $HTTP_STATUS == 200 ]] || fail "GET /v1/runs?$1: $HTTP_STATUS"
+	jget runs <<<"$API_BODY" | "$PYTHON" -c 'import json,sys; print(" ".join(str(r["id"]) for r in json.load(sys.stdin)))'
+}
+# A page is the newest runs, and `before` continues below an id.
+[[ $(api_ids limit=3) == "$last $((last - 1)) $((last - 2))" ]] || fail "limit=3 gives '$(api_ids limit=3)', want the 3 newest"
+[[ $(api_ids "limit=3&before=$((last - 1))") == "$((last - 2)) $((last - 3)) $((last - 4))" ]] ||
+	fail "before=$((last - 1))&limit=3 gives '$(api_ids "limit=3&before=$((last - 1))")'"
 
 # `ukrun ps --all` shows every run, newest first.
 run_ukrun ps ps --all
@@ -69,6 +77,10 @@ expect_rc ps 0
 awk 'NR > 1 { print $1 }' "$T/ps.out" >"$T/ps.ids"
 cmp "$T/ps.ids" "$T/db.ids" || { cat "$T/ps.out" >&2; fail "ukrun ps --all does not list every run newest first"; }
 grep -Eq "^$libtest_id +done +101 +qemu" "$T/ps.out" || { cat "$T/ps.out" >&2; fail "ps: the libtest run's line is wrong"; }
+run_ukrun ps_n ps -n 3
+expect_rc ps_n 0
+[[ $(awk 'NR > 1 { printf "%s ", $1 }' "$T/ps_n.out") == "$last $((last - 1)) $((last - 2)) " ]] ||
+	{ cat "$T/ps_n.out" >&2; fail "ukrun ps -n 3 does not show the 3 newest runs"; }
 run_ukrun ps_state ps --state timeout
 expect_rc ps_state 0
 [[ $(awk 'NR > 1' "$T/ps_state.out" | wc -l) == 0 ]] || fail "ps --state timeout lists runs"
@@ -105,6 +117,11 @@ for _ in $(seq 150); do
 done
 [[ -n $hang_id ]] || fail "the mb_hang run was never created"
 wait_state "$hang_id" running 30
+# Cancel only once the guest's output reached the client, so that the console check below is not a race.
+for _ in $(seq 300); do
+	[[ $(cat "$T/hang.out") == hanging ]] && break
+	sleep 0.1
+done
 run_ukrun cancel cancel "$hang_id"
 expect_rc cancel 0
 set +e

@@ -28,7 +28,6 @@ DB=$T/data/runnerd.db
 
 # pids of the daemons this test started (stopped in reverse order on exit)
 _daemon_pids=()
-_failed=0
 
 # Make sure no stray daemon picks up a socket from the caller's environment.
 unset UKRUN_URL UKRUN_TOKEN UKRUN_PLATFORM UKRUN_TIMEOUT UKRUN_LOADER UKRUN_RUNNERD UKRUN_DATA_DIR
@@ -41,7 +40,6 @@ log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
 
 fail() {
 	printf '%s: FAIL: %s\n' "$TEST_NAME" "$*" >&2
-	_failed=1
 	exit 1
 }
 
@@ -62,16 +60,27 @@ _cleanup() {
 		local p=${_daemon_pids[i]}
 		if kill -0 "$p" 2>/dev/null; then
 			kill -TERM "$p" 2>/dev/null
-			wait_pid_gone "$p" 20 || { log "runnerd $p ignored SIGTERM"; kill -KILL "$p" 2>/dev/null; rc=1; }
+			wait_pid_gone "$p" 20 || { log "FAIL: runnerd $p ignored SIGTERM"; kill -KILL "$p" 2>/dev/null; rc=1; }
 		fi
+		_reap_daemon "$p" || rc=1
 	done
-	# Stray children of this shell (background ukrun clients) end with their daemon; reap them.
+	# A sanitizer build reports memory errors and leaks on the daemon's stderr.
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/*.stdio.log 2>/dev/null; then
+		log "FAIL: sanitizer report from runnerd:"
+		grep -hE -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/*.stdio.log | head -60 >&2
+		rc=1
+	fi
+	# Background clients of this shell end with their daemon (bounded), then are reaped.
+	local j
+	for j in $(jobs -p); do
+		wait_pid_gone "$j" 10 || { log "FAIL: background process $j still running"; kill -KILL "$j"; rc=1; }
+	done
 	wait 2>/dev/null
 	local left
 	left=$(_leftovers)
 	if [[ -n $left ]]; then
-		# Bounded grace: a guest may take a moment to die after its daemon.
-		for _ in $(seq 50); do
+		# A killed guest or sandbox may take a moment to be torn down by the kernel.
+		for _ in $(seq 20); do
 			left=$(_leftovers)
 			[[ -z $left ]] && break
 			sleep 0.1
@@ -85,7 +94,7 @@ _cleanup() {
 	fi
 	if ((rc != 0 && rc != 77)); then
 		for f in "$T"/*.log "$T"/data/runnerd.log; do
-			[[ -f $f ]] || continue
+			[[ -s $f ]] || continue
 			log "---- tail of $f"
 			tail -n 30 "$f" >&2
 		done
@@ -98,13 +107,18 @@ _cleanup() {
 }
 trap _cleanup EXIT
 
+# pid_alive PID: the process exists and is not a zombie (an orphan's zombie may linger when PID 1 does not reap).
+pid_alive() {
+	kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]
+}
+
 # wait_pid_gone PID SECONDS: bounded wait for a process (not necessarily our child) to disappear.
 wait_pid_gone() {
 	local pid=$1 secs=$2 i
 	for ((i = 0; i < secs * 10; i++)); do
 		kill -0 "$pid" 2>/dev/null || return 0
-		# a zombie child of ours counts as gone
-		[[ $(ps -o stat= -p "$pid" 2>/dev/null) == Z* ]] && { wait "$pid" 2>/dev/null; return 0; }
+		# a zombie (ours, not yet reaped, or an orphan's) counts as gone
+		[[ $(ps -o stat= -p "$pid" 2>/dev/null) == Z* ]] && return 0
 		sleep 0.1
 	done
 	return 1
@@ -173,11 +187,33 @@ adopt_daemon() {
 	_daemon_pids+=("$1")
 }
 
-# stop_daemon PID: SIGTERM and wait for it to end.
+# _reap_daemon PID: collect the status of a daemon this shell started; it must have exited 0 (a crash or a
+# sanitizer report at shutdown is a failure). Daemons that are not our children (autospawned) are skipped.
+_reap_daemon() {
+	local st=0
+	wait "$1" 2>/dev/null || st=$?
+	if [[ $st != 0 && $st != 127 ]]; then
+		log "FAIL: runnerd $1 exited with status $st"
+		return 1
+	fi
+	return 0
+}
+
+# forget_daemon PID: the test has reaped this daemon itself (bash would report its status again on exit).
+forget_daemon() {
+	local p keep=()
+	for p in "${_daemon_pids[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	_daemon_pids=("${keep[@]}")
+}
+
+# stop_daemon PID: SIGTERM, wait for it to end, and check it exited cleanly.
 stop_daemon() {
 	kill -TERM "$1"
 	wait_pid_gone "$1" 20 || fail "runnerd $1 did not stop on SIGTERM"
-	wait "$1" 2>/dev/null || true
+	forget_daemon "$1"
+	_reap_daemon "$1" || fail "runnerd $1 did not exit cleanly"
 }
 
 # run_ukrun NAME [ukrun args...]: runs ukrun, stdout → $T/NAME.out, stderr → $T/NAME.err, exit status → $RC.
