@@ -32,6 +32,8 @@ struct http_conn {
 	int closing;
 	int close_after_write;
 	int field_is_auth;   /* current header field is Authorization */
+	int field_is_expect; /* current header field is Expect */
+	int expect_continue; /* the client waits for "100 Continue" before the body */
 	int last_was_value;
 	char field[32];
 	size_t field_len;
@@ -401,6 +403,7 @@ static int on_message_begin(http_parser *p)
 	request_reset(&conn->req);
 	conn->last_was_value = 0;
 	conn->field_len = 0;
+	conn->expect_continue = 0;
 	return 0;
 }
 
@@ -436,8 +439,12 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 	conn->header_bytes += len;
 	if (conn->header_bytes > HTTP_MAX_HEADERS)
 		return -1;
-	if (!conn->last_was_value)
+	if (!conn->last_was_value) {
 		conn->field_is_auth = strcasecmp(conn->field, "authorization") == 0;
+		conn->field_is_expect = strcasecmp(conn->field, "expect") == 0;
+	}
+	if (conn->field_is_expect && len >= 12 && strncasecmp(at, "100-continue", 12) == 0)
+		conn->expect_continue = 1;
 	conn->last_was_value = 1;
 	if (conn->field_is_auth) {
 		size_t cur = conn->req.authorization ? strlen(conn->req.authorization) : 0;
@@ -474,6 +481,13 @@ static int on_headers_complete(http_parser *p)
 	if (u.field_set & (1 << UF_QUERY))
 		req->query = strndup(req->url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
 	conn->handler.headers(conn->handler.ctx, conn, req);
+	if (!conn->responded && !conn->has_sink && req->content_length != UINT64_MAX &&
+	    req->content_length > HTTP_MAX_BUFFERED_BODY)
+		http_respond_error(conn, 413, "too_large", "request body over %d bytes", HTTP_MAX_BUFFERED_BODY);
+	/* Answer "Expect: 100-continue" only when the body is wanted; an early error already
+	 * told the client not to send it. */
+	if (!conn->responded && conn->expect_continue)
+		conn_write(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
 	return 0;
 }
 

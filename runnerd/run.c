@@ -558,7 +558,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.platform = drv_platform_name(platform),
 		.driver = slot->drv->name,
 		.machine = req->machine,
-		.accel = accel_names[req->accel],
+		.accel = platform == DRV_PLATFORM_QEMU ? accel_names[req->accel] : NULL,
 		.memory_mb = req->memory_mb,
 		.vcpus = req->vcpus,
 		.timeout_s = timeout,

@@ -60,9 +60,6 @@ static int strv_from(json_t *arr, const char *field, char ***ret, size_t *ret_n,
 		*bytes += strlen(s) + 1;
 		if (*bytes > RUNSPEC_MAX_ARGS_BYTES)
 			return bad(ret_err, "arguments exceed %d bytes in all", RUNSPEC_MAX_ARGS_BYTES);
-		for (const char *p = s; *p; p++)
-			if ((unsigned char)*p < 0x20 && *p != '\t')
-				return bad(ret_err, "'%s[%zu]' contains a control character", field, i);
 		v[i] = strdup(s);
 		if (!v[i])
 			return -ENOMEM;
