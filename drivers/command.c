@@ -22,6 +22,7 @@ struct cmd {
 	size_t envc, env_cap;
 	uv_stdio_container_t stdio[CMD_MAX_FDS];
 	int nstdio;
+	int pdeathsig;
 };
 
 static void *xrealloc(void *p, size_t n)
@@ -138,13 +139,39 @@ void cmd_stdio_pipe(struct cmd *cmd, int child_fd, uv_pipe_t *stream, int readab
 	cmd->stdio[child_fd].data.stream = (uv_stream_t *)stream;
 }
 
+void cmd_die_with_daemon(struct cmd *cmd)
+{
+	cmd->pdeathsig = 1;
+}
+
+static const char *find_setpriv(void)
+{
+	static const char *const paths[] = {"/usr/bin/setpriv", "/bin/setpriv"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (access(paths[i], X_OK) == 0)
+			return paths[i];
+	return NULL;
+}
+
 int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb exit_cb,
               char **ret_err)
 {
+	/* setpriv sets PR_SET_PDEATHSIG and execs the program: same pid, same group. */
+	char *wrapped[cmd->argc + 5];
+	char **argv = cmd->argv;
+	const char *setpriv = cmd->pdeathsig ? find_setpriv() : NULL;
+	if (setpriv) {
+		wrapped[0] = (char *)setpriv;
+		wrapped[1] = "--pdeathsig";
+		wrapped[2] = "KILL";
+		wrapped[3] = "--";
+		memcpy(wrapped + 4, cmd->argv, (cmd->argc + 1) * sizeof(char *));
+		argv = wrapped;
+	}
 	uv_process_options_t opt = {
 		.exit_cb = exit_cb,
-		.file = cmd->argv[0],
-		.args = cmd->argv,
+		.file = argv[0],
+		.args = argv,
 		.env = cmd->env,
 		.stdio = cmd->stdio,
 		.stdio_count = cmd->nstdio,

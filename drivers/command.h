@@ -33,6 +33,11 @@ void cmd_stdio_fd(struct cmd *cmd, int child_fd, int fd);
  * unopened uv_pipe_t). */
 void cmd_stdio_pipe(struct cmd *cmd, int child_fd, uv_pipe_t *stream, int readable_by_child);
 
+/* The child is killed (SIGKILL) when runnerd dies, even by SIGKILL, so no guest outlives a
+ * crashed daemon: the program runs under util-linux `setpriv --pdeathsig KILL` when that
+ * is installed (the shown command line stays the program's own). */
+void cmd_die_with_daemon(struct cmd *cmd);
+
 /* Spawn into `proc` (uninitialised) with `exit_cb`; the child leads its own process group.
  * Returns 0 or -errno with *ret_err naming the program. */
 int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb exit_cb,

@@ -637,6 +637,7 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	unlink(inst->pid_path);
 	cmd_stdio_pipe(inst->cmd, 1, &a->out, 0);
 	cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
+	cmd_die_with_daemon(inst->cmd);
 	int r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
 	if (r < 0) {
 		a->inst = NULL;
