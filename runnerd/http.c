@@ -38,8 +38,9 @@ struct http_conn {
 	char field[32];
 	size_t field_len;
 	size_t header_bytes;
-	char *pending;       /* bytes read but not parsed yet (pipelining) */
+	char *pending;       /* bytes read, parsed up to pending_off (pipelining waits here) */
 	size_t pending_len;
+	size_t pending_off;
 	size_t writes_outstanding;
 	size_t write_bytes;
 	void (*drain_cb)(struct http_conn *, void *);
@@ -185,34 +186,12 @@ static void conn_write(struct http_conn *conn, const char *a, size_t alen, const
 
 #define HTTP_MAX_DISCARD (64u * 1024 * 1024)
 
-static void feed(struct http_conn *conn, const char *buf, size_t len);
+static void pump_input(struct http_conn *conn);
 
 /* When the response is queued and the request fully read, go on with the next request. */
 static void maybe_next(struct http_conn *conn)
 {
-	if (conn->closing || conn->in_execute || !conn->resp_done || !conn->msg_done)
-		return;
-	if (!conn->keep_alive) {
-		conn->close_after_write = 1;
-		if (conn->writes_outstanding == 0)
-			http_conn_close(conn);
-		return;
-	}
-	request_reset(&conn->req);
-	conn->has_sink = 0;
-	conn->responded = conn->resp_done = conn->msg_done = 0;
-	conn->skip_body = 0;
-	conn->discarded = 0;
-	conn->header_bytes = 0;
-	http_parser_pause(&conn->parser, 0);
-	char *pending = conn->pending;
-	size_t plen = conn->pending_len;
-	conn->pending = NULL;
-	conn->pending_len = 0;
-	if (pending) {
-		feed(conn, pending, plen);
-		free(pending);
-	}
+	pump_input(conn);
 }
 
 static void response_done(struct http_conn *conn)
@@ -532,45 +511,87 @@ static const http_parser_settings settings = {
 	.on_message_complete = on_message_complete,
 };
 
-static void feed(struct http_conn *conn, const char *buf, size_t len)
+/* A parse error: answer it (unless a response is out already) and close after writing. */
+static void parse_failed(struct http_conn *conn, enum http_errno err)
 {
-	conn->in_execute = 1;
-	size_t n = http_parser_execute(&conn->parser, &settings, buf, len);
-	conn->in_execute = 0;
-	if (conn->closing)
-		return;
-	enum http_errno err = HTTP_PARSER_ERRNO(&conn->parser);
-	if (err == HPE_PAUSED) {
-		if (n < len) {
-			char *np = realloc(conn->pending, conn->pending_len + (len - n));
-			if (!np || conn->pending_len + (len - n) > HTTP_MAX_BUFFERED_BODY * 2) {
-				free(np == conn->pending ? NULL : np);
-				http_conn_close(conn);
+	conn->keep_alive = 0;
+	if (!conn->responded) {
+		if (err == HPE_CB_url || err == HPE_CB_header_field || err == HPE_CB_header_value)
+			http_respond_error(conn, 431, "too_large", "request line or headers too large");
+		else
+			http_respond_error(conn, 400, "bad_request", "malformed HTTP request: %s",
+			                   http_errno_description(err));
+	}
+	conn->msg_done = 1;
+	conn->close_after_write = 1;
+	if (conn->writes_outstanding == 0)
+		http_conn_close(conn);
+}
+
+/* Parse buffered input, one request at a time: a request whose response is not yet
+ * queued holds the rest back. Iterative (never re-enters the parser), so any number
+ * of pipelined requests costs one buffer. */
+static void pump_input(struct http_conn *conn)
+{
+	if (conn->in_execute)
+		return; /* the running loop below goes on */
+	while (!conn->closing) {
+		if (conn->msg_done) {
+			if (!conn->resp_done)
+				return; /* response_done() calls back */
+			if (!conn->keep_alive) {
+				conn->close_after_write = 1;
+				if (conn->writes_outstanding == 0)
+					http_conn_close(conn);
 				return;
 			}
-			memcpy(np + conn->pending_len, buf + n, len - n);
-			conn->pending = np;
-			conn->pending_len += len - n;
+			request_reset(&conn->req);
+			conn->has_sink = 0;
+			conn->responded = conn->resp_done = conn->msg_done = 0;
+			conn->skip_body = 0;
+			conn->discarded = 0;
+			conn->header_bytes = 0;
+			http_parser_pause(&conn->parser, 0);
 		}
-	} else if (err != HPE_OK) {
-		if (!conn->responded) {
-			conn->keep_alive = 0;
-			if (err == HPE_CB_url || err == HPE_CB_header_field || err == HPE_CB_header_value)
-				http_respond_error(conn, 431, "too_large", "request line or headers too large");
-			else
-				http_respond_error(conn, 400, "bad_request", "malformed HTTP request: %s",
-				                   http_errno_description(err));
-		} else {
-			conn->keep_alive = 0;
-			conn->msg_done = 1;
+		size_t avail = conn->pending_len - conn->pending_off;
+		if (!avail)
+			break;
+		conn->in_execute = 1;
+		size_t n = http_parser_execute(&conn->parser, &settings, conn->pending + conn->pending_off, avail);
+		conn->in_execute = 0;
+		if (conn->closing)
+			return;
+		conn->pending_off += n;
+		enum http_errno err = HTTP_PARSER_ERRNO(&conn->parser);
+		if (err != HPE_OK && err != HPE_PAUSED) {
+			parse_failed(conn, err);
+			return;
 		}
-		conn->msg_done = 1;
-		conn->close_after_write = 1;
-		if (conn->writes_outstanding == 0)
-			http_conn_close(conn);
-		return;
 	}
-	maybe_next(conn);
+	if (conn->pending_off == conn->pending_len) {
+		free(conn->pending);
+		conn->pending = NULL;
+		conn->pending_len = conn->pending_off = 0;
+	}
+}
+
+/* Queue `len` read bytes behind what is still unparsed (bounded). */
+static int buffer_input(struct http_conn *conn, const char *buf, size_t len)
+{
+	if (conn->pending_off) {
+		memmove(conn->pending, conn->pending + conn->pending_off, conn->pending_len - conn->pending_off);
+		conn->pending_len -= conn->pending_off;
+		conn->pending_off = 0;
+	}
+	if (conn->pending_len + len > HTTP_MAX_BUFFERED_BODY * 2)
+		return -ENOBUFS;
+	char *np = realloc(conn->pending, conn->pending_len + len);
+	if (!np)
+		return -ENOMEM;
+	memcpy(np + conn->pending_len, buf, len);
+	conn->pending = np;
+	conn->pending_len += len;
+	return 0;
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -591,21 +612,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (nread > 0 && !conn->closing) {
-		if (conn->pending || (conn->msg_done && !conn->resp_done)) {
-			/* Busy with a response: keep the bytes for later. */
-			size_t total = conn->pending_len + (size_t)nread;
-			char *np = total > HTTP_MAX_BUFFERED_BODY * 2 ? NULL : realloc(conn->pending, total);
-			if (!np) {
-				free(buf->base);
-				http_conn_close(conn);
-				return;
-			}
-			memcpy(np + conn->pending_len, buf->base, (size_t)nread);
-			conn->pending = np;
-			conn->pending_len = total;
-		} else {
-			feed(conn, buf->base, (size_t)nread);
+		if (buffer_input(conn, buf->base, (size_t)nread) < 0) {
+			/* A client that keeps sending while its response is pending. */
+			free(buf->base);
+			http_conn_close(conn);
+			return;
 		}
+		pump_input(conn);
 	}
 	free(buf->base);
 }

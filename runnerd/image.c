@@ -99,6 +99,8 @@ static int fail(char **ret_err, int r, const char *what, const char *arg)
 int image_upload_begin(struct image_store *is, const char *sha256, const char *name,
                        struct image_upload **ret_up, char **ret_err)
 {
+	if (!image_sha256_valid(sha256))
+		return -EINVAL;
 	struct image_upload *up = calloc(1, sizeof(*up));
 	if (!up)
 		return -ENOMEM;

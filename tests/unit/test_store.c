@@ -1,0 +1,639 @@
+/*
+ * test_store.c — runnerd's sqlite store on real database files in a temporary
+ * directory: schema creation and migration guard, image records and their
+ * deletion rules, run records (args, params, labels, facts, notes, end),
+ * listing order/paging/filters, lost-run recovery and parsed test cases.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define SHA_L "1111111111111111111111111111111111111111111111111111111111111111"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct store *st;
+};
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	strcpy(fx->dir, "/tmp/ukrun-test-store-XXXXXX");
+	if (!mkdtemp(fx->dir))
+		return -1;
+	snprintf(fx->path, sizeof(fx->path), "%s/runnerd.db", fx->dir);
+	char *err = NULL;
+	if (store_open(fx->path, &fx->st, &err) < 0) {
+		print_error("store_open: %s\n", err ? err : "?");
+		free(err);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	store_close(fx->st);
+	char p[192];
+	static const char *const files[] = { "runnerd.db", "runnerd.db-wal", "runnerd.db-shm", "other.db",
+	                                     "other.db-wal", "other.db-shm" };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", fx->dir, files[i]);
+		unlink(p);
+	}
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static int user_version(const char *path)
+{
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	int v = -1;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL), SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		v = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return v;
+}
+
+static void put_image(struct store *st, const char *sha, const char *name)
+{
+	struct image_row img = { .size = 1234, .name = name, .platform = "qemu", .flags = 1u << 7,
+	                         .summary = "Unikraft kernel" };
+	memcpy(img.sha256, sha, 65);
+	assert_int_equal(store_image_put(st, &img), 0);
+}
+
+static int64_t insert_run(struct store *st, const char *image, const char *label_val)
+{
+	json_t *labels = label_val ? json_pack("{s:s}", "suite", label_val) : NULL;
+	struct run_row row = { .image = image, .platform = "qemu", .driver = "qemu", .accel = "auto",
+	                       .timeout_s = 300, .success_code = -1, .labels = labels };
+	int64_t id = 0;
+	assert_int_equal(store_run_insert(st, &row, &id), 0);
+	json_decref(labels);
+	assert_true(id > 0);
+	return id;
+}
+
+static const char *sget(json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+static void test_open_creates_schema(void **state)
+{
+	struct fixture *fx = *state;
+	assert_true(schema_migrations_count >= 1);
+	assert_int_equal(schema_migrations[0].version, 1);
+	assert_int_equal(user_version(fx->path), schema_migrations[schema_migrations_count - 1].version);
+	assert_int_equal(user_version(fx->path), 1);
+	put_image(fx->st, SHA_A, "a.elf");
+	int64_t id = insert_run(fx->st, SHA_A, NULL);
+	store_close(fx->st);
+	fx->st = NULL;
+
+	/* Reopen: nothing is migrated again and the data is still there. */
+	char *err = NULL;
+	assert_int_equal(store_open(fx->path, &fx->st, &err), 0);
+	assert_null(err);
+	assert_int_equal(user_version(fx->path), 1);
+	json_t *img = store_image_get(fx->st, SHA_A);
+	assert_non_null(img);
+	json_decref(img);
+	json_t *run = store_run_get(fx->st, id);
+	assert_non_null(run);
+	json_decref(run);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+	struct fixture *fx = *state;
+	char path[160];
+	snprintf(path, sizeof(path), "%s/other.db", fx->dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "CREATE TABLE future (x); PRAGMA user_version = 99", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	struct store *st = NULL;
+	char *err = NULL;
+	int r = store_open(path, &st, &err);
+	assert_true(r < 0);
+	assert_int_equal(r, -EPROTO);
+	assert_null(st);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "99"));
+	assert_non_null(strstr(err, "newer"));
+	free(err);
+	/* The database was not touched. */
+	assert_int_equal(user_version(path), 99);
+}
+
+static void test_open_unwritable(void **state)
+{
+	struct fixture *fx = *state;
+	char path[160];
+	snprintf(path, sizeof(path), "%s/missing-dir/x.db", fx->dir);
+	struct store *st = NULL;
+	char *err = NULL;
+	assert_true(store_open(path, &st, &err) < 0);
+	assert_null(st);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "missing-dir/x.db"));
+	free(err);
+}
+
+static void test_images(void **state)
+{
+	struct fixture *fx = *state;
+	assert_null(store_image_get(fx->st, SHA_A));
+	put_image(fx->st, SHA_A, "a.elf");
+	put_image(fx->st, SHA_B, NULL);
+	json_t *a = store_image_get(fx->st, SHA_A);
+	assert_non_null(a);
+	assert_string_equal(sget(a, "sha256"), SHA_A);
+	assert_string_equal(sget(a, "name"), "a.elf");
+	assert_string_equal(sget(a, "platform"), "qemu");
+	assert_int_equal(json_integer_value(json_object_get(a, "size")), 1234);
+	assert_true(json_is_true(json_object_get(a, "unikraft")));
+	assert_string_equal(sget(a, "summary"), "Unikraft kernel");
+	assert_non_null(sget(a, "created_at"));
+	assert_true(json_is_null(json_object_get(a, "last_used_at")));
+	char *created = strdup(sget(a, "created_at"));
+	json_decref(a);
+
+	/* Re-put: the name is kept when the new one is NULL, created_at is kept. */
+	struct image_row again = { .size = 1234, .name = NULL, .platform = "linuxu", .summary = "x" };
+	memcpy(again.sha256, SHA_A, 65);
+	assert_int_equal(store_image_put(fx->st, &again), 0);
+	a = store_image_get(fx->st, SHA_A);
+	assert_string_equal(sget(a, "name"), "a.elf");
+	assert_string_equal(sget(a, "platform"), "linuxu");
+	assert_string_equal(sget(a, "created_at"), created);
+	assert_true(json_is_false(json_object_get(a, "unikraft")));
+	json_decref(a);
+	free(created);
+
+	assert_int_equal(store_image_touch(fx->st, SHA_A), 0);
+	a = store_image_get(fx->st, SHA_A);
+	assert_non_null(sget(a, "last_used_at"));
+	json_decref(a);
+
+	/* A bad digest violates the schema's CHECK. */
+	struct image_row bad = { .size = 1, .platform = "none" };
+	strcpy(bad.sha256, "abc");
+	assert_true(store_image_put(fx->st, &bad) < 0);
+
+	json_t *list = store_image_list(fx->st);
+	assert_int_equal(json_array_size(list), 2);
+	json_decref(list);
+
+	assert_int_equal(store_image_delete(fx->st, SHA_B), 0);
+	assert_null(store_image_get(fx->st, SHA_B));
+	assert_int_equal(store_image_delete(fx->st, SHA_B), -ENOENT);
+	list = store_image_list(fx->st);
+	assert_int_equal(json_array_size(list), 1);
+	json_decref(list);
+}
+
+static void test_image_delete_in_use(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "prog");
+	put_image(fx->st, SHA_L, "elfloader");
+	const char *argv[] = { "x" };
+	struct run_row row = { .image = SHA_A, .loader = SHA_L, .platform = "qemu", .driver = "qemu",
+	                       .timeout_s = 10, .success_code = -1, .args = (char *const *)argv, .nargs = 1 };
+	int64_t id;
+	assert_int_equal(store_run_insert(fx->st, &row, &id), 0);
+
+	/* Queued, starting, running: both the program and the loader are busy. */
+	static const char *const active[] = { "queued", "starting", "running" };
+	for (size_t i = 0; i < 3; i++) {
+		if (i)
+			assert_int_equal(store_run_set_state(fx->st, id, active[i]), 0);
+		assert_int_equal(store_image_delete(fx->st, SHA_A), -EBUSY);
+		assert_int_equal(store_image_delete(fx->st, SHA_L), -EBUSY);
+	}
+	struct run_end end = { .state = "done", .has_exit_code = 1, .exit_code = 0, .exit_source = "guest" };
+	assert_int_equal(store_run_finish(fx->st, id, &end), 0);
+
+	/* A past run refers to them: the records stay as history (returns 1). */
+	assert_int_equal(store_image_delete(fx->st, SHA_A), 1);
+	assert_int_equal(store_image_delete(fx->st, SHA_L), 1);
+	json_t *img = store_image_get(fx->st, SHA_A);
+	assert_non_null(img);
+	json_decref(img);
+	json_t *run = store_run_get(fx->st, id);
+	assert_string_equal(sget(run, "image"), SHA_A);
+	assert_string_equal(sget(run, "loader"), SHA_L);
+	assert_string_equal(sget(run, "mode"), "loader");
+	json_decref(run);
+}
+
+static void test_run_record(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	char *args[] = { "--filter", "b c", "", "z" };
+	char *params[] = { "vfs.rootfs=ramfs", "a.b=1", "x=y" };
+	json_t *labels = json_pack("{s:s,s:s}", "ci/job", "7", "owner", "me");
+	struct run_row row = { .image = SHA_A, .name = "a.elf", .platform = "qemu", .driver = "qemu",
+	                       .machine = "microvm", .accel = "tcg", .memory_mb = 128, .vcpus = 2,
+	                       .timeout_s = 42, .success_code = 3, .flags = 1, .args = args, .nargs = 4,
+	                       .uk_params = params, .nuk_params = 3, .labels = labels };
+	int64_t id;
+	assert_int_equal(store_run_insert(fx->st, &row, &id), 0);
+	json_decref(labels);
+
+	json_t *r = store_run_get(fx->st, id);
+	assert_non_null(r);
+	char ids[32];
+	snprintf(ids, sizeof(ids), "%lld", (long long)id);
+	assert_string_equal(sget(r, "id"), ids);
+	assert_string_equal(sget(r, "state"), "queued");
+	assert_string_equal(sget(r, "mode"), "direct");
+	assert_true(json_is_null(json_object_get(r, "loader")));
+	assert_string_equal(sget(r, "name"), "a.elf");
+	assert_string_equal(sget(r, "host"), "local");
+	assert_string_equal(sget(r, "machine"), "microvm");
+	assert_string_equal(sget(r, "accel"), "tcg");
+	assert_int_equal(json_integer_value(json_object_get(r, "memory_mb")), 128);
+	assert_int_equal(json_integer_value(json_object_get(r, "vcpus")), 2);
+	assert_int_equal(json_integer_value(json_object_get(r, "timeout_s")), 42);
+	assert_int_equal(json_integer_value(json_object_get(r, "success_code")), 3);
+	assert_true(json_is_null(json_object_get(r, "exit_code")));
+	assert_true(json_is_null(json_object_get(r, "started_at")));
+	assert_true(json_is_null(json_object_get(r, "duration_ms")));
+	assert_true(json_is_false(json_object_get(r, "console_truncated")));
+	json_t *a = json_object_get(r, "args");
+	assert_int_equal(json_array_size(a), 4);
+	for (size_t i = 0; i < 4; i++)
+		assert_string_equal(json_string_value(json_array_get(a, i)), args[i]);
+	json_t *p = json_object_get(r, "uk_params");
+	assert_int_equal(json_array_size(p), 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(json_string_value(json_array_get(p, i)), params[i]);
+	json_t *l = json_object_get(r, "labels");
+	assert_int_equal(json_object_size(l), 2);
+	assert_string_equal(sget(l, "ci/job"), "7");
+	assert_string_equal(sget(l, "owner"), "me");
+	assert_int_equal(json_array_size(json_object_get(r, "notes")), 0);
+	assert_int_equal(json_object_size(json_object_get(r, "facts")), 0);
+	json_decref(r);
+
+	/* success_code -1 is stored as NULL. */
+	int64_t id2 = insert_run(fx->st, SHA_A, NULL);
+	r = store_run_get(fx->st, id2);
+	assert_true(json_is_null(json_object_get(r, "success_code")));
+	assert_int_equal(json_array_size(json_object_get(r, "args")), 0);
+	json_decref(r);
+
+	/* A run on an unknown image violates the foreign key and leaves nothing behind. */
+	struct run_row orphan = { .image = SHA_B, .platform = "qemu", .driver = "qemu", .timeout_s = 1,
+	                          .success_code = -1, .args = args, .nargs = 1 };
+	int64_t id3 = -7;
+	assert_true(store_run_insert(fx->st, &orphan, &id3) < 0);
+	assert_int_equal(id3, -7);
+	struct run_filter all = { .limit = 100 };
+	json_t *list = store_run_list(fx->st, &all);
+	assert_int_equal(json_array_size(list), 2);
+	json_decref(list);
+
+	assert_null(store_run_get(fx->st, 9999));
+}
+
+static void test_run_lifecycle(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	int64_t id = insert_run(fx->st, SHA_A, NULL);
+	assert_int_equal(store_run_set_state(fx->st, id, "starting"), 0);
+	json_t *r = store_run_get(fx->st, id);
+	assert_string_equal(sget(r, "state"), "starting");
+	assert_true(json_is_null(json_object_get(r, "started_at")));
+	json_decref(r);
+	assert_int_equal(store_run_set_state(fx->st, id, "running"), 0);
+	r = store_run_get(fx->st, id);
+	assert_string_equal(sget(r, "state"), "running");
+	char *started = strdup(sget(r, "started_at"));
+	json_decref(r);
+	/* running again keeps the first started_at */
+	assert_int_equal(store_run_set_state(fx->st, id, "running"), 0);
+	r = store_run_get(fx->st, id);
+	assert_string_equal(sget(r, "started_at"), started);
+	json_decref(r);
+	free(started);
+	/* An invalid state violates the CHECK constraint. */
+	assert_true(store_run_set_state(fx->st, id, "bogus") < 0);
+
+	assert_int_equal(store_run_set_fact(fx->st, id, "accel", "tcg"), 0);
+	assert_int_equal(store_run_set_fact(fx->st, id, "machine", "pc"), 0);
+	assert_int_equal(store_run_set_fact(fx->st, id, "command", "qemu-system-x86_64 -x"), 0);
+	assert_int_equal(store_run_set_fact(fx->st, id, "command", "qemu-system-x86_64 -y"), 0);
+	assert_int_equal(store_run_add_note(fx->st, id, "first"), 0);
+	assert_int_equal(store_run_add_note(fx->st, id, "second"), 0);
+	assert_int_equal(store_run_add_note(fx->st, id, "third"), 0);
+
+	struct run_end end = { .state = "done", .has_exit_code = 1, .exit_code = 7, .exit_source = "guest",
+	                       .reason = "main returned 7", .console_bytes = 4096, .console_truncated = 1 };
+	assert_int_equal(store_run_finish(fx->st, id, &end), 0);
+	r = store_run_get(fx->st, id);
+	assert_string_equal(sget(r, "state"), "done");
+	assert_int_equal(json_integer_value(json_object_get(r, "exit_code")), 7);
+	assert_true(json_is_integer(json_object_get(r, "exit_code")));
+	assert_string_equal(sget(r, "exit_source"), "guest");
+	assert_string_equal(sget(r, "reason"), "main returned 7");
+	assert_non_null(sget(r, "ended_at"));
+	assert_true(json_is_integer(json_object_get(r, "duration_ms")));
+	assert_true(json_integer_value(json_object_get(r, "duration_ms")) >= 0);
+	assert_int_equal(json_integer_value(json_object_get(r, "console_bytes")), 4096);
+	assert_true(json_is_true(json_object_get(r, "console_truncated")));
+	assert_string_equal(sget(r, "accel"), "tcg");
+	assert_string_equal(sget(r, "machine"), "pc");
+	json_t *facts = json_object_get(r, "facts");
+	assert_int_equal(json_object_size(facts), 3);
+	assert_string_equal(sget(facts, "command"), "qemu-system-x86_64 -y");
+	assert_string_equal(sget(facts, "accel"), "tcg");
+	json_t *notes = json_object_get(r, "notes");
+	assert_int_equal(json_array_size(notes), 3);
+	assert_string_equal(json_string_value(json_array_get(notes, 0)), "first");
+	assert_string_equal(json_string_value(json_array_get(notes, 1)), "second");
+	assert_string_equal(json_string_value(json_array_get(notes, 2)), "third");
+	json_decref(r);
+
+	/* An end without an exit code (never started): exit_code stays null, duration from creation. */
+	int64_t id2 = insert_run(fx->st, SHA_A, NULL);
+	struct run_end cancelled = { .state = "cancelled", .exit_source = "runner", .reason = "cancelled" };
+	assert_int_equal(store_run_finish(fx->st, id2, &cancelled), 0);
+	r = store_run_get(fx->st, id2);
+	assert_string_equal(sget(r, "state"), "cancelled");
+	assert_true(json_is_null(json_object_get(r, "exit_code")));
+	assert_true(json_is_integer(json_object_get(r, "duration_ms")));
+	assert_true(json_is_false(json_object_get(r, "console_truncated")));
+	json_decref(r);
+}
+
+static void assert_ids(json_t *list, const int64_t *want, size_t n)
+{
+	if (json_array_size(list) != n)
+		print_error("list has %zu runs, wanted %zu\n", json_array_size(list), n);
+	assert_int_equal(json_array_size(list), n);
+	for (size_t i = 0; i < n; i++) {
+		char ids[32];
+		snprintf(ids, sizeof(ids), "%lld", (long long)want[i]);
+		assert_string_equal(sget(json_array_get(list, i), "id"), ids);
+	}
+}
+
+static void test_run_list(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	put_image(fx->st, SHA_B, "b");
+	int64_t ids[13];
+	for (int i = 1; i <= 12; i++) {
+		const char *label = i % 3 == 0 ? "slow" : (i % 3 == 1 ? "fast" : NULL);
+		ids[i] = insert_run(fx->st, i % 4 == 0 ? SHA_B : SHA_A, label);
+		assert_int_equal(ids[i], i);
+	}
+	struct run_filter f = { .limit = 1000 };
+	json_t *list = store_run_list(fx->st, &f);
+	/* Newest first by numeric id: 12, 11, 10, 9 ... (not "9" > "12" as text). */
+	int64_t all[] = { 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1 };
+	assert_ids(list, all, 12);
+	json_decref(list);
+
+	f.limit = 3;
+	list = store_run_list(fx->st, &f);
+	assert_ids(list, all, 3);
+	json_decref(list);
+
+	/* Paging: before = the last id seen. */
+	f.before = 10;
+	list = store_run_list(fx->st, &f);
+	int64_t page[] = { 9, 8, 7 };
+	assert_ids(list, page, 3);
+	json_decref(list);
+	f.before = 7;
+	f.limit = 100;
+	list = store_run_list(fx->st, &f);
+	int64_t rest[] = { 6, 5, 4, 3, 2, 1 };
+	assert_ids(list, rest, 6);
+	json_decref(list);
+	f.before = 1;
+	list = store_run_list(fx->st, &f);
+	assert_int_equal(json_array_size(list), 0);
+	json_decref(list);
+
+	/* State filter. */
+	assert_int_equal(store_run_set_state(fx->st, 2, "running"), 0);
+	assert_int_equal(store_run_set_state(fx->st, 11, "running"), 0);
+	struct run_filter fs = { .state = "running", .limit = 100 };
+	list = store_run_list(fx->st, &fs);
+	int64_t running[] = { 11, 2 };
+	assert_ids(list, running, 2);
+	json_decref(list);
+	fs.before = 11;
+	list = store_run_list(fx->st, &fs);
+	assert_ids(list, running + 1, 1);
+	json_decref(list);
+
+	/* Image filter: every 4th run used SHA_B. */
+	struct run_filter fi = { .image = SHA_B, .limit = 100 };
+	list = store_run_list(fx->st, &fi);
+	int64_t onb[] = { 12, 8, 4 };
+	assert_ids(list, onb, 3);
+	json_decref(list);
+
+	/* Label filters: key with value, key alone, unknown key. */
+	struct run_filter fl = { .label_key = "suite", .label_value = "slow", .limit = 100 };
+	list = store_run_list(fx->st, &fl);
+	int64_t slow[] = { 12, 9, 6, 3 };
+	assert_ids(list, slow, 4);
+	json_decref(list);
+	fl.label_value = NULL;
+	list = store_run_list(fx->st, &fl);
+	int64_t labelled[] = { 12, 10, 9, 7, 6, 4, 3, 1 };
+	assert_ids(list, labelled, 8);
+	json_decref(list);
+	fl.label_key = "nope";
+	list = store_run_list(fx->st, &fl);
+	assert_int_equal(json_array_size(list), 0);
+	json_decref(list);
+
+	/* Filters combine. */
+	struct run_filter fc = { .image = SHA_B, .label_key = "suite", .label_value = "fast", .limit = 100 };
+	list = store_run_list(fx->st, &fc);
+	int64_t both[] = { 4 };
+	assert_ids(list, both, 1);
+	json_decref(list);
+}
+
+struct seen {
+	int64_t ids[16];
+	size_t n;
+};
+
+static void on_lost(int64_t id, void *arg)
+{
+	struct seen *s = arg;
+	if (s->n < 16)
+		s->ids[s->n] = id;
+	s->n++;
+}
+
+static void test_mark_lost(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	int64_t q = insert_run(fx->st, SHA_A, NULL);
+	int64_t s = insert_run(fx->st, SHA_A, NULL);
+	int64_t r = insert_run(fx->st, SHA_A, NULL);
+	int64_t d = insert_run(fx->st, SHA_A, NULL);
+	assert_int_equal(store_run_set_state(fx->st, s, "starting"), 0);
+	assert_int_equal(store_run_set_state(fx->st, r, "running"), 0);
+	struct run_end end = { .state = "done", .has_exit_code = 1, .exit_code = 0, .exit_source = "guest" };
+	assert_int_equal(store_run_finish(fx->st, d, &end), 0);
+
+	struct seen seen = { 0 };
+	int n = store_runs_mark_lost(fx->st, on_lost, &seen);
+	assert_int_equal(n, 3);
+	assert_int_equal(seen.n, 3);
+	int64_t want[] = { q, s, r };
+	for (size_t i = 0; i < 3; i++) {
+		int found = 0;
+		for (size_t j = 0; j < seen.n; j++)
+			found |= seen.ids[j] == want[i];
+		assert_true(found);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		json_t *rec = store_run_get(fx->st, want[i]);
+		assert_string_equal(sget(rec, "state"), "lost");
+		assert_int_equal(json_integer_value(json_object_get(rec, "exit_code")), 125);
+		assert_string_equal(sget(rec, "exit_source"), "runner");
+		assert_non_null(sget(rec, "reason"));
+		assert_non_null(sget(rec, "ended_at"));
+		json_decref(rec);
+	}
+	json_t *rec = store_run_get(fx->st, d);
+	assert_string_equal(sget(rec, "state"), "done");
+	assert_int_equal(json_integer_value(json_object_get(rec, "exit_code")), 0);
+	json_decref(rec);
+
+	/* Nothing active any more: a second pass finds nothing; NULL callback is fine. */
+	seen.n = 0;
+	assert_int_equal(store_runs_mark_lost(fx->st, on_lost, &seen), 0);
+	assert_int_equal(seen.n, 0);
+	insert_run(fx->st, SHA_A, NULL);
+	assert_int_equal(store_runs_mark_lost(fx->st, NULL, NULL), 1);
+	/* The images of lost runs are no longer busy. */
+	assert_int_equal(store_image_delete(fx->st, SHA_A), 1);
+}
+
+static void test_tests_json(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	int64_t id = insert_run(fx->st, SHA_A, NULL);
+	assert_null(store_run_tests(fx->st, 4242));
+
+	json_t *t = store_run_tests(fx->st, id);
+	assert_non_null(t);
+	assert_int_equal(json_array_size(json_object_get(t, "cases")), 0);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(t, "summary"), "total")), 0);
+	json_decref(t);
+
+	json_t *cases = json_pack("[{s:s,s:s,s:f},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]",
+	                          "name", "a::one", "outcome", "ok", "duration_s", 0.25,
+	                          "name", "a::two", "outcome", "failed",
+	                          "name", "a::three", "outcome", "ignored",
+	                          "name", "a::four", "outcome", "crashed",
+	                          "name", "a::five", "outcome", "not_run",
+	                          "name", "a::six", "outcome", "ok",
+	                          "name", "a::seven", "outcome", "running");
+	assert_non_null(cases);
+	assert_int_equal(store_run_set_tests(fx->st, id, cases), 0);
+	json_decref(cases);
+
+	t = store_run_tests(fx->st, id);
+	char ids[32];
+	snprintf(ids, sizeof(ids), "%lld", (long long)id);
+	assert_string_equal(sget(t, "id"), ids);
+	json_t *c = json_object_get(t, "cases");
+	assert_int_equal(json_array_size(c), 7);
+	assert_string_equal(sget(json_array_get(c, 0), "name"), "a::one");
+	assert_string_equal(sget(json_array_get(c, 0), "outcome"), "ok");
+	assert_true(json_real_value(json_object_get(json_array_get(c, 0), "duration_s")) == 0.25);
+	assert_true(json_is_null(json_object_get(json_array_get(c, 1), "duration_s")));
+	assert_string_equal(sget(json_array_get(c, 6), "name"), "a::seven");
+	json_t *sum = json_object_get(t, "summary");
+	assert_int_equal(json_integer_value(json_object_get(sum, "ok")), 2);
+	assert_int_equal(json_integer_value(json_object_get(sum, "failed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "ignored")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "crashed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "not_run")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "running")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "total")), 7);
+	json_decref(t);
+
+	/* Setting again replaces the cases. */
+	cases = json_pack("[{s:s,s:s}]", "name", "b", "outcome", "failed");
+	assert_int_equal(store_run_set_tests(fx->st, id, cases), 0);
+	json_decref(cases);
+	t = store_run_tests(fx->st, id);
+	assert_int_equal(json_array_size(json_object_get(t, "cases")), 1);
+	sum = json_object_get(t, "summary");
+	assert_int_equal(json_integer_value(json_object_get(sum, "failed")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "ok")), 0);
+	assert_int_equal(json_integer_value(json_object_get(sum, "total")), 1);
+	json_decref(t);
+
+	/* A case without a name violates NOT NULL: the whole replacement rolls back. */
+	cases = json_pack("[{s:s,s:s},{s:s}]", "name", "c", "outcome", "ok", "outcome", "ok");
+	assert_true(store_run_set_tests(fx->st, id, cases) < 0);
+	json_decref(cases);
+	t = store_run_tests(fx->st, id);
+	c = json_object_get(t, "cases");
+	assert_int_equal(json_array_size(c), 1);
+	assert_string_equal(sget(json_array_get(c, 0), "name"), "b");
+	json_decref(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_images, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_image_delete_in_use, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_lifecycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mark_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tests_json, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
