@@ -19,6 +19,7 @@ Prints ratios; never fails on timing.
 
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -73,6 +74,7 @@ mod tests {
 """
 
 SUMMARY = b"test result:"
+LIMIT_S = 30  # silence that counts as a hang (also ukrun --timeout on the stock kernel)
 
 
 def build_c(tmp):
@@ -122,16 +124,23 @@ def build_rust(tmp, cargo):
 def until_summary(argv, run=None):
 	"""Start argv, read stdout until libtest's summary line is complete.
 
-	Returns (seconds to the summary, seconds to the end, returncode). With run=None
+	Returns (seconds to the summary, seconds to the end, returncode, ukrun's run id
+	when argv is `ukrun -v ...`). With run=None
 	(bare QEMU on the stock kernel, which never ends) the process is killed at the
-	summary and the end time is None."""
+	summary and the end time is None. A guest silent for LIMIT_S is killed; that
+	and an end before the summary return None as seconds to the summary."""
+	err = tempfile.TemporaryFile()
 	t0 = time.perf_counter()
-	p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+	p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
 	                     env=run.env if run else None)
 	buf = b""
 	t_sum = None
 	fd = p.stdout.fileno()
 	while True:
+		# Never hang on a guest that stays silent: give up after LIMIT_S.
+		if not select.select([fd], [], [], LIMIT_S if run is None else 2 * LIMIT_S)[0]:
+			p.kill()
+			break
 		chunk = os.read(fd, 65536)
 		if not chunk:
 			break
@@ -145,8 +154,14 @@ def until_summary(argv, run=None):
 	rc = p.wait()
 	t_end = time.perf_counter() - t0
 	p.stdout.close()
-	bl.check(t_sum is not None, f"no libtest summary from {shlex.join(argv[:3])} ...")
-	return t_sum, (t_end if run else None), rc
+	err.seek(0)
+	rid = bl.run_id_of(err.read())
+	err.close()
+	if t_sum is None:
+		tail = buf[-300:].decode(errors="replace").strip().replace("\n", " | ")
+		print(f"  no summary: {os.path.basename(argv[0])} ended with status {rc} after {t_end:.1f} s; "
+		      f"console tail: {tail!r}")
+	return t_sum, (t_end if run else None), rc, rid
 
 
 def exitcode_bench(d, args, label, kernel, prog, pargs, want_bare, want_ukrun):
@@ -185,24 +200,39 @@ def exitcode_bench(d, args, label, kernel, prog, pargs, want_bare, want_ukrun):
 
 def stock_bench(d, args, label, kernel, prog, pargs):
 	print(f"\n== stock kernel, {label}: {os.path.basename(prog)} {' '.join(pargs)}".rstrip())
-	uk = [os.path.join(args.bin, "ukrun"), "--loader", kernel, prog, *pargs]
-	t_sum, t_end, rc = until_summary(uk, run=d)
-	bl.check(rc == 0, f"ukrun on the stock kernel exited {rc}, want 0")
-	rid = d.ukrun(["ps", "-n", "1"]).stdout.split(b"\n")[1].split()[0].decode()
+	uk = [os.path.join(args.bin, "ukrun"), "-v", "--timeout", str(LIMIT_S), "--loader", kernel, prog, *pargs]
+	t_sum, t_end, rc, rid = until_summary(uk, run=d)
+	bl.check(t_sum is not None and rc == 0, f"first ukrun run on the stock kernel exited {rc}, want 0")
 	command = d.record(rid).get("facts", {}).get("command")
 	bl.check(command, f"run {rid} has no facts.command")
 	bare = bl.bare_argv(command, kernel=kernel, initrd=prog)
+	print(f"bare argv: {shlex.join(bare)}")
+	print("  (changed: -pidfile, -qmp ...,server=on,wait=on and -S dropped; -kernel/-initrd are the local files)")
 	b_sum, u_sum, u_end = [], [], []
+	b_hang = u_hang = 0
 	for _ in range(args.n):
-		t, _, _ = until_summary(bare)
-		b_sum.append(t)
-		t_sum, t_end, rc = until_summary(uk, run=d)
+		t, _, _, _ = until_summary(bare)
+		if t is None:
+			b_hang += 1
+		else:
+			b_sum.append(t)
+		t_sum, t_end, rc, _ = until_summary(uk, run=d)
+		if t_sum is None or rc == 124:
+			u_hang += 1
+			continue
 		bl.check(rc == 0, f"ukrun on the stock kernel exited {rc}, want 0")
 		u_sum.append(t_sum)
 		u_end.append(t_end)
+	if b_hang or u_hang:
+		# Seen once here under load: a bare run ended before the summary. Such runs
+		# are reported above and left out of the numbers.
+		print(f"runs without a summary (left out): bare {b_hang}/{args.n}, ukrun {u_hang}/{args.n}")
+	if not b_sum or not u_sum:
+		print("no complete runs to compare")
+		return
 	med = lambda xs: sorted(xs)[len(xs) // 2]
 	grace = [e - s for s, e in zip(u_sum, u_end)]
-	print(f"N={args.n}")
+	print(f"N={args.n} (complete: bare {len(b_sum)}, ukrun {len(u_sum)})")
 	print(f"bare qemu, to the summary    {bl.stats(b_sum)}   (then killed: it never ends)")
 	print(f"ukrun, to the summary        {bl.stats(u_sum)}   ({bl.ratio(u_sum, b_sum)} bare)")
 	print(f"ukrun, total                 {bl.stats(u_end)}   ({bl.ratio(u_end, b_sum)} bare-to-summary)")
