@@ -22,6 +22,27 @@ import tempfile
 import benchlib as bl
 
 
+def measure(d, args, image, img_args, bare, qmp, sock, want_bare, want_ukrun,
+            t_bare, t_qmp, t_uk, spawn, guest, rest):
+	"""N interleaved rounds of bare, QMP and ukrun; appends to the lists."""
+	for _ in range(args.n):
+		dt, rc, out = bl.run_bare(bare)
+		bl.check(rc == want_bare, f"bare qemu exited {rc}, want {want_bare}")
+		t_bare.append(dt)
+		dt, rc, out = bl.run_qmp(qmp, sock)
+		bl.check(rc == want_bare, f"qemu with QMP exited {rc}, want {want_bare}")
+		t_qmp.append(dt)
+		dt, cp, rid = d.ukrun_timed([image, *img_args])
+		bl.check(cp.returncode == want_ukrun, f"ukrun exited {cp.returncode}, want {want_ukrun}")
+		bl.check(b"already stored" in cp.stderr, "warm run uploaded the image again")
+		t_uk.append(dt)
+		a, b = bl.record_phases(d.record(rid))
+		if a is not None:
+			spawn.append(a)
+			guest.append(b)
+			rest.append(dt - a - b)
+
+
 def bench_kernel(d, args, label, image, img_args, want_bare, want_ukrun):
 	print(f"\n== {label}: {os.path.basename(image)} {' '.join(img_args)}".rstrip())
 	# Warm-up: uploads the image, starts nothing else; its record gives the argv.
@@ -42,23 +63,11 @@ def bench_kernel(d, args, label, image, img_args, want_bare, want_ukrun):
 	qmp = bl.qmp_argv(bare, sock)
 
 	t_bare, t_qmp, t_uk, spawn, guest, rest = [], [], [], [], [], []
-	for _ in range(args.n):
-		dt, rc, out = bl.run_bare(bare)
-		bl.check(rc == want_bare, f"bare qemu exited {rc}, want {want_bare}")
-		t_bare.append(dt)
-		dt, rc, out = bl.run_qmp(qmp, sock)
-		bl.check(rc == want_bare, f"qemu with QMP exited {rc}, want {want_bare}")
-		t_qmp.append(dt)
-		dt, cp, rid = d.ukrun_timed([image, *img_args])
-		bl.check(cp.returncode == want_ukrun, f"ukrun exited {cp.returncode}, want {want_ukrun}")
-		bl.check(b"already stored" in cp.stderr, "warm run uploaded the image again")
-		t_uk.append(dt)
-		a, b = bl.record_phases(d.record(rid))
-		if a is not None:
-			spawn.append(a)
-			guest.append(b)
-			rest.append(dt - a - b)
-	shutil.rmtree(sockdir, ignore_errors=True)
+	try:
+		measure(d, args, image, img_args, bare, qmp, sock, want_bare, want_ukrun,
+		        t_bare, t_qmp, t_uk, spawn, guest, rest)
+	finally:
+		shutil.rmtree(sockdir, ignore_errors=True)
 
 	# The client alone: process start + one HTTP round trip to the daemon.
 	t_ping = []
