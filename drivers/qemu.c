@@ -45,7 +45,7 @@ struct attempt {
 };
 
 struct drv_instance {
-	const struct qemu_state *st;
+	struct qemu_state *st;      /* driver state: records a KVM failure for later runs */
 	const struct drv_spec *spec;
 	char *qmp_path, *pid_path;
 	struct cmd *cmd; /* command of the next/current attempt */
@@ -297,7 +297,7 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 static int qemu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
                         char **ret_err)
 {
-	const struct qemu_state *st = state;
+	struct qemu_state *st = state;
 	int kvm;
 	switch (spec->accel) {
 	case DRV_ACCEL_KVM:
@@ -309,7 +309,9 @@ static int qemu_prepare(void *state, const struct drv_spec *spec, struct drv_ins
 		kvm = 0;
 		break;
 	default:
-		kvm = st->kvm;
+		/* A KVM that could not run one Unikraft guest will not run the next: skip
+		 * the doomed attempt (seconds of firmware boot before the failure). */
+		kvm = st->kvm && !((spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER)) && st->kvm_fails_unikraft);
 		break;
 	}
 	struct drv_instance *inst = calloc(1, sizeof(*inst));
@@ -575,6 +577,8 @@ static void attempt_finished(struct attempt *a)
 		inst->cmd = NULL;
 		inst->kvm = 0;
 		inst->skip = inst->delivered;
+		if (inst->spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER))
+			inst->st->kvm_fails_unikraft = 1;
 		note(inst, "accel", "tcg",
 		     "KVM could not run this guest (emulation failure); retrying under TCG");
 		int r = qemu_build_cmd(inst->st, inst->spec, 0, &inst->cmd, &err);
@@ -676,6 +680,9 @@ static int qemu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct 
 		                          inst->st->kvm_cpu ? inst->st->kvm_cpu : "default");
 		note(inst, "accel", "kvm", msg);
 		free(msg);
+	} else if (inst->spec->accel == DRV_ACCEL_AUTO && inst->st->kvm) {
+		note(inst, "accel", "tcg",
+		     "KVM failed to run a Unikraft guest earlier on this host: running under TCG (slower)");
 	} else if (inst->spec->accel == DRV_ACCEL_AUTO) {
 		note(inst, "accel", "tcg", "no usable /dev/kvm: running under TCG (slower)");
 	} else {

@@ -22,6 +22,8 @@ struct qemu_state {
 	char *kvm_cpu;    /* -cpu value that worked under KVM; NULL = QEMU's default model */
 	int qboot;        /* QEMU_QBOOT_ROM exists */
 	int sandbox;      /* `-sandbox on` accepted */
+	int kvm_fails_unikraft; /* KVM already failed to run a Unikraft guest here (a software KVM):
+	                         * later Unikraft guests with accel auto go straight to TCG */
 };
 
 /* Find QEMU and what it can do here (the driver table's probe): fills a
