@@ -65,7 +65,8 @@ static void usage(FILE *f)
 	      "  --data-dir DIR         database, images and console logs\n"
 	      "  --listen tcp://H:P     also serve TCP (needs --token-file; never all addresses by default)\n"
 	      "  --token-file FILE      bearer token for TCP clients\n"
-	      "  --config FILE          runnerd.conf (key = value; keys as the long options)\n"
+	      "  --config FILE          runnerd.conf (key = value; keys as the long options; default\n"
+	      "                         ~/.config/ukrun/runnerd.conf, system: /etc/ukrun/runnerd.conf)\n"
 	      "  --idle-timeout S       exit after S idle seconds (user default 600; 0 = never)\n"
 	      "  --timeout S            default run timeout (300)\n"
 	      "  --max-concurrent N     runs at once (default: number of CPUs)\n"
@@ -285,6 +286,25 @@ static char *read_token(const char *path, char **ret_err)
 	return strdup(buf);
 }
 
+/* runnerd.conf in the mode's usual place, when there is one: $XDG_CONFIG_HOME/ukrun (else
+ * ~/.config/ukrun) for user mode, /etc/ukrun for system mode. */
+static char *default_config(int user_mode)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char *p = NULL;
+	if (!user_mode)
+		p = strdup("/etc/ukrun/runnerd.conf");
+	else if (xdg && *xdg && asprintf(&p, "%s/ukrun/runnerd.conf", xdg) < 0)
+		p = NULL;
+	else if (!(xdg && *xdg) && home && asprintf(&p, "%s/.config/ukrun/runnerd.conf", home) < 0)
+		p = NULL;
+	if (p && access(p, R_OK) != 0) {
+		free(p);
+		p = NULL;
+	}
+	return p;
+}
+
 static int parse_args(int argc, char **argv, struct config *c)
 {
 	enum { O_USER = 256, O_SYSTEM, O_CONFIG };
@@ -320,6 +340,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 		else if (o == O_CONFIG)
 			set_str(&c->config_file, optarg);
 	}
+	if (!c->config_file)
+		c->config_file = default_config(c->user_mode);
 	if (c->config_file) {
 		int r = ini_parse(c->config_file, ini_cb, c);
 		if (r != 0) {
