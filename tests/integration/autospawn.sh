@@ -55,10 +55,8 @@ expect_rc ping_none 125
 c1=$!
 "$UKRUN" "$FX/lx_hello" </dev/null >"$T/c2.out" 2>"$T/c2.err" &
 c2=$!
-set +e
-wait "$c1"; rc1=$?
-wait "$c2"; rc2=$?
-set -e
+wait_rc "$c1"; rc1=$RC
+wait_rc "$c2"; rc2=$RC
 pid2=$(health_pid)
 [[ -n $pid2 ]] && adopt_daemon "$pid2"
 [[ $rc1 == 3 ]] || { cat "$T/c1.err" >&2; fail "concurrent client 1 exited $rc1, want 3"; }
@@ -83,9 +81,7 @@ for _ in $(seq 150); do
 done
 kill -0 "$idle_pid" 2>/dev/null && fail "runnerd --idle-timeout 1 still running after 15 s"
 forget_daemon "$idle_pid"
-set +e
-wait "$idle_pid"
-idle_rc=$?
-set -e
+wait_rc "$idle_pid"
+idle_rc=$RC
 [[ $idle_rc == 0 ]] || fail "idle runnerd exited $idle_rc, want 0"
 [[ ! -e $T/idle.sock ]] || fail "the idle runnerd left its socket behind"

@@ -4,10 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-CARGO=$(command -v cargo || true)
-[[ -z $CARGO && -x ${HOME:-/nonexistent}/.cargo/bin/cargo ]] && CARGO=$HOME/.cargo/bin/cargo
-[[ -n $CARGO ]] || skip "cargo not found (in PATH or \$HOME/.cargo/bin)"
-export PATH="$(dirname "$CARGO"):$PATH"
+need_cargo
 command -v rustc >/dev/null || skip "rustc not found beside $CARGO"
 command -v bwrap >/dev/null || skip "bubblewrap (bwrap) is not installed"
 # +crt-static on the gnu target links glibc statically (libc.a from libc6-dev).
@@ -27,12 +24,7 @@ cd "$T/crate"
 
 # cargo_run NAME [cargo args...]: stdout → $T/NAME.out, stderr → $T/NAME.err, status → $RC.
 cargo_run() {
-	local name=$1
-	shift
-	set +e
-	"$CARGO" "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err"
-	RC=$?
-	set -e
+	run_capture "$1" "$CARGO" "${@:2}"
 }
 
 cargo_run run run --offline -q -- a 'b c' 7

@@ -109,13 +109,7 @@ cases=$(jget cases <<<"$API_BODY" | "$PYTHON" -c 'import json,sys; print(" ".joi
 # Cancel a running guest: the waiting ukrun exits 130 and the run is `cancelled`.
 "$UKRUN" --timeout 60 "$FX/mb_hang" </dev/null >"$T/hang.out" 2>"$T/hang.err" &
 hang_pid=$!
-hang_id=
-for _ in $(seq 150); do
-	hang_id=$(sql "SELECT max(id) FROM runs WHERE name = 'mb_hang'")
-	[[ -n $hang_id ]] && break
-	sleep 0.1
-done
-[[ -n $hang_id ]] || fail "the mb_hang run was never created"
+hang_id=$(wait_run_id mb_hang)
 wait_state "$hang_id" running 30
 # Cancel only once the guest's output reached the client, so that the console check below is not a race.
 for _ in $(seq 300); do
@@ -124,10 +118,8 @@ for _ in $(seq 300); do
 done
 run_ukrun cancel cancel "$hang_id"
 expect_rc cancel 0
-set +e
-wait "$hang_pid"
-hang_rc=$?
-set -e
+wait_rc "$hang_pid"
+hang_rc=$RC
 [[ $hang_rc == 130 ]] || { cat "$T/hang.err" >&2; fail "the cancelled ukrun exited $hang_rc, want 130"; }
 [[ $(cat "$T/hang.out") == hanging ]] || fail "the cancelled run's console was not printed"
 grep -qi cancel "$T/hang.err" || fail "the cancelled ukrun does not say it was cancelled"

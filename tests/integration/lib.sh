@@ -33,7 +33,7 @@ _daemon_pids=()
 unset UKRUN_URL UKRUN_TOKEN UKRUN_PLATFORM UKRUN_TIMEOUT UKRUN_LOADER UKRUN_RUNNERD UKRUN_DATA_DIR
 export UKRUN_SOCKET=$T/runnerd.sock
 # Autospawn tests point these elsewhere; by default nothing of the user's may leak in.
-export XDG_RUNTIME_DIR=$T/xdg-runtime XDG_DATA_HOME=$T/xdg-data
+export XDG_RUNTIME_DIR=$T/xdg-runtime XDG_DATA_HOME=$T/xdg-data XDG_CONFIG_HOME=$T/xdg-config  # no user runnerd.conf leaks in
 mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
 
 log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
@@ -216,13 +216,26 @@ stop_daemon() {
 	_reap_daemon "$1" || fail "runnerd $1 did not exit cleanly"
 }
 
-# run_ukrun NAME [ukrun args...]: runs ukrun, stdout → $T/NAME.out, stderr → $T/NAME.err, exit status → $RC.
+# run_capture NAME COMMAND [args...]: runs COMMAND, stdout → $T/NAME.out, stderr → $T/NAME.err, exit status → $RC.
 RC=
-run_ukrun() {
+run_capture() {
 	local name=$1
 	shift
 	set +e
-	"$UKRUN" "$@" </dev/null >"$T/$name.out" 2>"$T/$name.err"
+	"$@" </dev/null >"$T/$name.out" 2>"$T/$name.err"
+	RC=$?
+	set -e
+}
+
+# run_ukrun NAME [ukrun args...]: run_capture of ukrun.
+run_ukrun() {
+	run_capture "$1" "$UKRUN" "${@:2}"
+}
+
+# wait_rc PID: wait for a background child of this shell; its exit status → $RC.
+wait_rc() {
+	set +e
+	wait "$1"
 	RC=$?
 	set -e
 }
@@ -275,6 +288,32 @@ expect_record() {
 	[[ $nulls == 0 ]] || fail "run $id: a timing (created_at/started_at/ended_at/duration_ms) is missing"
 }
 
+# expect_run NAME WANT_RC WANT_EXIT_SOURCE PLATFORM/DRIVER [ukrun args...]: one run through ukrun, its exit status,
+# its complete `done` record and the platform/driver that ran it. The run's id → $RUN_ID.
+RUN_ID=
+expect_run() {
+	local name=$1 want_rc=$2 want_src=$3 want_pd=$4
+	shift 4
+	run_ukrun "$name" "$@"
+	expect_rc "$name" "$want_rc"
+	RUN_ID=$(last_run_id)
+	expect_record "$RUN_ID" 'done' "$want_rc" "$want_src"
+	[[ $(sql "SELECT platform || '/' || driver FROM runs WHERE id = $RUN_ID") == "$want_pd" ]] ||
+		fail "$name: not run by the ${want_pd#*/} driver"
+}
+
+# wait_run_id NAME: bounded wait for a run of the image named NAME to exist; prints the newest one's id.
+wait_run_id() {
+	local id=
+	for _ in $(seq 150); do
+		id=$(sql "SELECT max(id) FROM runs WHERE name = '$1'")
+		[[ -n $id ]] && break
+		sleep 0.1
+	done
+	[[ -n $id ]] || fail "the $1 run was never created"
+	echo "$id"
+}
+
 # wait_state ID STATE SECONDS: bounded wait until the run reaches STATE (via the API, not timing).
 wait_state() {
 	local id=$1 want=$2 secs=$3 i st
@@ -284,6 +323,16 @@ wait_state() {
 		sleep 0.1
 	done
 	fail "run $id did not reach state '$want' (last: '${st:-?}')"
+}
+
+# need_cargo: cargo from PATH or ~/.cargo/bin → $CARGO (the test skips without one), its directory first in PATH so
+# that the rustc beside it is the one used.
+need_cargo() {
+	CARGO=$(command -v cargo || true)
+	[[ -z $CARGO && -x ${HOME:-/nonexistent}/.cargo/bin/cargo ]] && CARGO=$HOME/.cargo/bin/cargo
+	[[ -n $CARGO ]] || skip "cargo not found (in PATH or \$HOME/.cargo/bin)"
+	PATH=$(dirname "$CARGO"):$PATH
+	export PATH
 }
 
 # kvm_usable: /dev/kvm exists and can be opened read-write.

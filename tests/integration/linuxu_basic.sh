@@ -7,17 +7,9 @@ set -euo pipefail
 command -v bwrap >/dev/null || skip "bubblewrap (bwrap) is not installed"
 start_daemon runnerd
 
-# check NAME WANT_RC WANT_EXIT_SOURCE [ukrun args...]
+# check NAME WANT_RC WANT_EXIT_SOURCE [ukrun args...]: one run by the linuxu driver (expect_run).
 check() {
-	local name=$1 want_rc=$2 want_src=$3
-	shift 3
-	run_ukrun "$name" "$@"
-	expect_rc "$name" "$want_rc"
-	local id
-	id=$(last_run_id)
-	expect_record "$id" done "$want_rc" "$want_src"
-	[[ $(sql "SELECT platform || '/' || driver FROM runs WHERE id = $id") == linuxu/linuxu ]] ||
-		fail "$name: not run by the linuxu driver"
+	expect_run "$1" "$2" "$3" linuxu/linuxu "${@:4}"
 }
 
 check hello 0 process "$FX/lx_hello"

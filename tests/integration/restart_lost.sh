@@ -12,19 +12,8 @@ qclient=$!
 "$UKRUN" --timeout 60 "$FX/lx_hang" </dev/null >"$T/lhang.out" 2>"$T/lhang.err" &
 lclient=$!
 
-# run_id_of NAME: bounded wait for the run of fixture NAME to exist.
-run_id_of() {
-	local id=
-	for _ in $(seq 150); do
-		id=$(sql "SELECT max(id) FROM runs WHERE name = '$1'")
-		[[ -n $id ]] && break
-		sleep 0.1
-	done
-	[[ -n $id ]] || fail "the $1 run was never created"
-	echo "$id"
-}
-qid=$(run_id_of mb_hang)
-lid=$(run_id_of lx_hang)
+qid=$(wait_run_id mb_hang)
+lid=$(wait_run_id lx_hang)
 wait_state "$qid" running 30
 wait_state "$lid" running 30
 # The guests print before hanging; once that reached the clients, they are really running.
@@ -43,10 +32,8 @@ forget_daemon "$old"
 wait "$old" 2>/dev/null || true
 
 # The clients lose their daemon: an infrastructure error (125), not a guest verdict.
-set +e
-wait "$qclient"; qrc=$?
-wait "$lclient"; lrc=$?
-set -e
+wait_rc "$qclient"; qrc=$RC
+wait_rc "$lclient"; lrc=$RC
 [[ $qrc == 125 ]] || { cat "$T/qhang.err" >&2; fail "the qemu client exited $qrc when runnerd died, want 125"; }
 [[ $lrc == 125 ]] || { cat "$T/lhang.err" >&2; fail "the linuxu client exited $lrc when runnerd died, want 125"; }
 if pid_alive "$qemu_pid"; then

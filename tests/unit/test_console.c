@@ -1,150 +1,34 @@
 /*
  * test_console.c — a run's console log: the size cap, and followers streaming
  * from the file over a real HTTP connection (a Unix listener on a real libuv
- * loop, a client thread reading the raw chunked response): from an offset of
- * a finished file, from a live console until it ends, and a follower whose
- * client hangs up.
+ * loop, a client thread reading the raw chunked response; http_testlib.h):
+ * from an offset of a finished file, from a live console until it ends, and a
+ * follower whose client hangs up.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "console.h"
 #include "http.h"
-
-/* ---- a raw HTTP client on its own thread ---- */
-
-struct client {
-	char sock[96];
-	uv_async_t *wake;
-	char req[256];
-	int hang_up;      /* write the request and close at once */
-	char *buf;
-	size_t got;
-	int failed;
-};
-
-/* Decode a complete chunked response in `buf`: 1 done (body in *ret_body), 0 incomplete,
- * -1 malformed. *ret_status gets the status. */
-static int decode_chunked(const char *buf, size_t len, int *ret_status, char **ret_body,
-                          size_t *ret_len)
-{
-	const char *end = memmem(buf, len, "\r\n\r\n", 4);
-	if (!end)
-		return 0;
-	if (sscanf(buf, "HTTP/1.1 %d ", ret_status) != 1)
-		return -1;
-	if (!memmem(buf, (size_t)(end - buf) + 2, "\r\nTransfer-Encoding: chunked\r\n", 30))
-		return -1;
-	size_t pos = (size_t)(end - buf) + 4, blen = 0;
-	char *body = NULL;
-	for (;;) {
-		const char *crlf = memmem(buf + pos, len - pos, "\r\n", 2);
-		if (!crlf)
-			break;
-		char *stop;
-		size_t n = strtoul(buf + pos, &stop, 16);
-		if (stop != crlf || stop == buf + pos)
-			goto bad;
-		pos = (size_t)(crlf - buf) + 2;
-		if (len - pos < n + 2)
-			break;
-		if (memcmp(buf + pos + n, "\r\n", 2) != 0)
-			goto bad;
-		if (n == 0) {
-			if (pos + 2 != len)
-				goto bad; /* bytes after the end of the stream */
-			*ret_body = body;
-			*ret_len = blen;
-			return 1;
-		}
-		body = realloc(body, blen + n + 1);
-		memcpy(body + blen, buf + pos, n);
-		blen += n;
-		pos += n + 2;
-	}
-	free(body);
-	return 0;
-bad:
-	free(body);
-	return -1;
-}
-
-static void *client_main(void *arg)
-{
-	struct client *c = arg;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->sock);
-	size_t cap = 0, len = strlen(c->req);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    send(fd, c->req, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		c->failed = 1;
-		goto out;
-	}
-	while (!c->hang_up) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (poll(&p, 1, 20000) <= 0) { /* a safety net, not a timing assertion */
-			c->failed = 1;
-			break;
-		}
-		if (c->got + 65536 > cap) {
-			cap = (c->got + 65536) * 2;
-			c->buf = realloc(c->buf, cap + 1);
-		}
-		ssize_t n = recv(fd, c->buf + c->got, cap - c->got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		c->got += (size_t)n;
-		int st;
-		char *body = NULL;
-		size_t blen;
-		int k = decode_chunked(c->buf, c->got, &st, &body, &blen);
-		free(body);
-		if (k != 0)
-			break;
-		/* A plain (error) response is complete at its Content-Length. */
-		const char *e = memmem(c->buf, c->got, "\r\n\r\n", 4);
-		const char *cl = e ? memmem(c->buf, (size_t)(e - c->buf), "Content-Length: ", 16) : NULL;
-		if (cl && c->got - (size_t)(e + 4 - c->buf) >= strtoul(cl + 16, NULL, 10))
-			break;
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	uv_async_send(c->wake);
-	return NULL;
-}
+#include "http_testlib.h"
 
 /* ---- the server side ---- */
 
 struct harness {
-	uv_loop_t loop;
-	uv_pipe_t listener;
-	uv_async_t wake;
-	struct http_conn_set set;
-	struct http_handler handler;
-	char dir[64];
-	char sock[96];
+	struct http_test_server srv;
 	char file[128];    /* a finished console log */
 	char *content;     /* its bytes */
 	size_t content_len;
@@ -152,13 +36,7 @@ struct harness {
 	int con_open;
 	int started;       /* follow requests that started */
 	int follow_err;
-	int client_done;
 };
-
-static void on_wake(uv_async_t *a)
-{
-	((struct harness *)a->data)->client_done = 1;
-}
 
 static void on_headers(void *ctx, struct http_conn *conn, struct http_request *req)
 {
@@ -188,30 +66,13 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	h->started++;
 }
 
-static void on_connection(uv_stream_t *server, int status)
-{
-	struct harness *h = server->data;
-	assert_int_equal(status, 0);
-	assert_int_equal(http_conn_accept(&h->loop, server, 0, &h->handler, &h->set), 0);
-}
-
 static int setup(void **state)
 {
 	struct harness *h = calloc(1, sizeof(*h));
-	strcpy(h->dir, "/tmp/ukrun-test-console-XXXXXX");
-	if (!mkdtemp(h->dir))
+	struct http_handler handler = { .headers = on_headers, .message = on_message, .ctx = h };
+	if (!h || http_test_server_init(&h->srv, "console", &handler) < 0)
 		return -1;
-	snprintf(h->sock, sizeof(h->sock), "%s/s", h->dir);
-	snprintf(h->file, sizeof(h->file), "%s/finished.log", h->dir);
-	uv_loop_init(&h->loop);
-	uv_pipe_init(&h->loop, &h->listener, 0);
-	h->listener.data = h;
-	if (uv_pipe_bind(&h->listener, h->sock) < 0 ||
-	    uv_listen((uv_stream_t *)&h->listener, 16, on_connection) < 0)
-		return -1;
-	uv_async_init(&h->loop, &h->wake, on_wake);
-	h->wake.data = h;
-	h->handler = (struct http_handler){ .headers = on_headers, .message = on_message, .ctx = h };
+	snprintf(h->file, sizeof(h->file), "%s/finished.log", h->srv.dir);
 
 	/* A finished log larger than the follower's high-water mark, so the stream must
 	 * wait for the socket to drain several times. */
@@ -229,71 +90,49 @@ static int setup(void **state)
 	return 0;
 }
 
-static void rm_dir(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
-		if (e->d_name[0] != '.')
-			unlink(p);
-	}
-	if (d)
-		closedir(d);
-	rmdir(path);
-}
-
 static int teardown(void **state)
 {
 	struct harness *h = *state;
 	if (h->con_open)
 		console_close(&h->con);
-	http_conn_close_all(&h->set);
-	uv_close((uv_handle_t *)&h->listener, NULL);
-	uv_close((uv_handle_t *)&h->wake, NULL);
-	uv_run(&h->loop, UV_RUN_DEFAULT);
-	assert_int_equal(h->set.count, 0);
-	assert_int_equal(uv_loop_close(&h->loop), 0);
+	http_test_server_fini(&h->srv);
 	free(h->content);
-	rm_dir(h->dir);
 	free(h);
 	return 0;
 }
 
-static void client_start(struct harness *h, struct client *c, pthread_t *t, const char *target)
+/* Start `c` on a GET of `target`; the test runs the loop (http_test_client_finish). */
+static void client_start(struct harness *h, struct http_test_client *c, const char *target)
 {
-	snprintf(c->sock, sizeof(c->sock), "%s", h->sock);
-	snprintf(c->req, sizeof(c->req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", target);
-	c->wake = &h->wake;
-	h->client_done = 0;
-	assert_int_equal(pthread_create(t, NULL, client_main, c), 0);
+	http_test_client_get(c, target);
+	http_test_client_start(&h->srv, c);
 }
 
-static void client_finish(struct harness *h, struct client *c, pthread_t t)
+/* The body of the one complete chunked 200 response `c` received (the caller frees it). */
+static char *stream_body(const struct http_test_client *c, size_t *ret_len)
 {
-	while (!h->client_done)
-		uv_run(&h->loop, UV_RUN_ONCE);
-	pthread_join(t, NULL);
-	assert_false(c->failed);
+	struct http_test_resp r = { 0 };
+	size_t used = 0;
+	int n = http_test_parse_all(c->buf, c->got, 0, &r, 1, &used);
+	if (n != 1 || used != c->got || !r.chunked)
+		print_error("not one complete chunked response (%d, %zu of %zu bytes): %.300s\n", n, used, c->got,
+		            c->buf ? c->buf : "");
+	assert_int_equal(n, 1);
+	assert_int_equal(used, c->got);
+	assert_true(r.chunked);
+	assert_int_equal(r.status, 200);
+	*ret_len = r.body_len;
+	return r.body;
 }
 
 /* GET `target` and expect a chunked 200 whose body is `want`. */
 static void expect_stream(struct harness *h, const char *target, const char *want, size_t want_len)
 {
-	struct client c = { 0 };
-	pthread_t t;
-	client_start(h, &c, &t, target);
-	client_finish(h, &c, t);
-	int status = 0;
-	char *body = NULL;
+	struct http_test_client c = { .want = 1 };
+	client_start(h, &c, target);
+	http_test_client_finish(&h->srv, &c);
 	size_t blen = 0;
-	int k = decode_chunked(c.buf, c.got, &status, &body, &blen);
-	if (k != 1)
-		print_error("%s: not a complete chunked response (%d) in %zu bytes: %.300s\n", target, k, c.got,
-		            c.buf ? c.buf : "");
-	assert_int_equal(k, 1);
-	assert_int_equal(status, 200);
+	char *body = stream_body(&c, &blen);
 	assert_int_equal(blen, want_len);
 	if (want_len)
 		assert_memory_equal(body, want, want_len);
@@ -307,7 +146,7 @@ static void test_cap(void **state)
 {
 	struct harness *h = *state;
 	char path[160];
-	snprintf(path, sizeof(path), "%s/capped.log", h->dir);
+	snprintf(path, sizeof(path), "%s/capped.log", h->srv.dir);
 	struct console con;
 	assert_int_equal(console_open(&con, path, 10), 0);
 	console_append(&con, "hello", 5);
@@ -349,7 +188,7 @@ static void test_cap(void **state)
 	assert_int_equal(st.st_size, 30 * sizeof(big));
 
 	/* A log in a missing directory. */
-	snprintf(path, sizeof(path), "%s/no/such.log", h->dir);
+	snprintf(path, sizeof(path), "%s/no/such.log", h->srv.dir);
 	assert_int_equal(console_open(&con, path, 0), -ENOENT);
 }
 
@@ -368,19 +207,17 @@ static void test_follow_finished_file(void **state)
 	snprintf(target, sizeof(target), "/file?offset=%zu", h->content_len + 100);
 	expect_stream(h, target, NULL, 0);
 	assert_int_equal(h->started, 7);
-	while (h->set.count)
-		uv_run(&h->loop, UV_RUN_ONCE);
+	http_test_wait_closed(&h->srv);
 }
 
 static void test_follow_missing_file(void **state)
 {
 	struct harness *h = *state;
-	struct client c = { 0 };
-	pthread_t t;
+	struct http_test_client c = { .want = 1 };
 	char target[160];
-	snprintf(target, sizeof(target), "%s/nothing.log", h->dir);
-	client_start(h, &c, &t, target);
-	client_finish(h, &c, t);
+	snprintf(target, sizeof(target), "%s/nothing.log", h->srv.dir);
+	client_start(h, &c, target);
+	http_test_client_finish(&h->srv, &c);
 	assert_int_equal(h->follow_err, -ENOENT);
 	assert_non_null(c.buf);
 	assert_non_null(strstr(c.buf, "HTTP/1.1 404 "));
@@ -388,24 +225,35 @@ static void test_follow_missing_file(void **state)
 }
 
 /* Step the loop until `cond` holds. */
-#define RUN_UNTIL(h, cond)                                 \
-	do {                                               \
-		while (!(cond))                            \
-			uv_run(&(h)->loop, UV_RUN_ONCE);   \
+#define RUN_UNTIL(h, cond)                                   \
+	do {                                                 \
+		while (!(cond))                              \
+			uv_run(&(h)->srv.loop, UV_RUN_ONCE); \
 	} while (0)
+
+/* Open the live console NAME in the test dir, starting with `len` bytes of `first`. */
+static void live_open(struct harness *h, const char *name, const char *first, size_t len)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "%s/%s", h->srv.dir, name);
+	assert_int_equal(console_open(&h->con, path, 0), 0);
+	h->con_open = 1;
+	console_append(&h->con, first, len);
+}
+
+static void live_close(struct harness *h)
+{
+	console_close(&h->con);
+	h->con_open = 0;
+}
 
 static void test_follow_live(void **state)
 {
 	struct harness *h = *state;
-	char path[160];
-	snprintf(path, sizeof(path), "%s/live.log", h->dir);
-	assert_int_equal(console_open(&h->con, path, 0), 0);
-	h->con_open = 1;
-	console_append(&h->con, "abc", 3);
+	live_open(h, "live.log", "abc", 3);
 
-	struct client c = { 0 };
-	pthread_t t;
-	client_start(h, &c, &t, "/live?offset=1");
+	struct http_test_client c = { .want = 1 };
+	client_start(h, &c, "/live?offset=1");
 	RUN_UNTIL(h, h->started == 1);
 	assert_non_null(h->con.followers);
 	/* More bytes, including a piece bigger than the high-water mark, then the end. */
@@ -416,46 +264,34 @@ static void test_follow_live(void **state)
 		big[i] = (char)('A' + i % 26);
 	console_append(&h->con, big, big_len);
 	console_end(&h->con);
-	client_finish(h, &c, t);
+	http_test_client_finish(&h->srv, &c);
 	assert_null(h->con.followers);
 
-	int status;
-	char *body = NULL;
 	size_t blen;
-	assert_int_equal(decode_chunked(c.buf, c.got, &status, &body, &blen), 1);
-	assert_int_equal(status, 200);
+	char *body = stream_body(&c, &blen);
 	assert_int_equal(blen, 5 + big_len);
 	assert_memory_equal(body, "bcdef", 5);
 	assert_memory_equal(body + 5, big, big_len);
 	free(body);
 	free(c.buf);
 	free(big);
-	console_close(&h->con);
-	h->con_open = 0;
+	live_close(h);
 }
 
 static void test_follow_live_then_close(void **state)
 {
 	struct harness *h = *state;
-	char path[160];
-	snprintf(path, sizeof(path), "%s/closing.log", h->dir);
-	assert_int_equal(console_open(&h->con, path, 0), 0);
-	h->con_open = 1;
-	console_append(&h->con, "0123456789", 10);
-	struct client c = { 0 };
-	pthread_t t;
-	client_start(h, &c, &t, "/live?offset=4");
+	live_open(h, "closing.log", "0123456789", 10);
+	struct http_test_client c = { .want = 1 };
+	client_start(h, &c, "/live?offset=4");
 	RUN_UNTIL(h, h->started == 1);
 	console_append(&h->con, "tail", 4);
 	/* Closed without console_end (the run's record is final): the follower finishes
 	 * from the file alone at the size the console reached. */
-	console_close(&h->con);
-	h->con_open = 0;
-	client_finish(h, &c, t);
-	int status;
-	char *body = NULL;
+	live_close(h);
+	http_test_client_finish(&h->srv, &c);
 	size_t blen;
-	assert_int_equal(decode_chunked(c.buf, c.got, &status, &body, &blen), 1);
+	char *body = stream_body(&c, &blen);
 	assert_int_equal(blen, 10);
 	assert_memory_equal(body, "456789tail", 10);
 	free(body);
@@ -465,25 +301,20 @@ static void test_follow_live_then_close(void **state)
 static void test_follower_hangs_up(void **state)
 {
 	struct harness *h = *state;
-	char path[160];
-	snprintf(path, sizeof(path), "%s/hangup.log", h->dir);
-	assert_int_equal(console_open(&h->con, path, 0), 0);
-	h->con_open = 1;
-	console_append(&h->con, "abc", 3);
-	struct client c = { .hang_up = 1 };
-	pthread_t t;
-	client_start(h, &c, &t, "/live");
-	client_finish(h, &c, t);
+	live_open(h, "hangup.log", "abc", 3);
+	/* want 0: the client writes its request and hangs up. */
+	struct http_test_client c = { .want = 0 };
+	client_start(h, &c, "/live");
+	http_test_client_finish(&h->srv, &c);
 	RUN_UNTIL(h, h->started == 1);
 	/* The connection closes on the hang-up and releases its follower. */
-	RUN_UNTIL(h, h->set.count == 0);
+	RUN_UNTIL(h, h->srv.set.count == 0);
 	assert_null(h->con.followers);
 	/* The console goes on without it. */
 	console_append(&h->con, "more", 4);
 	console_end(&h->con);
 	assert_int_equal(h->con.size, 7);
-	console_close(&h->con);
-	h->con_open = 0;
+	live_close(h);
 }
 
 int main(void)

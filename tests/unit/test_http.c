@@ -2,244 +2,32 @@
  * test_http.c — the HTTP/1.1 connection module over a real libuv loop: a Unix
  * listener accepts with http_conn_accept, a client thread writes raw request
  * bytes on a real socket and reads raw responses, which the test parses
- * strictly (status line, Content-Length or chunked framing).
+ * strictly (status line, Content-Length or chunked framing); see http_testlib.h.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "http.h"
-
-/* ---- raw responses ---- */
-
-struct resp {
-	int status;
-	char head[2048];  /* status line + headers, NUL-terminated */
-	char *body;       /* decoded body (malloc'd) */
-	size_t body_len;
-	int chunked;
-	size_t raw_len;   /* bytes of the whole response on the wire */
-};
-
-static const char *header_value(const struct resp *r, const char *name, char *out, size_t outlen)
-{
-	size_t nlen = strlen(name);
-	for (const char *p = strstr(r->head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
-		const char *line = p + 2;
-		if (strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
-			const char *v = line + nlen + 1;
-			while (*v == ' ')
-				v++;
-			const char *e = strstr(v, "\r\n");
-			size_t n = e ? (size_t)(e - v) : strlen(v);
-			if (n >= outlen)
-				n = outlen - 1;
-			memcpy(out, v, n);
-			out[n] = '\0';
-			return out;
-		}
-	}
-	return NULL;
-}
-
-/* Parse one response at `buf`: 1 complete, 0 incomplete, -1 malformed. */
-static int parse_resp(const char *buf, size_t len, int head, struct resp *r)
-{
-	memset(r, 0, sizeof(*r));
-	const char *end = memmem(buf, len, "\r\n\r\n", 4);
-	if (!end)
-		return 0;
-	size_t hlen = (size_t)(end - buf) + 2;
-	if (hlen >= sizeof(r->head) || sscanf(buf, "HTTP/1.1 %d ", &r->status) != 1)
-		return -1;
-	memcpy(r->head, buf, hlen);
-	r->head[hlen] = '\0';
-	size_t pos = hlen + 2;
-	char v[64];
-	if (head) {
-		r->raw_len = pos;
-		return 1;
-	}
-	if (header_value(r, "Transfer-Encoding", v, sizeof(v))) {
-		if (strcmp(v, "chunked") != 0 || header_value(r, "Content-Length", v, sizeof(v)))
-			return -1;
-		r->chunked = 1;
-		for (;;) {
-			const char *crlf = memmem(buf + pos, len - pos, "\r\n", 2);
-			if (!crlf)
-				goto incomplete;
-			size_t n = 0, digits = 0;
-			for (const char *p = buf + pos; p < crlf; p++, digits++) {
-				int c = *p, d = c >= '0' && c <= '9' ? c - '0' : (c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1);
-				if (d < 0)
-					return -1;
-				n = n * 16 + (size_t)d;
-			}
-			if (!digits)
-				return -1;
-			pos = (size_t)(crlf - buf) + 2;
-			if (len - pos < n + 2)
-				goto incomplete;
-			if (memcmp(buf + pos + n, "\r\n", 2) != 0)
-				return -1;
-			if (n == 0) {
-				r->raw_len = pos + 2;
-				return 1;
-			}
-			char *nb = realloc(r->body, r->body_len + n + 1);
-			memcpy(nb + r->body_len, buf + pos, n);
-			r->body = nb;
-			r->body_len += n;
-			r->body[r->body_len] = '\0';
-			pos += n + 2;
-		}
-	}
-	if (!header_value(r, "Content-Length", v, sizeof(v)))
-		return -1;
-	size_t cl = strtoull(v, NULL, 10);
-	if (len - pos < cl)
-		return 0;
-	r->body = malloc(cl + 1);
-	memcpy(r->body, buf + pos, cl);
-	r->body[cl] = '\0';
-	r->body_len = cl;
-	r->raw_len = pos + cl;
-	return 1;
-incomplete:
-	free(r->body);
-	r->body = NULL;
-	return 0;
-}
-
-/* Split `len` bytes into responses; bit i of head_mask marks a response to HEAD.
- * Returns the number of complete responses (-1 when malformed), *ret_used their bytes. */
-static int parse_all(const char *buf, size_t len, unsigned head_mask, struct resp *out, int max,
-                     size_t *ret_used)
-{
-	size_t pos = 0;
-	int n = 0;
-	while (n < max && pos < len) {
-		struct resp tmp, *r = out ? &out[n] : &tmp;
-		int k = parse_resp(buf + pos, len - pos, n < 32 && ((head_mask >> n) & 1), r);
-		if (k < 0)
-			return -1;
-		if (k == 0)
-			break;
-		pos += r->raw_len;
-		if (!out)
-			free(tmp.body);
-		n++;
-	}
-	if (ret_used)
-		*ret_used = pos;
-	return n;
-}
-
-static void resps_free(struct resp *r, int n)
-{
-	for (int i = 0; i < n; i++)
-		free(r[i].body);
-}
-
-/* ---- client thread ---- */
-
-struct client {
-	const char *sock;
-	uv_async_t *wake;
-	const char *req;
-	size_t len;
-	size_t split;        /* write in pieces of this many bytes (0 = one write) */
-	int want;            /* complete responses to wait for; 0 = write and hang up */
-	unsigned head_mask;
-	int until_eof;       /* keep reading until the server closes */
-	char *buf;
-	size_t got;
-	int eof;
-	int failed;          /* connect/write error or no answer in time */
-};
-
-static void *client_main(void *arg)
-{
-	struct client *c = arg;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->sock);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		c->failed = 1;
-		goto out;
-	}
-	for (size_t off = 0; off < c->len;) {
-		size_t n = c->len - off;
-		if (c->split && n > c->split)
-			n = c->split;
-		ssize_t w = send(fd, c->req + off, n, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			/* The server may close early (an error answer): go read it. */
-			break;
-		}
-		off += (size_t)w;
-	}
-	size_t cap = 0;
-	while (c->want || c->until_eof) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		/* A safety net against a hung test, not a timing assertion. */
-		if (poll(&p, 1, 20000) <= 0) {
-			c->failed = 1;
-			break;
-		}
-		if (c->got + 65536 > cap) {
-			cap = (c->got + 65536) * 2;
-			c->buf = realloc(c->buf, cap + 1);
-		}
-		ssize_t n = recv(fd, c->buf + c->got, cap - c->got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			c->eof = 1;
-			break;
-		}
-		c->got += (size_t)n;
-		c->buf[c->got] = '\0';
-		if (!c->until_eof && parse_all(c->buf, c->got, c->head_mask, NULL, c->want, NULL) >= c->want)
-			break;
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	uv_async_send(c->wake);
-	return NULL;
-}
+#include "http_testlib.h"
 
 /* ---- server side ---- */
 
 struct harness {
-	uv_loop_t loop;
-	uv_pipe_t listener;
-	uv_async_t wake;
+	struct http_test_server srv;
 	uv_timer_t timer;
-	struct http_conn_set set;
-	struct http_handler handler;
-	char dir[64];
-	char sock[96];
-	int client_done;
 	/* handler observations */
 	int headers_calls, message_calls;
 	int released;
@@ -247,12 +35,6 @@ struct harness {
 	struct http_conn *later;
 	size_t sink_pieces, sink_bytes, sink_bad;
 };
-
-static void on_wake(uv_async_t *a)
-{
-	struct harness *h = a->data;
-	h->client_done = 1;
-}
 
 static void on_later(uv_timer_t *t)
 {
@@ -333,32 +115,14 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	}
 }
 
-static void on_connection(uv_stream_t *server, int status)
-{
-	struct harness *h = server->data;
-	assert_int_equal(status, 0);
-	assert_int_equal(http_conn_accept(&h->loop, server, 0, &h->handler, &h->set), 0);
-	assert_int_equal(http_conn_is_tcp(h->set.head), 0);
-}
-
 static int setup(void **state)
 {
 	struct harness *h = calloc(1, sizeof(*h));
-	strcpy(h->dir, "/tmp/ukrun-test-http-XXXXXX");
-	if (!mkdtemp(h->dir))
+	struct http_handler handler = { .headers = on_headers, .message = on_message, .ctx = h };
+	if (!h || http_test_server_init(&h->srv, "http", &handler) < 0)
 		return -1;
-	snprintf(h->sock, sizeof(h->sock), "%s/s", h->dir);
-	uv_loop_init(&h->loop);
-	uv_pipe_init(&h->loop, &h->listener, 0);
-	h->listener.data = h;
-	if (uv_pipe_bind(&h->listener, h->sock) < 0 ||
-	    uv_listen((uv_stream_t *)&h->listener, 16, on_connection) < 0)
-		return -1;
-	uv_async_init(&h->loop, &h->wake, on_wake);
-	h->wake.data = h;
-	uv_timer_init(&h->loop, &h->timer);
+	uv_timer_init(&h->srv.loop, &h->timer);
 	h->timer.data = h;
-	h->handler = (struct http_handler){ .headers = on_headers, .message = on_message, .ctx = h };
 	*state = h;
 	return 0;
 }
@@ -366,56 +130,16 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct harness *h = *state;
-	http_conn_close_all(&h->set);
-	uv_close((uv_handle_t *)&h->listener, NULL);
-	uv_close((uv_handle_t *)&h->wake, NULL);
 	uv_close((uv_handle_t *)&h->timer, NULL);
-	uv_run(&h->loop, UV_RUN_DEFAULT);
-	assert_int_equal(h->set.count, 0);
-	assert_int_equal(uv_loop_close(&h->loop), 0);
-	unlink(h->sock);
-	rmdir(h->dir);
+	http_test_server_fini(&h->srv);
 	free(h);
 	return 0;
-}
-
-/* Run one client exchange to its end on the loop. */
-static void exchange(struct harness *h, struct client *c)
-{
-	pthread_t t;
-	c->sock = h->sock;
-	c->wake = &h->wake;
-	h->client_done = 0;
-	assert_int_equal(pthread_create(&t, NULL, client_main, c), 0);
-	while (!h->client_done)
-		uv_run(&h->loop, UV_RUN_ONCE);
-	pthread_join(t, NULL);
-	assert_false(c->failed);
-}
-
-/* Exchange `req` and parse exactly `want` responses out of everything received. */
-static void exchange_parse(struct harness *h, struct client *c, struct resp *out)
-{
-	exchange(h, c);
-	size_t used = 0;
-	int n = parse_all(c->buf, c->got, c->head_mask, out, c->want, &used);
-	if (n != c->want || used != c->got)
-		print_error("parsed %d of %d responses, %zu of %zu bytes:\n%.*s\n", n, c->want, used, c->got,
-		            (int)(c->got > 2000 ? 2000 : c->got), c->buf ? c->buf : "");
-	assert_int_equal(n, c->want);
-	assert_int_equal(used, c->got);
 }
 
 static void wait_for(struct harness *h, const int *flag)
 {
 	while (!*flag)
-		uv_run(&h->loop, UV_RUN_ONCE);
-}
-
-static void wait_closed(struct harness *h)
-{
-	while (h->set.count)
-		uv_run(&h->loop, UV_RUN_ONCE);
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
 }
 
 /* ---- tests ---- */
@@ -424,22 +148,22 @@ static void test_simple_get(void **state)
 {
 	struct harness *h = *state;
 	static const char req[] = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 1 };
-	struct resp r[1];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 1 };
+	struct http_test_resp r[1];
+	http_test_exchange_parse(&h->srv, &c, r);
 	char v[64];
 	assert_int_equal(r[0].status, 200);
 	assert_non_null(strstr(r[0].head, "HTTP/1.1 200 OK\r\n"));
-	assert_string_equal(header_value(&r[0], "Content-Length", v, sizeof(v)), "6");
-	assert_string_equal(header_value(&r[0], "Content-Type", v, sizeof(v)), "text/plain");
-	assert_null(header_value(&r[0], "Connection", v, sizeof(v)));
+	assert_string_equal(http_test_header(&r[0], "Content-Length", v, sizeof(v)), "6");
+	assert_string_equal(http_test_header(&r[0], "Content-Type", v, sizeof(v)), "text/plain");
+	assert_null(http_test_header(&r[0], "Connection", v, sizeof(v)));
 	assert_int_equal(r[0].body_len, 6);
 	assert_memory_equal(r[0].body, "hello\n", 6);
 	assert_int_equal(h->headers_calls, 1);
 	assert_int_equal(h->message_calls, 1);
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c.buf);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 }
 
 static void test_head_no_body(void **state)
@@ -448,16 +172,16 @@ static void test_head_no_body(void **state)
 	/* HEAD then GET on one connection: the GET's response must follow the HEAD's headers
 	 * directly, so no body bytes were sent for the HEAD. */
 	static const char req[] = "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 2, .head_mask = 1 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 2, .head_mask = 1 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	char v[64];
 	assert_int_equal(r[0].status, 200);
-	assert_string_equal(header_value(&r[0], "Content-Length", v, sizeof(v)), "6");
+	assert_string_equal(http_test_header(&r[0], "Content-Length", v, sizeof(v)), "6");
 	assert_int_equal(r[0].body_len, 0);
 	assert_int_equal(r[1].status, 200);
 	assert_string_equal(r[1].body, "/b");
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c.buf);
 }
 
@@ -469,24 +193,24 @@ static void test_pipelined_in_order(void **state)
 	static const char req[] = "GET /later HTTP/1.1\r\nHost: x\r\n\r\n"
 	                          "GET /one?x=1&y=%41 HTTP/1.1\r\nHost: x\r\n\r\n"
 	                          "GET /two HTTP/1.1\r\nHost: x\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 3 };
-	struct resp r[3];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 3 };
+	struct http_test_resp r[3];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_string_equal(r[0].body, "later");
 	assert_string_equal(r[1].body, "/one?x=1&y=%41");
 	assert_string_equal(r[2].body, "/two");
 	assert_int_equal(h->message_calls, 3);
-	resps_free(r, 3);
+	http_test_resps_free(r, 3);
 	free(c.buf);
 
 	/* The same requests byte by byte. */
 	h->message_calls = 0;
-	struct client c2 = { .req = req, .len = sizeof(req) - 1, .want = 3, .split = 1 };
-	exchange_parse(h, &c2, r);
+	struct http_test_client c2 = { .req = req, .len = sizeof(req) - 1, .want = 3, .split = 1 };
+	http_test_exchange_parse(&h->srv, &c2, r);
 	assert_string_equal(r[0].body, "later");
 	assert_string_equal(r[1].body, "/one?x=1&y=%41");
 	assert_string_equal(r[2].body, "/two");
-	resps_free(r, 3);
+	http_test_resps_free(r, 3);
 	free(c2.buf);
 }
 
@@ -496,38 +220,38 @@ static void test_connection_close(void **state)
 	/* "Connection: close" and HTTP/1.0: one answer, then the server closes; a request
 	 * pipelined behind a closing one is not answered. */
 	static const char req[] = "GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 1, .until_eof = 1 };
-	struct resp r[1];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 1, .until_eof = 1 };
+	struct http_test_resp r[1];
+	http_test_exchange_parse(&h->srv, &c, r);
 	char v[64];
 	assert_true(c.eof);
 	assert_string_equal(r[0].body, "/a");
-	assert_string_equal(header_value(&r[0], "Connection", v, sizeof(v)), "close");
-	resps_free(r, 1);
+	assert_string_equal(http_test_header(&r[0], "Connection", v, sizeof(v)), "close");
+	http_test_resps_free(r, 1);
 	free(c.buf);
 
 	static const char req10[] = "GET /ten HTTP/1.0\r\n\r\n";
-	struct client c10 = { .req = req10, .len = sizeof(req10) - 1, .want = 1, .until_eof = 1 };
-	exchange_parse(h, &c10, r);
+	struct http_test_client c10 = { .req = req10, .len = sizeof(req10) - 1, .want = 1, .until_eof = 1 };
+	http_test_exchange_parse(&h->srv, &c10, r);
 	assert_true(c10.eof);
 	assert_string_equal(r[0].body, "/ten");
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c10.buf);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 }
 
 static void test_chunked_response(void **state)
 {
 	struct harness *h = *state;
 	static const char req[] = "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 2 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 2 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	char v[64];
 	assert_int_equal(r[0].status, 200);
 	assert_true(r[0].chunked);
-	assert_string_equal(header_value(&r[0], "Transfer-Encoding", v, sizeof(v)), "chunked");
-	assert_null(header_value(&r[0], "Content-Length", v, sizeof(v)));
+	assert_string_equal(http_test_header(&r[0], "Transfer-Encoding", v, sizeof(v)), "chunked");
+	assert_null(http_test_header(&r[0], "Content-Length", v, sizeof(v)));
 	assert_string_equal(r[0].body, "hello world");
 	/* Exact framing on the wire. */
 	const char *framing = "6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
@@ -536,15 +260,15 @@ static void test_chunked_response(void **state)
 	/* The connection stays usable after the terminating chunk (the late writes went nowhere). */
 	assert_int_equal(r[1].status, 200);
 	assert_string_equal(r[1].body, "/next");
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c.buf);
 }
 
-static void assert_json_error(const struct resp *r, int status, const char *code)
+static void assert_json_error(const struct http_test_resp *r, int status, const char *code)
 {
 	char v[64];
 	assert_int_equal(r->status, status);
-	assert_string_equal(header_value(r, "Content-Type", v, sizeof(v)), "application/json");
+	assert_string_equal(http_test_header(r, "Content-Type", v, sizeof(v)), "application/json");
 	json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), code);
@@ -562,28 +286,28 @@ static void test_malformed_request(void **state)
 		"POST /echo HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct client c = { .req = bad[i], .len = strlen(bad[i]), .want = 1, .until_eof = 1 };
-		struct resp r[1];
-		exchange_parse(h, &c, r);
+		struct http_test_client c = { .req = bad[i], .len = strlen(bad[i]), .want = 1, .until_eof = 1 };
+		struct http_test_resp r[1];
+		http_test_exchange_parse(&h->srv, &c, r);
 		assert_true(c.eof);
 		assert_json_error(&r[0], 400, "bad_request");
 		char v[64];
-		assert_string_equal(header_value(&r[0], "Connection", v, sizeof(v)), "close");
-		resps_free(r, 1);
+		assert_string_equal(http_test_header(&r[0], "Connection", v, sizeof(v)), "close");
+		http_test_resps_free(r, 1);
 		free(c.buf);
 	}
 	assert_int_equal(h->message_calls, 0);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 
 	/* A malformed percent escape in the path: 400 from the module, handler not called. */
 	static const char pct[] = "GET /a%zz HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n";
-	struct client c = { .req = pct, .len = sizeof(pct) - 1, .want = 2 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = pct, .len = sizeof(pct) - 1, .want = 2 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_json_error(&r[0], 400, "bad_request");
 	assert_string_equal(r[1].body, "/ok");
 	assert_int_equal(h->message_calls, 1);
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c.buf);
 }
 
@@ -597,12 +321,12 @@ static void test_url_too_long(void **state)
 	memset(req + n, 'a', HTTP_MAX_URL - 1);
 	n += HTTP_MAX_URL - 1;
 	n += snprintf(req + n, cap - (size_t)n, " HTTP/1.1\r\n\r\n");
-	struct client c = { .req = req, .len = (size_t)n, .want = 1 };
-	struct resp r[1];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = (size_t)n, .want = 1 };
+	struct http_test_resp r[1];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_int_equal(r[0].status, 200);
 	assert_int_equal(r[0].body_len, HTTP_MAX_URL);
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c.buf);
 
 	/* One byte more: 431 and the connection closes. */
@@ -610,14 +334,14 @@ static void test_url_too_long(void **state)
 	memset(req + n, 'a', HTTP_MAX_URL);
 	n += HTTP_MAX_URL;
 	n += snprintf(req + n, cap - (size_t)n, " HTTP/1.1\r\n\r\n");
-	struct client c2 = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
-	exchange_parse(h, &c2, r);
+	struct http_test_client c2 = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
+	http_test_exchange_parse(&h->srv, &c2, r);
 	assert_true(c2.eof);
 	assert_json_error(&r[0], 431, "too_large");
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c2.buf);
 	free(req);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 }
 
 static void test_headers_too_large(void **state)
@@ -630,11 +354,11 @@ static void test_headers_too_large(void **state)
 	for (size_t i = 0, counted = 0; counted <= HTTP_MAX_HEADERS; i++, counted += 110)
 		n += snprintf(req + n, cap - (size_t)n, "X-Pad-%04zu: %0100d\r\n", i, 0);
 	n += snprintf(req + n, cap - (size_t)n, "\r\n");
-	struct client c = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
-	struct resp r[1];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
+	struct http_test_resp r[1];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_json_error(&r[0], 431, "too_large");
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c.buf);
 	free(req);
 }
@@ -658,24 +382,24 @@ static void test_buffered_body(void **state)
 	size_t len;
 	/* Exactly the buffered limit is accepted and handed over whole. */
 	char *req = post_request("/echo", HTTP_MAX_BUFFERED_BODY, "", &len);
-	struct client c = { .req = req, .len = len, .want = 1 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = len, .want = 1 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_int_equal(r[0].status, 200);
 	assert_int_equal(r[0].body_len, HTTP_MAX_BUFFERED_BODY);
 	assert_memory_equal(r[0].body, req + len - HTTP_MAX_BUFFERED_BODY, HTTP_MAX_BUFFERED_BODY);
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c.buf);
 	free(req);
 
 	/* One byte more without a sink: 413, the body is dropped and the next request is answered. */
 	req = post_request("/echo", HTTP_MAX_BUFFERED_BODY + 1, "GET /after HTTP/1.1\r\n\r\n", &len);
-	struct client c2 = { .req = req, .len = len, .want = 2 };
-	exchange_parse(h, &c2, r);
+	struct http_test_client c2 = { .req = req, .len = len, .want = 2 };
+	http_test_exchange_parse(&h->srv, &c2, r);
 	assert_json_error(&r[0], 413, "too_large");
 	assert_int_equal(r[1].status, 200);
 	assert_string_equal(r[1].body, "/after");
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c2.buf);
 	free(req);
 }
@@ -685,9 +409,9 @@ static void test_body_sink(void **state)
 	struct harness *h = *state;
 	size_t len, body = 300 * 1024 + 17;
 	char *req = post_request("/sink", body, "GET /after HTTP/1.1\r\n\r\n", &len);
-	struct client c = { .req = req, .len = len, .want = 2, .split = 100 * 1024 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = len, .want = 2, .split = 100 * 1024 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_int_equal(r[0].status, 200);
 	json_t *j = json_loadb(r[0].body, r[0].body_len, 0, NULL);
 	assert_non_null(j);
@@ -698,7 +422,7 @@ static void test_body_sink(void **state)
 	assert_true(json_is_false(json_object_get(j, "buffered")));
 	json_decref(j);
 	assert_string_equal(r[1].body, "/after");
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c.buf);
 	free(req);
 
@@ -706,12 +430,12 @@ static void test_body_sink(void **state)
 	h->sink_pieces = h->sink_bytes = h->sink_bad = 0;
 	body = HTTP_MAX_BUFFERED_BODY * 2;
 	req = post_request("/sink", body, "", &len);
-	struct client c2 = { .req = req, .len = len, .want = 1 };
-	exchange_parse(h, &c2, r);
+	struct http_test_client c2 = { .req = req, .len = len, .want = 1 };
+	http_test_exchange_parse(&h->srv, &c2, r);
 	assert_int_equal(r[0].status, 200);
 	assert_int_equal(h->sink_bytes, body);
 	assert_int_equal(h->sink_bad, 0);
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c2.buf);
 	free(req);
 }
@@ -721,16 +445,16 @@ static void test_early_response(void **state)
 	struct harness *h = *state;
 	size_t len;
 	char *req = post_request("/early", 200000, "GET /after HTTP/1.1\r\n\r\n", &len);
-	struct client c = { .req = req, .len = len, .want = 2, .split = 4096 };
-	struct resp r[2];
-	exchange_parse(h, &c, r);
+	struct http_test_client c = { .req = req, .len = len, .want = 2, .split = 4096 };
+	struct http_test_resp r[2];
+	http_test_exchange_parse(&h->srv, &c, r);
 	assert_json_error(&r[0], 403, "forbidden");
 	assert_int_equal(r[1].status, 200);
 	assert_string_equal(r[1].body, "/after");
 	/* The early-answered request never reached the message handler. */
 	assert_int_equal(h->headers_calls, 2);
 	assert_int_equal(h->message_calls, 1);
-	resps_free(r, 2);
+	http_test_resps_free(r, 2);
 	free(c.buf);
 	free(req);
 }
@@ -758,10 +482,10 @@ static int many_pipelined_child(void)
 	for (size_t i = 0; i < MANY_REQUESTS; i++)
 		memcpy(req + i * (sizeof(one) - 1), one, sizeof(one) - 1);
 	long before = maxrss_kb();
-	struct client c = { .req = req, .len = len, .want = MANY_REQUESTS };
-	exchange(h, &c);
+	struct http_test_client c = { .req = req, .len = len, .want = MANY_REQUESTS };
+	http_test_exchange(&h->srv, &c);
 	long grown = maxrss_kb() - before;
-	int n = parse_all(c.buf, c.got, 0, NULL, MANY_REQUESTS, NULL);
+	int n = http_test_parse_all(c.buf, c.got, 0, NULL, MANY_REQUESTS, NULL);
 	int rc = n == MANY_REQUESTS && h->message_calls == MANY_REQUESTS ? 0 : 1;
 	if (rc == 0 && grown > 32 * 1024) {
 		print_message("BUG: runnerd/http.c feed()/maybe_next(): %d pipelined requests (%zu bytes) "
@@ -840,33 +564,24 @@ static void test_attach_release(void **state)
 	struct harness *h = *state;
 	/* The handler attaches an object and never answers; the client hangs up. */
 	static const char req[] = "GET /hold HTTP/1.1\r\n\r\n";
-	struct client c = { .req = req, .len = sizeof(req) - 1, .want = 0 };
-	exchange(h, &c);
+	struct http_test_client c = { .req = req, .len = sizeof(req) - 1, .want = 0 };
+	http_test_exchange(&h->srv, &c);
 	wait_for(h, &h->released);
 	assert_int_equal(h->released, 1);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 	assert_int_equal(h->released, 1);
 	free(c.buf);
 
 	/* Detached (attach NULL) objects are not released. */
 	static const char req2[] = "GET /detach HTTP/1.1\r\n\r\n";
-	struct client c2 = { .req = req2, .len = sizeof(req2) - 1, .want = 1 };
-	struct resp r[1];
-	exchange_parse(h, &c2, r);
+	struct http_test_client c2 = { .req = req2, .len = sizeof(req2) - 1, .want = 1 };
+	struct http_test_resp r[1];
+	http_test_exchange_parse(&h->srv, &c2, r);
 	assert_int_equal(r[0].status, 204);
-	resps_free(r, 1);
+	http_test_resps_free(r, 1);
 	free(c2.buf);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 	assert_int_equal(h->released, 1);
-}
-
-static int connect_raw(const struct harness *h)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->sock);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
 }
 
 /* What the server has written to `fd` so far (it writes synchronously when it can). */
@@ -885,37 +600,37 @@ static void test_expect_continue(void **state)
 	struct harness *h = *state;
 	char buf[4096];
 	/* The body is wanted: "100 Continue" first, then the answer to the whole message. */
-	int fd = connect_raw(h);
+	int fd = http_test_connect(&h->srv);
 	static const char head[] = "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
 	assert_int_equal(write(fd, head, sizeof(head) - 1), (ssize_t)(sizeof(head) - 1));
 	while (h->headers_calls == 0)
-		uv_run(&h->loop, UV_RUN_ONCE);
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
 	read_some(fd, buf, sizeof(buf));
 	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
 	assert_int_equal(write(fd, "hello", 5), 5);
 	while (h->message_calls == 0)
-		uv_run(&h->loop, UV_RUN_ONCE);
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
 	size_t n = read_some(fd, buf, sizeof(buf));
-	struct resp r;
-	assert_int_equal(parse_resp(buf, n, 0, &r), 1);
+	struct http_test_resp r;
+	assert_int_equal(http_test_parse(buf, n, 0, &r), 1);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.body, "hello");
 	free(r.body);
 	close(fd);
 
 	/* Refused from the headers (too large for a buffered body): 413 and no 100 Continue. */
-	fd = connect_raw(h);
+	fd = http_test_connect(&h->srv);
 	static const char big[] = "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n";
 	assert_int_equal(write(fd, big, sizeof(big) - 1), (ssize_t)(sizeof(big) - 1));
 	while (h->headers_calls < 2)
-		uv_run(&h->loop, UV_RUN_ONCE);
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
 	n = read_some(fd, buf, sizeof(buf));
-	assert_int_equal(parse_resp(buf, n, 0, &r), 1);
+	assert_int_equal(http_test_parse(buf, n, 0, &r), 1);
 	assert_json_error(&r, 413, "too_large");
 	assert_int_equal(r.raw_len, n);
 	free(r.body);
 	close(fd);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 	assert_int_equal(h->message_calls, 1);
 }
 
@@ -923,18 +638,15 @@ static void test_close_all_releases(void **state)
 {
 	struct harness *h = *state;
 	/* A held request with the client still connected: close_all releases it once. */
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", h->sock);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	int fd = http_test_connect(&h->srv);
 	static const char req[] = "GET /hold HTTP/1.1\r\n\r\n";
 	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
 	while (h->message_calls == 0)
-		uv_run(&h->loop, UV_RUN_ONCE);
-	assert_int_equal(h->set.count, 1);
-	http_conn_close_all(&h->set);
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	assert_int_equal(h->srv.set.count, 1);
+	http_conn_close_all(&h->srv.set);
 	assert_int_equal(h->released, 1);
-	wait_closed(h);
+	http_test_wait_closed(&h->srv);
 	assert_int_equal(h->released, 1);
 	/* The client sees the server hang up without an answer. */
 	char b[16];
