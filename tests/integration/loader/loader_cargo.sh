@@ -6,11 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib_loader.sh"
 
-CARGO=$(command -v cargo || true)
-[[ -z $CARGO && -x ${HOME:-/nonexistent}/.cargo/bin/cargo ]] && CARGO=$HOME/.cargo/bin/cargo
-[[ -n $CARGO ]] || skip "cargo is not installed (neither in PATH nor in \$HOME/.cargo/bin)"
-# rustc must be found next to cargo when cargo came from ~/.cargo/bin.
-export PATH=$(dirname "$CARGO"):$PATH
+need_cargo
 
 start_daemon runnerd
 
