@@ -19,11 +19,9 @@ struct api {
 	struct image_store *images;
 	struct store *db;
 	const char *token;        /* bearer token required on TCP connections; NULL = TCP refused */
-	uint64_t started_ms;      /* uv_now at start */
 	uint64_t requests;        /* served (metrics) */
 	uint64_t last_request_ms; /* uv_now of the last request (idle exit) */
 	uv_loop_t *loop;
-	int user_mode;
 };
 
 /* Fill *ret with the handler every connection uses (ctx = api). */

@@ -465,8 +465,6 @@ int main(int argc, char **argv)
 		.db = d.db,
 		.token = d.token,
 		.loop = d.loop,
-		.user_mode = c->user_mode,
-		.started_ms = uv_now(d.loop),
 		.last_request_ms = uv_now(d.loop),
 	};
 	struct http_handler handler;
