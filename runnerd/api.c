@@ -127,6 +127,9 @@ static void metrics(struct api *api, struct http_conn *conn)
 	fprintf(f, "# HELP ukrun_image_upload_skipped_total HEAD hits: uploads a client could skip.\n"
 	           "# TYPE ukrun_image_upload_skipped_total counter\nukrun_image_upload_skipped_total %llu\n",
 	        (unsigned long long)api->images->upload_skipped);
+	fprintf(f, "# HELP ukrun_image_quarantined_total Stored images found damaged and moved aside.\n"
+	           "# TYPE ukrun_image_quarantined_total counter\nukrun_image_quarantined_total %llu\n",
+	        (unsigned long long)api->images->quarantined);
 	fprintf(f, "# HELP ukrun_http_requests_total Requests served.\n"
 	           "# TYPE ukrun_http_requests_total counter\nukrun_http_requests_total %llu\n",
 	        (unsigned long long)api->requests);

@@ -23,15 +23,36 @@ struct follower {
 	uint64_t end;         /* known final size when !live */
 };
 
-int console_open(struct console *con, const char *path, uint64_t cap)
+int console_init(struct console *con, const char *path, uint64_t cap)
 {
 	memset(con, 0, sizeof(*con));
-	con->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-	if (con->fd < 0)
-		return -errno;
+	con->fd = -1;
 	con->path = strdup(path);
 	con->cap = cap;
 	return con->path ? 0 : -ENOMEM;
+}
+
+void console_attach_fd(struct console *con, int fd)
+{
+	if (con->fd >= 0)
+		close(con->fd);
+	con->fd = fd;
+}
+
+int console_open(struct console *con, const char *path, uint64_t cap)
+{
+	int r = console_init(con, path, cap);
+	if (r < 0)
+		return r;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		free(con->path);
+		con->path = NULL;
+		return r;
+	}
+	console_attach_fd(con, fd);
+	return 0;
 }
 
 static void pump(struct follower *f);
@@ -160,7 +181,7 @@ int console_follow_start(struct console *live, const char *path, struct http_con
 	struct follower *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	f->fd = open(path, O_RDONLY | O_CLOEXEC);
+	f->fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (f->fd < 0) {
 		int r = -errno;
 		free(f);

@@ -27,8 +27,13 @@ struct console {
 
 #define CONSOLE_DEFAULT_CAP (16u * 1024 * 1024)
 
-/* Create (truncate) the log at `path`. */
+/* Create (truncate) the log at `path` (never through a symlink). */
 int console_open(struct console *con, const char *path, uint64_t cap);
+/* A console whose log at `path` exists but is not open yet (a queued run holds no
+ * descriptor): followers can attach; console_attach_fd gives it its write side. */
+int console_init(struct console *con, const char *path, uint64_t cap);
+/* Take `fd`, open for appending to the console's log (owned from now on). */
+void console_attach_fd(struct console *con, int fd);
 /* Store and stream `len` bytes (write errors are counted as dropped). */
 void console_append(struct console *con, const char *buf, size_t len);
 /* No more bytes will come: followers finish once they have caught up. */

@@ -1,4 +1,5 @@
-# cmake -DOUT=file.c -DFILES="a.sql;b.sql" -P embed_schema.cmake
+# cmake -DOUT=file.c -DFILES="a.sql|b.sql" -P embed_schema.cmake
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "/* Generated from schema/NNN_name.sql by embed_schema.cmake. Do not edit. */\n#include \"store.h\"\n\nconst struct schema_migration schema_migrations[] = {\n")
 set(count 0)
 foreach(f ${FILES})

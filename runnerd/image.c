@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "detect.h"
@@ -23,6 +24,7 @@ struct image_upload {
 	char sha256[65];
 	uint64_t size;
 	struct detect_result det; /* filled by seal */
+	char stamp[IMAGE_STAMP_MAX]; /* filled by seal: the stored file's fingerprint */
 	int result;               /* of seal */
 	char *err;                /* of seal */
 };
@@ -40,9 +42,13 @@ int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_
 	memset(is, 0, sizeof(*is));
 	if (asprintf(&is->dir, "%s/images", data_dir) < 0 || asprintf(&is->tmpdir, "%s/.tmp", is->dir) < 0)
 		return -ENOMEM;
+	if (asprintf(&is->quarantine_dir, "%s/.quarantine", is->dir) < 0)
+		return -ENOMEM;
 	int r = mkdir_p(is->dir, 0700);
 	if (r == 0)
 		r = mkdir_p(is->tmpdir, 0700);
+	if (r == 0)
+		r = mkdir_p(is->quarantine_dir, 0700);
 	is->max_size = max_size;
 	is->db = db;
 	return r;
@@ -52,7 +58,8 @@ void image_store_fini(struct image_store *is)
 {
 	free(is->dir);
 	free(is->tmpdir);
-	is->dir = is->tmpdir = NULL;
+	free(is->quarantine_dir);
+	is->dir = is->tmpdir = is->quarantine_dir = NULL;
 }
 
 int image_sha256_valid(const char *s)
@@ -73,19 +80,121 @@ char *image_path(const struct image_store *is, const char *sha256)
 	return p;
 }
 
-int image_exists(const struct image_store *is, const char *sha256)
+int image_stamp(int fd, char ret_stamp[IMAGE_STAMP_MAX])
 {
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	snprintf(ret_stamp, IMAGE_STAMP_MAX, "v1:%llx:%llx:%lld:%lld.%09ld:%lld.%09ld", (unsigned long long)st.st_dev,
+	         (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+	         st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+	return 0;
+}
+
+/* SHA-256 of what `fd` holds, as 64 hex digits. */
+static int hash_fd(int fd, char ret_hex[65])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(md);
+		return -ENOMEM;
+	}
+	char *buf = malloc(1 << 20);
+	int r = buf ? 0 : -ENOMEM;
+	off_t off = 0;
+	while (r == 0) {
+		ssize_t n = pread(fd, buf, 1 << 20, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = -errno;
+		if (n <= 0)
+			break;
+		EVP_DigestUpdate(md, buf, (size_t)n);
+		off += n;
+	}
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	EVP_DigestFinal_ex(md, d, &dlen);
+	for (unsigned i = 0; i < 32 && i < dlen; i++)
+		snprintf(ret_hex + 2 * i, 3, "%02x", d[i]);
+	ret_hex[64] = '\0';
+	free(buf);
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+/* Move a damaged image out of the store (kept for inspection, never run). */
+static void quarantine(struct image_store *is, const char *sha256, const char *why)
+{
+	char *from = image_path(is, sha256), *to = NULL;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (from &&
+	    asprintf(&to, "%s/%s.%lld.%llu", is->quarantine_dir, sha256,
+	             (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, (unsigned long long)is->quarantined) >= 0 &&
+	    rename(from, to) == 0) {
+		log_error("image %s is damaged (%s): moved to %s; it must be uploaded again", sha256, why, to);
+	} else if (from && unlink(from) == 0) {
+		log_error("image %s is damaged (%s): removed; it must be uploaded again", sha256, why);
+	} else {
+		log_error("image %s is damaged (%s) and cannot be moved aside: %s", sha256, why, strerror(errno));
+	}
+	is->quarantined++;
+	free(from);
+	free(to);
+}
+
+int image_verify(struct image_store *is, const char *sha256, struct image_info *ret_info)
+{
+	struct image_info info = {0};
 	if (!image_sha256_valid(sha256))
-		return 0;
+		return -EINVAL;
+	int r = store_image_find(is->db, sha256, &info);
+	if (r < 0)
+		return r;
 	char *p = image_path(is, sha256);
-	struct stat stbuf;
-	int ok = p && stat(p, &stbuf) == 0 && S_ISREG(stbuf.st_mode);
+	int fd = p ? open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY) : -1;
+	r = fd >= 0 ? 0 : !p ? -ENOMEM : errno == ELOOP ? -EBADMSG : -ENOENT;
 	free(p);
-	if (!ok)
-		return 0;
-	json_t *rec = store_image_get(is->db, sha256);
-	json_decref(rec);
-	return rec != NULL;
+	char stamp[IMAGE_STAMP_MAX] = "";
+	struct stat st;
+	if (r == 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
+		r = -EBADMSG;
+	if (r == 0 && st.st_size != info.size) {
+		quarantine(is, sha256, "its size changed");
+		r = -ENOENT;
+	}
+	if (r == 0 && (r = image_stamp(fd, stamp)) == 0 && !(info.stamp && strcmp(info.stamp, stamp) == 0)) {
+		/* Never fingerprinted (stored by an older runnerd) or its inode changed: the
+		 * content decides. Rare, so hashing here is acceptable. */
+		char hex[65];
+		r = hash_fd(fd, hex);
+		if (r == 0 && strcmp(hex, sha256) != 0) {
+			quarantine(is, sha256, "its content no longer matches its digest");
+			r = -ENOENT;
+		} else if (r == 0) {
+			store_image_set_stamp(is->db, sha256, stamp);
+		}
+	}
+	if (r == -EBADMSG) {
+		quarantine(is, sha256, "it is not a regular file");
+		r = -ENOENT;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r == 0 && ret_info)
+		*ret_info = info;
+	else
+		image_info_clear(&info);
+	return r;
+}
+
+int image_exists(struct image_store *is, const char *sha256)
+{
+	return image_verify(is, sha256, NULL) == 0;
 }
 
 /* "<what> '<arg>': <strerror>" into *ret_err; returns r. */
@@ -198,6 +307,8 @@ int image_upload_seal(struct image_upload *up)
 	}
 	free(up->tmp_path);
 	up->tmp_path = NULL; /* renamed: nothing to unlink */
+	if ((r = image_stamp(up->fd, up->stamp)) < 0) /* after the rename, which changes the ctime */
+		up->stamp[0] = '\0';
 	if (detect_file(final, up->name, &up->det) < 0) {
 		up->det.platform = DRV_PLATFORM_NONE;
 		up->det.flags = 0;
@@ -224,6 +335,7 @@ int image_upload_record(struct image_upload *up, char **ret_err)
 		.platform = drv_platform_name(up->det.platform),
 		.flags = up->det.flags,
 		.summary = up->det.summary,
+		.stamp = up->stamp[0] ? up->stamp : NULL,
 	};
 	memcpy(row.sha256, up->sha256, 65);
 	r = store_image_put(up->is->db, &row);

@@ -15,11 +15,13 @@
 struct image_store {
 	char *dir;            /* data/images */
 	char *tmpdir;         /* data/images/.tmp */
+	char *quarantine_dir; /* data/images/.quarantine: damaged images moved aside */
 	uint64_t max_size;    /* bytes; larger uploads get 413 */
 	struct store *db;
 	uint64_t upload_bytes;   /* bytes received by completed uploads (metrics) */
 	uint64_t uploads;        /* completed uploads */
 	uint64_t upload_skipped; /* HEAD hits: uploads the client could skip */
+	uint64_t quarantined;    /* damaged images moved aside */
 };
 
 struct image_upload;
@@ -32,8 +34,19 @@ void image_store_fini(struct image_store *is);
 int image_sha256_valid(const char *s);
 /* Path of the stored image (malloc'd). */
 char *image_path(const struct image_store *is, const char *sha256);
-/* 1 when the image file is present and recorded. */
-int image_exists(const struct image_store *is, const char *sha256);
+/* Buffer size of a file fingerprint (image_stamp). */
+#define IMAGE_STAMP_MAX 96
+/* The fingerprint of an open file: device, inode, size, mtime and ctime. Any write, chmod,
+ * link or replacement of a stored image changes it (ctime cannot be set from user space). */
+int image_stamp(int fd, char ret_stamp[IMAGE_STAMP_MAX]);
+/* Check a stored image before it is used: recorded, a regular file of the recorded size,
+ * and either its fingerprint is the one recorded when it was stored or its content still
+ * hashes to its digest (then the new fingerprint is recorded). A damaged image is moved to
+ * images/.quarantine and reported missing, so the client uploads it again.
+ * 0 (with the typed record in *ret_info when non-NULL), -ENOENT missing or damaged. */
+int image_verify(struct image_store *is, const char *sha256, struct image_info *ret_info);
+/* 1 when image_verify succeeds. */
+int image_exists(struct image_store *is, const char *sha256);
 
 /* Start receiving `sha256` (the claimed digest). `name` is the user's file name or NULL. */
 int image_upload_begin(struct image_store *is, const char *sha256, const char *name,

@@ -14,6 +14,7 @@
 #include "console.h"
 #include "detect.h"
 #include "log.h"
+#include "rundir.h"
 #include "testparse.h"
 #include "verdict.h"
 
@@ -87,28 +88,33 @@ char *run_console_path(const struct run_manager *mgr, int64_t id)
 }
 
 /* Kill guests a dead daemon left behind: every pidfile in the run's directory whose
- * process still names that directory on its command line (so a recycled pid is spared). */
+ * process still names that directory on its command line (so a recycled pid is spared).
+ * The directory must appear as a whole path component ("runs/1/", never "runs/12/"). */
 static void kill_leftovers(int64_t id, void *arg)
 {
 	struct run_manager *mgr = arg;
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s/%lld", mgr->cfg.runs_dir, (long long)id);
-	DIR *d = opendir(dir);
-	if (!d)
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
 		return;
+	}
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		size_t n = strlen(de->d_name);
 		if (n < 5 || strcmp(de->d_name + n - 4, ".pid") != 0)
 			continue;
-		char path[4400], buf[64] = "";
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
+		char buf[64] = "";
+		int pfd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (pfd < 0)
 			continue;
-		char *ok = fgets(buf, sizeof(buf), f);
-		fclose(f);
-		long pid = ok ? strtol(buf, NULL, 10) : 0;
+		ssize_t got = read(pfd, buf, sizeof(buf) - 1);
+		close(pfd);
+		buf[got > 0 ? got : 0] = '\0';
+		long pid = got > 0 ? strtol(buf, NULL, 10) : 0;
 		if (pid <= 1)
 			continue;
 		char cmdpath[64], cmd[8192];
@@ -124,7 +130,7 @@ static void kill_leftovers(int64_t id, void *arg)
 			if (!cmd[i])
 				cmd[i] = ' ';
 		cmd[len] = '\0';
-		if (strstr(cmd, dir)) {
+		if (rundir_cmdline_names(cmd, dir)) {
 			log_warn("run %lld: killing leftover guest process %ld", (long long)id, pid);
 			kill((pid_t)pid, SIGKILL);
 		}
@@ -407,7 +413,16 @@ static void start(struct run *run)
 	mgr->nrunning++;
 	run->state = RS_STARTING;
 	store_run_set_state(mgr->db, run->id, "starting");
-	int r = drv->prepare(run->slot->state, &run->spec, &run->inst, &err);
+	/* Only now does the run hold a descriptor: queued runs hold none. */
+	int r = rundir_open_console(run->workdir);
+	if (r < 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "Failed to open the console log of run %s: %s", run->id_str, strerror(-r));
+		fail_run(run, DRV_END_ERROR, msg);
+		return;
+	}
+	console_attach_fd(&run->con, r);
+	r = drv->prepare(run->slot->state, &run->spec, &run->inst, &err);
 	if (r >= 0) {
 		uv_timer_start(&run->timeout_timer, on_timeout, (uint64_t)run->timeout_s * 1000, 0);
 		r = drv->launch(run->inst, mgr->loop, &run->cb, &err);
@@ -426,19 +441,16 @@ static void start(struct run *run)
 
 /* Guests see the image's path as argv[0]: QEMU puts the kernel path first on the multiboot
  * command line, and the elfloader hands that word to the program it loads. Show them the
- * user's file name, through a symlink in the run's directory, not the store's digest path.
- * In loader mode the kernel is linked under the program's name for the same reason. */
+ * user's file name, through a link in the run's image/ directory (rundir.h), not the
+ * store's digest path. In loader mode the kernel is linked under the program's name for
+ * the same reason. A name that cannot be linked keeps the store's path. */
 static void name_image(struct run *run)
 {
 	char *link = NULL;
-	if (asprintf(&link, "%s/%s", run->workdir, run->name) < 0)
-		return;
-	if (symlink(run->image_path, link) == 0) {
+	if (rundir_link_image(run->workdir, run->name, run->image_path, &link) == 0) {
 		free(run->image_path);
 		run->image_path = link;
 		run->spec.image_path = link;
-	} else {
-		free(link);
 	}
 }
 
@@ -467,20 +479,21 @@ static int fail(char **ret_err, int r, const char *fmt, ...)
 	return r;
 }
 
-/* The stored record of an image: platform and DETECT_* flags. */
+/* The stored, verified record of an image: platform and DETECT_* flags. */
 static int image_info(struct run_manager *mgr, const char *sha, enum drv_platform *ret_platform,
                       unsigned *ret_flags, char **ret_summary)
 {
-	if (!image_exists(mgr->images, sha))
-		return -ENOENT;
-	json_t *rec = store_image_get(mgr->db, sha);
-	if (!rec)
-		return -ENOENT;
-	*ret_platform = drv_platform_from_name(json_string_value(json_object_get(rec, "platform")));
-	*ret_flags = (unsigned)json_integer_value(json_object_get(rec, "flags"));
-	if (ret_summary)
-		*ret_summary = strdup(json_string_value(json_object_get(rec, "summary")) ?: "");
-	json_decref(rec);
+	struct image_info info;
+	int r = image_verify(mgr->images, sha, &info);
+	if (r < 0)
+		return r;
+	*ret_platform = drv_platform_from_name(info.platform);
+	*ret_flags = info.flags;
+	if (ret_summary) {
+		*ret_summary = info.summary;
+		info.summary = NULL;
+	}
+	image_info_clear(&info);
 	return 0;
 }
 
@@ -597,8 +610,6 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->machine = req->machine ? strdup(req->machine) : NULL;
 	run->args = strv_dup(req->args, req->nargs);
 	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
-	if (asprintf(&run->workdir, "%s/%lld", mgr->cfg.runs_dir, (long long)id) < 0)
-		run->workdir = NULL;
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
 	run->timeout_timer.data = run->grace_timer.data = run;
@@ -634,21 +645,25 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	if (loader)
 		store_image_touch(mgr->db, req->loader);
 
+	/* The run's directory and its empty console log exist from now on (followers of a
+	 * queued run read it); the write side is opened when the run starts. */
 	char *cpath = run_console_path(mgr, id);
-	r = run->workdir && run->image_path && run->args && run->uk_params && cpath ? 0 : -ENOMEM;
+	r = run->image_path && run->args && run->uk_params && cpath ? 0 : -ENOMEM;
 	if (r == 0)
-		r = mkdir_p(run->workdir);
+		r = rundir_create(mgr->cfg.runs_dir, id, &run->workdir);
+	run->spec.workdir = run->workdir;
 	if (r == 0 && run->name)
 		name_image(run);
 	if (r == 0)
-		r = console_open(&run->con, cpath, mgr->cfg.console_cap);
+		r = console_init(&run->con, cpath, mgr->cfg.console_cap);
+	else
+		run->con.fd = -1;
 	free(cpath);
 	*ret_id = id;
 	notify_idle(mgr);
 	if (r < 0) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "Failed to prepare the run directory: %s", strerror(-r));
-		run->con.fd = -1;
 		fail_run(run, DRV_END_ERROR, msg);
 		return 0;
 	}

@@ -140,8 +140,9 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if ((r = str_field(root, "name", &s, ret_err)) < 0)
 		goto cleanup;
 	if (s) {
-		if (strlen(s) > 255 || strchr(s, '/') || strchr(s, '\n')) {
-			r = bad(ret_err, "'name' must be a file name (no '/', at most 255 bytes)");
+		if (!*s || strlen(s) > 255 || strchr(s, '/') || strchr(s, '\n') || strcmp(s, ".") == 0 ||
+		    strcmp(s, "..") == 0) {
+			r = bad(ret_err, "'name' must be a file name (not empty, '.' or '..', no '/', at most 255 bytes)");
 			goto cleanup;
 		}
 		req->name = strdup(s);

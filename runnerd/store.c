@@ -176,12 +176,13 @@ int store_image_put(struct store *st, const struct image_row *img)
 	char now[32];
 	now_iso(now);
 	int r = run_sql(st,
-	                "INSERT INTO images (sha256, size, name, platform, flags, summary, created_at) "
-	                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sha256) DO UPDATE SET "
+	                "INSERT INTO images (sha256, size, name, platform, flags, summary, created_at, stamp) "
+	                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sha256) DO UPDATE SET "
 	                "name = coalesce(excluded.name, name), summary = excluded.summary, "
-	                "platform = excluded.platform, flags = excluded.flags",
-	                "tittitt", img->sha256, img->size, img->name, img->platform, (int64_t)img->flags,
-	                img->summary ? img->summary : "", now);
+	                "platform = excluded.platform, flags = excluded.flags, size = excluded.size, "
+	                "stamp = excluded.stamp",
+	                "tittittt", img->sha256, img->size, img->name, img->platform, (int64_t)img->flags,
+	                img->summary ? img->summary : "", now, img->stamp);
 	return r < 0 ? r : 0;
 }
 
@@ -230,6 +231,49 @@ json_t *store_image_get(struct store *st, const char *sha256)
 	json_t *o = sqlite3_step(stmt) == SQLITE_ROW ? image_json(stmt) : NULL;
 	sqlite3_finalize(stmt);
 	return o;
+}
+
+void image_info_clear(struct image_info *info)
+{
+	free(info->platform);
+	free(info->summary);
+	free(info->stamp);
+	memset(info, 0, sizeof(*info));
+}
+
+static char *col_strdup(sqlite3_stmt *stmt, int i)
+{
+	const unsigned char *t = sqlite3_column_text(stmt, i);
+	return t ? strdup((const char *)t) : NULL;
+}
+
+int store_image_find(struct store *st, const char *sha256, struct image_info *ret_info)
+{
+	sqlite3_stmt *stmt;
+	memset(ret_info, 0, sizeof(*ret_info));
+	if (sqlite3_prepare_v2(st->db, "SELECT size, platform, flags, summary, stamp FROM images WHERE sha256 = ?1",
+	                       -1, &stmt, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(stmt, 1, sha256, -1, SQLITE_TRANSIENT);
+	int r = -ENOENT;
+	if (sqlite3_step(stmt) == SQLITE_ROW) {
+		ret_info->size = sqlite3_column_int64(stmt, 0);
+		ret_info->platform = col_strdup(stmt, 1);
+		ret_info->flags = (unsigned)sqlite3_column_int64(stmt, 2);
+		ret_info->summary = col_strdup(stmt, 3);
+		ret_info->stamp = col_strdup(stmt, 4);
+		r = ret_info->platform && ret_info->summary ? 0 : -ENOMEM;
+	}
+	sqlite3_finalize(stmt);
+	if (r < 0)
+		image_info_clear(ret_info);
+	return r;
+}
+
+int store_image_set_stamp(struct store *st, const char *sha256, const char *stamp)
+{
+	int r = run_sql(st, "UPDATE images SET stamp = ?2 WHERE sha256 = ?1", "tt", sha256, stamp);
+	return r < 0 ? r : 0;
 }
 
 json_t *store_image_list(struct store *st)

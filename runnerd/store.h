@@ -29,7 +29,18 @@ struct image_row {
 	const char *platform; /* "qemu", "linuxu", "xen", "none" */
 	unsigned flags;       /* DETECT_* */
 	const char *summary;
+	const char *stamp;    /* stat fingerprint of the stored file (image.c); NULL = unknown */
 };
+
+/* A stored image's record, typed (strings owned: image_info_clear). */
+struct image_info {
+	int64_t size;
+	char *platform;       /* "qemu", "linuxu", "xen", "none" */
+	unsigned flags;       /* DETECT_* */
+	char *summary;
+	char *stamp;          /* NULL when the file was never fingerprinted */
+};
+void image_info_clear(struct image_info *info);
 
 /* A run as inserted; strings borrowed. */
 struct run_row {
@@ -70,6 +81,10 @@ int store_image_put(struct store *st, const struct image_row *img);
 /* The image record as JSON, or NULL when unknown. */
 json_t *store_image_get(struct store *st, const char *sha256);
 json_t *store_image_list(struct store *st);
+/* The typed record: 0, or -ENOENT when unknown. */
+int store_image_find(struct store *st, const char *sha256, struct image_info *ret_info);
+/* Record the file's fingerprint after it was verified (NULL clears it). */
+int store_image_set_stamp(struct store *st, const char *sha256, const char *stamp);
 /* -EBUSY while a queued/starting/running run uses it, -ENOENT when unknown. */
 int store_image_delete(struct store *st, const char *sha256);
 int store_image_touch(struct store *st, const char *sha256);

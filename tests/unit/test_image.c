@@ -277,6 +277,103 @@ static void test_exists_needs_record(void **state)
 	assert_false(image_exists(&fx->is, NULL));
 }
 
+/* Entries in images/.quarantine. */
+static int quarantined(const struct fixture *fx)
+{
+	DIR *d = opendir(fx->is.quarantine_dir);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	closedir(d);
+	return n;
+}
+
+static void store_hello(struct fixture *fx)
+{
+	struct image_upload *up = NULL;
+	assert_int_equal(image_upload_begin(&fx->is, hello_sha, "hello.txt", &up, NULL), 0);
+	assert_int_equal(image_upload_write(up, HELLO, strlen(HELLO), NULL), 0);
+	assert_int_equal(image_upload_seal(up), 0);
+	assert_int_equal(image_upload_record(up, NULL), 0);
+	assert_true(image_exists(&fx->is, hello_sha));
+}
+
+/* rewrite PATH with LEN bytes of BUF (as anything with write access could). */
+static void rewrite(const char *path, const char *buf, size_t len, int flags)
+{
+	chmod(path, 0600);
+	int fd = open(path, O_WRONLY | O_CLOEXEC | flags);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+static void test_verify_quarantines_damage(void **state)
+{
+	struct fixture *fx = *state;
+	char *path = image_path(&fx->is, hello_sha);
+	struct image_info info;
+
+	/* Stored: fingerprinted, verified cheaply, typed record. */
+	store_hello(fx);
+	assert_int_equal(image_verify(&fx->is, hello_sha, &info), 0);
+	assert_int_equal(info.size, (int64_t)strlen(HELLO));
+	assert_string_equal(info.platform, "none");
+	assert_non_null(info.stamp);
+	image_info_clear(&info);
+
+	/* Same size, other content: the fingerprint changed, the digest decides. */
+	rewrite(path, "J", 1, 0);
+	assert_false(image_exists(&fx->is, hello_sha));
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(quarantined(fx), 1);
+	assert_int_equal(fx->is.quarantined, 1);
+	/* The record stays (runs refer to it); a new upload restores the image. */
+	json_t *rec = store_image_get(fx->db, hello_sha);
+	assert_non_null(rec);
+	json_decref(rec);
+	store_hello(fx);
+
+	/* Longer. */
+	rewrite(path, "tail", 4, O_APPEND);
+	assert_int_equal(image_verify(&fx->is, hello_sha, NULL), -ENOENT);
+	assert_int_equal(quarantined(fx), 2);
+	store_hello(fx);
+
+	/* Replaced by a link to intact bytes elsewhere: never followed. */
+	char elsewhere[128];
+	snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", fx->dir);
+	assert_int_equal(rename(path, elsewhere), 0);
+	assert_int_equal(symlink(elsewhere, path), 0);
+	assert_false(image_exists(&fx->is, hello_sha));
+	assert_int_equal(quarantined(fx), 3);
+	store_hello(fx);
+
+	/* Touched only: re-hashed once, kept, fingerprint renewed. */
+	char *before = NULL;
+	assert_int_equal(image_verify(&fx->is, hello_sha, &info), 0);
+	before = strdup(info.stamp);
+	image_info_clear(&info);
+	struct timespec times[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+	assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+	assert_true(image_exists(&fx->is, hello_sha));
+	assert_int_equal(quarantined(fx), 3);
+	assert_int_equal(image_verify(&fx->is, hello_sha, &info), 0);
+	assert_string_not_equal(info.stamp, before);
+	image_info_clear(&info);
+	free(before);
+
+	/* An image stored by a runnerd without fingerprints is hashed, then fingerprinted. */
+	assert_int_equal(store_image_set_stamp(fx->db, hello_sha, NULL), 0);
+	assert_true(image_exists(&fx->is, hello_sha));
+	assert_int_equal(image_verify(&fx->is, hello_sha, &info), 0);
+	assert_non_null(info.stamp);
+	image_info_clear(&info);
+	free(path);
+}
+
 static void test_sha256_valid(void **state)
 {
 	(void)state;
@@ -322,6 +419,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_max_size, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exists_needs_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify_quarantines_damage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sha256_valid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_init_creates_dirs, setup, teardown),
 	};

@@ -107,7 +107,7 @@ static void test_open_creates_schema(void **state)
 	assert_true(schema_migrations_count >= 1);
 	assert_int_equal(schema_migrations[0].version, 1);
 	assert_int_equal(user_version(fx->path), schema_migrations[schema_migrations_count - 1].version);
-	assert_int_equal(user_version(fx->path), 1);
+	assert_int_equal(user_version(fx->path), 2);
 	put_image(fx->st, SHA_A, "a.elf");
 	int64_t id = insert_run(fx->st, SHA_A, NULL);
 	store_close(fx->st);
@@ -117,7 +117,7 @@ static void test_open_creates_schema(void **state)
 	char *err = NULL;
 	assert_int_equal(store_open(fx->path, &fx->st, &err), 0);
 	assert_null(err);
-	assert_int_equal(user_version(fx->path), 1);
+	assert_int_equal(user_version(fx->path), 2);
 	json_t *img = store_image_get(fx->st, SHA_A);
 	assert_non_null(img);
 	json_decref(img);
