@@ -16,6 +16,7 @@
 
 #include "api.h"
 #include "console.h"
+#include "datalock.h"
 #include "image.h"
 #include "log.h"
 #include "run.h"
@@ -416,6 +417,14 @@ int main(int argc, char **argv)
 		        strerror(-r));
 		return 1;
 	}
+	/* Before anything reads or changes the data directory (lost runs, leftover guests). */
+	char *lock_err = NULL;
+	int lock_fd = datalock_take(c->data_dir, c->socket_path, &lock_err);
+	if (lock_fd < 0) {
+		fprintf(stderr, "runnerd: %s\n", lock_err ? lock_err : strerror(-lock_fd));
+		free(lock_err);
+		return lock_fd == -EWOULDBLOCK ? 3 : 1;
+	}
 	if (c->log_file && (r = log_open(c->log_file)) < 0) {
 		fprintf(stderr, "runnerd: cannot open log '%s': %s\n", c->log_file, strerror(-r));
 		return 1;
@@ -505,5 +514,6 @@ int main(int argc, char **argv)
 	free(c->token_file);
 	free(c->log_file);
 	free(c->config_file);
+	close(lock_fd);
 	return 0;
 }
