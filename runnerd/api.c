@@ -130,6 +130,9 @@ static void metrics(struct api *api, struct http_conn *conn)
 	fprintf(f, "# HELP ukrun_image_quarantined_total Stored images found damaged and moved aside.\n"
 	           "# TYPE ukrun_image_quarantined_total counter\nukrun_image_quarantined_total %llu\n",
 	        (unsigned long long)api->images->quarantined);
+	fprintf(f, "# HELP ukrun_store_reserve_releases_total Times the disk was full and the database's reserve was used.\n"
+	           "# TYPE ukrun_store_reserve_releases_total counter\nukrun_store_reserve_releases_total %llu\n",
+	        (unsigned long long)store_reserve_releases(api->db));
 	fprintf(f, "# HELP ukrun_http_requests_total Requests served.\n"
 	           "# TYPE ukrun_http_requests_total counter\nukrun_http_requests_total %llu\n",
 	        (unsigned long long)api->requests);

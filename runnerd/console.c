@@ -68,6 +68,8 @@ void console_append(struct console *con, const char *buf, size_t len)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
+			if (!con->write_error)
+				con->write_error = w < 0 ? errno : EIO;
 			con->dropped += take;
 			break;
 		}

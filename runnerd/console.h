@@ -20,7 +20,8 @@ struct console {
 	char *path;
 	uint64_t size;     /* bytes stored */
 	uint64_t cap;      /* 0 = unlimited */
-	uint64_t dropped;  /* bytes past the cap */
+	uint64_t dropped;  /* bytes past the cap, or that could not be written */
+	int write_error;   /* first failed write's errno (e.g. ENOSPC), 0 = none */
 	int ended;
 	struct follower *followers; /* live followers */
 };

@@ -248,6 +248,7 @@ static void on_tick(uv_timer_t *t)
 {
 	struct runnerd *d = t->data;
 	uint64_t now = uv_now(d->loop);
+	run_manager_maintain(&d->runs);
 	if (d->stopping) {
 		if (run_manager_active(&d->runs) == 0) {
 			uv_timer_stop(t);

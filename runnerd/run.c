@@ -216,6 +216,55 @@ static void unlink_run(struct run *run)
 
 static void schedule(struct run_manager *mgr);
 
+/* An end that could not be stored yet: kept (a copy) and written again by
+ * run_manager_maintain, so no run stays `running` in the store after it ended. */
+struct pending_end {
+	struct pending_end *next;
+	int64_t id;
+	struct run_end end;
+	char *exit_source, *reason;
+	unsigned tries;
+};
+
+static void pending_add(struct run_manager *mgr, int64_t id, const struct run_end *end)
+{
+	struct pending_end *p = calloc(1, sizeof(*p));
+	if (!p)
+		return;
+	p->id = id;
+	p->end = *end;
+	p->exit_source = end->exit_source ? strdup(end->exit_source) : NULL;
+	p->reason = end->reason ? strdup(end->reason) : NULL;
+	p->end.exit_source = p->exit_source;
+	p->end.reason = p->reason;
+	p->tries = 1;
+	struct pending_end **tail = &mgr->pending;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = p;
+}
+
+static void pending_free(struct pending_end *p)
+{
+	free(p->exit_source);
+	free(p->reason);
+	free(p);
+}
+
+void run_manager_maintain(struct run_manager *mgr)
+{
+	store_maintain(mgr->db);
+	while (mgr->pending) {
+		struct pending_end *p = mgr->pending;
+		p->tries++;
+		if (store_run_finish(mgr->db, p->id, &p->end) < 0)
+			return; /* the store still fails: keep the order, try again later */
+		log_info("run %lld: end recorded after %u tries", (long long)p->id, p->tries);
+		mgr->pending = p->next;
+		pending_free(p);
+	}
+}
+
 /* Record the end, release everything, free the run once its timers are closed. */
 static void run_end(struct run *run, enum run_state state, const struct verdict *v)
 {
@@ -242,7 +291,12 @@ static void run_end(struct run *run, enum run_state state, const struct verdict 
 			log_error("run %s: failed to store test cases", run->id_str);
 		json_decref(cases);
 	}
-	if (run->con.dropped) {
+	if (run->con.write_error) {
+		char note[200];
+		snprintf(note, sizeof(note), "console log: cannot write (%s): %llu bytes not stored",
+		         strerror(run->con.write_error), (unsigned long long)run->con.dropped);
+		store_run_add_note(mgr->db, run->id, note);
+	} else if (run->con.dropped) {
 		char note[160];
 		snprintf(note, sizeof(note), "console capped at %llu bytes: %llu later bytes dropped",
 		         (unsigned long long)run->con.cap, (unsigned long long)run->con.dropped);
@@ -257,8 +311,11 @@ static void run_end(struct run *run, enum run_state state, const struct verdict 
 		.console_bytes = (int64_t)run->con.size,
 		.console_truncated = run->con.dropped > 0,
 	};
-	if (store_run_finish(mgr->db, run->id, &end) < 0)
-		log_error("run %s: failed to record its end", run->id_str);
+	int r = store_run_finish(mgr->db, run->id, &end);
+	if (r < 0) {
+		log_error("run %s: cannot record its end yet (%s): retrying every second", run->id_str, strerror(-r));
+		pending_add(mgr, run->id, &end);
+	}
 	mgr->runs_finished[state]++;
 	log_info("run %s %s: exit %d (%s) %s", run->id_str, run_state_names[state], v->exit_code, v->source,
 	         v->reason);
@@ -716,6 +773,13 @@ void run_manager_fini(struct run_manager *mgr)
 		if (s->available && s->drv->unprobe)
 			s->drv->unprobe(s->state);
 		free(s->info);
+	}
+	while (mgr->pending) {
+		struct pending_end *p = mgr->pending;
+		mgr->pending = p->next;
+		log_error("run %lld: its end (%s, exit %d) could not be recorded: the next start marks it lost",
+		          (long long)p->id, p->end.state, p->end.exit_code);
+		pending_free(p);
 	}
 	free(mgr->cfg.runs_dir);
 }

@@ -39,6 +39,7 @@ struct driver_slot {
 };
 
 struct run;
+struct pending_end;
 
 struct run_manager {
 	uv_loop_t *loop;
@@ -48,6 +49,7 @@ struct run_manager {
 	struct driver_slot slots[8];
 	size_t nslots;
 	struct run *runs;            /* queued and active runs */
+	struct pending_end *pending; /* ended runs whose end could not be stored yet (disk full) */
 	unsigned nrunning, nqueued;
 	int stopping;
 	/* Counters for /metrics. */
@@ -82,6 +84,9 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 /* Kill every active run; their ends are recorded as the loop keeps running. */
 void run_manager_stop(struct run_manager *mgr);
 void run_manager_fini(struct run_manager *mgr);
+/* Periodic upkeep (once a second): the store's disk reserve, and ends of runs that could
+ * not be recorded yet are written again until they are. */
+void run_manager_maintain(struct run_manager *mgr);
 /* Active (queued + running) runs. */
 unsigned run_manager_active(const struct run_manager *mgr);
 

@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +10,50 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
+/* Disk space held back for the store: a full disk (console logs, uploads) must not keep a
+ * run from recording its end. Released when sqlite reports SQLITE_FULL, taken again by
+ * store_maintain once there is room. */
+#define STORE_RESERVE_BYTES (4u << 20)
+
 struct store {
 	sqlite3 *db;
+	char *reserve_path;
+	int reserve_held;
+	uint64_t reserve_releases;
 };
+
+/* Take the reserve (fallocate, so it really holds blocks); -ENOSPC when there is no room. */
+static int reserve_take(struct store *st)
+{
+	if (st->reserve_held || !st->reserve_path)
+		return 0;
+	int fd = open(st->reserve_path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int r = -posix_fallocate(fd, 0, STORE_RESERVE_BYTES);
+	close(fd);
+	if (r < 0) {
+		unlink(st->reserve_path);
+		return r;
+	}
+	st->reserve_held = 1;
+	return 0;
+}
+
+/* The disk is full: give the reserve's space to the database. 1 when there was one. */
+static int reserve_release(struct store *st)
+{
+	if (!st->reserve_held)
+		return 0;
+	unlink(st->reserve_path);
+	st->reserve_held = 0;
+	st->reserve_releases++;
+	log_warn("disk full: released the %u MiB reserve beside the database so run records can still be written",
+	         STORE_RESERVE_BYTES >> 20);
+	return 1;
+}
 
 /* sqlite result → negative errno (one place). */
 static int sq_err(int rc)
@@ -52,18 +94,37 @@ static void now_iso(char out[32])
 
 static int exec(struct store *st, const char *sql)
 {
-	return sq_err(sqlite3_exec(st->db, sql, NULL, NULL, NULL));
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+	if ((rc & 0xff) == SQLITE_FULL)
+		reserve_release(st);
+	return sq_err(rc);
 }
 
-/* Prepare, bind with a tiny format ('t' text or NULL, 'i' int64, 'n' NULL), step once. */
+static int run_sql_v(struct store *st, const char *sql, const char *fmt, va_list ap);
+
+/* Prepare, bind with a tiny format ('t' text or NULL, 'i' int64, 'n' NULL), step once.
+ * A statement outside a transaction that fails for a full disk is tried once more with
+ * the reserve's space. */
 static int run_sql(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap, again;
+	va_start(ap, fmt);
+	va_copy(again, ap);
+	int autocommit = sqlite3_get_autocommit(st->db);
+	int r = run_sql_v(st, sql, fmt, ap);
+	if (r == -ENOSPC && reserve_release(st) && autocommit)
+		r = run_sql_v(st, sql, fmt, again);
+	va_end(again);
+	va_end(ap);
+	return r;
+}
+
+static int run_sql_v(struct store *st, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt = NULL;
 	int rc = sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL);
 	if (rc != SQLITE_OK)
 		return sq_err(rc);
-	va_list ap;
-	va_start(ap, fmt);
 	for (int i = 0; fmt && fmt[i]; i++) {
 		if (fmt[i] == 't') {
 			const char *s = va_arg(ap, const char *);
@@ -77,7 +138,6 @@ static int run_sql(struct store *st, const char *sql, const char *fmt, ...)
 			sqlite3_bind_null(stmt, i + 1);
 		}
 	}
-	va_end(ap);
 	rc = sqlite3_step(stmt);
 	int changes = sqlite3_changes(st->db);
 	sqlite3_finalize(stmt);
@@ -157,8 +217,24 @@ int store_open(const char *path, struct store **ret_store, char **ret_err)
 		free(st);
 		return r;
 	}
+	if (asprintf(&st->reserve_path, "%s.reserve", path) < 0)
+		st->reserve_path = NULL;
+	else if ((r = reserve_take(st)) < 0)
+		log_warn("cannot keep %u MiB in reserve beside the database (%s): a full disk can fail run records",
+		         STORE_RESERVE_BYTES >> 20, strerror(-r));
 	*ret_store = st;
 	return 0;
+}
+
+void store_maintain(struct store *st)
+{
+	if (!st->reserve_held && st->reserve_path && reserve_take(st) == 0)
+		log_info("disk space is back: the database's reserve is held again");
+}
+
+uint64_t store_reserve_releases(const struct store *st)
+{
+	return st->reserve_releases;
 }
 
 void store_close(struct store *st)
@@ -166,6 +242,9 @@ void store_close(struct store *st)
 	if (!st)
 		return;
 	sqlite3_close(st->db);
+	if (st->reserve_path && st->reserve_held)
+		unlink(st->reserve_path);
+	free(st->reserve_path);
 	free(st);
 }
 
@@ -412,16 +491,17 @@ int store_run_finish(struct store *st, int64_t id, const struct run_end *end)
 {
 	char now[32];
 	now_iso(now);
-	int r = run_sql(st,
-	                "UPDATE runs SET state = ?2, exit_code = ?3, exit_source = ?4, reason = ?5, "
-	                "ended_at = ?6, console_bytes = ?7, console_truncated = ?8, duration_ms = "
-	                "CAST(round((julianday(?6) - julianday(coalesce(started_at, created_at))) * "
-	                "86400000) AS INTEGER) WHERE id = ?1",
-	                "itntttii", id, end->state, end->exit_source, end->reason, now,
-	                end->console_bytes, (int64_t)end->console_truncated);
-	if (r >= 0 && end->has_exit_code)
-		r = run_sql(st, "UPDATE runs SET exit_code = ?2 WHERE id = ?1", "ii", id,
-		            (int64_t)end->exit_code);
+	/* One statement: the final state never lands without its exit code. */
+	static const char sql[] =
+		"UPDATE runs SET state = ?2, exit_code = ?3, exit_source = ?4, reason = ?5, "
+		"ended_at = ?6, console_bytes = ?7, console_truncated = ?8, duration_ms = "
+		"CAST(round((julianday(?6) - julianday(coalesce(started_at, created_at))) * "
+		"86400000) AS INTEGER) WHERE id = ?1";
+	int r = end->has_exit_code
+	                ? run_sql(st, sql, "ititttii", id, end->state, (int64_t)end->exit_code, end->exit_source,
+	                          end->reason, now, end->console_bytes, (int64_t)end->console_truncated)
+	                : run_sql(st, sql, "itntttii", id, end->state, end->exit_source, end->reason, now,
+	                          end->console_bytes, (int64_t)end->console_truncated);
 	return r < 0 ? r : 0;
 }
 

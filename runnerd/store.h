@@ -75,6 +75,12 @@ struct run_end {
 /* Open (creating) the database at `path` and migrate it. */
 int store_open(const char *path, struct store **ret_store, char **ret_err);
 void store_close(struct store *st);
+/* The store keeps a few MiB of disk in reserve beside the database (DB.reserve) and gives
+ * them up when the disk is full, so runs can still record their end. Called periodically:
+ * takes the reserve again once there is room. */
+void store_maintain(struct store *st);
+/* How often the reserve was given up (metrics). */
+uint64_t store_reserve_releases(const struct store *st);
 
 /* Insert or refresh an image (name/summary updated, created_at kept). */
 int store_image_put(struct store *st, const struct image_row *img);

@@ -28,6 +28,9 @@ DB=$T/data/runnerd.db
 
 # pids of the daemons this test started (stopped in reverse order on exit)
 _daemon_pids=()
+# functions to call on exit once the daemons are stopped, before $T is removed (at_cleanup FUNC)
+_cleanup_hooks=()
+at_cleanup() { _cleanup_hooks+=("$1"); }
 
 # Make sure no stray daemon picks up a socket from the caller's environment.
 unset UKRUN_URL UKRUN_TOKEN UKRUN_PLATFORM UKRUN_TIMEOUT UKRUN_LOADER UKRUN_RUNNERD UKRUN_DATA_DIR
@@ -99,6 +102,10 @@ _cleanup() {
 			tail -n 30 "$f" >&2
 		done
 	fi
+	local hook
+	for hook in "${_cleanup_hooks[@]}"; do
+		"$hook" || rc=1
+	done
 	rm -rf "$T"
 	if ((rc == 0)); then
 		log "PASS"
