@@ -1,6 +1,7 @@
 /* image.c — content-addressed image store (see image.h). */
 #include "image.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -36,6 +37,27 @@ static int mkdir_p(const char *path, mode_t mode)
 	return -errno;
 }
 
+/* Uploads a dead daemon left half-written in images/.tmp (the data-directory lock means
+ * no live daemon is writing there). */
+static void remove_partial_uploads(struct image_store *is)
+{
+	int dfd = open(is->tmpdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	unsigned n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strncmp(e->d_name, "upload-", 7) == 0 && unlinkat(dfd, e->d_name, 0) == 0)
+			n++;
+	closedir(d);
+	if (n)
+		log_warn("removed %u partial upload(s) left by a previous runnerd in %s", n, is->tmpdir);
+}
+
 int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_size,
                      struct store *db)
 {
@@ -51,6 +73,8 @@ int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_
 		r = mkdir_p(is->quarantine_dir, 0700);
 	is->max_size = max_size;
 	is->db = db;
+	if (r == 0)
+		remove_partial_uploads(is);
 	return r;
 }
 

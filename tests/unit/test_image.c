@@ -402,6 +402,21 @@ static void test_init_creates_dirs(void **state)
 	struct image_store again;
 	assert_int_equal(image_store_init(&again, fx->dir, 10, fx->db), 0);
 	image_store_fini(&again);
+	/* A partial upload left by a crash is removed by the next start; other files stay. */
+	char partial[160], other[160];
+	snprintf(partial, sizeof(partial), "%s/upload-AbC123", fx->is.tmpdir);
+	snprintf(other, sizeof(other), "%s/keep-me", fx->is.tmpdir);
+	int fd = open(partial, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0 && write(fd, "half", 4) == 4);
+	close(fd);
+	fd = open(other, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(image_store_init(&again, fx->dir, 10, fx->db), 0);
+	image_store_fini(&again);
+	assert_int_equal(access(partial, F_OK), -1);
+	assert_int_equal(access(other, F_OK), 0);
+	unlink(other);
 	/* A data dir that cannot exist. */
 	char bad[128];
 	snprintf(bad, sizeof(bad), "%s/no/such", fx->dir);
