@@ -38,6 +38,7 @@ struct config {
 	unsigned long long console_cap;
 	unsigned long long max_image_size;
 	unsigned console_grace_ms;
+	unsigned drain_timeout_s; /* SIGTERM: wait this long for running runs, then kill them */
 	enum log_level log_level;
 };
 
@@ -50,11 +51,17 @@ struct runnerd {
 	struct run_manager runs;
 	struct api api;
 	struct server srv;
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sighup;
 	uv_timer_t tick;
 	char *token;
 	int stopping;
+	int killing;             /* the drain is over: running runs were killed */
+	uint64_t drain_deadline; /* loop time (ms) when the drain ends */
+	uint64_t quiet_since;    /* stopping: loop time when the last run ended */
 };
+
+/* At a stop, how long connections stay open after the last run ended. */
+#define STOP_LINGER_MS 300
 
 static void usage(FILE *f)
 {
@@ -69,6 +76,7 @@ static void usage(FILE *f)
 	      "  --config FILE          runnerd.conf (key = value; keys as the long options; default\n"
 	      "                         ~/.config/ukrun/runnerd.conf, system: /etc/ukrun/runnerd.conf)\n"
 	      "  --idle-timeout S       exit after S idle seconds (user default 600; 0 = never)\n"
+	      "  --drain-timeout S      on SIGTERM, let running runs finish for up to S seconds (0)\n"
 	      "  --timeout S            default run timeout (300)\n"
 	      "  --max-concurrent N     runs at once (default: number of CPUs)\n"
 	      "  --max-queued N         waiting runs before 503 (1000)\n"
@@ -116,6 +124,7 @@ static int apply(struct config *c, const char *key, const char *val)
 	UINT_KEY("max-image-size", max_image_size, 1ull << 40)
 	UINT_KEY("console-grace-ms", console_grace_ms, 3600000)
 	UINT_KEY("idle-timeout", idle_timeout_s, 365 * 86400)
+	UINT_KEY("drain-timeout", drain_timeout_s, 86400)
 #undef UINT_KEY
 	if (strcmp(key, "socket") == 0)
 		set_str(&c->socket_path, val);
@@ -232,14 +241,38 @@ static void tick_close_all(uv_handle_t *h, void *arg)
 
 static void on_tick(uv_timer_t *t);
 
+/* Kill what still runs (runs end as "runnerd stopped", 125). */
+static void end_drain(struct runnerd *d)
+{
+	if (d->killing)
+		return;
+	d->killing = 1;
+	if (run_manager_active(&d->runs))
+		log_info("stopping: killing %u run(s) still active", run_manager_active(&d->runs));
+	run_manager_stop(&d->runs);
+}
+
+/* Stop: no new runs; queued runs end at once; running runs get the drain timeout to
+ * finish (the listeners stay open meanwhile, so their clients can read the ends), then
+ * they are killed. A second signal ends the drain at once. */
 static void begin_stop(struct runnerd *d, const char *why)
 {
-	if (d->stopping)
+	if (d->stopping) {
+		end_drain(d);
 		return;
+	}
 	d->stopping = 1;
-	log_info("stopping: %s", why);
-	server_close(&d->srv);
-	run_manager_stop(&d->runs);
+	unsigned active = run_manager_active(&d->runs);
+	if (active && d->cfg.drain_timeout_s)
+		log_info("stopping: %s; waiting up to %u s for %u active run(s)", why, d->cfg.drain_timeout_s, active);
+	else
+		log_info("stopping: %s", why);
+	if (!active) /* nobody waits for an end: no linger */
+		d->quiet_since = uv_now(d->loop) - STOP_LINGER_MS;
+	run_manager_drain(&d->runs);
+	d->drain_deadline = uv_now(d->loop) + (uint64_t)d->cfg.drain_timeout_s * 1000;
+	if (!d->cfg.drain_timeout_s)
+		end_drain(d);
 	/* on_tick finishes once every run has recorded its end. */
 	uv_timer_start(&d->tick, on_tick, 0, 50);
 }
@@ -250,7 +283,17 @@ static void on_tick(uv_timer_t *t)
 	uint64_t now = uv_now(d->loop);
 	run_manager_maintain(&d->runs);
 	if (d->stopping) {
-		if (run_manager_active(&d->runs) == 0) {
+		if (!d->killing && now >= d->drain_deadline)
+			end_drain(d);
+		if (run_manager_active(&d->runs) != 0) {
+			d->quiet_since = 0;
+			return;
+		}
+		/* The last ends are recorded: give their clients a moment to read them. */
+		if (!d->quiet_since)
+			d->quiet_since = now;
+		if (now - d->quiet_since >= STOP_LINGER_MS) {
+			server_close(&d->srv);
 			uv_timer_stop(t);
 			server_close_connections(&d->srv);
 			uv_walk(d->loop, tick_close_all, NULL);
@@ -265,6 +308,15 @@ static void on_tick(uv_timer_t *t)
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct runnerd *d = s->data;
+	if (signum == SIGHUP) {
+		/* logrotate: the old file was moved away; write to a new one at the same path. */
+		int r = d->cfg.log_file ? log_open(d->cfg.log_file) : 0;
+		if (r < 0)
+			log_error("SIGHUP: cannot reopen the log '%s': %s", d->cfg.log_file, strerror(-r));
+		else
+			log_info("SIGHUP: log reopened");
+		return;
+	}
 	begin_stop(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
@@ -319,6 +371,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"listen", required_argument, NULL, 1},
 		{"token-file", required_argument, NULL, 1},
 		{"idle-timeout", required_argument, NULL, 1},
+		{"drain-timeout", required_argument, NULL, 1},
 		{"timeout", required_argument, NULL, 1},
 		{"max-concurrent", required_argument, NULL, 1},
 		{"max-queued", required_argument, NULL, 1},
@@ -489,9 +542,11 @@ int main(int argc, char **argv)
 	}
 	uv_signal_init(d.loop, &d.sigint);
 	uv_signal_init(d.loop, &d.sigterm);
-	d.sigint.data = d.sigterm.data = &d;
+	uv_signal_init(d.loop, &d.sighup);
+	d.sigint.data = d.sigterm.data = d.sighup.data = &d;
 	uv_signal_start(&d.sigint, on_signal, SIGINT);
 	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+	uv_signal_start(&d.sighup, on_signal, SIGHUP);
 	uv_timer_init(d.loop, &d.tick);
 	d.tick.data = &d;
 	uv_timer_start(&d.tick, on_tick, 1000, 1000);

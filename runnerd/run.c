@@ -428,6 +428,8 @@ static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 	enum run_state st = RS_DONE;
 	if (o->end == DRV_END_ERROR)
 		st = RS_ERROR;
+	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_STOP))
+		st = RS_ERROR;
 	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_CANCEL))
 		st = RS_CANCELLED;
 	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_TIMEOUT))
@@ -458,7 +460,7 @@ static void fail_run(struct run *run, enum drv_end end, const char *message)
 	verdict_decide(&o, &sum, run->vflags, run->success_code, &v);
 	if (message && o.end == DRV_END_ERROR)
 		snprintf(v.reason, sizeof(v.reason), "%s", message);
-	run_end(run, end == DRV_END_KILLED ? RS_CANCELLED : RS_ERROR, &v);
+	run_end(run, end == DRV_END_KILLED && !(run->vflags & VERDICT_F_STOP) ? RS_CANCELLED : RS_ERROR, &v);
 }
 
 static void start(struct run *run)
@@ -748,22 +750,37 @@ struct console *run_console(struct run_manager *mgr, int64_t id)
 	return run && !run->exited ? &run->con : NULL;
 }
 
-void run_manager_stop(struct run_manager *mgr)
+/* End active runs as stopped (125): queued ones always, running ones when `running`. */
+static void stop_runs(struct run_manager *mgr, int running)
 {
-	mgr->stopping = 1;
 	struct run *run = mgr->runs;
 	while (run) {
-		struct run *next = run->next;
-		if (!run->exited) {
-			run->vflags |= VERDICT_F_CANCEL;
-			store_run_add_note(mgr->db, run->id, "runnerd is stopping: run cancelled");
-			if (run->state == RS_QUEUED || !run->inst)
+		struct run *next = run->next; /* fail_run unlinks run */
+		int queued = run->state == RS_QUEUED || !run->inst;
+		if (!run->exited && (queued || running) && !(run->vflags & VERDICT_F_STOP)) {
+			run->vflags |= VERDICT_F_STOP;
+			if (queued) {
+				store_run_add_note(mgr->db, run->id, "runnerd stopped before the run started");
 				fail_run(run, DRV_END_KILLED, "runnerd stopped before the run started");
-			else
+			} else {
+				store_run_add_note(mgr->db, run->id, "runnerd stopped: guest killed");
 				run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+			}
 		}
 		run = next;
 	}
+}
+
+void run_manager_drain(struct run_manager *mgr)
+{
+	mgr->stopping = 1;
+	stop_runs(mgr, 0);
+}
+
+void run_manager_stop(struct run_manager *mgr)
+{
+	mgr->stopping = 1;
+	stop_runs(mgr, 1);
 }
 
 void run_manager_fini(struct run_manager *mgr)

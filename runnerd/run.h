@@ -81,7 +81,11 @@ extern const char *const run_state_names[];
 /* Probe every compiled-in driver (blocking, at start-up) and mark lost runs. */
 int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
                      struct image_store *images, const struct run_config *cfg);
-/* Kill every active run; their ends are recorded as the loop keeps running. */
+/* Start a stop: no new runs (-ESHUTDOWN), queued runs end at once (125, "runnerd stopped
+ * before the run started"); running guests go on to their own end. */
+void run_manager_drain(struct run_manager *mgr);
+/* Kill every active run as stopped (state error, 125, "runnerd stopped before the run
+ * ended"); their ends are recorded as the loop keeps running. */
 void run_manager_stop(struct run_manager *mgr);
 void run_manager_fini(struct run_manager *mgr);
 /* Periodic upkeep (once a second): the store's disk reserve, and ends of runs that could

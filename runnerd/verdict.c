@@ -161,8 +161,10 @@ static void killed(struct verdict *v, const struct tp_summary *c, unsigned flags
 			set(v, 124, "timeout", "killed after timeout while running test %s", c->last_running);
 		else
 			set(v, 124, "timeout", "killed after timeout");
+	} else if (flags & VERDICT_F_STOP) {
+		set(v, VERDICT_RUNNER, "runner", "runnerd stopped before the run ended");
 	} else if (flags & VERDICT_F_CANCEL) {
-		set(v, 130, "cancel", "cancelled by a user");
+		set(v, VERDICT_CANCELLED, "cancel", "cancelled by a user");
 	} else if (flags & VERDICT_F_CONSOLE_END) {
 		code = console_code(c, why, sizeof(why));
 		if (code >= 0)

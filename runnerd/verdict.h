@@ -17,6 +17,7 @@
 #define VERDICT_F_TIMEOUT (1u << 2)     /* the core killed it for the timeout */
 #define VERDICT_F_CANCEL (1u << 3)      /* cancelled by a user */
 #define VERDICT_F_CONSOLE_END (1u << 4) /* the core ended it after a complete libtest run and silence */
+#define VERDICT_F_STOP (1u << 5)        /* runnerd stopped (SIGTERM after the drain): not the guest's verdict */
 
 /* Exit codes with a fixed meaning. */
 #define VERDICT_TEST_FAILED 101 /* libtest's failure code, also a Rust panic */
