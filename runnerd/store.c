@@ -189,6 +189,35 @@ static int migrate(struct store *st, char **ret_err)
 	return exec(st, "COMMIT");
 }
 
+/* PRAGMA quick_check: a damaged database is refused with what sqlite found, before any
+ * write could spread the damage. */
+static int integrity_check(struct store *st, const char *path, char **ret_err)
+{
+	sqlite3_stmt *stmt;
+	int rc = sqlite3_prepare_v2(st->db, "PRAGMA quick_check(5)", -1, &stmt, NULL);
+	char found[512] = "";
+	size_t n = 0;
+	while (rc == SQLITE_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *line = (const char *)sqlite3_column_text(stmt, 0);
+		if (line && strcmp(line, "ok") != 0 && n < sizeof(found) - 1)
+			n += (size_t)snprintf(found + n, sizeof(found) - n, "%s%s", n ? "; " : "", line);
+		rc = SQLITE_OK;
+	}
+	if (rc == SQLITE_OK || rc == SQLITE_DONE)
+		rc = found[0] ? SQLITE_CORRUPT : SQLITE_OK;
+	else
+		snprintf(found, sizeof(found), "%s", sqlite3_errmsg(st->db));
+	sqlite3_finalize(stmt);
+	if (rc == SQLITE_OK)
+		return 0;
+	if (asprintf(ret_err,
+	             "database '%s' is damaged (quick_check: %.400s): refusing to use it; move it aside "
+	             "(and its -wal/-shm files) to start with an empty one, or repair it with sqlite3's .recover",
+	             path, found) < 0)
+		*ret_err = NULL;
+	return -EIO;
+}
+
 int store_open(const char *path, struct store **ret_store, char **ret_err)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -209,7 +238,7 @@ int store_open(const char *path, struct store **ret_store, char **ret_err)
 	if (r < 0) {
 		if (asprintf(ret_err, "Failed to configure database '%s': %s", path, sqlite3_errmsg(st->db)) < 0)
 			*ret_err = NULL;
-	} else {
+	} else if ((r = integrity_check(st, path, ret_err)) == 0) {
 		r = migrate(st, ret_err);
 	}
 	if (r < 0) {

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +150,35 @@ static void test_newer_schema_refused(void **state)
 	free(err);
 	/* The database was not touched. */
 	assert_int_equal(user_version(path), 99);
+}
+
+static void test_damaged_refused(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a.elf");
+	for (int i = 0; i < 400; i++)
+		insert_run(fx->st, SHA_A, NULL);
+	store_close(fx->st);
+	fx->st = NULL;
+	/* Scribble over b-tree pages in the middle of the file (as a bad disk or a stray write would). */
+	int fd = open(fx->path, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	struct stat stbuf;
+	assert_int_equal(fstat(fd, &stbuf), 0);
+	assert_true(stbuf.st_size >= 8 * 4096);
+	char junk[4096];
+	memset(junk, 0x5a, sizeof(junk));
+	for (off_t page = 3; page < 7; page++)
+		assert_int_equal(pwrite(fd, junk, 64, page * 4096), 64);
+	close(fd);
+	char *err = NULL;
+	struct store *st = NULL;
+	assert_int_equal(store_open(fx->path, &st, &err), -EIO);
+	assert_null(st);
+	assert_non_null(err);
+	assert_non_null(strstr(err, "is damaged"));
+	assert_non_null(strstr(err, fx->path));
+	free(err);
 }
 
 static void test_open_unwritable(void **state)
@@ -626,6 +657,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_images, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_image_delete_in_use, setup, teardown),
