@@ -47,7 +47,14 @@ struct run {
 	char cur_line[240];
 	char *name, *image_path, *initrd_path, *workdir, *machine;
 	char **args, **uk_params;
+	struct verdict final_v; /* decided at the end, recorded by record_end */
+	json_t *cases;          /* test cases being written */
+	uv_work_t tests_work;
+	int tests_result;
 };
+
+/* From this many test cases on, they are written off the loop (a worker thread). */
+#define RUN_TESTS_OFFLOOP 200
 
 static struct driver_slot *slot_for(struct run_manager *mgr, enum drv_platform platform)
 {
@@ -174,7 +181,7 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 
 unsigned run_manager_active(const struct run_manager *mgr)
 {
-	return mgr->nrunning + mgr->nqueued;
+	return mgr->nrunning + mgr->nqueued + mgr->nfinishing;
 }
 
 static void notify_idle(struct run_manager *mgr)
@@ -266,31 +273,13 @@ void run_manager_maintain(struct run_manager *mgr)
 }
 
 /* Record the end, release everything, free the run once its timers are closed. */
-static void run_end(struct run *run, enum run_state state, const struct verdict *v)
+/* The recorded end: store it, tell the followers, release the guest, free the run once
+ * its timers are closed. */
+static void record_end(struct run *run)
 {
 	struct run_manager *mgr = run->mgr;
-	if (run->state == RS_QUEUED)
-		mgr->nqueued--;
-	else
-		mgr->nrunning--;
-	run->state = state;
-	testparse_finish(run->tp);
-	/* Test cases, when the console was libtest-shaped. */
-	size_t ncases = testparse_ncases(run->tp);
-	if (ncases) {
-		json_t *cases = json_array();
-		for (size_t i = 0; i < ncases; i++) {
-			const struct tp_case *c = testparse_case(run->tp, i);
-			json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome",
-			                      tp_outcome_name(c->outcome));
-			if (c->duration_s >= 0)
-				json_object_set_new(o, "duration_s", json_real(c->duration_s));
-			json_array_append_new(cases, o);
-		}
-		if (store_run_set_tests(mgr->db, run->id, cases) < 0)
-			log_error("run %s: failed to store test cases", run->id_str);
-		json_decref(cases);
-	}
+	const struct verdict *v = &run->final_v;
+	enum run_state state = run->state;
 	if (run->con.write_error) {
 		char note[200];
 		snprintf(note, sizeof(note), "console log: cannot write (%s): %llu bytes not stored",
@@ -319,6 +308,7 @@ static void run_end(struct run *run, enum run_state state, const struct verdict 
 	mgr->runs_finished[state]++;
 	log_info("run %s %s: exit %d (%s) %s", run->id_str, run_state_names[state], v->exit_code, v->source,
 	         v->reason);
+	/* Followers finish only now, so a client that saw the console end reads the final record. */
 	console_end(&run->con);
 	console_close(&run->con);
 	if (run->inst && run->slot->drv->destroy)
@@ -329,6 +319,68 @@ static void run_end(struct run *run, enum run_state state, const struct verdict 
 	uv_close((uv_handle_t *)&run->grace_timer, on_handle_closed);
 	schedule(mgr);
 	notify_idle(mgr);
+}
+
+/* Many test cases are written on a worker thread, on a connection of its own. */
+static void tests_work(uv_work_t *w)
+{
+	struct run *run = w->data;
+	run->tests_result = store_run_set_tests_at(store_path(run->mgr->db), run->id, run->cases);
+}
+
+static void tests_done(uv_work_t *w, int status)
+{
+	struct run *run = w->data;
+	if (status < 0 || run->tests_result < 0)
+		log_error("run %s: failed to store its %zu test cases: %s", run->id_str, json_array_size(run->cases),
+		          strerror(status < 0 ? -status : -run->tests_result));
+	json_decref(run->cases);
+	run->cases = NULL;
+	run->mgr->nfinishing--;
+	record_end(run);
+}
+
+static json_t *cases_json(struct run *run)
+{
+	size_t ncases = testparse_ncases(run->tp);
+	json_t *cases = json_array();
+	for (size_t i = 0; cases && i < ncases; i++) {
+		const struct tp_case *c = testparse_case(run->tp, i);
+		json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome", tp_outcome_name(c->outcome));
+		if (o && c->duration_s >= 0)
+			json_object_set_new(o, "duration_s", json_real(c->duration_s));
+		json_array_append_new(cases, o);
+	}
+	return cases;
+}
+
+/* The run has ended (exit, failure, cancel): record its test cases, then its end. */
+static void run_end(struct run *run, enum run_state state, const struct verdict *v)
+{
+	struct run_manager *mgr = run->mgr;
+	if (run->state == RS_QUEUED)
+		mgr->nqueued--;
+	else
+		mgr->nrunning--;
+	run->state = state;
+	run->final_v = *v;
+	testparse_finish(run->tp);
+	size_t ncases = testparse_ncases(run->tp);
+	if (ncases >= RUN_TESTS_OFFLOOP) {
+		run->cases = cases_json(run);
+		run->tests_work.data = run;
+		if (run->cases && uv_queue_work(mgr->loop, &run->tests_work, tests_work, tests_done) == 0) {
+			mgr->nfinishing++;
+			return;
+		}
+	} else if (ncases) {
+		run->cases = cases_json(run);
+	}
+	if (run->cases && store_run_set_tests(mgr->db, run->id, run->cases) < 0)
+		log_error("run %s: failed to store test cases", run->id_str);
+	json_decref(run->cases);
+	run->cases = NULL;
+	record_end(run);
 }
 
 static struct run *find_run(struct run_manager *mgr, int64_t id)

@@ -51,6 +51,7 @@ struct run_manager {
 	struct run *runs;            /* queued and active runs */
 	struct pending_end *pending; /* ended runs whose end could not be stored yet (disk full) */
 	unsigned nrunning, nqueued;
+	unsigned nfinishing;         /* ended runs still writing their test cases */
 	int stopping;
 	/* Counters for /metrics. */
 	uint64_t runs_created;
@@ -91,7 +92,7 @@ void run_manager_fini(struct run_manager *mgr);
 /* Periodic upkeep (once a second): the store's disk reserve, and ends of runs that could
  * not be recorded yet are written again until they are. */
 void run_manager_maintain(struct run_manager *mgr);
-/* Active (queued + running) runs. */
+/* Active runs: queued, running, and ended ones still recording their results. */
 unsigned run_manager_active(const struct run_manager *mgr);
 
 /* Record and queue a run. Errors: -ENOENT image missing, -ENOEXEC image not runnable on

@@ -105,8 +105,13 @@ int store_run_set_fact(struct store *st, int64_t id, const char *key, const char
 int store_run_add_note(struct store *st, int64_t id, const char *message);
 /* Final state, exit status, timings, console size. */
 int store_run_finish(struct store *st, int64_t id, const struct run_end *end);
-/* Replace the run's parsed test cases (one transaction). */
+/* Replace the run's parsed test cases (transactions of 1000 rows). */
 int store_run_set_tests(struct store *st, int64_t id, const json_t *cases);
+/* The same on a connection of its own to the database at `db_path` (store_path): safe on a
+ * worker thread while the loop uses the store. */
+int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *cases);
+/* The database file's path. */
+const char *store_path(const struct store *st);
 
 /* Full record (see docs/api.md) or NULL. */
 json_t *store_run_get(struct store *st, int64_t id);
