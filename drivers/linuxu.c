@@ -219,7 +219,7 @@ static char *image_refusal(const char *path, const char *name)
 		if (asprintf(&why, "image '%s' cannot be read: %s", name, strerror(e)) < 0)
 			why = NULL;
 	} else if (detect_buffer(buf, (size_t)n, name, &d) == 0 && d.platform != DRV_PLATFORM_LINUXU &&
-	           asprintf(&why, "image '%s' is not runnable on linuxu: %s", name, d.summary) < 0) {
+	           asprintf(&why, "'%s' is not an x86-64 Linux program: %s", name, d.summary) < 0) {
 		why = strdup("");
 	}
 	free(buf);
@@ -677,8 +677,14 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		close_fd(&ptm);
 		return r;
 	}
-	if (cb->note)
+	if (cb->note) {
 		cb->note(cb->ctx, "limits", inst->limits_value, inst->limits_note);
+		if (inst->uid) {
+			char uid[16];
+			snprintf(uid, sizeof(uid), "%u", inst->uid);
+			cb->note(cb->ctx, "sandbox_uid", uid, NULL);
+		}
+	}
 	if (inst->note && cb->note)
 		cb->note(cb->ctx, NULL, NULL, inst->note);
 	return 0;

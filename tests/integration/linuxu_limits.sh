@@ -33,7 +33,8 @@ for f in notes.txt script.sh; do
 	got=$(sql "SELECT state || '|' || exit_code || '|' || exit_source FROM runs WHERE id = $id")
 	[[ $got == 'error|126|image' ]] || fail "$f: record '$got', want 'error|126|image'"
 	reason=$(sql "SELECT reason FROM runs WHERE id = $id")
-	[[ $reason == *"not runnable"*"not an ELF"* ]] || fail "$f: reason '$reason'"
+	[[ $reason == "not runnable: '$f' is not an x86-64 Linux program: not an ELF"* ]] || fail "$f: reason '$reason'"
+	expect_err_grep "$f" "not runnable"
 	[[ ! -s $T/$f.out ]] || fail "$f: something ran: $(cat "$T/$f.out")"
 done
 
@@ -80,6 +81,14 @@ held=$(sed -E 's/.* after ([0-9]+) children.*/\1/' "$T/bomb.out")
 ((held < NPROC && held > NPROC / 2)) || fail "bomb: $held children with a budget of $NPROC processes"
 bomb_id=$(last_run_id)
 log "limits=$mech; bomb: $held children with a budget of $NPROC processes"
+# The bomb's processes (its own and its children) run as the run's own uid with a root daemon.
+procs=$(pgrep -x lx_forkbomb | wc -l)
+((procs == held + 1)) || fail "bomb: $procs lx_forkbomb processes, want $((held + 1))"
+if [[ $want == uid ]]; then
+	uid=$(fact "$bomb_id" sandbox_uid)
+	((uid >= 1879048192 && uid < 1879048192 + 65536)) || fail "bomb: sandbox_uid '$uid' is not a per-run uid"
+	[[ $(pgrep -x -u "$uid" lx_forkbomb | wc -l) == "$procs" ]] || fail "bomb: not all its processes run as $uid"
+fi
 [[ $(fact "$bomb_id" limits) == "$want" ]] || fail "bomb: limits '$(fact "$bomb_id" limits)'"
 
 # While it holds them: a second bomb gets a whole budget of its own, and hogs and a normal run run beside it.
@@ -108,4 +117,9 @@ api POST "/v1/runs/$bomb_id/cancel"
 [[ $HTTP_STATUS == 2* ]] || fail "cancel bomb: HTTP $HTTP_STATUS"
 wait_rc "$bomb_pid"
 expect_rc bomb 130
+for _ in $(seq 50); do
+	pgrep -x lx_forkbomb >/dev/null || break
+	sleep 0.1
+done
+! pgrep -x lx_forkbomb >/dev/null || fail "bomb: $(pgrep -x lx_forkbomb | wc -l) processes left after the cancel"
 healthy || fail "runnerd unhealthy after the bombs"

@@ -374,7 +374,7 @@ static void test_refused(void **unused)
 	assert_int_equal(refused_calls, 1);
 	assert_int_equal(refused_outcome.end, DRV_END_ERROR);
 	assert_int_equal(refused_outcome.value, ENOEXEC);
-	assert_non_null(strstr(refused_message, "image 'run.sh' is not runnable on linuxu: not an ELF"));
+	assert_non_null(strstr(refused_message, "'run.sh' is not an x86-64 Linux program: not an ELF"));
 	drv_linuxu.kill(inst, DRV_KILL_FORCE); /* nothing to stop */
 	drv_linuxu.destroy(inst);
 	uv_run(&loop, UV_RUN_DEFAULT);
