@@ -200,30 +200,32 @@ static void instance_free(struct drv_instance *inst)
 	free(inst);
 }
 
-/* NULL when the image at `path` is an x86-64 Linux ELF, else a malloc'd
- * reason it cannot run on linuxu ("" when out of memory). Reads the head
- * only: that is where the ELF and program headers are. */
-static char *image_refusal(const char *path, const char *name)
+/* Is the image at `path` an x86-64 Linux ELF? 0 if so; -ENOEXEC with a
+ * malloc'd reason in *ret_why when it is not; another -errno when it cannot
+ * be read. Reads the head only: that is where the ELF and program headers are. */
+static int image_check(const char *path, const char *name, char **ret_why)
 {
+	*ret_why = NULL;
 	unsigned char *buf = malloc(LINUXU_DETECT_BYTES);
-	char *why = NULL;
 	if (!buf)
-		return strdup("");
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+		return -ENOMEM;
+	int r = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n = fd >= 0 ? pread(fd, buf, LINUXU_DETECT_BYTES, 0) : -1;
-	int e = errno;
+	if (n < 0)
+		r = -errno;
 	if (fd >= 0)
 		close(fd);
 	struct detect_result d;
-	if (n < 0) {
-		if (asprintf(&why, "image '%s' cannot be read: %s", name, strerror(e)) < 0)
-			why = NULL;
-	} else if (detect_buffer(buf, (size_t)n, name, &d) == 0 && d.platform != DRV_PLATFORM_LINUXU &&
-	           asprintf(&why, "'%s' is not an x86-64 Linux program: %s", name, d.summary) < 0) {
-		why = strdup("");
+	if (r == 0 && detect_buffer(buf, (size_t)n, name, &d) == 0 && d.platform != DRV_PLATFORM_LINUXU) {
+		if (asprintf(ret_why, "'%s' is not an x86-64 Linux program: %s", name, d.summary) < 0) {
+			*ret_why = NULL; /* asprintf leaves it undefined */
+			r = -ENOMEM;
+		} else {
+			r = -ENOEXEC;
+		}
 	}
 	free(buf);
-	return why;
+	return r;
 }
 
 static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
@@ -260,13 +262,14 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	inst->image_path = realpath(spec->image_path, NULL);
 	inst->use_pty = !!(spec->flags & DRV_F_UNIKRAFT);
 	inst->copy_image = (sb.st_mode & 0111) == 0 || access(spec->image_path, X_OK) < 0;
-	inst->refusal = image_refusal(spec->image_path, name);
-	if (inst->refusal && !*inst->refusal) {
+	int r = image_check(spec->image_path, name, &inst->refusal);
+	if (r < 0 && r != -ENOEXEC) {
+		linuxu_set_err(ret_err, "Image '%s': %s", spec->image_path, strerror(-r));
 		free(name);
 		instance_free(inst);
-		return -ENOMEM;
+		return r;
 	}
-	if (inst->refusal) {
+	if (r == -ENOEXEC) {
 		/* Nothing to build: launch reports the refusal as the run's end. */
 		free(name);
 		*ret_inst = inst;
@@ -274,8 +277,7 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	}
 	enum linuxu_limits limits = st ? st->limits : LINUXU_LIMITS_NONE;
 	if (limits == LINUXU_LIMITS_UID) {
-		int r = linuxu_uid_take(st, &inst->uid);
-		if (r < 0) {
+		if ((r = linuxu_uid_take(st, &inst->uid)) < 0) {
 			linuxu_set_err(ret_err, "linuxu: all %u per-run uids are in use", LINUXU_UID_COUNT);
 			free(name);
 			instance_free(inst);

@@ -219,7 +219,9 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
 
 	out = NULL;
 	c = cmd_new("bwrap");
-	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true", NULL);
+	/* --size (bwrap >= 0.8) too: every run's writable mounts need it. */
+	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--size", "1048576", "--tmpfs", "/tmp",
+	    "true", NULL);
 	r = cmd_run_sync(c, 10000, 1024, &out);
 	cmd_free(c);
 	if (r != 0) {
