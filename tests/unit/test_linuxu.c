@@ -260,6 +260,14 @@ static void test_prepare_argv(void **unused)
 	assert_true(inst->use_pty);
 	free(all);
 	drv_linuxu.destroy(inst);
+
+	/* No budget of its own (a root daemon that cannot switch uid): the run is told why. */
+	st.limits_why = "setpriv failed";
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	assert_string_equal(inst->limits_value, "none");
+	assert_string_equal(inst->limits_note, "the run's process limit is not its own: setpriv failed");
+	drv_linuxu.destroy(inst);
+	st.limits_why = NULL;
 	unlink(path);
 
 	assert_true(drv_linuxu.prepare(&st, &spec, &inst, &err) < 0);
