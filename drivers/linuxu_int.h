@@ -53,7 +53,7 @@ struct linuxu_sandbox {
 	const char *name;       /* the guest's argv[0] */
 	int copy_image;
 	int use_pty;                    /* TERM is set: the guest gets a terminal on stdin */
-	unsigned long long limit_bytes; /* data size and each writable tmpfs */
+	unsigned long long limit_bytes; /* data size, each writable tmpfs; file size + 1 MiB */
 	unsigned nproc;                 /* processes (RLIMIT_NPROC, set inside the user namespace) */
 	unsigned uid;                   /* LINUXU_LIMITS_UID: run as this uid; else 0 */
 };

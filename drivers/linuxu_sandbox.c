@@ -5,8 +5,8 @@
  *
  *   prlimit LIMITS -- [setpriv --reuid U ... --] bwrap SANDBOX -- prlimit --nproc=N -- NAME
  *
- * - The outer prlimit (util-linux) sets the per-process rlimits (data,
- *   descriptors, CPU time, no core) and execs on, so they hold from the
+ * - The outer prlimit (util-linux) sets the per-process rlimits (data, file
+ *   size, descriptors, CPU time, no core) and execs on, so they hold from the
  *   sandbox's first instruction with no code between fork and exec in the daemon.
  * - A root daemon runs each sandbox as its own uid from a reserved range
  *   (setpriv): root is exempt from RLIMIT_NPROC, and a uid of its own keeps a
@@ -14,9 +14,10 @@
  * - bwrap gives new namespaces (user namespace included, no network), a
  *   read-only root with a read-only /usr, the image at /run/ukrun/NAME, and
  *   writable tmpfs /tmp and /dev/shm of the run's memory each; / and /dev are
- *   remounted read-only so that nothing else can be filled. (So no RLIMIT_FSIZE:
- *   a full tmpfs says ENOSPC, which a guest can handle, where the rlimit of
- *   the same size would kill it with SIGXFSZ first.) It reports on
+ *   remounted read-only so that nothing else can be filled. RLIMIT_FSIZE is
+ *   1 MiB above the tmpfs size: a full tmpfs says ENOSPC, which a guest can
+ *   handle, where a limit of the same size would kill it with SIGXFSZ first;
+ *   the file size cap still bounds each file outside the mounts (memfd). It reports on
  *   --json-status-fd `{"child-pid": N}` then `{"exit-code": N}` (read by linuxu.c).
  * - The inner prlimit sets RLIMIT_NPROC inside the run's user namespace, where
  *   the kernel (>= 5.14) counts the processes of that namespace only; set
@@ -40,6 +41,7 @@
 #define LINUXU_NPROC_MIN 64           /* per-run budget: one process per MiB of memory, within these bounds */
 #define LINUXU_NPROC_MAX 1024
 #define LINUXU_NOFILE 1024            /* descriptors per process */
+#define LINUXU_FSIZE_SLACK (1ull << 20) /* file size cap past the tmpfs size, so a full tmpfs says ENOSPC first */
 #define LINUXU_CPU_SECONDS 3600       /* runaway guard; wall-clock timeouts belong to the core */
 #define LINUXU_SANDBOX_DIR "/run/ukrun"
 #define LINUXU_GUEST_PATH LINUXU_SANDBOX_DIR ":/usr/local/bin:/usr/bin:/bin"
@@ -331,6 +333,7 @@ struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linux
 	/* prlimit sets soft = hard so the guest cannot raise them back. */
 	struct cmd *c = cmd_new("prlimit");
 	cmd_argf(c, "--data=%llu", sb->limit_bytes);
+	cmd_argf(c, "--fsize=%llu", sb->limit_bytes + LINUXU_FSIZE_SLACK);
 	cmd_argf(c, "--nofile=%d", LINUXU_NOFILE);
 	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
 	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */

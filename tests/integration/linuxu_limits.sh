@@ -60,6 +60,14 @@ for n in root dev run; do
 	grep -Eq '^open /[a-z/]*: Read-only file system$' "$T/$n.out" || fail "$n: $(cat "$T/$n.out")"
 done
 
+# A memfd is on no mount: the file size cap (1 MiB past the tmpfs size) bounds it.
+run_ukrun memfd --memory $MEM --timeout 30 "$FX/lx_hog" memfd
+expect_rc memfd 3
+grep -Eq '^write memfd: File too large after [0-9]+ MiB$' "$T/memfd.out" || fail "memfd: $(cat "$T/memfd.out")"
+mib=$(sed -E 's/.* after ([0-9]+) MiB/\1/' "$T/memfd.out")
+((mib <= MEM + 1)) || fail "memfd: wrote $mib MiB with --memory $MEM"
+log "$(cat "$T/memfd.out")"
+
 # ---- memory: the hog is stopped by the cap ----
 run_ukrun mem --memory $MEM --timeout 30 "$FX/lx_hog" mem
 expect_rc mem 3
