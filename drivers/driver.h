@@ -70,7 +70,8 @@ enum drv_end {
 	DRV_END_RESET,      /* reset / triple fault under -no-reboot (a crash for a unikernel) */
 	DRV_END_PANIC,      /* guest panic device (pvpanic, Xen crash) */
 	DRV_END_KILLED,     /* ended because the core asked (drv kill): timeout, cancel, console verdict */
-	DRV_END_ERROR,      /* infrastructure failure: could not start or run the guest; message says why */
+	DRV_END_ERROR,      /* could not start or run the guest; message says why. value 0: infrastructure
+	                     * failure (125); value ENOEXEC: the image cannot run on this driver (126) */
 };
 
 struct drv_outcome {

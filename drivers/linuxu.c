@@ -13,11 +13,17 @@
  * 128+s where s is a signal whose default action terminates is reported as
  * DRV_END_SIGNAL s (the ukrun exit code is 128+s either way).
  *
+ * An image that is not an x86-64 Linux ELF (a script, a text file: a user can
+ * force any file onto linuxu) is refused at prepare and ends at launch with
+ * DRV_END_ERROR / ENOEXEC (exit 126) and detect's description of it, rather
+ * than reaching execvp, which would hand it to /bin/sh.
+ *
  * stdout and stderr share one pipe so their relative order survives. Unikraft
  * linuxu images refuse to start without a terminal on stdin, so they get the
  * slave of a pseudo-terminal there; plain programs get /dev/null.
  */
 #include "linuxu_int.h"
+#include "detect.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -35,6 +41,7 @@
 #define LINUXU_DEFAULT_MEMORY_MB 2048u
 #define LINUXU_UK_HEAP_SLACK_MB 64u   /* Unikraft maps its heap; the rest of the process needs room too */
 #define LINUXU_GRACE_MS 1000          /* after exit, how long to wait for the console to reach EOF */
+#define LINUXU_DETECT_BYTES 65536u    /* head of the image read to check it is a Linux ELF */
 
 void linuxu_set_err(char **ret_err, const char *fmt, ...)
 {
@@ -184,16 +191,47 @@ cleanup:
 
 static void instance_free(struct drv_instance *inst)
 {
+	linuxu_uid_release(inst->st, inst->uid);
 	cmd_free(inst->cmd);
 	free(inst->image_path);
 	free(inst->note);
+	free(inst->refusal);
+	free(inst->limits_note);
 	free(inst);
+}
+
+/* Is the image at `path` an x86-64 Linux ELF? 0 if so; -ENOEXEC with a
+ * malloc'd reason in *ret_why when it is not; another -errno when it cannot
+ * be read. Reads the head only: that is where the ELF and program headers are. */
+static int image_check(const char *path, const char *name, char **ret_why)
+{
+	*ret_why = NULL;
+	unsigned char *buf = malloc(LINUXU_DETECT_BYTES);
+	if (!buf)
+		return -ENOMEM;
+	int r = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? pread(fd, buf, LINUXU_DETECT_BYTES, 0) : -1;
+	if (n < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	struct detect_result d;
+	if (r == 0 && detect_buffer(buf, (size_t)n, name, &d) == 0 && d.platform != DRV_PLATFORM_LINUXU) {
+		if (asprintf(ret_why, "'%s' is not an x86-64 Linux program: %s", name, d.summary) < 0) {
+			*ret_why = NULL; /* asprintf leaves it undefined */
+			r = -ENOMEM;
+		} else {
+			r = -ENOEXEC;
+		}
+	}
+	free(buf);
+	return r;
 }
 
 static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst,
                           char **ret_err)
 {
-	const struct linuxu_state *st = state;
+	struct linuxu_state *st = state;
 	if (!spec->image_path) {
 		linuxu_set_err(ret_err, "linuxu: no image given");
 		return -EINVAL;
@@ -224,6 +262,35 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	inst->image_path = realpath(spec->image_path, NULL);
 	inst->use_pty = !!(spec->flags & DRV_F_UNIKRAFT);
 	inst->copy_image = (sb.st_mode & 0111) == 0 || access(spec->image_path, X_OK) < 0;
+	int r = image_check(spec->image_path, name, &inst->refusal);
+	if (r < 0 && r != -ENOEXEC) {
+		linuxu_set_err(ret_err, "Image '%s': %s", spec->image_path, strerror(-r));
+		free(name);
+		instance_free(inst);
+		return r;
+	}
+	if (r == -ENOEXEC) {
+		/* Nothing to build: launch reports the refusal as the run's end. */
+		free(name);
+		*ret_inst = inst;
+		return 0;
+	}
+	enum linuxu_limits limits = st ? st->limits : LINUXU_LIMITS_NONE;
+	if (limits == LINUXU_LIMITS_UID) {
+		if ((r = linuxu_uid_take(st, &inst->uid)) < 0) {
+			linuxu_set_err(ret_err, "linuxu: all %u per-run uids are in use", LINUXU_UID_COUNT);
+			free(name);
+			instance_free(inst);
+			return r;
+		}
+		inst->st = st;
+		/* The store may be closed to other uids; bwrap reads the image from an fd. */
+		inst->copy_image = 1;
+	}
+	snprintf(inst->limits_value, sizeof(inst->limits_value), "%s", linuxu_limits_name(limits));
+	if (st && st->limits_why &&
+	    asprintf(&inst->limits_note, "the run's process limit is not its own: %s", st->limits_why) < 0)
+		inst->limits_note = NULL;
 
 	int libparam = (spec->flags & DRV_F_UNIKRAFT) && linuxu_image_has_libparam(spec->image_path);
 	unsigned mem = spec->memory_mb ? spec->memory_mb : LINUXU_DEFAULT_MEMORY_MB;
@@ -234,9 +301,19 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	             "its main sees the parameters and '--'", name) < 0)
 		inst->note = NULL;
 
-	struct cmd *c = linuxu_sandbox_cmd(st, inst->image_path ? inst->image_path : spec->image_path, name,
-	                                   inst->copy_image, limit, inst->use_pty);
+	inst->nproc = linuxu_nproc(limits, mem);
+	struct linuxu_sandbox box = {
+		.image_path = inst->image_path ? inst->image_path : spec->image_path,
+		.name = name,
+		.copy_image = inst->copy_image,
+		.use_pty = inst->use_pty,
+		.limit_bytes = limit,
+		.nproc = inst->nproc,
+		.uid = inst->uid,
+	};
+	struct cmd *c = linuxu_sandbox_cmd(st, &box);
 	linuxu_append_guest_args(c, spec, libparam, heap_mb);
+	cmd_die_with_daemon(c);
 	inst->cmd = c;
 	free(name);
 	if (!inst->image_path) {
@@ -331,6 +408,18 @@ static void maybe_finish(struct drv_instance *inst, int force)
 static void on_grace(uv_timer_t *t)
 {
 	maybe_finish(t->data, 1);
+}
+
+/* The image was refused at prepare: end the run with the reason (126). */
+static void on_refused(uv_timer_t *t)
+{
+	struct drv_instance *inst = t->data;
+	if (inst->reported || inst->destroyed)
+		return;
+	inst->reported = 1;
+	close_io(inst);
+	struct drv_outcome o = {.end = DRV_END_ERROR, .value = ENOEXEC, .message = inst->refusal};
+	inst->cb.exit(inst->cb.ctx, &o);
 }
 
 static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
@@ -505,6 +594,19 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	}
 	inst->loop = loop;
 	inst->cb = *cb;
+	if (inst->refusal) {
+		/* Nothing runs; the end is reported from the loop, after launch returns. */
+		if ((r = uv_timer_init(loop, &inst->grace)) < 0) {
+			linuxu_set_err(ret_err, "linuxu: timer: %s", uv_strerror(r));
+			return r;
+		}
+		inst->grace.data = inst;
+		inst->grace_open = 1;
+		inst->nhandles++;
+		inst->launched = 1;
+		inst->exited = 1; /* kill has nothing to stop */
+		return uv_timer_start(&inst->grace, on_refused, 0, 0);
+	}
 	const char *what = "console pipe";
 	if (pipe2(out, O_CLOEXEC) < 0 || (what = "status pipe", pipe2(st, O_CLOEXEC) < 0)) {
 		r = -errno;
@@ -536,7 +638,6 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	inst->grace.data = inst;
 	inst->grace_open = 1;
 	inst->nhandles++;
-
 	inst->proc.data = inst;
 	r = cmd_spawn(inst->cmd, loop, &inst->proc, on_proc_exit, ret_err);
 	inst->proc.data = inst;
@@ -577,6 +678,14 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		close_fd(&st[0]);
 		close_fd(&ptm);
 		return r;
+	}
+	if (cb->note) {
+		cb->note(cb->ctx, "limits", inst->limits_value, inst->limits_note);
+		if (inst->uid) {
+			char uid[16];
+			snprintf(uid, sizeof(uid), "%u", inst->uid);
+			cb->note(cb->ctx, "sandbox_uid", uid, NULL);
+		}
 	}
 	if (inst->note && cb->note)
 		cb->note(cb->ctx, NULL, NULL, inst->note);

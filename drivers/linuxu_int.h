@@ -16,14 +16,46 @@
 #define LINUXU_TAIL_MAX 1024   /* console tail kept to explain a sandbox failure */
 #define LINUXU_NHOST_DIRS 6    /* host top-level directories mirrored in the sandbox */
 
+/* Per-run uids of a root daemon: a reserved range above systemd's container
+ * range (524288-1879048191) and below 2^31, which no distribution assigns. */
+#define LINUXU_UID_BASE 1879048192u /* 0x70000000 */
+#define LINUXU_UID_COUNT 65536u
+
 /* Child fds of the prlimit/bwrap process. */
 #define LINUXU_FD_STATUS 3 /* --json-status-fd */
 #define LINUXU_FD_IMAGE 4  /* --ro-bind-data source when the image is not executable */
+
+/* How a run gets a process budget of its own (the run's "limits" fact).
+ * RLIMIT_NPROC counts the processes of a uid; since Linux 5.14 it counts them
+ * per user namespace too, so a limit set inside the run's own user namespace
+ * counts that run's processes only. Root is exempt from it altogether. */
+enum linuxu_limits {
+	LINUXU_LIMITS_NONE,   /* root daemon that cannot switch uid: no process limit holds */
+	LINUXU_LIMITS_UID,    /* root daemon: the sandbox runs as a per-run uid (in its own user namespace) */
+	LINUXU_LIMITS_USERNS, /* unprivileged daemon: the run's own user namespace */
+	LINUXU_LIMITS_SHARED, /* kernel < 5.14: the limit counts all processes of the daemon's uid */
+};
 
 /* What probe found on this host (the driver's global state). */
 struct linuxu_state {
 	char *link_target[LINUXU_NHOST_DIRS]; /* symlink target, or NULL */
 	int is_dir[LINUXU_NHOST_DIRS];
+	enum linuxu_limits limits;
+	char *limits_why;   /* LINUXU_LIMITS_SHARED/NONE: why no better mechanism works */
+	char *prlimit_path; /* prlimit as seen inside the sandbox (under /usr or a mirrored dir) */
+	unsigned uid_next;  /* LINUXU_LIMITS_UID: next slot to try (starts at random) */
+	unsigned char uid_used[LINUXU_UID_COUNT / 8];
+};
+
+/* What one sandbox gets (linuxu_sandbox_cmd). */
+struct linuxu_sandbox {
+	const char *image_path; /* bound at /run/ukrun/NAME, or copied from fd LINUXU_FD_IMAGE */
+	const char *name;       /* the guest's argv[0] */
+	int copy_image;
+	int use_pty;                    /* TERM is set: the guest gets a terminal on stdin */
+	unsigned long long limit_bytes; /* data size, each writable tmpfs; file size + 1 MiB */
+	unsigned nproc;                 /* processes (RLIMIT_NPROC, set inside the user namespace) */
+	unsigned uid;                   /* LINUXU_LIMITS_UID: run as this uid; else 0 */
 };
 
 /* One run: the command, its libuv handles and what bwrap reported. */
@@ -31,8 +63,14 @@ struct drv_instance {
 	struct cmd *cmd;
 	char *image_path;
 	char *note; /* told to the user at launch */
+	char *refusal; /* set: the image cannot run here; launch reports it (exit 126) */
 	int use_pty;
 	int copy_image;
+	struct linuxu_state *st; /* owner of `uid` */
+	unsigned uid;            /* per-run uid taken from st, or 0 */
+	unsigned nproc;
+	char limits_value[16]; /* the run's "limits" fact */
+	char *limits_note;     /* why that budget is not the run's own, or NULL */
 
 	uv_loop_t *loop;
 	struct drv_callbacks cb;
@@ -72,13 +110,24 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err);
 /* Free a state from linuxu_probe (NULL is a no-op). */
 void linuxu_unprobe(void *state);
 
-/* The command `prlimit LIMITS -- bwrap SANDBOX -- name`, ready for the guest's
- * arguments: `image_path` bound (or, with `copy_image`, copied from fd
- * LINUXU_FD_IMAGE) at /run/ukrun/`name`, memory and file size capped at
- * `limit_bytes`, TERM set when the guest gets a terminal (`use_pty`).
- * `st` may be NULL (no host directories mirrored). */
-struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const char *image_path, const char *name,
-                               int copy_image, unsigned long long limit_bytes, int use_pty);
+/* The command `prlimit LIMITS -- [setpriv UID --] bwrap SANDBOX -- prlimit
+ * NPROC -- NAME`, ready for the guest's arguments (see struct linuxu_sandbox).
+ * Every writable mount is a tmpfs of `limit_bytes`; the rest is read-only.
+ * `st` may be NULL (no host directories mirrored, prlimit from PATH). */
+struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linuxu_sandbox *sb);
+
+/* The run's process budget for `memory_mb` of memory under `limits`. */
+unsigned linuxu_nproc(enum linuxu_limits limits, unsigned memory_mb);
+
+/* Take a free per-run uid (LINUXU_LIMITS_UID) into *ret_uid: 0, or -EAGAIN
+ * when all LINUXU_UID_COUNT are in use. */
+int linuxu_uid_take(struct linuxu_state *st, unsigned *ret_uid);
+
+/* Give back a uid from linuxu_uid_take (0 is a no-op). */
+void linuxu_uid_release(struct linuxu_state *st, unsigned uid);
+
+/* The name of a limits mechanism ("uid", "userns", "shared", "none"). */
+const char *linuxu_limits_name(enum linuxu_limits limits);
 
 /* ---- linuxu.c ---- */
 

@@ -1,16 +1,29 @@
 /*
  * linuxu_sandbox.c — the linuxu driver's sandbox: probing prlimit and
- * bubblewrap on this host, and building the `prlimit LIMITS -- bwrap SANDBOX
- * -- NAME` command that the guest's arguments are then appended to.
+ * bubblewrap on this host, choosing how a run gets limits of its own, and
+ * building the command the guest's arguments are then appended to:
  *
- * - prlimit (util-linux) sets the rlimits and execs bwrap, so they apply to
- *   the whole sandbox from its first instruction without any code running
- *   between fork and exec in the daemon.
- * - bwrap gives new namespaces (no network), a tmpfs root with a read-only
- *   /usr, the image at /run/ukrun/NAME, and reports on --json-status-fd
- *   `{"child-pid": N}` then `{"exit-code": N}` (read by linuxu.c).
- * - bwrap execs NAME through PATH (/run/ukrun first) so the guest's argv[0]
- *   is the image's base name rather than a sandbox path.
+ *   prlimit LIMITS -- [setpriv --reuid U ... --] bwrap SANDBOX -- prlimit --nproc=N -- NAME
+ *
+ * - The outer prlimit (util-linux) sets the per-process rlimits (data, file
+ *   size, descriptors, CPU time, no core) and execs on, so they hold from the
+ *   sandbox's first instruction with no code between fork and exec in the daemon.
+ * - A root daemon runs each sandbox as its own uid from a reserved range
+ *   (setpriv): root is exempt from RLIMIT_NPROC, and a uid of its own keeps a
+ *   run's processes from counting against anyone else's.
+ * - bwrap gives new namespaces (user namespace included, no network), a
+ *   read-only root with a read-only /usr, the image at /run/ukrun/NAME, and
+ *   writable tmpfs /tmp and /dev/shm of the run's memory each; / and /dev are
+ *   remounted read-only so that nothing else can be filled. RLIMIT_FSIZE is
+ *   1 MiB above the tmpfs size: a full tmpfs says ENOSPC, which a guest can
+ *   handle, where a limit of the same size would kill it with SIGXFSZ first;
+ *   the file size cap still bounds each file outside the mounts (memfd). It reports on
+ *   --json-status-fd `{"child-pid": N}` then `{"exit-code": N}` (read by linuxu.c).
+ * - The inner prlimit sets RLIMIT_NPROC inside the run's user namespace, where
+ *   the kernel (>= 5.14) counts the processes of that namespace only; set
+ *   outside, the limit would count every process of the uid.
+ * - NAME is found through PATH (/run/ukrun first) so the guest's argv[0] is
+ *   the image's base name rather than a sandbox path.
  */
 #include "linuxu_int.h"
 
@@ -19,10 +32,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
-#define LINUXU_NPROC 4096             /* fork-bomb guard, per real uid (ignored for root) */
+#define LINUXU_NPROC_SHARED 4096      /* when the limit counts all of the daemon's uid: a fork-bomb guard only */
+#define LINUXU_NPROC_MIN 64           /* per-run budget: one process per MiB of memory, within these bounds */
+#define LINUXU_NPROC_MAX 1024
+#define LINUXU_NOFILE 1024            /* descriptors per process */
+#define LINUXU_FSIZE_SLACK (1ull << 20) /* file size cap past the tmpfs size, so a full tmpfs says ENOSPC first */
 #define LINUXU_CPU_SECONDS 3600       /* runaway guard; wall-clock timeouts belong to the core */
 #define LINUXU_SANDBOX_DIR "/run/ukrun"
 #define LINUXU_GUEST_PATH LINUXU_SANDBOX_DIR ":/usr/local/bin:/usr/bin:/bin"
@@ -61,7 +80,116 @@ static void state_free(struct linuxu_state *st)
 		return;
 	for (size_t i = 0; i < NHOST_DIRS; i++)
 		free(st->link_target[i]);
+	free(st->limits_why);
+	free(st->prlimit_path);
 	free(st);
+}
+
+const char *linuxu_limits_name(enum linuxu_limits limits)
+{
+	switch (limits) {
+	case LINUXU_LIMITS_UID:
+		return "uid";
+	case LINUXU_LIMITS_USERNS:
+		return "userns";
+	case LINUXU_LIMITS_SHARED:
+		return "shared";
+	case LINUXU_LIMITS_NONE:
+	default:
+		return "none";
+	}
+}
+
+unsigned linuxu_nproc(enum linuxu_limits limits, unsigned memory_mb)
+{
+	if (limits == LINUXU_LIMITS_SHARED || limits == LINUXU_LIMITS_NONE)
+		return LINUXU_NPROC_SHARED;
+	if (memory_mb < LINUXU_NPROC_MIN)
+		return LINUXU_NPROC_MIN;
+	return memory_mb > LINUXU_NPROC_MAX ? LINUXU_NPROC_MAX : memory_mb;
+}
+
+int linuxu_uid_take(struct linuxu_state *st, unsigned *ret_uid)
+{
+	for (unsigned n = 0; n < LINUXU_UID_COUNT; n++) {
+		unsigned i = (st->uid_next + n) % LINUXU_UID_COUNT;
+		if (st->uid_used[i / 8] & (1u << (i % 8)))
+			continue;
+		st->uid_used[i / 8] |= (unsigned char)(1u << (i % 8));
+		/* Next fit: a uid just given back is the last to be used again. */
+		st->uid_next = (i + 1) % LINUXU_UID_COUNT;
+		*ret_uid = LINUXU_UID_BASE + i;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+void linuxu_uid_release(struct linuxu_state *st, unsigned uid)
+{
+	if (!st || uid < LINUXU_UID_BASE || uid - LINUXU_UID_BASE >= LINUXU_UID_COUNT)
+		return;
+	unsigned i = uid - LINUXU_UID_BASE;
+	st->uid_used[i / 8] &= (unsigned char)~(1u << (i % 8));
+}
+
+/* Linux >= 5.14 counts RLIMIT_NPROC per user namespace (ucounts). */
+static int kernel_counts_nproc_per_userns(void)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+	if (uname(&u) < 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+		return 0;
+	return major > 5 || (major == 5 && minor >= 14);
+}
+
+/* prlimit where the sandbox sees it: /usr is bound, /bin mirrored. */
+static char *find_prlimit(void)
+{
+	static const char *const paths[] = {"/usr/bin/prlimit", "/bin/prlimit"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (access(paths[i], X_OK) == 0)
+			return strdup(paths[i]);
+	return NULL;
+}
+
+/* Decide how runs get a process budget of their own (st->limits). A root
+ * daemon checks that a sandbox can run as a reserved uid. */
+static void probe_limits(struct linuxu_state *st)
+{
+	if (getuid() != 0) {
+		if (kernel_counts_nproc_per_userns()) {
+			st->limits = LINUXU_LIMITS_USERNS;
+			return;
+		}
+		st->limits = LINUXU_LIMITS_SHARED;
+		st->limits_why = strdup("this kernel (< 5.14) counts processes per uid, not per user namespace");
+		return;
+	}
+	unsigned r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (unsigned)getpid() * 2654435761u;
+	/* Several root daemons on one host rarely pick the same uids. */
+	st->uid_next = r % LINUXU_UID_COUNT;
+	char *out = NULL;
+	struct cmd *c = cmd_new("setpriv");
+	cmd_argf(c, "--reuid=%u", LINUXU_UID_BASE);
+	cmd_argf(c, "--regid=%u", LINUXU_UID_BASE);
+	add(c, "--clear-groups", "--", "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+	    "--ro-bind", "/", "/", "true", NULL);
+	int rc = cmd_run_sync(c, 10000, 1024, &out);
+	cmd_free(c);
+	if (rc == 0) {
+		st->limits = LINUXU_LIMITS_UID;
+		free(out);
+		return;
+	}
+	if (out)
+		out[strcspn(out, "\r\n")] = '\0';
+	st->limits = LINUXU_LIMITS_NONE;
+	if (asprintf(&st->limits_why, "a sandbox cannot run as an unprivileged uid (setpriv + bwrap: %s)",
+	             out && *out ? out : rc < 0 ? strerror(-rc) : "exited with an error") < 0)
+		st->limits_why = NULL;
+	free(out);
 }
 
 int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
@@ -93,7 +221,9 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
 
 	out = NULL;
 	c = cmd_new("bwrap");
-	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true", NULL);
+	/* --size (bwrap >= 0.8) too: every run's writable mounts need it. */
+	add(c, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--size", "1048576", "--tmpfs", "/tmp",
+	    "true", NULL);
 	r = cmd_run_sync(c, 10000, 1024, &out);
 	cmd_free(c);
 	if (r != 0) {
@@ -127,7 +257,17 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
 			st->is_dir[i] = 1;
 		}
 	}
-	if (asprintf(ret_info, "%s, namespaces ok", version) < 0)
+	st->prlimit_path = find_prlimit();
+	if (!st->prlimit_path) {
+		linuxu_set_err(ret_err, "prlimit is not in /usr/bin or /bin, where the sandbox can run it");
+		state_free(st);
+		free(version);
+		return -ENOENT;
+	}
+	probe_limits(st);
+	if (asprintf(ret_info, "%s, namespaces ok, per-run limits: %s%s%s", version,
+	             linuxu_limits_name(st->limits), st->limits_why ? " — " : "",
+	             st->limits_why ? st->limits_why : "") < 0)
 		*ret_info = NULL;
 	free(version);
 	*ret_state = st;
@@ -141,13 +281,16 @@ void linuxu_unprobe(void *state)
 
 /* ---- command ---- */
 
-static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const char *image_path,
-                           const char *name, int copy_image, unsigned long long limit_bytes,
-                           int use_pty)
+static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
 	/* Run by root, bwrap would keep the caller's capabilities in the sandbox. */
-	add(c, "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-	    "--hostname", "ukrun", "--ro-bind", "/usr", "/usr", NULL);
+	add(c, "bwrap", "--unshare-all", NULL);
+	/* Unprivileged, bwrap implies a user namespace unless it is setuid; the
+	 * process budget needs one, so ask for it. */
+	if (sb->uid || (st && (st->limits == LINUXU_LIMITS_USERNS || st->limits == LINUXU_LIMITS_SHARED)))
+		add(c, "--unshare-user", NULL);
+	add(c, "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "ukrun", "--ro-bind",
+	    "/usr", "/usr", NULL);
 	for (size_t i = 0; st && i < NHOST_DIRS; i++) {
 		if (st->link_target[i])
 			add(c, "--symlink", st->link_target[i], host_dirs[i], NULL);
@@ -156,39 +299,53 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const c
 	}
 	for (size_t i = 0; i < sizeof(etc_files) / sizeof(etc_files[0]); i++)
 		add(c, "--ro-bind-try", etc_files[i], etc_files[i], NULL);
+	/* bwrap's root and /dev are tmpfs without a size: both become read-only
+	 * once set up, and the two writable places get the run's memory each. */
 	add(c, "--proc", "/proc", "--dev", "/dev", "--size", NULL);
-	cmd_argf(c, "%llu", limit_bytes);
+	cmd_argf(c, "%llu", sb->limit_bytes);
+	add(c, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--size", NULL);
+	cmd_argf(c, "%llu", sb->limit_bytes);
 	add(c, "--tmpfs", "/tmp", NULL);
-	if (copy_image) {
-		/* Not executable on the host: bwrap copies it into the sandbox as 0555
-		 * (a read-only bind keeps the host mode, and execvp would then fall
-		 * through PATH to a host program of the same name). */
+	if (sb->copy_image) {
+		/* Not executable on the host (or not reachable by the run's uid):
+		 * bwrap copies it into the sandbox as 0555 (a read-only bind keeps
+		 * the host mode, and execvp would then fall through PATH to a host
+		 * program of the same name). */
 		add(c, "--perms", "0555", "--ro-bind-data", NULL);
 		cmd_argf(c, "%d", LINUXU_FD_IMAGE);
 	} else {
-		add(c, "--ro-bind", image_path, NULL);
+		add(c, "--ro-bind", sb->image_path, NULL);
 	}
-	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, name);
-	add(c, "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", LINUXU_GUEST_PATH, "--setenv", "HOME",
-	    "/tmp", "--setenv", "LANG", "C.UTF-8", NULL);
-	if (use_pty)
+	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, sb->name);
+	add(c, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", LINUXU_GUEST_PATH,
+	    "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", NULL);
+	if (sb->use_pty)
 		add(c, "--setenv", "TERM", "dumb", NULL);
 	add(c, "--json-status-fd", NULL);
 	cmd_argf(c, "%d", LINUXU_FD_STATUS);
-	add(c, "--", name, NULL);
+	add(c, "--", st && st->prlimit_path ? st->prlimit_path : "prlimit", NULL);
+	cmd_argf(c, "--nproc=%u", sb->nproc);
+	add(c, "--", sb->name, NULL);
 }
 
-struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const char *image_path, const char *name,
-                               int copy_image, unsigned long long limit_bytes, int use_pty)
+struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
 	/* prlimit sets soft = hard so the guest cannot raise them back. */
 	struct cmd *c = cmd_new("prlimit");
-	cmd_argf(c, "--data=%llu", limit_bytes);
-	cmd_argf(c, "--fsize=%llu", limit_bytes);
-	cmd_argf(c, "--nproc=%d", LINUXU_NPROC);
+	cmd_argf(c, "--data=%llu", sb->limit_bytes);
+	cmd_argf(c, "--fsize=%llu", sb->limit_bytes + LINUXU_FSIZE_SLACK);
+	cmd_argf(c, "--nofile=%d", LINUXU_NOFILE);
 	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
 	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */
 	cmd_arg(c, "--");
-	append_sandbox(c, st, image_path, name, copy_image, limit_bytes, use_pty);
+	if (sb->uid) {
+		/* The uid change clears a parent-death signal set before it, so
+		 * setpriv sets it again afterwards. */
+		add(c, "setpriv", NULL);
+		cmd_argf(c, "--reuid=%u", sb->uid);
+		cmd_argf(c, "--regid=%u", sb->uid);
+		add(c, "--clear-groups", "--pdeathsig", "KILL", "--", NULL);
+	}
+	append_sandbox(c, st, sb);
 	return c;
 }

@@ -8,6 +8,8 @@
  */
 #include "verdict.h"
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -215,6 +217,13 @@ void verdict_decide(const struct drv_outcome *o, const struct tp_summary *consol
 		killed(ret, console, flags);
 		break;
 	case DRV_END_ERROR:
+		if (o->value == ENOEXEC) {
+			set(ret, VERDICT_NOT_RUNNABLE, "image", "not runnable: %s",
+			    o->message && *o->message ? o->message : "the driver cannot run this image");
+			break;
+		}
+		set(ret, 125, "runner", "%s", o->message && *o->message ? o->message : "the driver failed to run the guest");
+		break;
 	default:
 		set(ret, 125, "runner", "%s", o->message && *o->message ? o->message : "the driver failed to run the guest");
 		break;

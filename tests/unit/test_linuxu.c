@@ -172,6 +172,11 @@ static void write_elf(const char *path, const char *secname)
 	eh.e_shnum = 3;
 	eh.e_shstrndx = 1;
 	eh.e_shoff = sizeof(eh) + 64;
+	eh.e_entry = 0x401000;
+	eh.e_phoff = eh.e_shoff + 3 * sizeof(Elf64_Shdr); /* one PT_LOAD: an executable, as detect wants */
+	eh.e_phentsize = sizeof(Elf64_Phdr);
+	eh.e_phnum = 1;
+	Elf64_Phdr ph = {.p_type = PT_LOAD, .p_flags = PF_R | PF_X, .p_vaddr = 0x400000, .p_align = 4096};
 	Elf64_Shdr sh[3] = {{0}};
 	sh[1].sh_name = (Elf64_Word)off_shstr;
 	sh[1].sh_type = SHT_STRTAB;
@@ -184,6 +189,7 @@ static void write_elf(const char *path, const char *secname)
 	fwrite(&eh, sizeof(eh), 1, f);
 	fwrite(strtab, 64, 1, f);
 	fwrite(sh, sizeof(sh), 1, f);
+	fwrite(&ph, sizeof(ph), 1, f);
 	fclose(f);
 }
 
@@ -214,6 +220,7 @@ static void test_prepare_argv(void **unused)
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
 	close(fd);
+	write_elf(path, ".text");
 	chmod(path, 0755);
 	char *args[] = {"a b", "--nocapture"};
 	struct drv_spec spec = {.image_path = path, .image_name = "my app", .args = args, .nargs = 2,
@@ -229,7 +236,16 @@ static void test_prepare_argv(void **unused)
 	snprintf(want, sizeof(want), "|--ro-bind|%s|/run/ukrun/my app|", path);
 	assert_non_null(strstr(all, want));
 	assert_null(strstr(all, "TERM")); /* no terminal, no TERM */
-	const char *tail = "|--json-status-fd|3|--|my app|a b|--nocapture";
+	/* Every writable mount is a tmpfs of the run's memory; / and /dev end read-only. */
+	assert_non_null(strstr(all, "|--dev|/dev|--size|104857600|--tmpfs|/dev/shm|--remount-ro|/dev|"
+	                            "--size|104857600|--tmpfs|/tmp|"));
+	snprintf(want, sizeof(want), "|/run/ukrun/my app|--remount-ro|/|");
+	assert_non_null(strstr(all, want));
+	/* Files may grow past the tmpfs size (so the tmpfs says ENOSPC, not SIGXFSZ), not much further (memfd). */
+	assert_non_null(strstr(all, "|--fsize=105906176|"));
+	assert_null(strstr(all, "setpriv|--reuid"));
+	/* The process limit is set inside the sandbox, where it counts per user namespace. */
+	const char *tail = "|--json-status-fd|3|--|prlimit|--nproc=4096|--|my app|a b|--nocapture";
 	assert_string_equal(all + strlen(all) - strlen(tail), tail);
 	assert_false(inst->use_pty);
 	free(all);
@@ -245,11 +261,135 @@ static void test_prepare_argv(void **unused)
 	assert_true(inst->use_pty);
 	free(all);
 	drv_linuxu.destroy(inst);
+
+	/* No budget of its own (a root daemon that cannot switch uid): the run is told why. */
+	st.limits_why = "setpriv failed";
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	assert_string_equal(inst->limits_value, "none");
+	assert_string_equal(inst->limits_note, "the run's process limit is not its own: setpriv failed");
+	drv_linuxu.destroy(inst);
+	st.limits_why = NULL;
 	unlink(path);
 
 	assert_true(drv_linuxu.prepare(&st, &spec, &inst, &err) < 0);
 	assert_non_null(err);
 	free(err);
+}
+
+static void test_prepare_uid(void **unused)
+{
+	char path[] = "/tmp/test_linuxu_imgXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	write_elf(path, ".text");
+	chmod(path, 0755);
+	struct drv_spec spec = {.image_path = path, .image_name = "app", .memory_mb = 100};
+	struct linuxu_state *st = calloc(1, sizeof(*st));
+	st->limits = LINUXU_LIMITS_UID;
+	st->prlimit_path = "/usr/bin/prlimit";
+	st->uid_next = LINUXU_UID_COUNT - 1;
+	struct drv_instance *a = NULL, *b = NULL;
+	char *err = NULL;
+	assert_int_equal(drv_linuxu.prepare(st, &spec, &a, &err), 0);
+	assert_int_equal(drv_linuxu.prepare(st, &spec, &b, &err), 0);
+	/* Each run its own uid from the reserved range (next fit wraps around). */
+	assert_int_equal(a->uid, LINUXU_UID_BASE + LINUXU_UID_COUNT - 1);
+	assert_int_equal(b->uid, LINUXU_UID_BASE);
+	assert_string_equal(a->limits_value, "uid");
+	char *all = join_from(a->cmd, 0), want[300];
+	snprintf(want, sizeof(want),
+	         "|--|setpriv|--reuid=%u|--regid=%u|--clear-groups|--pdeathsig|KILL|--|bwrap|--unshare-all|"
+	         "--unshare-user|", a->uid, a->uid);
+	assert_non_null(strstr(all, want));
+	/* The store need not be readable by that uid: the image comes in through an fd. */
+	assert_non_null(strstr(all, "|--ro-bind-data|4|/run/ukrun/app|"));
+	assert_non_null(strstr(all, "|--|/usr/bin/prlimit|--nproc=100|--|app"));
+	free(all);
+	unsigned ua = a->uid;
+	drv_linuxu.destroy(a);
+	assert_false(st->uid_used[(ua - LINUXU_UID_BASE) / 8] & (1u << ((ua - LINUXU_UID_BASE) % 8)));
+	drv_linuxu.destroy(b);
+	unlink(path);
+	free(st);
+}
+
+static void test_uid_pool(void **unused)
+{
+	struct linuxu_state *st = calloc(1, sizeof(*st));
+	unsigned uid = 0, last = 0;
+	for (unsigned i = 0; i < LINUXU_UID_COUNT; i++) {
+		assert_int_equal(linuxu_uid_take(st, &uid), 0);
+		assert_int_equal(uid, LINUXU_UID_BASE + i);
+	}
+	assert_int_equal(linuxu_uid_take(st, &last), -EAGAIN);
+	linuxu_uid_release(st, LINUXU_UID_BASE + 7);
+	linuxu_uid_release(st, 0);    /* not a per-run uid: ignored */
+	linuxu_uid_release(NULL, 12); /* no-op */
+	assert_int_equal(linuxu_uid_take(st, &uid), 0);
+	assert_int_equal(uid, LINUXU_UID_BASE + 7);
+	free(st);
+}
+
+static void test_nproc(void **unused)
+{
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_UID, 0), 64);
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_UID, 64), 64);
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_USERNS, 300), 300);
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_USERNS, 2048), 1024);
+	/* Counted with every process of the uid: only a fork-bomb guard. */
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_SHARED, 64), 4096);
+	assert_int_equal(linuxu_nproc(LINUXU_LIMITS_NONE, 64), 4096);
+	assert_string_equal(linuxu_limits_name(LINUXU_LIMITS_UID), "uid");
+	assert_string_equal(linuxu_limits_name(LINUXU_LIMITS_USERNS), "userns");
+}
+
+static struct drv_outcome refused_outcome;
+static char refused_message[300];
+static int refused_calls;
+
+static void on_refused_exit(void *ctx, const struct drv_outcome *o)
+{
+	refused_calls++;
+	refused_outcome = *o;
+	snprintf(refused_message, sizeof(refused_message), "%s", o->message ? o->message : "");
+}
+
+static void on_console_unused(void *ctx, const char *buf, size_t len)
+{
+	fail_msg("console bytes from a refused image");
+}
+
+static void test_refused(void **unused)
+{
+	/* A script forced onto linuxu never reaches execvp (which would hand it to /bin/sh). */
+	char path[] = "/tmp/test_linuxu_txtXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "#!/bin/sh\necho hi\n", 18), 18);
+	close(fd);
+	chmod(path, 0755);
+	struct drv_spec spec = {.image_path = path, .image_name = "run.sh"};
+	struct linuxu_state st = {0};
+	struct drv_instance *inst = NULL;
+	char *err = NULL;
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	struct drv_callbacks cb = {.console = on_console_unused, .exit = on_refused_exit};
+	assert_int_equal(drv_linuxu.launch(inst, &loop, &cb, &err), 0);
+	assert_int_equal(refused_calls, 0); /* reported from the loop, not inside launch */
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(refused_calls, 1);
+	assert_int_equal(refused_outcome.end, DRV_END_ERROR);
+	assert_int_equal(refused_outcome.value, ENOEXEC);
+	assert_non_null(strstr(refused_message, "'run.sh' is not an x86-64 Linux program: not an ELF"));
+	drv_linuxu.kill(inst, DRV_KILL_FORCE); /* nothing to stop */
+	drv_linuxu.destroy(inst);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(refused_calls, 1);
+	unlink(path);
 }
 
 int main(void)
@@ -258,7 +398,9 @@ int main(void)
 		cmocka_unit_test(test_guest_args),     cmocka_unit_test(test_guest_name),
 		cmocka_unit_test(test_status_json),    cmocka_unit_test(test_status_stream),
 		cmocka_unit_test(test_exit_mapping),   cmocka_unit_test(test_libparam_detect),
-		cmocka_unit_test(test_prepare_argv),
+		cmocka_unit_test(test_prepare_argv),   cmocka_unit_test(test_prepare_uid),
+		cmocka_unit_test(test_uid_pool),       cmocka_unit_test(test_nproc),
+		cmocka_unit_test(test_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /*
  * test_verdict.c — every row of the exit-status contract (DESIGN §4).
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -148,6 +149,7 @@ static const struct row rows[] = {
 	/* infrastructure */
 	{ DRV_END_ERROR, 0, C_NULL, 0, -1, 125, "runner", "failed" },
 	{ DRV_END_ERROR, 0, C_LT_OK, UK, -1, 125, "runner", NULL },
+	{ DRV_END_ERROR, ENOEXEC, C_NULL, 0, -1, 126, "image", "not runnable: " },
 };
 
 static void test_rows(void **state)
