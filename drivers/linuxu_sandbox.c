@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -334,7 +335,12 @@ struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linux
 	struct cmd *c = cmd_new("prlimit");
 	cmd_argf(c, "--data=%llu", sb->limit_bytes);
 	cmd_argf(c, "--fsize=%llu", sb->limit_bytes + LINUXU_FSIZE_SLACK);
-	cmd_argf(c, "--nofile=%d", LINUXU_NOFILE);
+	/* Never above the daemon's own hard limit: raising it needs CAP_SYS_RESOURCE, which
+	 * even a root daemon may lack (containers), and prlimit would then fail the run. */
+	struct rlimit nofile = {.rlim_max = LINUXU_NOFILE};
+	if (getrlimit(RLIMIT_NOFILE, &nofile) < 0 || nofile.rlim_max > LINUXU_NOFILE)
+		nofile.rlim_max = LINUXU_NOFILE;
+	cmd_argf(c, "--nofile=%llu", (unsigned long long)nofile.rlim_max);
 	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
 	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */
 	cmd_arg(c, "--");
