@@ -262,7 +262,13 @@ static int wait_ready(struct httpc *h, const char *socket_path, pid_t pid)
 
 		if (stopped(h))
 			return -EINTR;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
+		if (pid > 0 && waitpid(pid, &status, WNOHANG) == pid) {
+			/* 3: another runnerd holds the socket or the data directory, most likely
+			 * one that is starting up: wait for it to answer instead. */
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+				pid = 0;
+				continue;
+			}
 			if (WIFEXITED(status))
 				fprintf(stderr, "ukrun: runnerd exited at start-up with status %d", WEXITSTATUS(status));
 			else
