@@ -120,8 +120,14 @@ struct driver {
 	int (*launch)(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
 	              char **ret_err);
 
-	/* Stop the guest; it still ends through cb->exit (end = DRV_END_KILLED). Idempotent. */
+	/* Stop the guest; it still ends through cb->exit (end = DRV_END_KILLED). Idempotent.
+	 * Resumes a throttled console, so the guest's end is seen. */
 	int (*kill)(struct drv_instance *inst, unsigned flags);
+
+	/* Stop (paused = 1) or resume (0) reading the guest's console, so a guest writing
+	 * faster than the core wants blocks on its full output pipe instead of costing the
+	 * daemon a core (the core throttles past the console cap). Idempotent. */
+	int (*throttle)(struct drv_instance *inst, int paused);
 
 	/* Release everything. Safe after cb->exit, after a failed launch, or after prepare only.
 	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */

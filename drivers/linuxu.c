@@ -702,8 +702,19 @@ fail:
 	return r;
 }
 
+static int linuxu_throttle(struct drv_instance *inst, int paused)
+{
+	if (!inst->console_open || uv_is_closing((uv_handle_t *)&inst->console))
+		return 0;
+	if (paused)
+		return uv_read_stop((uv_stream_t *)&inst->console);
+	int r = uv_read_start((uv_stream_t *)&inst->console, on_alloc, on_console);
+	return r == UV_EALREADY ? 0 : r;
+}
+
 static int linuxu_kill(struct drv_instance *inst, unsigned flags)
 {
+	linuxu_throttle(inst, 0); /* the pipe must drain to its EOF for the end to be reported */
 	if (!inst->launched || inst->exited || inst->reported)
 		return 0;
 	inst->kill_requested = 1;
@@ -744,5 +755,6 @@ const struct driver drv_linuxu = {
 	.prepare = linuxu_prepare,
 	.launch = linuxu_launch,
 	.kill = linuxu_kill,
+	.throttle = linuxu_throttle,
 	.destroy = linuxu_destroy,
 };

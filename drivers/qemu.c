@@ -694,9 +694,21 @@ static int qemu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct 
 	return 0;
 }
 
+static int qemu_throttle(struct drv_instance *inst, int paused)
+{
+	struct attempt *a = inst->cur;
+	if (!a || a->out_eof || uv_is_closing((uv_handle_t *)&a->out))
+		return 0;
+	if (paused)
+		return uv_read_stop((uv_stream_t *)&a->out);
+	int r = uv_read_start((uv_stream_t *)&a->out, on_alloc, on_out);
+	return r == UV_EALREADY ? 0 : r;
+}
+
 static int qemu_kill(struct drv_instance *inst, unsigned flags)
 {
 	inst->killed = 1;
+	qemu_throttle(inst, 0); /* the pipe must drain to its EOF for the end to be reported */
 	if (inst->cur)
 		attempt_kill(inst->cur);
 	return 0;
@@ -736,5 +748,6 @@ const struct driver drv_qemu = {
 	.prepare = qemu_prepare,
 	.launch = qemu_launch,
 	.kill = qemu_kill,
+	.throttle = qemu_throttle,
 	.destroy = qemu_destroy,
 };

@@ -37,6 +37,10 @@ struct run {
 	struct testparse *tp;
 	uv_timer_t timeout_timer;
 	uv_timer_t grace_timer;
+	uv_timer_t throttle_timer; /* past the console cap: resumes reading the console */
+	int throttled, throttle_noted;
+	uint64_t window_start;     /* loop ms when the current throttle window began */
+	size_t window_bytes;       /* console bytes past the cap read in that window */
 	int handles_open;
 	unsigned vflags;       /* VERDICT_F_* */
 	int success_code;
@@ -52,6 +56,11 @@ struct run {
 	uv_work_t tests_work;
 	int tests_result;
 };
+
+/* Past the console cap at most RUN_THROTTLE_BYTES are read per RUN_THROTTLE_MS (about
+ * 6 MB/s), so a flooding guest slows down instead of costing the daemon a core. */
+#define RUN_THROTTLE_MS 10
+#define RUN_THROTTLE_BYTES (64 * 1024)
 
 /* From this many test cases on, they are written off the loop (a worker thread). */
 #define RUN_TESTS_OFFLOOP 200
@@ -317,6 +326,7 @@ static void record_end(struct run *run)
 	unlink_run(run);
 	uv_close((uv_handle_t *)&run->timeout_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&run->grace_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&run->throttle_timer, on_handle_closed);
 	schedule(mgr);
 	notify_idle(mgr);
 }
@@ -421,10 +431,47 @@ static void on_grace(uv_timer_t *t)
 	run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
 }
 
+static void on_unthrottle(uv_timer_t *t)
+{
+	struct run *run = t->data;
+	run->throttled = 0;
+	if (!run->exited && run->inst)
+		run->slot->drv->throttle(run->inst, 0);
+}
+
+/* Past the cap every byte is dropped: read the console only now and then. The guest
+ * blocks on its full pipe meanwhile; its verdict is unchanged (every byte still reaches
+ * the test parser), it only takes longer. */
+static void throttle_console(struct run *run, size_t len)
+{
+	const struct driver *drv = run->slot->drv;
+	if (run->throttled || run->exited || !run->inst || !drv->throttle || !run->con.cap ||
+	    run->con.size < run->con.cap)
+		return;
+	uint64_t now = uv_now(run->mgr->loop);
+	if (now - run->window_start >= RUN_THROTTLE_MS) {
+		run->window_start = now;
+		run->window_bytes = 0;
+	}
+	run->window_bytes += len;
+	if (run->window_bytes < RUN_THROTTLE_BYTES || drv->throttle(run->inst, 1) < 0)
+		return;
+	run->throttled = 1;
+	run->window_bytes = 0;
+	run->window_start = now + RUN_THROTTLE_MS;
+	uv_timer_start(&run->throttle_timer, on_unthrottle, RUN_THROTTLE_MS, 0);
+	if (!run->throttle_noted) {
+		run->throttle_noted = 1;
+		store_run_add_note(run->mgr->db, run->id,
+		                   "console past its cap: the guest's output is now read at about 6 MB/s");
+	}
+}
+
 static void on_console(void *ctx, const char *buf, size_t len)
 {
 	struct run *run = ctx;
 	console_append(&run->con, buf, len);
+	throttle_console(run, len);
 	testparse_feed(run->tp, buf, len);
 	track_lines(run, buf, len);
 	if ((run->vflags & VERDICT_F_LOADER) && !run->exited) {
@@ -468,6 +515,7 @@ static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 	run->exited = 1;
 	uv_timer_stop(&run->timeout_timer);
 	uv_timer_stop(&run->grace_timer);
+	uv_timer_stop(&run->throttle_timer);
 	testparse_finish(run->tp);
 	struct tp_summary sum;
 	testparse_summary(run->tp, &sum);
@@ -723,8 +771,9 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
-	run->timeout_timer.data = run->grace_timer.data = run;
-	run->handles_open = 2;
+	uv_timer_init(mgr->loop, &run->throttle_timer);
+	run->timeout_timer.data = run->grace_timer.data = run->throttle_timer.data = run;
+	run->handles_open = 3;
 	run->spec = (struct drv_spec){
 		.run_id = run->id_str,
 		.image_path = run->image_path,
