@@ -628,8 +628,10 @@ int main(int argc, char **argv)
 	uv_timer_init(d.loop, &d.tick);
 	d.tick.data = &d;
 	uv_timer_start(&d.tick, on_tick, 1000, 1000);
-	log_info("runnerd %s ready (%s mode, data %s, idle timeout %lds)", UKRUN_VERSION,
-	         c->user_mode ? "user" : "system", c->data_dir, c->idle_timeout_s);
+	log_info("runnerd %s ready (%s mode, data %s, idle timeout %lds; connections: header timeout %us, "
+	         "keep-alive %us, at most %u per listener, %llu file descriptors)",
+	         UKRUN_VERSION, c->user_mode ? "user" : "system", c->data_dir, c->idle_timeout_s,
+	         c->header_timeout_s, c->keepalive_timeout_s, c->max_connections, nofile);
 
 	uv_run(d.loop, UV_RUN_DEFAULT);
 
