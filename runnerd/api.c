@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "console.h"
@@ -451,15 +452,24 @@ static void runs_route(struct api *api, struct http_conn *conn, struct http_requ
 
 /* ---- dispatch ---- */
 
+/* "Authorization: Bearer TOKEN": the scheme is case-insensitive (RFC 7235) and followed
+ * by one or more spaces; the token must match exactly (constant time), so an over-long
+ * one is refused, not cut to size. */
 static int authorized(struct api *api, struct http_conn *conn, struct http_request *req)
 {
 	if (!http_conn_is_tcp(conn))
 		return 1; /* the Unix socket's file mode is the access control */
-	if (!api->token || !req->authorization || strncmp(req->authorization, "Bearer ", 7) != 0)
+	const char *a = req->authorization;
+	if (!api->token || !a || strncasecmp(a, "Bearer", 6) != 0 || a[6] != ' ')
 		return 0;
-	const char *given = req->authorization + 7;
+	const char *given = a + 6;
+	while (*given == ' ')
+		given++;
+	size_t len = strlen(given);
+	while (len && (given[len - 1] == ' ' || given[len - 1] == '\t'))
+		len--; /* trailing whitespace is not part of the header's value */
 	size_t n = strlen(api->token);
-	return strlen(given) == n && CRYPTO_memcmp(given, api->token, n) == 0;
+	return len == n && n <= API_TOKEN_MAX && CRYPTO_memcmp(given, api->token, n) == 0;
 }
 
 static void on_headers(void *ctx, struct http_conn *conn, struct http_request *req)

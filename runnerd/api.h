@@ -14,6 +14,10 @@
 #include "run.h"
 #include "store.h"
 
+/* Longest bearer token accepted, in the token file or from a client (longer ones are
+ * refused, never truncated). */
+#define API_TOKEN_MAX 256
+
 struct api {
 	struct run_manager *runs;
 	struct image_store *images;

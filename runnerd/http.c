@@ -3,11 +3,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -16,6 +18,8 @@ struct http_conn {
 		uv_pipe_t pipe;
 		uv_tcp_t tcp;
 	} h;
+	uv_timer_t timer;    /* the deadline of what the connection waits for (timer_update) */
+	int handles;         /* of h and timer still open: freed when both have closed */
 	http_parser parser;
 	struct http_handler handler;
 	struct http_request req;
@@ -35,6 +39,15 @@ struct http_conn {
 	int field_is_expect; /* current header field is Expect */
 	int expect_continue; /* the client waits for "100 Continue" before the body */
 	int last_was_value;
+	int started;         /* the parser has seen the first byte of the current request */
+	int head_done;       /* ... and its whole head */
+	int busy;            /* counted in set->busy: inside a request, first byte to response end */
+	int peer_eof;        /* the peer will send no more (it may still read: a half-close) */
+	unsigned requests;   /* finished on this connection */
+	uint64_t head_deadline; /* when the current (or first) request's head is due */
+	uint64_t idle_since;    /* keep-alive wait since */
+	uint64_t progress_ms;   /* last body byte in, or last response byte out */
+	size_t queue_mark;      /* unsent bytes at progress_ms (to see a slow writer progress) */
 	char field[32];
 	size_t field_len;
 	size_t header_bytes;
@@ -71,9 +84,22 @@ static void request_reset(struct http_request *req)
 	req->content_length = UINT64_MAX;
 }
 
+static void set_busy(struct http_conn *conn, int busy)
+{
+	if (conn->busy == busy || !conn->set)
+		return;
+	conn->busy = busy;
+	if (busy)
+		conn->set->busy++;
+	else
+		conn->set->busy--;
+}
+
 static void on_close(uv_handle_t *h)
 {
 	struct http_conn *conn = h->data;
+	if (--conn->handles > 0)
+		return;
 	if (conn->pprev) {
 		*conn->pprev = conn->next;
 		if (conn->next)
@@ -95,6 +121,8 @@ void http_conn_close(struct http_conn *conn)
 		conn->attached = NULL;
 		conn->release(obj);
 	}
+	set_busy(conn, 0);
+	uv_close((uv_handle_t *)&conn->timer, on_close);
 	uv_close((uv_handle_t *)&conn->h, on_close);
 }
 
@@ -131,6 +159,85 @@ void http_conn_on_drain(struct http_conn *conn, void (*cb)(struct http_conn *, v
 	conn->drain_arg = arg;
 }
 
+/* ---- deadlines ---- */
+
+static uint64_t now_ms(const struct http_conn *conn)
+{
+	return uv_now(conn->timer.loop);
+}
+
+/* When what the connection waits for is due, 0 = never (see struct http_limits):
+ * - a request head (the first from the accept, later ones from their first byte): a fixed
+ *   deadline, however slowly the bytes trickle in;
+ * - the peer taking our response, or a request body coming in: idle time since the last
+ *   progress (a slow reader that reads, a slow upload that uploads, never expire);
+ * - keep-alive between requests: idle time since the previous request ended;
+ * - a request the handler answers (a run, a console follower, a worker): never. */
+static uint64_t deadline(struct http_conn *conn)
+{
+	const struct http_limits *lim = &conn->set->limits;
+	if (!conn->msg_done && !conn->head_done && (conn->started || conn->requests == 0))
+		return lim->header_timeout_ms ? conn->head_deadline : 0;
+	if (!lim->idle_timeout_ms)
+		return 0;
+	if (conn->writes_outstanding) {
+		/* A write completes only when all of it is in the kernel: watch the queue shrink. */
+		size_t q = uv_stream_get_write_queue_size((const uv_stream_t *)&conn->h);
+		if (q < conn->queue_mark)
+			conn->progress_ms = now_ms(conn);
+		conn->queue_mark = q;
+		return conn->progress_ms + lim->idle_timeout_ms;
+	}
+	if (conn->msg_done)
+		return 0;
+	if (conn->head_done)
+		return conn->progress_ms + lim->idle_timeout_ms;
+	return conn->idle_since + lim->idle_timeout_ms;
+}
+
+static void on_timeout(uv_timer_t *t);
+
+/* (Re)arm the timer for the connection's current deadline. */
+static void timer_update(struct http_conn *conn)
+{
+	if (conn->closing)
+		return;
+	uint64_t due = deadline(conn), now = now_ms(conn);
+	if (!due)
+		uv_timer_stop(&conn->timer);
+	else
+		uv_timer_start(&conn->timer, on_timeout, due > now ? due - now : 0, 0);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+	struct http_conn *conn = t->data;
+	uint64_t due = deadline(conn);
+	if (!due || due > now_ms(conn)) {
+		timer_update(conn); /* progress since the timer was set */
+		return;
+	}
+	/* A request that had begun gets a 408 if it fits into the socket now (nothing waits
+	 * for a peer that stalls); then the connection closes. */
+	if (conn->started && !conn->responded) {
+		static const char body[] = "{\"error\":{\"code\":\"request_timeout\",\"message\":"
+		                           "\"the request did not arrive in time\"}}\n";
+		char msg[512];
+		int n = snprintf(msg, sizeof(msg),
+		                 "HTTP/1.1 408 Request Timeout\r\nServer: runnerd/" UKRUN_VERSION
+		                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+		                 "Connection: close\r\n\r\n%s",
+		                 sizeof(body) - 1, body);
+		uv_buf_t b = uv_buf_init(msg, (unsigned)n);
+		(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
+	}
+	log_debug("closing a %s connection: %s", conn->is_tcp ? "TCP" : "Unix",
+	          !conn->head_done && !conn->msg_done && (conn->started || !conn->requests)
+	              ? "header timeout"
+	              : "idle timeout");
+	http_conn_close(conn);
+}
+
 static void on_write(uv_write_t *w, int status)
 {
 	struct write_req *wr = (struct write_req *)w;
@@ -144,6 +251,7 @@ static void on_write(uv_write_t *w, int status)
 		http_conn_close(conn);
 		return;
 	}
+	conn->progress_ms = now_ms(conn);
 	if (conn->writes_outstanding == 0) {
 		if (conn->close_after_write) {
 			http_conn_close(conn);
@@ -152,6 +260,7 @@ static void on_write(uv_write_t *w, int status)
 		if (conn->drain_cb)
 			conn->drain_cb(conn, conn->drain_arg);
 	}
+	timer_update(conn);
 }
 
 static void conn_write(struct http_conn *conn, const char *a, size_t alen, const char *b, size_t blen,
@@ -179,8 +288,15 @@ static void conn_write(struct http_conn *conn, const char *a, size_t alen, const
 		http_conn_close(conn);
 		return;
 	}
+	if (conn->writes_outstanding == 0) {
+		/* The peer's turn to read starts now. */
+		conn->progress_ms = now_ms(conn);
+		conn->queue_mark = uv_stream_get_write_queue_size((const uv_stream_t *)&conn->h);
+	}
 	conn->writes_outstanding++;
 	conn->write_bytes += len;
+	if (conn->writes_outstanding == 1)
+		timer_update(conn);
 }
 
 
@@ -379,6 +495,11 @@ static struct http_conn *conn_of(http_parser *p)
 static int on_message_begin(http_parser *p)
 {
 	struct http_conn *conn = conn_of(p);
+	conn->started = 1;
+	set_busy(conn, 1);
+	/* The first request's head is due from the accept; later ones from their first byte. */
+	if (conn->requests)
+		conn->head_deadline = now_ms(conn) + conn->set->limits.header_timeout_ms;
 	request_reset(&conn->req);
 	conn->last_was_value = 0;
 	conn->field_len = 0;
@@ -393,11 +514,18 @@ static int on_url(http_parser *p, const char *at, size_t len)
 	return append(&conn->req.url, &cur, at, len, HTTP_MAX_URL) < 0 ? -1 : 0;
 }
 
+/* The header-size limit counts whole lines: name, ": ", value and CRLF. */
+static int count_header_bytes(struct http_conn *conn, size_t n)
+{
+	conn->header_bytes += n;
+	return conn->header_bytes > HTTP_MAX_HEADERS ? -1 : 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *conn = conn_of(p);
-	conn->header_bytes += len;
-	if (conn->header_bytes > HTTP_MAX_HEADERS)
+	int new_line = conn->last_was_value || conn->field_len == 0;
+	if (count_header_bytes(conn, len + (new_line ? 4 : 0)) < 0)
 		return -1;
 	if (conn->last_was_value) {
 		conn->field_len = 0;
@@ -415,8 +543,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *conn = conn_of(p);
-	conn->header_bytes += len;
-	if (conn->header_bytes > HTTP_MAX_HEADERS)
+	if (count_header_bytes(conn, len) < 0)
 		return -1;
 	if (!conn->last_was_value) {
 		conn->field_is_auth = strcasecmp(conn->field, "authorization") == 0;
@@ -437,6 +564,8 @@ static int on_headers_complete(http_parser *p)
 {
 	struct http_conn *conn = conn_of(p);
 	struct http_request *req = &conn->req;
+	conn->head_done = 1;
+	conn->progress_ms = now_ms(conn);
 	req->method = (enum http_method)p->method;
 	conn->keep_alive = http_should_keep_alive(p);
 	if ((p->flags & F_CONTENTLENGTH) || p->content_length != ULLONG_MAX)
@@ -473,6 +602,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *conn = conn_of(p);
+	conn->progress_ms = now_ms(conn);
 	if (conn->skip_body || conn->responded) {
 		conn->discarded += len;
 		return conn->discarded > HTTP_MAX_DISCARD ? -1 : 0;
@@ -516,7 +646,8 @@ static void parse_failed(struct http_conn *conn, enum http_errno err)
 {
 	conn->keep_alive = 0;
 	if (!conn->responded) {
-		if (err == HPE_CB_url || err == HPE_CB_header_field || err == HPE_CB_header_value)
+		if (err == HPE_CB_url || err == HPE_CB_header_field || err == HPE_CB_header_value ||
+		    err == HPE_HEADER_OVERFLOW)
 			http_respond_error(conn, 431, "too_large", "request line or headers too large");
 		else
 			http_respond_error(conn, 400, "bad_request", "malformed HTTP request: %s",
@@ -531,7 +662,7 @@ static void parse_failed(struct http_conn *conn, enum http_errno err)
 /* Parse buffered input, one request at a time: a request whose response is not yet
  * queued holds the rest back. Iterative (never re-enters the parser), so any number
  * of pipelined requests costs one buffer. */
-static void pump_input(struct http_conn *conn)
+static void pump(struct http_conn *conn)
 {
 	if (conn->in_execute)
 		return; /* the running loop below goes on */
@@ -546,6 +677,10 @@ static void pump_input(struct http_conn *conn)
 				return;
 			}
 			request_reset(&conn->req);
+			conn->requests++;
+			conn->started = conn->head_done = 0;
+			set_busy(conn, 0);
+			conn->idle_since = now_ms(conn);
 			conn->has_sink = 0;
 			conn->responded = conn->resp_done = conn->msg_done = 0;
 			conn->skip_body = 0;
@@ -573,6 +708,18 @@ static void pump_input(struct http_conn *conn)
 		conn->pending = NULL;
 		conn->pending_len = conn->pending_off = 0;
 	}
+	if (conn->peer_eof) {
+		/* Every request that came before the peer's EOF is answered: done. */
+		conn->close_after_write = 1;
+		if (conn->writes_outstanding == 0)
+			http_conn_close(conn);
+	}
+}
+
+static void pump_input(struct http_conn *conn)
+{
+	pump(conn);
+	timer_update(conn);
 }
 
 /* Queue `len` read bytes behind what is still unparsed (bounded). */
@@ -602,13 +749,41 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = buf->base ? 64 * 1024 : 0;
 }
 
+/* The peer has closed both directions (not just shut down its sending side). */
+static int peer_hung_up(struct http_conn *conn)
+{
+	uv_os_fd_t fd;
+	if (uv_fileno((const uv_handle_t *)&conn->h, &fd) < 0)
+		return 1;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/* The peer will send nothing more: EOF (maybe a half-close, shutdown(SHUT_WR), after its
+ * request; it still reads the answer) or a read error. */
+static void read_ended(struct http_conn *conn, int err)
+{
+	if (conn->closing)
+		return;
+	conn->peer_eof = 1;
+	if (err == UV_EOF && conn->msg_done && !peer_hung_up(conn)) {
+		/* A whole request is in: pump() closes once it and any pipelined ones are answered. */
+		timer_update(conn);
+		return;
+	}
+	/* A request cut short, none at all, or nobody left to read an answer. */
+	conn->keep_alive = 0;
+	conn->close_after_write = 1;
+	if (err != UV_EOF || conn->writes_outstanding == 0 || peer_hung_up(conn))
+		http_conn_close(conn);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct http_conn *conn = s->data;
 	if (nread < 0) {
 		free(buf->base);
-		/* EOF or error: the peer is gone (our clients never half-close). */
-		http_conn_close(conn);
+		read_ended(conn, (int)nread);
 		return;
 	}
 	if (nread > 0 && !conn->closing) {
@@ -631,37 +806,48 @@ void http_conn_close_all(struct http_conn_set *set)
 	}
 }
 
-int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
-                     const struct http_handler *handler, struct http_conn_set *set)
+int http_conn_open(uv_loop_t *loop, int fd, int is_tcp, const struct http_handler *handler,
+                   struct http_conn_set *set)
 {
 	struct http_conn *conn = calloc(1, sizeof(*conn));
-	if (!conn)
+	if (!conn) {
+		close(fd);
 		return -ENOMEM;
+	}
 	int r = is_tcp ? uv_tcp_init(loop, &conn->h.tcp) : uv_pipe_init(loop, &conn->h.pipe, 0);
 	if (r < 0) {
 		free(conn);
+		close(fd);
 		return r;
 	}
+	uv_timer_init(loop, &conn->timer);
+	conn->handles = 2;
 	conn->h.pipe.data = conn;
+	conn->timer.data = conn;
+	conn->set = set;
 	conn->is_tcp = is_tcp;
 	conn->handler = *handler;
 	conn->req.content_length = UINT64_MAX;
 	http_parser_init(&conn->parser, HTTP_REQUEST);
 	conn->parser.data = conn;
-	r = uv_accept(server, (uv_stream_t *)&conn->h);
-	if (r == 0)
+	r = is_tcp ? uv_tcp_open(&conn->h.tcp, fd) : uv_pipe_open(&conn->h.pipe, fd);
+	if (r < 0)
+		close(fd); /* not the handle's yet */
+	else
 		r = uv_read_start((uv_stream_t *)&conn->h, on_alloc, on_read);
 	if (r < 0) {
 		conn->closing = 1;
+		uv_close((uv_handle_t *)&conn->timer, on_close);
 		uv_close((uv_handle_t *)&conn->h, on_close);
 		return r;
 	}
-	conn->set = set;
 	conn->next = set->head;
 	if (set->head)
 		set->head->pprev = &conn->next;
 	set->head = conn;
 	conn->pprev = &set->head;
 	set->count++;
+	conn->head_deadline = now_ms(conn) + set->limits.header_timeout_ms;
+	timer_update(conn);
 	return 0;
 }

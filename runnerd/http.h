@@ -4,8 +4,12 @@
  * The connection parses one request at a time (pipelined requests wait until the
  * response to the previous one is complete), hands it to a handler in two steps
  * (headers, then the complete message) and offers plain, JSON and chunked
- * responses. Bounded: URL 8 KiB, headers 32 KiB in all, buffered bodies 1 MiB;
- * larger bodies must be streamed through a body sink set by the handler.
+ * responses. Bounded: URL 8 KiB, header lines 32 KiB in all (names, values and
+ * separators), buffered bodies 1 MiB; larger bodies must be streamed through a body
+ * sink set by the handler. Bounded in time too (struct http_limits): a connection
+ * that sends its request head too slowly, sits idle between requests, stalls in a
+ * body or stops reading its answer is closed. A peer that half-closes after its
+ * request (shutdown(SHUT_WR)) still gets the answer.
  */
 #ifndef RUNNERD_HTTP_H
 #define RUNNERD_HTTP_H
@@ -50,16 +54,32 @@ struct http_handler {
 	void *ctx;
 };
 
-/* The open connections of a listener's owner (so they can all be closed at shutdown). */
+/* Time limits of every connection of a set, in ms (0 = none). */
+struct http_limits {
+	/* The request line and headers must be in by this long after the accept (first
+	 * request) or after the request's first byte (later ones), however slowly they come. */
+	uint64_t header_timeout_ms;
+	/* Keep-alive: the wait for the next request after an answer. Also a request body
+	 * that brings no byte, or an answer the peer does not read from, for this long. A
+	 * request the handler has not answered yet (a run, a console follower with nothing
+	 * new) is never idle. */
+	uint64_t idle_timeout_ms;
+};
+
+/* The open connections of a listener (so they can be counted, capped and all closed at
+ * shutdown). */
 struct http_conn_set {
 	struct http_conn *head;
 	unsigned count;
+	unsigned busy; /* connections inside a request: from its first byte to its answer's end */
+	struct http_limits limits;
 };
 
-/* Accept a connection on `server` (a listening uv stream) into `set`. `is_tcp` marks
- * connections whose requests need the bearer token. */
-int http_conn_accept(uv_loop_t *loop, uv_stream_t *server, int is_tcp,
-                     const struct http_handler *handler, struct http_conn_set *set);
+/* Serve the connected socket `fd` (a Unix or, with `is_tcp`, a TCP stream; TCP requests
+ * need the bearer token) as a member of `set`. Takes `fd` in every case (closed on
+ * failure). 0 or a negative errno. */
+int http_conn_open(uv_loop_t *loop, int fd, int is_tcp, const struct http_handler *handler,
+                   struct http_conn_set *set);
 /* Close every connection of `set` (each frees in its close callback). */
 void http_conn_close_all(struct http_conn_set *set);
 

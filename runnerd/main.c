@@ -3,13 +3,17 @@
  * directories, signals, idle exit, and the one libuv loop.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <ini.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -39,6 +43,9 @@ struct config {
 	unsigned long long max_image_size;
 	unsigned console_grace_ms;
 	unsigned drain_timeout_s; /* SIGTERM: wait this long for running runs, then kill them */
+	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
+	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
+	unsigned max_connections;     /* per listener (0 = no cap) */
 	enum log_level log_level;
 };
 
@@ -54,6 +61,7 @@ struct runnerd {
 	uv_signal_t sigint, sigterm, sighup;
 	uv_timer_t tick;
 	char *token;
+	uint64_t last_busy_ms; /* uv_now of the last tick that saw a connection inside a request */
 	int stopping;
 	int killing;             /* the drain is over: running runs were killed */
 	uint64_t drain_deadline; /* loop time (ms) when the drain ends */
@@ -83,6 +91,9 @@ static void usage(FILE *f)
 	      "  --console-cap BYTES    console bytes kept per run (16 MiB)\n"
 	      "  --max-image-size BYTES largest accepted image (1 GiB)\n"
 	      "  --console-grace-ms MS  loader mode: silence after libtest's summary that ends a run (2000)\n"
+	      "  --header-timeout S     a request's line and headers must arrive within S seconds (10)\n"
+	      "  --keepalive-timeout S  close connections idle, or stalled in a body or answer, for S s (60)\n"
+	      "  --max-connections N    open connections per listener; more get 503 (512)\n"
 	      "  --log FILE             log file (user mode default: DATA_DIR/runnerd.log)\n"
 	      "  --log-level LEVEL      error, warn, info (default), debug\n"
 	      "  -h, --help, -V, --version\n",
@@ -125,6 +136,9 @@ static int apply(struct config *c, const char *key, const char *val)
 	UINT_KEY("console-grace-ms", console_grace_ms, 3600000)
 	UINT_KEY("idle-timeout", idle_timeout_s, 365 * 86400)
 	UINT_KEY("drain-timeout", drain_timeout_s, 86400)
+	UINT_KEY("header-timeout", header_timeout_s, 86400)
+	UINT_KEY("keepalive-timeout", keepalive_timeout_s, 86400)
+	UINT_KEY("max-connections", max_connections, 1000000)
 #undef UINT_KEY
 	if (strcmp(key, "socket") == 0)
 		set_str(&c->socket_path, val);
@@ -188,13 +202,13 @@ static int mkdir_parents(const char *path, mode_t mode)
 	return 0;
 }
 
+/* The directory part of `path` ("." for a bare name, "/" for "/name"). */
 static char *dirname_of(const char *path)
 {
-	char *d = strdup(path);
-	char *slash = d ? strrchr(d, '/') : NULL;
-	if (slash && slash != d)
-		*slash = '\0';
-	return d;
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return strdup(".");
+	return strndup(path, slash == path ? 1 : (size_t)(slash - path));
 }
 
 /* Mode defaults for what flags and the config file left unset. */
@@ -300,8 +314,13 @@ static void on_tick(uv_timer_t *t)
 		}
 		return;
 	}
-	if (d->cfg.idle_timeout_s > 0 && run_manager_active(&d->runs) == 0 &&
-	    now - d->api.last_request_ms >= (uint64_t)d->cfg.idle_timeout_s * 1000)
+	/* Not idle while a run is active or a connection is inside a request (an upload that
+	 * takes longer than the idle timeout, an answer still streaming), nor right after. */
+	if (server_busy(&d->srv))
+		d->last_busy_ms = now;
+	uint64_t last = d->api.last_request_ms > d->last_busy_ms ? d->api.last_request_ms : d->last_busy_ms;
+	if (d->cfg.idle_timeout_s > 0 && run_manager_active(&d->runs) == 0 && server_busy(&d->srv) == 0 &&
+	    now - last >= (uint64_t)d->cfg.idle_timeout_s * 1000)
 		begin_stop(d, "idle timeout");
 }
 
@@ -320,24 +339,116 @@ static void on_signal(uv_signal_t *s, int signum)
 	begin_stop(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+static char *errf(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Set *ret_err to a formatted message; returns NULL (for the callers' returns). */
+static char *errf(char **ret_err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (vasprintf(ret_err, fmt, ap) < 0)
+		*ret_err = NULL;
+	va_end(ap);
+	return NULL;
+}
+
+/* The bearer token: the first line of `path`, a file only its owner may access. A token
+ * longer than API_TOKEN_MAX is refused, never truncated; it is visible ASCII (RFC 7235's
+ * token68 is), so what the file holds is what a client can send. */
 static char *read_token(const char *path, char **ret_err)
 {
-	FILE *f = fopen(path, "re");
-	if (!f) {
-		if (asprintf(ret_err, "Cannot read token file '%s': %s", path, strerror(errno)) < 0)
-			*ret_err = NULL;
-		return NULL;
+	char buf[API_TOKEN_MAX + 3];
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return errf(ret_err, "Cannot read token file '%s': %s", path, strerror(e));
 	}
-	char buf[512] = "";
-	char *ok = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (!ok || strlen(buf) < 16) {
-		if (asprintf(ret_err, "Token in '%s' must be at least 16 characters", path) < 0)
-			*ret_err = NULL;
-		return NULL;
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		close(fd);
+		if (!S_ISREG(st.st_mode))
+			return errf(ret_err, "Token file '%s' is not a regular file", path);
+		return errf(ret_err,
+		            "Token file '%s' is accessible by group or others (mode %04o); make it private "
+		            "(chmod 600 '%s')",
+		            path, (unsigned)(st.st_mode & 07777), path);
 	}
+	size_t n = 0;
+	while (n < sizeof(buf) - 1) {
+		ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			int e = errno;
+			close(fd);
+			return errf(ret_err, "Cannot read token file '%s': %s", path, strerror(e));
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	buf[n] = '\0';
+	size_t len = strcspn(buf, "\r\n");
+	if (len > API_TOKEN_MAX)
+		return errf(ret_err, "Token in '%s' is longer than %d characters", path, API_TOKEN_MAX);
+	buf[len] = '\0';
+	if (len < 16)
+		return errf(ret_err, "Token in '%s' must be at least 16 characters", path);
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] < 0x21 || buf[i] > 0x7e)
+			return errf(ret_err, "Token in '%s' must be printable ASCII without spaces", path);
 	return strdup(buf);
+}
+
+/* Who may create a socket in the socket's directory may also put a daemon of their own
+ * there: it must be a real directory of ours (or root's) that nobody else can write. */
+static int check_socket_dir(const char *dir, char **ret_err)
+{
+	struct stat st;
+	if (lstat(dir, &st) < 0) {
+		int e = errno;
+		errf(ret_err, "Cannot inspect the socket directory '%s': %s", dir, strerror(e));
+		return -e;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		errf(ret_err, "Socket directory '%s' is a symbolic link: refusing to serve from it", dir);
+		return -EPERM;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		errf(ret_err, "Socket directory '%s' is not a directory", dir);
+		return -ENOTDIR;
+	}
+	uid_t me = geteuid();
+	if ((st.st_uid != me && st.st_uid != 0) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		const struct passwd *pw = getpwuid(st.st_uid);
+		errf(ret_err,
+		     "Refusing to serve from socket directory '%s' (owner %s, uid %u, mode %04o): another "
+		     "user can write to it; it must belong to runnerd's user (uid %u) or root and not be "
+		     "writable by group or others",
+		     dir, pw ? pw->pw_name : "?", (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+		     (unsigned)me);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Raise the soft RLIMIT_NOFILE to the hard limit (connections, runs and consoles all
+ * cost descriptors). The limit in force; *ret_old the one before. */
+static unsigned long long nofile_raise(unsigned long long *ret_old)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return *ret_old = 0;
+	*ret_old = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			return up.rlim_cur;
+	}
+	return rl.rlim_cur;
 }
 
 /* runnerd.conf in the mode's usual place, when there is one: $XDG_CONFIG_HOME/ukrun (else
@@ -378,6 +489,9 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"console-cap", required_argument, NULL, 1},
 		{"max-image-size", required_argument, NULL, 1},
 		{"console-grace-ms", required_argument, NULL, 1},
+		{"header-timeout", required_argument, NULL, 1},
+		{"keepalive-timeout", required_argument, NULL, 1},
+		{"max-connections", required_argument, NULL, 1},
 		{"log", required_argument, NULL, 1},
 		{"log-level", required_argument, NULL, 1},
 		{"help", no_argument, NULL, 'h'},
@@ -448,6 +562,9 @@ int main(int argc, char **argv)
 	c->console_cap = CONSOLE_DEFAULT_CAP;
 	c->max_image_size = 1ull << 30;
 	c->console_grace_ms = 2000;
+	c->header_timeout_s = 10;
+	c->keepalive_timeout_s = 60;
+	c->max_connections = 512;
 	c->log_level = LOG_INFO;
 	int rc = parse_args(argc, argv, c);
 	if (rc >= 0)
@@ -461,14 +578,23 @@ int main(int argc, char **argv)
 	umask(077);
 	log_set_level(c->log_level);
 
+	unsigned long long nofile_old, nofile = nofile_raise(&nofile_old);
+	char *err = NULL;
 	char *sockdir = dirname_of(c->socket_path);
 	int r = mkdir_parents(c->data_dir, 0700);
 	if (r == 0 && sockdir)
 		r = mkdir_parents(sockdir, c->user_mode ? 0700 : 0750);
-	free(sockdir);
 	if (r < 0) {
 		fprintf(stderr, "runnerd: cannot create '%s' or the socket's directory: %s\n", c->data_dir,
 		        strerror(-r));
+		free(sockdir);
+		return 1;
+	}
+	r = sockdir ? check_socket_dir(sockdir, &err) : -ENOMEM;
+	free(sockdir);
+	if (r < 0) {
+		fprintf(stderr, "runnerd: %s\n", err ? err : "out of memory");
+		free(err);
 		return 1;
 	}
 	/* Before anything reads or changes the data directory (lost runs, leftover guests). */
@@ -483,7 +609,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "runnerd: cannot open log '%s': %s\n", c->log_file, strerror(-r));
 		return 1;
 	}
-	char *err = NULL;
+	if (nofile != nofile_old)
+		log_info("file descriptor limit raised from %llu to %llu", nofile_old, nofile);
+	unsigned listeners = c->listen_tcp ? 2 : 1;
+	if (c->max_connections && (unsigned long long)c->max_connections * listeners + 64 > nofile)
+		log_warn("%u connections per listener can use up the %llu file descriptors this process may "
+		         "open (RLIMIT_NOFILE): new connections are then closed at once",
+		         c->max_connections, nofile);
 	if (c->listen_tcp) {
 		if (!c->token_file) {
 			fprintf(stderr, "runnerd: --listen needs --token-file (TCP clients must authenticate)\n");
@@ -532,7 +664,18 @@ int main(int argc, char **argv)
 	};
 	struct http_handler handler;
 	api_handler(&d.api, &handler);
-	r = server_listen_unix(&d.srv, d.loop, c->socket_path, c->user_mode ? 0600 : 0660, &handler, &err);
+	struct server_limits limits = {
+		.http = {
+			.header_timeout_ms = (uint64_t)c->header_timeout_s * 1000,
+			.idle_timeout_ms = (uint64_t)c->keepalive_timeout_s * 1000,
+		},
+		.max_conns = c->max_connections,
+	};
+	r = server_init(&d.srv, d.loop, &handler, &limits);
+	if (r < 0)
+		errf(&err, "Cannot reserve a spare file descriptor: %s", strerror(-r));
+	if (r == 0)
+		r = server_listen_unix(&d.srv, c->socket_path, c->user_mode ? 0600 : 0660, &err);
 	if (r == 0 && c->listen_tcp)
 		r = server_listen_tcp(&d.srv, c->listen_tcp, &err);
 	if (r < 0) {
@@ -550,8 +693,10 @@ int main(int argc, char **argv)
 	uv_timer_init(d.loop, &d.tick);
 	d.tick.data = &d;
 	uv_timer_start(&d.tick, on_tick, 1000, 1000);
-	log_info("runnerd %s ready (%s mode, data %s, idle timeout %lds)", UKRUN_VERSION,
-	         c->user_mode ? "user" : "system", c->data_dir, c->idle_timeout_s);
+	log_info("runnerd %s ready (%s mode, data %s, idle timeout %lds; connections: header timeout %us, "
+	         "keep-alive %us, at most %u per listener, %llu file descriptors)",
+	         UKRUN_VERSION, c->user_mode ? "user" : "system", c->data_dir, c->idle_timeout_s,
+	         c->header_timeout_s, c->keepalive_timeout_s, c->max_connections, nofile);
 
 	uv_run(d.loop, UV_RUN_DEFAULT);
 

@@ -1,7 +1,7 @@
 /*
  * http_testlib.h — test support for modules that answer over runnerd's HTTP
  * connection module (http.h): a real libuv loop with a Unix listener in a
- * private temp dir that accepts with http_conn_accept, a raw client on its own
+ * private temp dir that serves accepted sockets with http_conn_open, a raw client on its own
  * thread that writes request bytes on a real socket and reads raw responses,
  * and a strict HTTP/1.1 response parser (status line, Content-Length or
  * chunked framing). Failures are cmocka assertions.
@@ -62,12 +62,13 @@ struct http_test_client {
 	char get[256];       /* request storage for http_test_client_get */
 };
 
-/* A loop serving one Unix listener with http_conn_accept. */
+/* A loop serving one Unix listener with http_conn_open. */
 struct http_test_server {
 	uv_loop_t loop;
-	uv_pipe_t listener;
+	uv_poll_t listener;
+	int listen_fd;
 	uv_async_t wake;     /* a client thread finished */
-	struct http_conn_set set;
+	struct http_conn_set set; /* limits: none unless the test sets them */
 	struct http_handler handler;
 	char dir[64];        /* private temp dir, removed with its files by http_test_server_fini */
 	char sock[96];

@@ -1,6 +1,6 @@
 /*
  * test_http.c — the HTTP/1.1 connection module over a real libuv loop: a Unix
- * listener accepts with http_conn_accept, a client thread writes raw request
+ * listener serves accepted sockets with http_conn_open, a client thread writes raw request
  * bytes on a real socket and reads raw responses, which the test parses
  * strictly (status line, Content-Length or chunked framing); see http_testlib.h.
  */
@@ -28,11 +28,15 @@
 struct harness {
 	struct http_test_server srv;
 	uv_timer_t timer;
+	uv_timer_t clock;    /* run_for() */
+	int rang;
 	/* handler observations */
 	int headers_calls, message_calls;
 	int released;
 	int hold_obj;
 	struct http_conn *later;
+	uint64_t later_ms;   /* /slow answers this long after the request */
+	size_t big_len;      /* /big answers this many bytes in one write */
 	size_t sink_pieces, sink_bytes, sink_bad;
 };
 
@@ -94,9 +98,15 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 		http_respond_json(conn, 200, json_pack("{s:I,s:I,s:I,s:b}", "pieces", (json_int_t)h->sink_pieces,
 		                                       "bytes", (json_int_t)h->sink_bytes, "bad",
 		                                       (json_int_t)h->sink_bad, "buffered", req->body != NULL));
-	} else if (strcmp(req->path, "/later") == 0) {
+	} else if (strcmp(req->path, "/later") == 0 || strcmp(req->path, "/slow") == 0) {
 		h->later = conn;
-		uv_timer_start(&h->timer, on_later, 0, 0);
+		uv_timer_start(&h->timer, on_later, strcmp(req->path, "/slow") == 0 ? h->later_ms : 0, 0);
+	} else if (strcmp(req->path, "/big") == 0) {
+		char *big = malloc(h->big_len);
+		assert_non_null(big);
+		memset(big, 'b', h->big_len);
+		http_respond(conn, 200, "application/octet-stream", big, h->big_len);
+		free(big);
 	} else if (strcmp(req->path, "/hold") == 0) {
 		http_conn_attach(conn, &h->hold_obj, release_obj);
 		assert_ptr_equal(http_conn_attached(conn), &h->hold_obj);
@@ -123,6 +133,8 @@ static int setup(void **state)
 		return -1;
 	uv_timer_init(&h->srv.loop, &h->timer);
 	h->timer.data = h;
+	uv_timer_init(&h->srv.loop, &h->clock);
+	h->clock.data = h;
 	*state = h;
 	return 0;
 }
@@ -131,6 +143,7 @@ static int teardown(void **state)
 {
 	struct harness *h = *state;
 	uv_close((uv_handle_t *)&h->timer, NULL);
+	uv_close((uv_handle_t *)&h->clock, NULL);
 	http_test_server_fini(&h->srv);
 	free(h);
 	return 0;
@@ -344,23 +357,65 @@ static void test_url_too_long(void **state)
 	http_test_wait_closed(&h->srv);
 }
 
+/* A request whose header lines ("X-Pad-NNNN: value\r\n") add up to exactly `total` bytes. */
+static char *padded_request(size_t total, size_t *ret_len)
+{
+	size_t cap = total + 256;
+	char *req = malloc(cap);
+	int n = snprintf(req, cap, "GET / HTTP/1.1\r\n");
+	char value[101];
+	memset(value, 'v', 100);
+	value[100] = '\0';
+	for (size_t i = 0, left = total; left; i++) {
+		/* 14 bytes of name, ": " and CRLF around each value */
+		size_t v = left >= 14 + 100 + 14 ? 100 : left - 14;
+		n += snprintf(req + n, cap - (size_t)n, "X-Pad-%04zu: %.*s\r\n", i, (int)v, value);
+		left -= 14 + v;
+	}
+	n += snprintf(req + n, cap - (size_t)n, "\r\n");
+	*ret_len = (size_t)n;
+	return req;
+}
+
 static void test_headers_too_large(void **state)
 {
 	struct harness *h = *state;
-	/* The limit counts header names and values (not separators): 110 bytes a header. */
-	size_t cap = HTTP_MAX_HEADERS * 2;
-	char *req = malloc(cap);
-	int n = snprintf(req, cap, "GET / HTTP/1.1\r\n");
-	for (size_t i = 0, counted = 0; counted <= HTTP_MAX_HEADERS; i++, counted += 110)
-		n += snprintf(req + n, cap - (size_t)n, "X-Pad-%04zu: %0100d\r\n", i, 0);
-	n += snprintf(req + n, cap - (size_t)n, "\r\n");
-	struct http_test_client c = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
+	/* The limit counts whole header lines: names, ": ", values and CRLFs. Exactly at the
+	 * limit is fine. */
+	size_t len;
+	char *req = padded_request(HTTP_MAX_HEADERS, &len);
+	struct http_test_client c = { .req = req, .len = len, .want = 1 };
 	struct http_test_resp r[1];
 	http_test_exchange_parse(&h->srv, &c, r);
-	assert_json_error(&r[0], 431, "too_large");
+	assert_int_equal(r[0].status, 200);
 	http_test_resps_free(r, 1);
 	free(c.buf);
 	free(req);
+
+	/* One byte more (a separator's worth): 431, and the connection closes. */
+	req = padded_request(HTTP_MAX_HEADERS + 1, &len);
+	struct http_test_client c2 = { .req = req, .len = len, .want = 1, .until_eof = 1 };
+	http_test_exchange_parse(&h->srv, &c2, r);
+	assert_true(c2.eof);
+	assert_json_error(&r[0], 431, "too_large");
+	http_test_resps_free(r, 1);
+	free(c2.buf);
+	free(req);
+
+	/* Many tiny headers: 2 bytes of name and value, 6 on the wire each. */
+	size_t cap = HTTP_MAX_HEADERS + 256;
+	req = malloc(cap);
+	int n = snprintf(req, cap, "GET / HTTP/1.1\r\n");
+	for (size_t i = 0; i < HTTP_MAX_HEADERS / 6 + 1; i++)
+		n += snprintf(req + n, cap - (size_t)n, "a: b\r\n");
+	n += snprintf(req + n, cap - (size_t)n, "\r\n");
+	struct http_test_client c3 = { .req = req, .len = (size_t)n, .want = 1, .until_eof = 1 };
+	http_test_exchange_parse(&h->srv, &c3, r);
+	assert_json_error(&r[0], 431, "too_large");
+	http_test_resps_free(r, 1);
+	free(c3.buf);
+	free(req);
+	assert_int_equal(h->message_calls, 1);
 }
 
 /* "POST <path>" with `len` body bytes of the (i % 251) pattern, then `tail`. */
@@ -654,6 +709,286 @@ static void test_close_all_releases(void **state)
 	close(fd);
 }
 
+/* ---- time limits and half-close (the server loop runs; the test drives a raw client socket) ---- */
+
+static void on_clock(uv_timer_t *t)
+{
+	struct harness *h = t->data;
+	h->rang = 1;
+}
+
+/* Run the server loop for `ms`. */
+static void run_for(struct harness *h, uint64_t ms)
+{
+	h->rang = 0;
+	uv_timer_start(&h->clock, on_clock, ms, 0);
+	while (!h->rang)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+}
+
+/* Run the server loop until it has closed every connection; false if some is still open
+ * after `ms` (a safety net for a test that would otherwise hang, not a timing check). */
+static int all_closed_within(struct harness *h, uint64_t ms)
+{
+	h->rang = 0;
+	uv_timer_start(&h->clock, on_clock, ms, 0);
+	while (h->srv.set.count && !h->rang)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	uv_timer_stop(&h->clock);
+	return h->srv.set.count == 0;
+}
+
+/* Read what `fd` has (the server loop running meanwhile) until EOF or `want` bytes; at most
+ * ~20 s. Reads at most `per_read` bytes every `pace_ms`. Returns the bytes (malloc'd, NUL-ended). */
+static char *read_paced(struct harness *h, int fd, size_t want, size_t per_read, uint64_t pace_ms,
+                        size_t *ret_len, int *ret_eof)
+{
+	size_t got = 0, cap = 0;
+	char *buf = NULL;
+	*ret_eof = 0;
+	for (uint64_t waited = 0; waited < 20000 && got < want; waited += pace_ms) {
+		run_for(h, pace_ms);
+		if (got + per_read + 1 > cap) {
+			cap = (got + per_read + 1) * 2;
+			buf = realloc(buf, cap);
+		}
+		ssize_t n = recv(fd, buf + got, per_read, MSG_DONTWAIT);
+		if (n == 0) {
+			*ret_eof = 1;
+			break;
+		}
+		if (n > 0)
+			got += (size_t)n;
+	}
+	if (!buf)
+		buf = malloc(1);
+	buf[got] = '\0';
+	*ret_len = got;
+	return buf;
+}
+
+/* A connected client socket, once the server has accepted it. */
+static int connect_accepted(struct harness *h)
+{
+	unsigned before = h->srv.set.count;
+	int fd = http_test_connect(&h->srv);
+	while (h->srv.set.count == before)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	return fd;
+}
+
+static void send_all(int fd, const char *s)
+{
+	size_t len = strlen(s);
+	assert_int_equal(send(fd, s, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+static void test_header_timeout(void **state)
+{
+	struct harness *h = *state;
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 400, .idle_timeout_ms = 60000 };
+	/* A connection that never sends a byte is closed without a word. */
+	int fd = connect_accepted(h);
+	assert_true(all_closed_within(h, 20000));
+	char b[512];
+	assert_int_equal(recv(fd, b, sizeof(b), 0), 0);
+	close(fd);
+
+	/* A head that trickles in byte by byte (each far within the idle timeout) is due by
+	 * the header timeout all the same: 408, then the connection closes. */
+	fd = connect_accepted(h);
+	send_all(fd, "GET /hello HTTP/1.1\r\nX-Slow: ");
+	for (int i = 0; i < 200 && h->srv.set.count; i++) {
+		run_for(h, 50);
+		if (h->srv.set.count)
+			send_all(fd, "a");
+	}
+	assert_int_equal(h->srv.set.count, 0);
+	ssize_t n = recv(fd, b, sizeof(b) - 1, 0);
+	assert_true(n > 0);
+	struct http_test_resp r;
+	assert_int_equal(http_test_parse(b, (size_t)n, 0, &r), 1);
+	assert_json_error(&r, 408, "request_timeout");
+	free(r.body);
+	close(fd);
+	assert_int_equal(h->message_calls, 0);
+	assert_int_equal(h->srv.set.busy, 0);
+}
+
+static void test_keepalive_timeout(void **state)
+{
+	struct harness *h = *state;
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 60000, .idle_timeout_ms = 400 };
+	int fd = connect_accepted(h);
+	send_all(fd, "GET /hello HTTP/1.1\r\n\r\n");
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	assert_non_null(strstr(got, "200 OK"));
+	free(got);
+	assert_int_equal(h->srv.set.busy, 0);
+	/* Stray CRLFs between requests are no request: they do not keep the connection open. */
+	for (int i = 0; i < 200 && h->srv.set.count; i++) {
+		run_for(h, 50);
+		if (h->srv.set.count)
+			send(fd, "\r\n", 2, MSG_NOSIGNAL);
+	}
+	assert_int_equal(h->srv.set.count, 0);
+	got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	assert_true(eof);
+	assert_int_equal(len, 0); /* closed without a word */
+	free(got);
+	close(fd);
+	assert_int_equal(h->message_calls, 1);
+}
+
+static void test_body_idle(void **state)
+{
+	struct harness *h = *state;
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 1000, .idle_timeout_ms = 1000 };
+	/* An upload that keeps coming is never idle, however long it takes in all. */
+	int fd = connect_accepted(h);
+	send_all(fd, "POST /sink HTTP/1.1\r\nContent-Length: 16\r\n\r\n");
+	for (int i = 0; i < 16; i++) {
+		run_for(h, 100);
+		char c = (char)(i % 251);
+		assert_int_equal(send(fd, &c, 1, MSG_NOSIGNAL), 1);
+		assert_int_equal(h->srv.set.busy, 1);
+	}
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	struct http_test_resp r;
+	assert_int_equal(http_test_parse(got, len, 0, &r), 1);
+	assert_int_equal(r.status, 200);
+	json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 16);
+	assert_int_equal(json_integer_value(json_object_get(j, "bad")), 0);
+	json_decref(j);
+	free(r.body);
+	free(got);
+	assert_int_equal(h->srv.set.busy, 0);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+
+	/* A body that stops coming: 408 and closed. */
+	fd = connect_accepted(h);
+	send_all(fd, "POST /sink HTTP/1.1\r\nContent-Length: 10\r\n\r\nab");
+	assert_true(all_closed_within(h, 20000));
+	got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	assert_int_equal(http_test_parse(got, len, 0, &r), 1);
+	assert_json_error(&r, 408, "request_timeout");
+	free(r.body);
+	free(got);
+	close(fd);
+	assert_int_equal(h->message_calls, 1);
+	assert_int_equal(h->srv.set.busy, 0);
+}
+
+static void test_handler_turn_not_idle(void **state)
+{
+	struct harness *h = *state;
+	/* The handler answers well after both timeouts: waiting on it is not idleness. */
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 300, .idle_timeout_ms = 300 };
+	h->later_ms = 1000;
+	int fd = connect_accepted(h);
+	send_all(fd, "GET /slow HTTP/1.1\r\n\r\n");
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	struct http_test_resp r;
+	assert_int_equal(http_test_parse(got, len, 0, &r), 1);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "later");
+	free(r.body);
+	free(got);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+}
+
+static void test_send_idle(void **state)
+{
+	struct harness *h = *state;
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 60000, .idle_timeout_ms = 500 };
+	h->big_len = 4 * 1024 * 1024;
+	/* A slow reader that keeps reading gets its whole answer (one write that takes far
+	 * longer than the idle timeout to complete). */
+	int fd = connect_accepted(h);
+	send_all(fd, "GET /big HTTP/1.1\r\n\r\n");
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, SIZE_MAX, 128 * 1024, 50, &len, &eof);
+	struct http_test_resp r;
+	int k = http_test_parse(got, len, 0, &r);
+	if (k != 1)
+		print_error("got %zu bytes, eof %d\n", len, eof);
+	assert_int_equal(k, 1);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.body_len, h->big_len);
+	free(r.body);
+	free(got);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+
+	/* A peer that never reads its answer is closed. */
+	fd = connect_accepted(h);
+	send_all(fd, "GET /big HTTP/1.1\r\n\r\n");
+	assert_true(all_closed_within(h, 20000));
+	close(fd);
+}
+
+static void test_half_close(void **state)
+{
+	struct harness *h = *state;
+	/* Request, then shutdown(SHUT_WR): the answer (from a timer, well after the EOF) still
+	 * comes, then the server closes. */
+	h->later_ms = 200;
+	int fd = connect_accepted(h);
+	send_all(fd, "GET /slow HTTP/1.1\r\n\r\n");
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
+	assert_true(eof);
+	struct http_test_resp r;
+	assert_int_equal(http_test_parse(got, len, 0, &r), 1);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "later");
+	assert_int_equal(r.raw_len, len);
+	free(r.body);
+	free(got);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+
+	/* Pipelined requests before the half-close are all answered, in order. */
+	fd = connect_accepted(h);
+	send_all(fd, "GET /slow HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n");
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
+	assert_true(eof);
+	struct http_test_resp rs[2];
+	size_t used;
+	assert_int_equal(http_test_parse_all(got, len, 0, rs, 2, &used), 2);
+	assert_int_equal(used, len);
+	assert_string_equal(rs[0].body, "later");
+	assert_string_equal(rs[1].body, "/two");
+	http_test_resps_free(rs, 2);
+	free(got);
+	close(fd);
+
+	/* A request cut short by the half-close is not answered: the server just closes. */
+	fd = connect_accepted(h);
+	send_all(fd, "GET /hello HTTP/1.1\r\nHost:");
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
+	assert_true(eof);
+	assert_int_equal(len, 0);
+	free(got);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+	assert_int_equal(h->srv.set.busy, 0);
+}
+
 int main(void)
 {
 	/* As runnerd's main() does: a peer that hangs up must not kill the process. */
@@ -675,6 +1010,12 @@ int main(void)
 		cmocka_unit_test(test_query_get),
 		cmocka_unit_test_setup_teardown(test_attach_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_all_releases, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handler_turn_not_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
