@@ -519,8 +519,10 @@ static void on_exit_proc(uv_process_t *p, int64_t status, int sig)
 	a->status = status;
 	a->signal = sig;
 	attempt_close(a, (uv_handle_t *)p);
-	if (!a->handshake && !a->qmp_done) {
-		/* QEMU is gone before anyone connected: stop retrying the socket. */
+	if (!a->handshake && !a->qmp_done && !qmp_connected(a->qmp)) {
+		/* QEMU is gone before anyone connected: stop retrying the socket. (Once
+		 * connected, the replies and the SHUTDOWN event can still be unread when the
+		 * exit is reaped: the socket's EOF ends QMP after them.) */
 		qmp_close(a->qmp);
 		a->qmp = NULL;
 		a->qmp_done = 1;

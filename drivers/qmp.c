@@ -224,6 +224,11 @@ int qmp_connect(uv_loop_t *loop, const char *path, unsigned timeout_ms,
 	return 0;
 }
 
+int qmp_connected(const struct qmp *qmp)
+{
+	return qmp && qmp->phase != QMP_CONNECTING;
+}
+
 void qmp_close(struct qmp *qmp)
 {
 	if (!qmp)

@@ -34,6 +34,10 @@ struct qmp_callbacks {
 int qmp_connect(uv_loop_t *loop, const char *path, unsigned timeout_ms,
                 const struct qmp_callbacks *cb, struct qmp **ret_qmp);
 
+/* 1 once the socket is connected (QEMU's replies and events may then still be in
+ * flight: read them to the end rather than closing). */
+int qmp_connected(const struct qmp *qmp);
+
 /* Stop everything; no callback is called afterwards. Memory is released once
  * libuv has closed the handles. NULL is a no-op. */
 void qmp_close(struct qmp *qmp);

@@ -196,7 +196,10 @@ def hostile():
             note("hostile")
             return
         elif kind == 2:
-            s.sendall(b"GET /v1/runs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n")
+            try:  # the daemon may answer 431 and close before the whole header is sent
+                s.sendall(b"GET /v1/runs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
         elif kind == 3:
             body = b'{"image": [1, 2, {"nested": ' * 50
             s.sendall(b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
