@@ -551,6 +551,20 @@ static int parse_args(int argc, char **argv, struct config *c)
 	return -1;
 }
 
+/* systemd socket activation (sd_listen_fds(3)): when LISTEN_PID is this process and
+ * LISTEN_FDS >= 1, fd 3 is the Unix socket to serve. The protocol is two environment
+ * variables, so it is read here rather than by linking libsystemd for one call. The
+ * variables are removed so guests never see them. */
+static int activated_fd(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+	int fd = pid && n && strtol(pid, NULL, 10) == (long)getpid() && strtol(n, NULL, 10) >= 1 ? 3 : -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return fd;
+}
+
 int main(int argc, char **argv)
 {
 	struct runnerd d = {0};
@@ -574,6 +588,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "runnerd: out of memory\n");
 		return 1;
 	}
+	int activated = activated_fd();
 	signal(SIGPIPE, SIG_IGN);
 	umask(077);
 	log_set_level(c->log_level);
@@ -675,7 +690,8 @@ int main(int argc, char **argv)
 	if (r < 0)
 		errf(&err, "Cannot reserve a spare file descriptor: %s", strerror(-r));
 	if (r == 0)
-		r = server_listen_unix(&d.srv, c->socket_path, c->user_mode ? 0600 : 0660, &err);
+		r = activated >= 0 ? server_listen_unix_fd(&d.srv, activated, &err)
+		                   : server_listen_unix(&d.srv, c->socket_path, c->user_mode ? 0600 : 0660, &err);
 	if (r == 0 && c->listen_tcp)
 		r = server_listen_tcp(&d.srv, c->listen_tcp, &err);
 	if (r < 0) {

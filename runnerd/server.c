@@ -254,6 +254,27 @@ int server_listen_unix(struct server *srv, const char *path, int mode, char **re
 	return 0;
 }
 
+int server_listen_unix_fd(struct server *srv, int fd, char **ret_err)
+{
+	int accepting = 0;
+	socklen_t len = sizeof(accepting);
+	struct sockaddr_un sa = {0};
+	socklen_t salen = sizeof(sa);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0 || !accepting ||
+	    getsockname(fd, (struct sockaddr *)&sa, &salen) < 0 || sa.sun_family != AF_UNIX)
+		return fail(ret_err, UV_EINVAL, "Socket activation: the passed descriptor is not a listening Unix socket",
+		            "3");
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return fail(ret_err, -errno, "Socket activation: cannot set up descriptor", "3");
+	srv->socket_path = NULL; /* the socket file is systemd's: never unlinked here */
+	int r = listener_start(srv, &srv->unix_l, fd, 0);
+	if (r < 0)
+		return fail(ret_err, r, "Cannot listen on the activated socket", sa.sun_path);
+	log_info("listening on unix:%s (socket activation)", sa.sun_path);
+	return 0;
+}
+
 int server_listen_tcp(struct server *srv, const char *url, char **ret_err)
 {
 	if (strncmp(url, "tcp://", 6) != 0)

@@ -52,6 +52,9 @@ int server_init(struct server *srv, uv_loop_t *loop, const struct http_handler *
 /* Listen on the Unix socket `path` (file mode `mode`). A stale socket (no daemon
  * answering) is replaced; a live one is -EADDRINUSE. */
 int server_listen_unix(struct server *srv, const char *path, int mode, char **ret_err);
+/* Serve an already listening Unix socket (systemd socket activation passes it as fd 3);
+ * its file is left alone at close. -EINVAL when `fd` is not one. */
+int server_listen_unix_fd(struct server *srv, int fd, char **ret_err);
 /* Listen on "tcp://HOST:PORT" (IPv4 or [IPv6]). */
 int server_listen_tcp(struct server *srv, const char *url, char **ret_err);
 /* Connections inside a request (an upload, a response being streamed): the daemon is
