@@ -507,14 +507,7 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	} else if (strcmp(p, "/metrics") == 0 && req->method == HTTP_GET) {
 		metrics(api, conn);
 	} else if (strcmp(p, "/v1/hosts") == 0 && req->method == HTTP_GET) {
-		json_t *drivers = json_array();
-		for (size_t i = 0; i < api->runs->nslots; i++)
-			if (api->runs->slots[i].available)
-				json_array_append_new(drivers, json_string(api->runs->slots[i].drv->name));
-		http_respond_json(conn, 200,
-		                  json_pack("{s:[{s:s,s:o,s:i,s:i}]}", "hosts", "name", "local", "drivers",
-		                            drivers, "capacity", (int)api->runs->cfg.max_concurrent, "active",
-		                            (int)api->runs->nrunning));
+		http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
 	} else if (strcmp(p, "/v1/images") == 0 && req->method == HTTP_GET) {
 		http_respond_json(conn, 200, json_pack("{s:o}", "images", store_image_list(api->db)));
 	} else if (strncmp(p, "/v1/images/", 11) == 0) {

@@ -188,6 +188,26 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 	return 0;
 }
 
+json_t *run_manager_hosts(const struct run_manager *mgr)
+{
+	static const enum drv_platform platforms[] = {DRV_PLATFORM_QEMU, DRV_PLATFORM_LINUXU, DRV_PLATFORM_XEN};
+	json_t *drivers = json_array();
+	for (size_t i = 0; i < mgr->nslots; i++) {
+		const struct driver_slot *s = &mgr->slots[i];
+		json_t *pl = json_array();
+		for (size_t p = 0; p < sizeof(platforms) / sizeof(platforms[0]); p++)
+			if (s->drv->platforms & (unsigned)platforms[p])
+				json_array_append_new(pl, json_string(drv_platform_name(platforms[p])));
+		json_array_append_new(drivers, json_pack("{s:s,s:o,s:b,s:s}", "name", s->drv->name, "platforms", pl,
+		                                         "available", s->available, s->available ? "info" : "reason",
+		                                         s->info ? s->info : ""));
+	}
+	json_t *local = json_pack("{s:s,s:n,s:i,s:i,s:i,s:o}", "name", "local", "uri", "capacity",
+	                          (int)mgr->cfg.max_concurrent, "active", (int)mgr->nrunning, "queued",
+	                          (int)mgr->nqueued, "drivers", drivers);
+	return json_pack("[o]", local);
+}
+
 unsigned run_manager_active(const struct run_manager *mgr)
 {
 	return mgr->nrunning + mgr->nqueued + mgr->nfinishing;

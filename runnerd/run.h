@@ -92,6 +92,9 @@ void run_manager_fini(struct run_manager *mgr);
 /* Periodic upkeep (once a second): the store's disk reserve, and ends of runs that could
  * not be recorded yet are written again until they are. */
 void run_manager_maintain(struct run_manager *mgr);
+/* Every host with its capacity, load and drivers; each driver with `available` and
+ * `info` (its probe summary) or, when unavailable, `reason` (why). A new array. */
+json_t *run_manager_hosts(const struct run_manager *mgr);
 /* Active runs: queued, running, and ended ones still recording their results. */
 unsigned run_manager_active(const struct run_manager *mgr);
 

@@ -68,9 +68,9 @@ _cleanup() {
 		_reap_daemon "$p" || rc=1
 	done
 	# A sanitizer build reports memory errors and leaks on the daemon's stderr.
-	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/*.stdio.log 2>/dev/null; then
+	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]|definitely lost: [1-9]' "$T"/*.stdio.log 2>/dev/null; then
 		log "FAIL: sanitizer report from runnerd:"
-		grep -hE -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/*.stdio.log | head -60 >&2
+		grep -hE -A20 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]|definitely lost: [1-9]' "$T"/*.stdio.log | head -60 >&2
 		rc=1
 	fi
 	# Background clients of this shell end with their daemon (bounded), then are reaped.
@@ -176,7 +176,8 @@ start_daemon() {
 	else
 		sock=$T/$name.sock data=$T/$name-data
 	fi
-	"$RUNNERD" --socket "$sock" --data-dir "$data" --idle-timeout 0 --log "$T/$name.log" "$@" \
+	# UKRUN_IT_DAEMON_WRAPPER: a command to run runnerd under, e.g. valgrind (its report lands in the stdio log).
+	${UKRUN_IT_DAEMON_WRAPPER:-} "$RUNNERD" --socket "$sock" --data-dir "$data" --idle-timeout 0 --log "$T/$name.log" "$@" \
 		</dev/null >>"$T/$name.stdio.log" 2>&1 &
 	DAEMON_PID=$!
 	_daemon_pids+=("$DAEMON_PID")
