@@ -53,6 +53,7 @@ struct lv_state {
 	int kvm;                /* libvirt offers type='kvm' here */
 	int kvm_fails_unikraft; /* KVM already failed a Unikraft guest (atomic: read on the loop) */
 	char *host;             /* this machine's name, part of the ownership mark */
+	char *pool_path;        /* remote hosts: target directory of the image pool */
 	virConnectPtr conn;     /* libvirt thread (and probe/reap before runs) */
 	int conn_dead;
 	char *conn_err;
@@ -93,6 +94,7 @@ struct lv_job {
 	struct lv_state *st;
 	uint64_t token;
 	char *name, *xml_kvm, *xml_tcg;
+	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
 	int kvm, accel_auto, unikraft;
 	virDomainPtr dom;
 	virStreamPtr stream;
@@ -110,6 +112,7 @@ struct drv_instance {
 	const struct drv_spec *spec;
 	uint64_t token;
 	char *name, *xml_kvm, *xml_tcg;
+	char *sha; /* remote hosts: the image's digest (its volume's name) */
 	int kvm;
 	uv_async_t async;
 	struct lv_msg *msgs, **msgs_tail; /* under st->lock */
@@ -193,6 +196,16 @@ static void post_exit(struct lv_job *j, const struct drv_outcome *o)
 
 /* ---- the libvirt thread: jobs ---- */
 
+static void job_discard(struct lv_job *j)
+{
+	free(j->name);
+	free(j->xml_kvm);
+	free(j->xml_tcg);
+	free(j->sha);
+	free(j->image);
+	free(j);
+}
+
 static void job_unlink_free(struct lv_job *j)
 {
 	for (struct lv_job **p = &j->st->jobs; *p; p = &(*p)->next) {
@@ -201,10 +214,7 @@ static void job_unlink_free(struct lv_job *j)
 			break;
 		}
 	}
-	free(j->name);
-	free(j->xml_kvm);
-	free(j->xml_tcg);
-	free(j);
+	job_discard(j);
 }
 
 static void stream_close(struct lv_job *j)
@@ -480,6 +490,22 @@ static void job_create(struct lv_job *j)
 		free(err);
 		return;
 	}
+	if (j->sha) {
+		int uploaded = 0;
+		r = lv_volume_ensure(st->conn, j->sha, j->image, &uploaded, &err);
+		if (r < 0) {
+			job_fail(j, r, err);
+			free(err);
+			return;
+		}
+		if (uploaded) {
+			msg = lv_asprintf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
+			post_note(j, NULL, NULL, msg);
+			free(msg);
+		}
+		free(j->sha); /* the volume is there for a TCG rerun too */
+		j->sha = NULL;
+	}
 	const unsigned flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
 	j->dom = virDomainCreateXML(st->conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
 	if (!j->dom && j->kvm && j->accel_auto) {
@@ -617,6 +643,7 @@ static void lv_unprobe(void *state)
 	pthread_mutex_destroy(&st->lock);
 	free(st->uri);
 	free(st->host);
+	free(st->pool_path);
 	free(st->conn_err);
 	free(st);
 }
@@ -644,6 +671,8 @@ static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
 	}
 	impl_registered = 1;
 	int r = conn_open(st, ret_err);
+	if (r == 0 && !st->local)
+		r = lv_pool_setup(st->conn, &st->pool_path, ret_err);
 	if (r < 0) {
 		lv_unprobe(st);
 		return r;
@@ -715,6 +744,7 @@ static void inst_free(struct drv_instance *inst)
 	free(inst->name);
 	free(inst->xml_kvm);
 	free(inst->xml_tcg);
+	free(inst->sha);
 	free(inst);
 }
 
@@ -724,10 +754,6 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	if (spec->flags & DRV_F_LOADER) {
 		*ret_err = strdup("libvirt: loader mode needs the program's exit status from isa-debug-exit, "
 		                  "which libvirt does not report: use the qemu driver");
-		return -ENOTSUP;
-	}
-	if (!st->local) {
-		*ret_err = lv_asprintf("libvirt: %s is a remote host: images cannot be sent there yet", st->uri);
 		return -ENOTSUP;
 	}
 	if (!spec->workdir || !spec->image_path || !spec->run_id) {
@@ -776,9 +802,26 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	};
 	/* As the qemu driver: qboot boots a plain multiboot kernel in ~0.1 s where SeaBIOS takes
 	 * seconds under KVM; Unikraft ≤ 0.16 needs SeaBIOS' memory map (DESIGN §8). */
-	if (!spec->machine && !(spec->flags & DRV_F_UNIKRAFT) && access(QEMU_QBOOT_ROM, R_OK) == 0)
+	if (st->local && !spec->machine && !(spec->flags & DRV_F_UNIKRAFT) && access(QEMU_QBOOT_ROM, R_OK) == 0)
 		o.bios = QEMU_QBOOT_ROM;
+	char *kernel = NULL;
 	int r = inst->name ? 0 : -ENOMEM;
+	if (r == 0 && !st->local) {
+		/* Remote host: the image's volume (named by its digest, the store file's name),
+		 * labelled for QEMU by libvirt itself. */
+		char real[PATH_MAX];
+		const char *base = realpath(spec->image_path, real) ? strrchr(real, '/') : NULL;
+		if (!base || strlen(base + 1) != 64) {
+			*ret_err = lv_asprintf("libvirt: cannot name the volume of %s", spec->image_path);
+			r = -EINVAL;
+		} else {
+			inst->sha = strdup(base + 1);
+			kernel = lv_asprintf("%s/%s", st->pool_path, base + 1);
+			o.kernel_path = kernel;
+			o.run_as_uid = o.run_as_gid = -1;
+			r = inst->sha && kernel ? 0 : -ENOMEM;
+		}
+	}
 	if (r == 0 && st->kvm) {
 		o.kvm = 1;
 		r = lv_build_xml(spec, &o, &inst->xml_kvm, ret_err);
@@ -788,6 +831,7 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 		r = lv_build_xml(spec, &o, &inst->xml_tcg, ret_err);
 	}
 	free(owner);
+	free(kernel);
 	if (r < 0) {
 		inst_free(inst);
 		return r;
@@ -860,20 +904,16 @@ static int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct dr
 		.kvm = inst->kvm, .accel_auto = inst->spec->accel == DRV_ACCEL_AUTO,
 		.unikraft = !!(inst->spec->flags & DRV_F_UNIKRAFT), .drain_timer = -1, .pause_timer = -1,
 		.facts = {.stopped = -1},
+		.sha = inst->sha ? strdup(inst->sha) : NULL,
+		.image = inst->sha ? realpath(inst->spec->image_path, NULL) : NULL,
 	};
-	if (!j->name || !j->xml_tcg || (inst->xml_kvm && !j->xml_kvm)) {
-		free(j->name);
-		free(j->xml_kvm);
-		free(j->xml_tcg);
-		free(j);
+	if (!j->name || !j->xml_tcg || (inst->xml_kvm && !j->xml_kvm) || (inst->sha && (!j->sha || !j->image))) {
+		job_discard(j);
 		return -ENOMEM;
 	}
 	int r = uv_async_init(loop, &inst->async, on_async);
 	if (r < 0) {
-		free(j->name);
-		free(j->xml_kvm);
-		free(j->xml_tcg);
-		free(j);
+		job_discard(j);
 		*ret_err = strdup("libvirt: cannot set up the run's wake-up handle");
 		return r;
 	}
@@ -887,10 +927,7 @@ static int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct dr
 	pthread_mutex_unlock(&st->lock);
 	r = cmd_post(st, C_START, j->token, j);
 	if (r < 0) {
-		free(j->name);
-		free(j->xml_kvm);
-		free(j->xml_tcg);
-		free(j);
+		job_discard(j);
 		*ret_err = strdup("libvirt: out of memory");
 	}
 	return r; /* on failure destroy unregisters and closes the handle */

@@ -6,6 +6,7 @@
 #ifndef UKRUN_LIBVIRT_INT_H
 #define UKRUN_LIBVIRT_INT_H
 
+#include <libvirt/libvirt.h>
 #include <stddef.h>
 
 #include "driver.h"
@@ -16,6 +17,9 @@
 /* Namespace of the domain metadata that marks who owns a domain. */
 #define LV_META_NS "https://ukrun.dev/xmlns/libvirt/1"
 #define LV_META_PREFIX "ukrun"
+/* Remote hosts: the storage pool holding one volume per image digest. */
+#define LV_POOL_NAME "ukrun"
+#define LV_POOL_PATH "/var/lib/libvirt/images/ukrun"
 
 /* What the XML builder needs besides the spec. */
 struct lv_xml_opts {
@@ -54,5 +58,14 @@ struct lv_end_facts {
 
 /* Map libvirt's lifecycle facts to an outcome (message: static text or NULL). */
 void lv_classify_end(const struct lv_end_facts *f, struct drv_outcome *ret_out);
+
+/* Remote hosts (libvirt_pool.c, on the driver's thread): make sure the pool exists and
+ * runs; its target directory in *ret_path (malloc'd). 0 or -errno with *ret_err. */
+int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err);
+
+/* The volume named `sha` in the pool, uploaded from `local_path` when absent
+ * (*ret_uploaded = 1). 0 or -errno with *ret_err. */
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, int *ret_uploaded,
+                     char **ret_err);
 
 #endif
