@@ -82,5 +82,37 @@ fi
 
 run_ukrun hang --driver libvirt --timeout 2 "$FX/mb_hang"
 expect_rc hang 124
+
+# A libvirtd that stops answering (SIGSTOP): keepalive cuts it off, the run fails naming the URI, runnerd keeps
+# serving meanwhile; once libvirtd runs again it destroys the domain of the closed connection, and the next run
+# reconnects.
+prev=$(last_run_id)
+"$UKRUN" --driver libvirt --timeout 300 "$FX/mb_hang" >"$T/stall.out" 2>"$T/stall.err" &
+cpid=$!
+for _ in $(seq 300); do
+	id=$(last_run_id)
+	((id > prev)) && break
+	sleep 0.1
+done
+wait_state "$id" running 60
+lpid=$(cat "$T/libvirtd.pid")
+kill -STOP "$lpid"
+healthy || { kill -CONT "$lpid"; fail "runnerd stopped answering while libvirtd is stalled"; }
+for _ in $(seq 600); do
+	kill -0 "$cpid" 2>/dev/null || break
+	sleep 0.1
+done
+healthy || { kill -CONT "$lpid"; fail "runnerd unhealthy after libvirtd stalled"; }
+kill -CONT "$lpid"
+wait_rc "$cpid"
+[[ $RC == 125 ]] || { cat "$T/stall.err" >&2; fail "stall: ukrun exit $RC, want 125"; }
+grep -q "lost the connection to libvirtd at $RURI (keepalive timeout)" "$T/stall.err" ||
+	{ cat "$T/stall.err" >&2; fail "stall: the reason does not name the URI and the keepalive"; }
+[[ $(sql "SELECT state FROM runs WHERE id = $id") == error ]] || fail "stall: run $id not recorded as error"
+for _ in $(seq 200); do
+	[[ -z $(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true) ]] && break
+	sleep 0.1
+done
+expect_run after 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
 left=$(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true)
 [[ -z $left ]] || fail "domains left on the remote libvirtd: $left"
