@@ -114,5 +114,32 @@ for _ in $(seq 200); do
 	sleep 0.1
 done
 expect_run after 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+
+# libvirtd restarted mid-run: the run fails naming the URI, nothing is left once libvirtd is back (libvirt 9.0
+# destroys the autodestroy domain of the lost connection when it reconnects to QEMU), and the next run reconnects.
+prev=$(last_run_id)
+"$UKRUN" --driver libvirt --timeout 300 "$FX/mb_hang" >"$T/restart.out" 2>"$T/restart.err" &
+cpid=$!
+for _ in $(seq 300); do
+	id=$(last_run_id)
+	((id > prev)) && break
+	sleep 0.1
+done
+wait_state "$id" running 60
+lpid=$(cat "$T/libvirtd.pid")
+kill -TERM "$lpid"
+wait_pid_gone "$lpid" 30 || fail "the remote libvirtd ignored SIGTERM"
+wait_rc "$cpid"
+[[ $RC == 125 ]] || { cat "$T/restart.err" >&2; fail "restart: ukrun exit $RC, want 125"; }
+grep -qF "lost the connection to libvirtd at $RURI" "$T/restart.err" || { cat "$T/restart.err" >&2; fail "restart: the reason does not name the URI"; }
+nsenter --mount="/proc/$ns_pid/ns/mnt" -- libvirtd --listen -f "$T/libvirtd.conf" >>"$T/remote-libvirtd.log" 2>&1 &
+echo $! >"$T/libvirtd.pid"
+for _ in $(seq 150); do
+	virsh -q -c "$RURI" version >/dev/null 2>&1 && break
+	sleep 0.1
+done
+expect_run reconnect 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+left=$(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true)
+[[ -z $left ]] || fail "a domain is left after the libvirtd restart: $left"
 left=$(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true)
 [[ -z $left ]] || fail "domains left on the remote libvirtd: $left"
