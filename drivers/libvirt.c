@@ -40,8 +40,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qemu_int.h" /* QEMU_QBOOT_ROM */
-
 /* ---- probe, reap ---- */
 
 static void lv_unprobe(void *state)
@@ -170,6 +168,7 @@ static void inst_free(struct drv_instance *inst)
 	free(inst->xml_kvm);
 	free(inst->xml_tcg);
 	free(inst->sha);
+	free(inst->serial_log);
 	free(inst);
 }
 
@@ -225,12 +224,16 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 		.name = inst->name, .owner = owner, .kernel_path = spec->image_path,
 		.initrd_path = spec->initrd_path, .run_as_uid = (int)geteuid(), .run_as_gid = (int)getegid(),
 	};
-	/* As the qemu driver: qboot boots a plain multiboot kernel in ~0.1 s where SeaBIOS takes
-	 * seconds under KVM; Unikraft ≤ 0.16 needs SeaBIOS' memory map (DESIGN §8). */
-	if (st->local && !spec->machine && !(spec->flags & DRV_F_UNIKRAFT) && access(QEMU_QBOOT_ROM, R_OK) == 0)
-		o.bios = QEMU_QBOOT_ROM;
+	/* SeaBIOS, not qboot as on the qemu driver: a triple fault restarts the guest
+	 * (on_reboot=restart, the only way libvirt tells a reset from a power-off), and
+	 * qboot re-runs the kernel before the reboot event has stopped it. */
+	/* QEMU exits at once on an isa-debug-exit write, and the pty drops what the console
+	 * stream had not read yet: a local host keeps QEMU's own copy to recover that tail. */
+	if (st->local)
+		inst->serial_log = lv_asprintf("%s/serial.log", spec->workdir);
+	o.serial_log = inst->serial_log;
 	char *kernel = NULL;
-	int r = inst->name ? 0 : -ENOMEM;
+	int r = inst->name && (!st->local || inst->serial_log) ? 0 : -ENOMEM;
 	if (r == 0 && !st->local) {
 		/* Remote host: the image's volume (named by its digest, the store file's name),
 		 * labelled for QEMU by libvirt itself. */
@@ -330,9 +333,11 @@ static int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct dr
 		.unikraft = !!(inst->spec->flags & DRV_F_UNIKRAFT), .drain_timer = -1, .pause_timer = -1,
 		.facts = {.stopped = -1},
 		.sha = inst->sha ? strdup(inst->sha) : NULL,
+		.serial_log = inst->serial_log ? strdup(inst->serial_log) : NULL,
 		.image = inst->sha ? realpath(inst->spec->image_path, NULL) : NULL,
 	};
-	if (!j->name || !j->xml_tcg || (inst->xml_kvm && !j->xml_kvm) || (inst->sha && (!j->sha || !j->image))) {
+	if (!j->name || !j->xml_tcg || (inst->xml_kvm && !j->xml_kvm) || (inst->sha && (!j->sha || !j->image)) ||
+	    (inst->serial_log && !j->serial_log)) {
 		lv_job_discard(j);
 		return -ENOMEM;
 	}

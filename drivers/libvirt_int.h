@@ -28,7 +28,7 @@ struct lv_xml_opts {
 	const char *owner;       /* ownership mark stored in <metadata> */
 	const char *kernel_path; /* path of the kernel as the libvirt host sees it */
 	const char *initrd_path; /* NULL: none */
-	const char *bios;        /* firmware ROM (<loader type='rom'>, e.g. qboot); NULL = SeaBIOS */
+	const char *serial_log;  /* local hosts: file that also gets every serial byte (<log>); NULL = none */
 	int kvm;                 /* 1: type='kvm', 0: type='qemu' (TCG) */
 	int run_as_uid;          /* >= 0: QEMU runs as uid:gid through a static DAC label (local hosts) */
 	int run_as_gid;
@@ -129,6 +129,7 @@ struct lv_job {
 	uint64_t token;
 	char *name, *xml_kvm, *xml_tcg;
 	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
+	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
 	int kvm, accel_auto, unikraft;
 	virDomainPtr dom;
 	virStreamPtr stream;
@@ -147,6 +148,7 @@ struct drv_instance {
 	uint64_t token;
 	char *name, *xml_kvm, *xml_tcg;
 	char *sha; /* remote hosts: the image's digest (its volume's name) */
+	char *serial_log;
 	int kvm;
 	uv_async_t async;
 	struct lv_msg *msgs, **msgs_tail; /* under st->lock */

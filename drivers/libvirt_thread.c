@@ -7,11 +7,13 @@
 #include "libvirt_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libvirt/virterror.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 char *lv_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *lv_asprintf(const char *fmt, ...)
@@ -96,6 +98,7 @@ void lv_job_discard(struct lv_job *j)
 	free(j->xml_tcg);
 	free(j->sha);
 	free(j->image);
+	free(j->serial_log);
 	free(j);
 }
 
@@ -148,10 +151,28 @@ static void job_fail(struct lv_job *j, int err, const char *msg)
 }
 
 static void job_create(struct lv_job *j);
+static void deliver(struct lv_job *j, const char *buf, size_t n);
+
+/* Deliver what QEMU's serial log holds beyond the bytes the stream brought (this
+ * attempt's). A log shorter than that was rotated by virtlogd: nothing to add. */
+static void recover_tail(struct lv_job *j)
+{
+	int fd = j->serial_log ? open(j->serial_log, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0)
+		return;
+	char buf[65536];
+	if (lseek(fd, (off_t)j->bytes, SEEK_SET) == (off_t)j->bytes) {
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			deliver(j, buf, (size_t)n);
+	}
+	close(fd);
+}
 
 static void job_end(struct lv_job *j)
 {
 	lv_job_release(j);
+	recover_tail(j);
 	if (j->retry && !j->facts.killed) {
 		if (j->unikraft)
 			__atomic_store_n(&j->st->kvm_fails_unikraft, 1, __ATOMIC_RELAXED);
@@ -193,6 +214,8 @@ static void job_maybe_end(struct lv_job *j)
 
 static void deliver(struct lv_job *j, const char *buf, size_t n)
 {
+	if (j->facts.rebooted)
+		return; /* what follows a reset is the guest booting again, not its output */
 	uint64_t pos = j->bytes;
 	j->bytes += n;
 	if (pos < j->skip) { /* a TCG rerun repeats what the KVM attempt already delivered */
@@ -242,6 +265,17 @@ static void on_paused(int timer, void *opaque)
 	j->pause_timer = -1;
 	if (j->facts.crashed || j->stopped || j->facts.killed || !j->dom)
 		return;
+	/* Events can arrive late under load (the Suspended of our paused start after our
+	 * Resumed, a Crashed well after its pause): ask libvirt what the guest is now. */
+	int state = -1, reason = -1;
+	if (virDomainGetState(j->dom, &state, &reason, 0) < 0)
+		virResetLastError();
+	if (state == VIR_DOMAIN_RUNNING)
+		return;
+	if (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_CRASHED) {
+		j->facts.crashed = 1; /* a guest panic: libvirt's Crashed event is on its way */
+		return;
+	}
 	j->running = 0;
 	if (j->kvm && j->accel_auto)
 		j->retry = 1;

@@ -75,8 +75,7 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	int r = qemu_build_append(spec, &append, ret_err);
 	if (r < 0)
 		return r;
-	if (!xml_text_ok(append) || !xml_text_ok(o->kernel_path) || !xml_text_ok(o->initrd_path) ||
-	    !xml_text_ok(o->bios)) {
+	if (!xml_text_ok(append) || !xml_text_ok(o->kernel_path) || !xml_text_ok(o->initrd_path)) {
 		free(append);
 		return fail(ret_err, -EINVAL, "libvirt: arguments and paths must not contain control characters");
 	}
@@ -101,11 +100,6 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	fputs("  <os>\n    <type arch='x86_64' machine='", f);
 	put_esc(f, machine);
 	fputs("'>hvm</type>\n", f);
-	if (o->bios) {
-		fputs("    <loader type='rom'>", f);
-		put_esc(f, o->bios);
-		fputs("</loader>\n", f);
-	}
 	fputs("    <kernel>", f);
 	put_esc(f, o->kernel_path);
 	fputs("</kernel>\n", f);
@@ -129,7 +123,13 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	fputs("  <devices>\n"
 	      "    <controller type='usb' model='none'/>\n"
 	      "    <memballoon model='none'/>\n"
-	      "    <serial type='pty'><target port='0'/></serial>\n"
+	      "    <serial type='pty'>", f);
+	if (o->serial_log && xml_text_ok(o->serial_log)) {
+		fputs("<log file='", f);
+		put_esc(f, o->serial_log);
+		fputs("' append='off'/>", f);
+	}
+	fputs("<target port='0'/></serial>\n"
 	      "    <console type='pty'><target type='serial' port='0'/></console>\n"
 	      "    <panic model='isa'><address type='isa' iobase='0x505'/></panic>\n"
 	      "  </devices>\n", f);
@@ -143,11 +143,9 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 		qemu_arg(f, "-device");
 		qemu_arg(f, "isa-debug-exit,iobase=0x501,iosize=0x02");
 	}
-	if (!o->bios) {
-		/* SeaBIOS: no banner or escape sequences on the serial port. */
-		qemu_arg(f, "-fw_cfg");
-		qemu_arg(f, "name=etc/sercon-port,string=0");
-	}
+	/* SeaBIOS: no banner or escape sequences on the serial port. */
+	qemu_arg(f, "-fw_cfg");
+	qemu_arg(f, "name=etc/sercon-port,string=0");
 	fputs("  </qemu:commandline>\n</domain>\n", f);
 	fclose(f);
 	free(append);

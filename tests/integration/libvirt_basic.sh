@@ -27,12 +27,23 @@ expect_out crash $'about to triple fault\n'
 
 expect_run libtest 101 console qemu/libvirt --driver libvirt "$FX/mb_libtest"
 grep -q '^test result: FAILED' "$T/libtest.out" || fail "libtest: summary missing from the console"
+lid=$RUN_ID
+# The same console bytes and parsed test cases as on the qemu driver.
+expect_run libtest_qemu 101 console qemu/qemu "$FX/mb_libtest"
+cmp "$T/libtest.out" "$T/libtest_qemu.out" || fail "libtest: console differs between the libvirt and qemu drivers"
+cases() { # run id → [(name, outcome), ...]
+	api GET "/v1/runs/$1/tests"
+	jget cases <<<"$API_BODY" | "$PYTHON" -c 'import json, sys; print(json.dumps([(c["name"], c["outcome"]) for c in json.load(sys.stdin)]))'
+}
+lc=$(cases "$lid")
+qc=$(cases "$RUN_ID")
+[[ $lc != "[]" && $lc == "$qc" ]] || fail "libtest: test cases differ or are missing: libvirt $lc, qemu $qc"
 
 # libvirt never sees QEMU's exit status: the value written to isa-debug-exit is unknown, and said so.
 expect_run exit7 1 debug-exit-unknown qemu/libvirt --driver libvirt "$FX/mb_exit7"
 expect_out exit7 $'exit 7\n'
 
-run_ukrun hang --driver libvirt --timeout 3 "$FX/mb_hang"
+run_ukrun hang --driver libvirt --timeout 15 "$FX/mb_hang"
 expect_rc hang 124
 expect_out hang $'hanging\n'
 expect_record "$(last_run_id)" timeout 124 timeout

@@ -39,6 +39,15 @@ else
 	expect_record "$id" done 134 lifecycle
 fi
 
+# The uktest image: the same exit status on both drivers.
+if [[ -f $S/uktest_qemu-x86_64-norng ]]; then
+	run_ukrun ukt_qemu "$S/uktest_qemu-x86_64-norng"
+	want=$RC
+	run_ukrun ukt "$S/uktest_qemu-x86_64-norng" --driver libvirt
+	expect_rc ukt "$want"
+	grep -q 'ukrun_demo->fails_on_purpose' "$T/ukt.out" || fail "ukt: the uktest output is missing"
+fi
+
 # mb_hang stands in for a hung unikernel (no real image hangs): timeout → 124, nothing left.
 run_ukrun hang --driver libvirt --timeout 2 "$FX/mb_hang"
 expect_rc hang 124

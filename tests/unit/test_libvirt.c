@@ -47,6 +47,7 @@ static void test_unikraft_xml(void **state)
 	assert_null(strstr(xml, "iobase=0x501"));
 	assert_non_null(strstr(xml, "name=etc/sercon-port,string=0"));
 	assert_null(strstr(xml, "<seclabel"));
+	assert_null(strstr(xml, "<log "));
 	free(xml);
 }
 
@@ -55,8 +56,8 @@ static void test_plain_kernel_xml(void **state)
 	struct drv_spec s = {.run_id = "7", .image_path = "/x", .workdir = "/w"};
 	struct lv_xml_opts o = opts;
 	o.kvm = 1;
-	o.bios = "/usr/share/qemu/qboot.rom";
 	o.run_as_uid = 1000;
+	o.serial_log = "/w/serial.log";
 	o.run_as_gid = 100;
 	char *xml = build(&s, &o);
 	assert_non_null(strstr(xml, "<domain type='kvm' "));
@@ -64,10 +65,10 @@ static void test_plain_kernel_xml(void **state)
 	assert_null(strstr(xml, "<cmdline>"));
 	assert_non_null(strstr(xml, "<memory unit='MiB'>128</memory>"));
 	assert_non_null(strstr(xml, "<vcpu>1</vcpu>"));
-	assert_non_null(strstr(xml, "<loader type='rom'>/usr/share/qemu/qboot.rom</loader>"));
-	assert_null(strstr(xml, "sercon-port")); /* SeaBIOS only */
+	assert_non_null(strstr(xml, "name=etc/sercon-port,string=0"));
 	assert_non_null(strstr(xml, "isa-debug-exit,iobase=0x501,iosize=0x02"));
 	assert_non_null(strstr(xml, "<label>+1000:+100</label>"));
+	assert_non_null(strstr(xml, "<serial type='pty'><log file='/w/serial.log' append='off'/><target port='0'/></serial>"));
 	free(xml);
 }
 
