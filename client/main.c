@@ -36,6 +36,7 @@ static const char help_text[] =
 	"  --vcpus N               virtual CPUs\n"
 	"  --accel auto|kvm|tcg    qemu accelerator (auto: KVM when usable, else TCG)\n"
 	"  --machine M             qemu machine type (microvm, pc, q35, ...)\n"
+	"  --driver NAME           run on this driver (qemu, linuxu, libvirt); default from the platform\n"
 	"  --success-code V        treat isa-debug-exit value V as success (exit 0)\n"
 	"  --uk-param P            Unikraft library parameter, placed before `--` on the\n"
 	"                          kernel command line (repeatable)\n"

@@ -26,6 +26,7 @@ enum opt_id {
 	OPT_VCPUS,
 	OPT_ACCEL,
 	OPT_MACHINE,
+	OPT_DRIVER,
 	OPT_SUCCESS_CODE,
 	OPT_UK_PARAM,
 	OPT_LABEL,
@@ -51,6 +52,7 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "vcpus", .has_arg = true, .id = OPT_VCPUS },
 	{ .name = "accel", .has_arg = true, .id = OPT_ACCEL },
 	{ .name = "machine", .has_arg = true, .id = OPT_MACHINE },
+	{ .name = "driver", .has_arg = true, .id = OPT_DRIVER },
 	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
@@ -210,6 +212,11 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		if (!*val || strlen(val) > MACHINE_MAX)
 			return fail(err, errlen, "--machine: expected a machine type such as microvm or pc");
 		o->machine = val;
+		return 0;
+	case OPT_DRIVER:
+		if (!*val || strlen(val) > 32)
+			return fail(err, errlen, "--driver: expected a driver name such as qemu or libvirt");
+		o->driver = val;
 		return 0;
 	case OPT_SUCCESS_CODE:
 		if (parse_long(val, 0, INT32_MAX, &o->success_code, NULL) < 0)
@@ -437,6 +444,8 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		r |= set_new(spec, "accel", json_string(o->accel));
 	if (o->machine)
 		r |= set_new(spec, "machine", json_string(o->machine));
+	if (o->driver)
+		r |= set_new(spec, "driver", json_string(o->driver));
 	if (o->success_code >= 0)
 		r |= set_new(spec, "success_code", json_integer(o->success_code));
 	if (o->nlabels)

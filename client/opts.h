@@ -38,6 +38,7 @@ struct opts {
 	long vcpus;              /* 0 = driver default */
 	const char *accel;       /* "auto" | "kvm" | "tcg"; NULL = default */
 	const char *machine;     /* qemu machine type; NULL = default */
+	const char *driver;      /* driver by name ("libvirt"); NULL = the platform's default */
 	long success_code;       /* debug-exit value meaning success; -1 = none */
 	const char **uk_params;  /* Unikraft library parameters (borrowed strings) */
 	size_t nuk_params;

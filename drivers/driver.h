@@ -66,6 +66,7 @@ enum drv_end {
 	DRV_END_EXIT,       /* process exited: value = exit status */
 	DRV_END_SIGNAL,     /* process killed by signal: value = signal number */
 	DRV_END_DEBUG_EXIT, /* qemu isa-debug-exit: value = the value the guest wrote (QEMU status >> 1) */
+	DRV_END_DEBUG_EXIT_UNKNOWN, /* QEMU ended on its own (isa-debug-exit) but the value cannot be seen (libvirt) */
 	DRV_END_POWEROFF,   /* clean power-off / halt with no code (ACPI, Xen poweroff) */
 	DRV_END_RESET,      /* reset / triple fault under -no-reboot (a crash for a unikernel) */
 	DRV_END_PANIC,      /* guest panic device (pvpanic, Xen crash) */
@@ -132,10 +133,17 @@ struct driver {
 	/* Release everything. Safe after cb->exit, after a failed launch, or after prepare only.
 	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */
 	void (*destroy)(struct drv_instance *inst);
+
+	/* Remove what a dead daemon left behind (e.g. libvirt domains it owned). Called once at
+	 * daemon start after probe, before any run; `runs_dir` names the daemon's runs (the
+	 * parent of every spec->workdir), which tells this daemon's leftovers from another's.
+	 * Returns how many guests it removed, or a negative errno with *ret_err. */
+	int (*reap)(void *state, const char *runs_dir, char **ret_err);
 };
 
 extern const struct driver drv_qemu;
 extern const struct driver drv_linuxu;
+extern const struct driver drv_libvirt;
 
 /* All compiled-in drivers, NULL-terminated (drivers.c). */
 extern const struct driver *const drv_table[];

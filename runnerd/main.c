@@ -96,6 +96,7 @@ static void usage(FILE *f)
 	      "  --max-connections N    open connections per listener; more get 503 (512)\n"
 	      "  --log FILE             log file (user mode default: DATA_DIR/runnerd.log)\n"
 	      "  --log-level LEVEL      error, warn, info (default), debug\n"
+	      "  --libvirt-uri URI      libvirt driver's connection (default qemu:///system)\n"
 	      "  -h, --help, -V, --version\n",
 	      f);
 }
@@ -150,6 +151,8 @@ static int apply(struct config *c, const char *key, const char *val)
 		set_str(&c->token_file, val);
 	else if (strcmp(key, "log") == 0)
 		set_str(&c->log_file, val);
+	else if (strcmp(key, "libvirt-uri") == 0)
+		setenv("UKRUN_LIBVIRT_URI", val, 1); /* read by the libvirt driver's probe */
 	else if (strcmp(key, "log-level") == 0) {
 		static const char *const lv[] = {"error", "warn", "info", "debug"};
 		for (int i = 0; i < 4; i++)
@@ -494,6 +497,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"max-connections", required_argument, NULL, 1},
 		{"log", required_argument, NULL, 1},
 		{"log-level", required_argument, NULL, 1},
+		{"libvirt-uri", required_argument, NULL, 1},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},

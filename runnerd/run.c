@@ -65,10 +65,12 @@ struct run {
 /* From this many test cases on, they are written off the loop (a worker thread). */
 #define RUN_TESTS_OFFLOOP 200
 
-static struct driver_slot *slot_for(struct run_manager *mgr, enum drv_platform platform)
+/* The slot named `driver` when given (it must serve the platform), else the first serving it. */
+static struct driver_slot *slot_for(struct run_manager *mgr, enum drv_platform platform, const char *driver)
 {
 	for (size_t i = 0; i < mgr->nslots; i++)
-		if (mgr->slots[i].drv->platforms & (unsigned)platform)
+		if ((mgr->slots[i].drv->platforms & (unsigned)platform) &&
+		    (!driver || strcmp(mgr->slots[i].drv->name, driver) == 0))
 			return &mgr->slots[i];
 	return NULL;
 }
@@ -183,6 +185,16 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 			s->info = err ? err : strdup(strerror(-r));
 			free(info);
 			log_warn("driver %s unavailable: %s", s->drv->name, s->info);
+		}
+		/* libvirt domains a dead daemon left behind (the driver knows which are ours). */
+		if (s->available && s->drv->reap) {
+			char *rerr = NULL;
+			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, &rerr);
+			if (n > 0)
+				log_warn("driver %s: removed %d guest(s) left by a previous runnerd", s->drv->name, n);
+			else if (n < 0)
+				log_warn("driver %s: cannot remove leftover guests: %s", s->drv->name, rerr ? rerr : strerror(-n));
+			free(rerr);
 		}
 	}
 	return 0;
@@ -728,7 +740,10 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		}
 		free(summary);
 	}
-	struct driver_slot *slot = slot_for(mgr, platform);
+	struct driver_slot *slot = slot_for(mgr, platform, req->driver);
+	if (!slot && req->driver)
+		return fail(ret_err, -ENODEV, "no driver named %s serves platform %s", req->driver,
+		            drv_platform_name(platform));
 	if (!slot)
 		return fail(ret_err, -ENODEV, "no driver serves platform %s", drv_platform_name(platform));
 	if (!slot->available)

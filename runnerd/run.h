@@ -73,6 +73,7 @@ struct run_request {
 	unsigned memory_mb, vcpus, timeout_s; /* 0 = defaults */
 	enum drv_accel accel;
 	const char *machine;
+	const char *driver;         /* NULL = the first driver serving the platform */
 	int success_code;           /* -1 = none */
 	json_t *labels;             /* object of strings or NULL */
 };

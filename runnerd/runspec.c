@@ -94,7 +94,7 @@ static int str_field(json_t *root, const char *field, const char **ret, char **r
 
 static const char *const known_fields[] = {
 	"image", "loader", "name", "platform", "args", "uk_params", "memory_mb", "vcpus",
-	"timeout_s", "accel", "machine", "success_code", "labels", "host", NULL,
+	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", NULL,
 };
 
 int runspec_parse(const char *text, size_t len, struct run_request *req, char **ret_err)
@@ -180,6 +180,15 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		}
 		req->machine = strdup(s);
 	}
+	if ((r = str_field(root, "driver", &s, ret_err)) < 0)
+		goto cleanup;
+	if (s) {
+		if (!charset_ok(s, "_-", 32)) {
+			r = bad(ret_err, "'driver' must be a driver name such as qemu, linuxu or libvirt");
+			goto cleanup;
+		}
+		req->driver = strdup(s);
+	}
 	if ((r = str_field(root, "host", &s, ret_err)) < 0)
 		goto cleanup;
 	if (s && strcmp(s, "local") != 0) {
@@ -230,6 +239,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	}
 	if ((req->name == NULL && json_object_get(root, "name") && !json_is_null(json_object_get(root, "name"))) ||
 	    (req->machine == NULL && json_object_get(root, "machine") && !json_is_null(json_object_get(root, "machine"))) ||
+	    (req->driver == NULL && json_object_get(root, "driver") && !json_is_null(json_object_get(root, "driver"))) ||
 	    !req->args || !req->uk_params)
 		r = -ENOMEM;
 cleanup:
@@ -250,6 +260,7 @@ void runspec_free(struct run_request *req)
 {
 	free((char *)req->name);
 	free((char *)req->machine);
+	free((char *)req->driver);
 	strv_free(req->args);
 	strv_free(req->uk_params);
 	json_decref(req->labels);

@@ -204,6 +204,17 @@ void verdict_decide(const struct drv_outcome *o, const struct tp_summary *consol
 	case DRV_END_DEBUG_EXIT:
 		debug_exit(ret, o->value, console, flags, success_code);
 		break;
+	case DRV_END_DEBUG_EXIT_UNKNOWN: {
+		/* libvirt: QEMU ended through isa-debug-exit but its exit status is not visible. */
+		char why[200];
+		int code = console_code(console, why, sizeof(why));
+		if (code >= 0)
+			set(ret, code, "console", "guest ended through isa-debug-exit (value not visible); %s", why);
+		else
+			set(ret, VERDICT_DEBUG_EXIT_UNKNOWN, "debug-exit-unknown",
+			    "guest ended through isa-debug-exit but the driver cannot see the value written");
+		break;
+	}
 	case DRV_END_POWEROFF:
 		halt_verdict(ret, console, "guest powered off", "lifecycle");
 		break;

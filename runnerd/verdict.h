@@ -26,11 +26,12 @@
 #define VERDICT_NOT_RUNNABLE 126
 #define VERDICT_CANCELLED 130
 #define VERDICT_CRASH 134       /* guest crash, as SIGABRT */
+#define VERDICT_DEBUG_EXIT_UNKNOWN 1 /* isa-debug-exit with a value the driver cannot see (libvirt) */
 
 struct verdict {
 	int exit_code;
 	/* static string: "process", "signal", "debug-exit", "console", "lifecycle",
-	 * "timeout", "cancel", "runner", "image" */
+	 * "timeout", "cancel", "runner", "image", "debug-exit-unknown" */
 	const char *source;
 	char reason[256];
 };

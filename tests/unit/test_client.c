@@ -90,7 +90,7 @@ static void test_repeatable_and_no_args(void **state)
 {
 	char *argv[] = { "ukrun", "--uk-param", "vfs.fstab=[]", "--uk-param=env.vars=[A=1]", "--label", "ci=1",
 			 "--label=job=x=y", "--success-code", "33", "--accel", "tcg", "--machine", "microvm",
-			 "--loader", "k", "--socket", "/s", "prog" };
+			 "--loader", "k", "--socket", "/s", "--driver", "libvirt", "prog" };
 	struct opts o;
 	char err[OPTS_ERR_MAX];
 
@@ -102,10 +102,14 @@ static void test_repeatable_and_no_args(void **state)
 	assert_int_equal(o.success_code, 33);
 	assert_string_equal(o.accel, "tcg");
 	assert_string_equal(o.machine, "microvm");
+	assert_string_equal(o.driver, "libvirt");
 	assert_string_equal(o.loader, "k");
 	assert_string_equal(o.socket, "/s");
 	assert_string_equal(o.image, "prog");
 	assert_int_equal(o.nargs, 0);
+	json_t *spec = opts_run_spec(&o, "aa", "prog", NULL);
+	assert_string_equal(json_string_value(json_object_get(spec, "driver")), "libvirt");
+	json_decref(spec);
 	opts_free(&o);
 }
 
@@ -262,6 +266,7 @@ static void test_run_spec(void **state)
 	assert_null(json_object_get(spec, "vcpus"));
 	assert_null(json_object_get(spec, "accel"));
 	assert_null(json_object_get(spec, "machine"));
+	assert_null(json_object_get(spec, "driver")); /* default: the daemon picks by platform */
 	json_decref(spec);
 
 	/* loader mode: the program is the image, the kernel is the loader, platform qemu */

@@ -331,6 +331,26 @@ static void test_uk_params_format(void **state)
 	runspec_free(&req);
 }
 
+static void test_driver(void **state)
+{
+	(void)state;
+	struct run_request req;
+	parse_ok("{\"image\":\"" SHA_A "\"}", &req);
+	assert_null(req.driver); /* default: the platform's first driver */
+	runspec_free(&req);
+	parse_ok("{\"image\":\"" SHA_A "\",\"driver\":\"libvirt\"}", &req);
+	assert_string_equal(req.driver, "libvirt");
+	runspec_free(&req);
+	assert_null(req.driver);
+	parse_ok("{\"image\":\"" SHA_A "\",\"driver\":null}", &req);
+	assert_null(req.driver);
+	runspec_free(&req);
+	expect_bad("{\"image\":\"" SHA_A "\",\"driver\":\"\"}", "'driver'");
+	expect_bad("{\"image\":\"" SHA_A "\",\"driver\":\"lib virt\"}", "'driver'");
+	expect_bad("{\"image\":\"" SHA_A "\",\"driver\":\"a/b\"}", "'driver'");
+	expect_bad("{\"image\":\"" SHA_A "\",\"driver\":7}", "'driver'");
+}
+
 static void test_machine_charset(void **state)
 {
 	(void)state;
@@ -461,6 +481,7 @@ int main(void)
 		cmocka_unit_test(test_args_byte_cap),
 		cmocka_unit_test(test_uk_params_format),
 		cmocka_unit_test(test_machine_charset),
+		cmocka_unit_test(test_driver),
 		cmocka_unit_test(test_labels_bounds),
 		cmocka_unit_test(test_success_code),
 		cmocka_unit_test(test_partial_failures_free),

@@ -97,6 +97,11 @@ static const struct row rows[] = {
 	{ DRV_END_SIGNAL, SIGKILL, C_NULL, 0, -1, 137, "signal", "signal 9" },
 	/* plain debug-exit (bootimage convention) */
 	{ DRV_END_DEBUG_EXIT, 7, C_EMPTY, 0, -1, 7, "debug-exit", "guest wrote 7 to isa-debug-exit" },
+	/* libvirt: QEMU ended through isa-debug-exit, value not visible: the console, else a documented 1 */
+	{ DRV_END_DEBUG_EXIT_UNKNOWN, 0, C_EMPTY, 0, -1, 1, "debug-exit-unknown", "cannot see the value" },
+	{ DRV_END_DEBUG_EXIT_UNKNOWN, 0, C_NULL, 0, 7, 1, "debug-exit-unknown", NULL },
+	{ DRV_END_DEBUG_EXIT_UNKNOWN, 0, C_LT_OK, 0, -1, 0, "console", "value not visible" },
+	{ DRV_END_DEBUG_EXIT_UNKNOWN, 0, C_LT_FAILED, 0, -1, 101, "console", NULL },
 	{ DRV_END_DEBUG_EXIT, 0x10, C_EMPTY, 0, 0x10, 0, "debug-exit", "success code" },
 	{ DRV_END_DEBUG_EXIT, 0x11, C_EMPTY, 0, 0x10, 0x11, "debug-exit", NULL },
 	{ DRV_END_DEBUG_EXIT, 41, C_LT_OK, 0, -1, 41, "debug-exit", NULL },

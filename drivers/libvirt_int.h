@@ -1,0 +1,178 @@
+/*
+ * libvirt_int.h — internals of the libvirt driver, shared between its files
+ * (libvirt_xml.c: the domain XML and the pure end classifier; libvirt.c: the
+ * connection, its event thread and the runs) and its unit tests.
+ */
+#ifndef UKRUN_LIBVIRT_INT_H
+#define UKRUN_LIBVIRT_INT_H
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <stddef.h>
+
+#include "driver.h"
+
+#define LV_DEFAULT_URI "qemu:///system"
+#define LV_URI_ENV "UKRUN_LIBVIRT_URI" /* set by runnerd from --libvirt-uri / runnerd.conf */
+#define LV_NAME_PREFIX "ukrun-"
+/* Namespace of the domain metadata that marks who owns a domain. */
+#define LV_META_NS "https://ukrun.dev/xmlns/libvirt/1"
+#define LV_META_PREFIX "ukrun"
+/* Remote hosts: the storage pool holding one volume per image digest. */
+#define LV_POOL_NAME "ukrun"
+#define LV_POOL_PATH "/var/lib/libvirt/images/ukrun"
+
+/* What the XML builder needs besides the spec. */
+struct lv_xml_opts {
+	const char *name;        /* domain name */
+	const char *owner;       /* ownership mark stored in <metadata> */
+	const char *kernel_path; /* path of the kernel as the libvirt host sees it */
+	const char *initrd_path; /* NULL: none */
+	const char *serial_log;  /* local hosts: file that also gets every serial byte (<log>); NULL = none */
+	int kvm;                 /* 1: type='kvm', 0: type='qemu' (TCG) */
+	int run_as_uid;          /* >= 0: QEMU runs as uid:gid through a static DAC label (local hosts) */
+	int run_as_gid;
+};
+
+/* The domain XML for `spec` (malloc'd in *ret_xml). Returns 0 or -EINVAL with
+ * *ret_err (arguments the Unikraft command line cannot carry, bad machine). */
+int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char **ret_xml,
+                 char **ret_err);
+
+/* The domain name for run `run_id` of `owner`: "ukrun-<id>-<8 hex of the owner>"
+ * (two daemons on one libvirtd both have a run 1). malloc'd. */
+char *lv_domain_name(const char *run_id, const char *owner);
+
+/* The owner mark inside a domain's metadata XML (as virDomainGetMetadata
+ * returns it), malloc'd; NULL when there is none. */
+char *lv_meta_owner(const char *meta_xml);
+
+/* What libvirt told about one domain, for lv_classify_end. */
+struct lv_end_facts {
+	int killed;      /* the core asked for the kill */
+	int rebooted;    /* a reboot event (triple fault / reset: on_reboot is restart) */
+	int crashed;     /* a Crashed event (panic device) */
+	int shutdown;    /* a Shutdown event (guest-initiated power-off) */
+	int stopped;     /* the Stopped event's detail (virDomainEventStoppedDetailType), -1 if none */
+	int paused;      /* the hypervisor paused the running guest (KVM internal error) */
+};
+
+/* Map libvirt's lifecycle facts to an outcome (message: static text or NULL). */
+void lv_classify_end(const struct lv_end_facts *f, struct drv_outcome *ret_out);
+
+/* Remote hosts (libvirt_pool.c, on the driver's thread): make sure the pool exists and
+ * runs; its target directory in *ret_path (malloc'd). 0 or -errno with *ret_err. */
+int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err);
+
+/* The volume named `sha` in the pool, uploaded from `local_path` when absent
+ * (*ret_uploaded = 1). 0 or -errno with *ret_err. */
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, int *ret_uploaded,
+                     char **ret_err);
+
+/* ---- runtime (libvirt.c: loop side and probe; libvirt_thread.c: the libvirt thread) ---- */
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define LV_KEEPALIVE_INTERVAL_S 5
+#define LV_KEEPALIVE_COUNT 3
+#define LV_DRAIN_MS 3000 /* after the Stopped event: wait at most this for the console's end */
+#define LV_PAUSE_MS 1000 /* a pause with no Crashed event within this is an emulation failure */
+
+struct lv_job;
+
+struct lv_state {
+	char *uri;
+	int local;
+	int kvm;                /* libvirt offers type='kvm' here */
+	int kvm_fails_unikraft; /* KVM already failed a Unikraft guest (atomic: read on the loop) */
+	char *host;             /* this machine's name, part of the ownership mark */
+	char *pool_path;        /* remote hosts: target directory of the image pool */
+	virConnectPtr conn;     /* libvirt thread (and probe/reap before runs) */
+	int conn_dead;
+	char *conn_err;
+	pthread_t thread;
+	int thread_started;
+	int quit;
+	int wake_timer;
+	pthread_mutex_t lock;   /* guards cmds and insts */
+	struct lv_cmd *cmds, **cmds_tail;
+	struct drv_instance *insts;
+	struct lv_job *jobs;    /* libvirt thread only */
+	uint64_t next_token;
+};
+
+enum lv_msg_type { M_CONSOLE, M_NOTE, M_STARTED, M_EXIT };
+
+struct lv_msg {
+	struct lv_msg *next;
+	enum lv_msg_type type;
+	struct drv_outcome out;
+	char *key, *value, *text; /* note; exit message in text */
+	char *data;               /* console */
+	size_t len;
+};
+
+enum lv_cmd_type { C_START, C_KILL, C_QUIT };
+
+struct lv_cmd {
+	struct lv_cmd *next;
+	enum lv_cmd_type type;
+	uint64_t token;
+	struct lv_job *job; /* C_START: handed to the libvirt thread */
+};
+
+/* One run as the libvirt thread sees it. */
+struct lv_job {
+	struct lv_job *next;
+	struct lv_state *st;
+	uint64_t token;
+	char *name, *xml_kvm, *xml_tcg;
+	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
+	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
+	int kvm, accel_auto, unikraft;
+	virDomainPtr dom;
+	virStreamPtr stream;
+	int stream_cb;
+	int drain_timer, pause_timer;
+	int running, stopped, eof, retry, started_sent;
+	struct lv_end_facts facts;
+	uint64_t bytes, skip, delivered;
+};
+
+/* One run as the loop sees it. */
+struct drv_instance {
+	struct drv_instance *next; /* st->insts */
+	struct lv_state *st;
+	const struct drv_spec *spec;
+	uint64_t token;
+	char *name, *xml_kvm, *xml_tcg;
+	char *sha; /* remote hosts: the image's digest (its volume's name) */
+	char *serial_log;
+	int kvm;
+	uv_async_t async;
+	struct lv_msg *msgs, **msgs_tail; /* under st->lock */
+	struct drv_callbacks cb;
+	int launched, reported, destroyed;
+};
+
+char *lv_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* libvirt's last error message (never NULL). */
+const char *lv_error(void);
+/* virSetErrorFunc handler that keeps libvirt from printing on stderr. */
+void lv_quiet_errors(void *ud, virErrorPtr e);
+/* Open (or reopen after a loss) st->conn with keepalive and the domain event callbacks. */
+int lv_conn_open(struct lv_state *st, char **ret_err);
+void lv_conn_close(struct lv_state *st);
+/* Queue a command for the libvirt thread and wake it. */
+int lv_cmd_post(struct lv_state *st, enum lv_cmd_type type, uint64_t token, struct lv_job *job);
+/* The libvirt thread (pthread entry) and its wake-up timer callback. */
+void *lv_thread_main(void *arg);
+void lv_on_wake(int timer, void *opaque);
+/* Release a job's domain handles; unlink it from st->jobs and free it. */
+void lv_job_release(struct lv_job *j);
+void lv_job_unlink_free(struct lv_job *j);
+/* Free a job that never reached the libvirt thread. */
+void lv_job_discard(struct lv_job *j);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * libvirt_pool.c — images on remote libvirt hosts: one storage pool
+ * ("ukrun", a directory pool created when absent) holding one raw volume per
+ * image digest, uploaded with virStorageVolUpload only when the host lacks it.
+ * Called on the libvirt driver's thread (blocking calls, never on the loop).
+ */
+#include "libvirt_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libvirt/virterror.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char *msg(const char *what, const char *name)
+{
+	const char *e = virGetLastErrorMessage();
+	char *s = NULL;
+	if (asprintf(&s, "libvirt: %s '%s': %s", what, name, e && *e ? e : "unknown error") < 0)
+		return NULL;
+	return s;
+}
+
+int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err)
+{
+	virStoragePoolPtr pool = virStoragePoolLookupByName(conn, LV_POOL_NAME);
+	if (!pool) {
+		pool = virStoragePoolDefineXML(conn,
+		                               "<pool type='dir'><name>" LV_POOL_NAME "</name><target><path>"
+		                               LV_POOL_PATH "</path></target></pool>", 0);
+		if (!pool || virStoragePoolBuild(pool, 0) < 0) {
+			*ret_err = msg("cannot define storage pool", LV_POOL_NAME);
+			if (pool)
+				virStoragePoolFree(pool);
+			return -EIO;
+		}
+		virStoragePoolSetAutostart(pool, 1);
+	}
+	int r = 0;
+	/* A defined pool whose directory is gone: build it again. */
+	if (virStoragePoolIsActive(pool) != 1 && virStoragePoolCreate(pool, VIR_STORAGE_POOL_CREATE_WITH_BUILD) < 0) {
+		*ret_err = msg("cannot start storage pool", LV_POOL_NAME);
+		r = -EIO;
+	}
+	char *xml = r == 0 ? virStoragePoolGetXMLDesc(pool, 0) : NULL;
+	const char *a = xml ? strstr(xml, "<path>") : NULL;
+	const char *b = a ? strstr(a, "</path>") : NULL;
+	if (r == 0 && (!a || !b)) {
+		*ret_err = msg("cannot read the target path of storage pool", LV_POOL_NAME);
+		r = -EIO;
+	}
+	if (r == 0) {
+		a += strlen("<path>");
+		*ret_path = strndup(a, (size_t)(b - a));
+		r = *ret_path ? 0 : -ENOMEM;
+	}
+	free(xml);
+	virStoragePoolFree(pool);
+	return r;
+}
+
+static int send_file(virStreamPtr st, char *buf, size_t n, void *opaque)
+{
+	(void)st;
+	ssize_t r = read(*(int *)opaque, buf, n);
+	return r < 0 ? -1 : (int)r;
+}
+
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, int *ret_uploaded,
+                     char **ret_err)
+{
+	*ret_uploaded = 0;
+	virStoragePoolPtr pool = virStoragePoolLookupByName(conn, LV_POOL_NAME);
+	if (!pool) {
+		*ret_err = msg("storage pool is gone", LV_POOL_NAME);
+		return -ENOENT;
+	}
+	/* Refresh: another daemon (or an earlier run) may have added the volume meanwhile. */
+	virStoragePoolRefresh(pool, 0);
+	virStorageVolPtr vol = virStorageVolLookupByName(pool, sha);
+	if (vol) {
+		virStorageVolFree(vol);
+		virStoragePoolFree(pool);
+		virResetLastError();
+		return 0;
+	}
+	virResetLastError();
+	int r = -EIO, fd = open(local_path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	char *xml = NULL;
+	virStreamPtr st = NULL;
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		r = -errno;
+		if (asprintf(ret_err, "libvirt: cannot read image %s: %s", local_path, strerror(errno)) < 0)
+			*ret_err = NULL;
+		goto cleanup;
+	}
+	if (asprintf(&xml, "<volume><name>%s</name><capacity unit='bytes'>%lld</capacity><target>"
+	                   "<format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
+	             sha, (long long)sb.st_size) < 0) {
+		r = -ENOMEM;
+		goto cleanup;
+	}
+	vol = virStorageVolCreateXML(pool, xml, 0);
+	if (!vol) {
+		*ret_err = msg("cannot create volume", sha);
+		goto cleanup;
+	}
+	st = virStreamNew(conn, 0);
+	if (!st || virStorageVolUpload(vol, st, 0, (unsigned long long)sb.st_size, 0) < 0 ||
+	    virStreamSendAll(st, send_file, &fd) < 0 || virStreamFinish(st) < 0) {
+		*ret_err = msg("cannot upload the image to volume", sha);
+		if (st)
+			virStreamAbort(st);
+		virStorageVolDelete(vol, 0); /* never leave a partial image under its digest */
+		goto cleanup;
+	}
+	*ret_uploaded = 1;
+	r = 0;
+cleanup:
+	if (st)
+		virStreamFree(st);
+	if (vol)
+		virStorageVolFree(vol);
+	virStoragePoolFree(pool);
+	free(xml);
+	if (fd >= 0)
+		close(fd);
+	virResetLastError();
+	return r;
+}

@@ -1,0 +1,545 @@
+/*
+ * libvirt_thread.c — the libvirt driver's thread (see libvirt.c): libvirt's
+ * default event loop, the connection with its keepalive, the commands the
+ * loop posts (start, kill, quit), each run's domain and console stream, and
+ * the messages posted back to the run's uv_async.
+ */
+#include "libvirt_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libvirt/virterror.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+char *lv_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *lv_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+const char *lv_error(void)
+{
+	const char *m = virGetLastErrorMessage();
+	return m && *m ? m : "unknown libvirt error";
+}
+
+/* libvirt prints every error on stderr by default: errors are reported where understood. */
+void lv_quiet_errors(void *ud, virErrorPtr e)
+{
+	(void)ud;
+	(void)e;
+}
+
+/* ---- libvirt thread → loop ---- */
+
+static void post(struct lv_state *st, uint64_t token, struct lv_msg *m)
+{
+	pthread_mutex_lock(&st->lock);
+	struct drv_instance *inst = st->insts;
+	while (inst && inst->token != token)
+		inst = inst->next;
+	if (inst) {
+		m->next = NULL;
+		*inst->msgs_tail = m;
+		inst->msgs_tail = &m->next;
+		uv_async_send(&inst->async);
+		m = NULL;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (m) { /* the run is gone: nobody wants it */
+		free(m->key);
+		free(m->value);
+		free(m->text);
+		free(m->data);
+		free(m);
+	}
+}
+
+static void post_note(struct lv_job *j, const char *key, const char *value, const char *text)
+{
+	struct lv_msg *m = calloc(1, sizeof(*m));
+	if (!m)
+		return;
+	m->type = M_NOTE;
+	m->key = key ? strdup(key) : NULL;
+	m->value = value ? strdup(value) : NULL;
+	m->text = text ? strdup(text) : NULL;
+	post(j->st, j->token, m);
+}
+
+static void post_exit(struct lv_job *j, const struct drv_outcome *o)
+{
+	struct lv_msg *m = calloc(1, sizeof(*m));
+	if (!m)
+		return; /* out of memory: the core's timeout still ends the run */
+	m->type = M_EXIT;
+	m->out = *o;
+	m->text = o->message ? strdup(o->message) : NULL;
+	m->out.message = m->text;
+	post(j->st, j->token, m);
+}
+
+/* ---- the libvirt thread: jobs ---- */
+
+void lv_job_discard(struct lv_job *j)
+{
+	free(j->name);
+	free(j->xml_kvm);
+	free(j->xml_tcg);
+	free(j->sha);
+	free(j->image);
+	free(j->serial_log);
+	free(j);
+}
+
+void lv_job_unlink_free(struct lv_job *j)
+{
+	for (struct lv_job **p = &j->st->jobs; *p; p = &(*p)->next) {
+		if (*p == j) {
+			*p = j->next;
+			break;
+		}
+	}
+	lv_job_discard(j);
+}
+
+static void stream_close(struct lv_job *j)
+{
+	if (!j->stream)
+		return;
+	if (j->stream_cb)
+		virStreamEventRemoveCallback(j->stream);
+	if (virStreamAbort(j->stream) < 0)
+		virResetLastError(); /* already ended with the domain */
+	virStreamFree(j->stream);
+	j->stream = NULL;
+	j->stream_cb = 0;
+}
+
+/* Release the domain handles of the current attempt (the domain itself is gone or going). */
+void lv_job_release(struct lv_job *j)
+{
+	if (j->drain_timer >= 0)
+		virEventRemoveTimeout(j->drain_timer);
+	if (j->pause_timer >= 0)
+		virEventRemoveTimeout(j->pause_timer);
+	j->drain_timer = j->pause_timer = -1;
+	stream_close(j);
+	if (j->dom)
+		virDomainFree(j->dom);
+	j->dom = NULL;
+}
+
+static void job_fail(struct lv_job *j, int err, const char *msg)
+{
+	if (j->dom && virDomainDestroy(j->dom) < 0)
+		virResetLastError();
+	lv_job_release(j);
+	struct drv_outcome o = {.end = DRV_END_ERROR, .value = err, .message = msg};
+	post_exit(j, &o);
+	lv_job_unlink_free(j);
+}
+
+static void job_create(struct lv_job *j);
+static void deliver(struct lv_job *j, const char *buf, size_t n);
+
+/* Deliver what QEMU's serial log holds beyond the bytes the stream brought (this
+ * attempt's). A log shorter than that was rotated by virtlogd: nothing to add. */
+static void recover_tail(struct lv_job *j)
+{
+	int fd = j->serial_log ? open(j->serial_log, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0)
+		return;
+	char buf[65536];
+	if (lseek(fd, (off_t)j->bytes, SEEK_SET) == (off_t)j->bytes) {
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			deliver(j, buf, (size_t)n);
+	}
+	close(fd);
+}
+
+static void job_end(struct lv_job *j)
+{
+	lv_job_release(j);
+	recover_tail(j);
+	if (j->retry && !j->facts.killed) {
+		if (j->unikraft)
+			__atomic_store_n(&j->st->kvm_fails_unikraft, 1, __ATOMIC_RELAXED);
+		post_note(j, "accel", "tcg", "KVM could not run this guest (the hypervisor paused it); retrying under TCG");
+		j->retry = j->kvm = j->running = j->stopped = j->eof = 0;
+		j->facts = (struct lv_end_facts){.stopped = -1};
+		j->skip = j->delivered;
+		j->bytes = 0;
+		job_create(j);
+		return;
+	}
+	struct drv_outcome o;
+	lv_classify_end(&j->facts, &o);
+	post_exit(j, &o);
+	lv_job_unlink_free(j);
+}
+
+static void on_drain(int timer, void *opaque)
+{
+	struct lv_job *j = opaque;
+	(void)timer;
+	j->eof = 1;
+	job_end(j);
+}
+
+/* The domain has stopped: end once the console has delivered its last bytes. */
+static void job_maybe_end(struct lv_job *j)
+{
+	if (!j->stopped)
+		return;
+	if (!j->eof && j->stream) {
+		if (j->drain_timer < 0)
+			j->drain_timer = virEventAddTimeout(LV_DRAIN_MS, on_drain, j, NULL);
+		if (j->drain_timer >= 0)
+			return;
+	}
+	job_end(j);
+}
+
+static void deliver(struct lv_job *j, const char *buf, size_t n)
+{
+	if (j->facts.rebooted)
+		return; /* what follows a reset is the guest booting again, not its output */
+	uint64_t pos = j->bytes;
+	j->bytes += n;
+	if (pos < j->skip) { /* a TCG rerun repeats what the KVM attempt already delivered */
+		size_t drop = j->skip - pos < n ? (size_t)(j->skip - pos) : n;
+		buf += drop;
+		n -= drop;
+	}
+	if (!n)
+		return;
+	struct lv_msg *m = calloc(1, sizeof(*m));
+	if (!m || !(m->data = malloc(n))) {
+		free(m);
+		return;
+	}
+	m->type = M_CONSOLE;
+	memcpy(m->data, buf, n);
+	m->len = n;
+	j->delivered += n;
+	post(j->st, j->token, m);
+}
+
+static void on_stream(virStreamPtr s, int events, void *opaque)
+{
+	struct lv_job *j = opaque;
+	char buf[65536];
+	for (;;) {
+		int n = virStreamRecv(s, buf, sizeof(buf));
+		if (n > 0) {
+			deliver(j, buf, (size_t)n);
+			continue;
+		}
+		if (n == -2 && !(events & (VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP)))
+			return; /* nothing more for now */
+		break; /* end of stream (0), error (-1) or hang-up */
+	}
+	virResetLastError();
+	stream_close(j);
+	j->eof = 1;
+	job_maybe_end(j);
+}
+
+/* The guest stayed paused with no Crashed event: KVM could not emulate it. */
+static void on_paused(int timer, void *opaque)
+{
+	struct lv_job *j = opaque;
+	virEventRemoveTimeout(timer);
+	j->pause_timer = -1;
+	if (j->facts.crashed || j->stopped || j->facts.killed || !j->dom)
+		return;
+	/* Events can arrive late under load (the Suspended of our paused start after our
+	 * Resumed, a Crashed well after its pause): ask libvirt what the guest is now. */
+	int state = -1, reason = -1;
+	if (virDomainGetState(j->dom, &state, &reason, 0) < 0)
+		virResetLastError();
+	if (state == VIR_DOMAIN_RUNNING)
+		return;
+	if (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_CRASHED) {
+		j->facts.crashed = 1; /* a guest panic: libvirt's Crashed event is on its way */
+		return;
+	}
+	j->running = 0;
+	if (j->kvm && j->accel_auto)
+		j->retry = 1;
+	else
+		j->facts.paused = 1;
+	if (virDomainDestroy(j->dom) < 0)
+		virResetLastError();
+}
+
+static struct lv_job *job_by_name(struct lv_state *st, const char *name)
+{
+	struct lv_job *j = st->jobs;
+	while (j && (!name || strcmp(j->name, name) != 0))
+		j = j->next;
+	return j;
+}
+
+static struct lv_job *job_by_token(struct lv_state *st, uint64_t token)
+{
+	struct lv_job *j = st->jobs;
+	while (j && j->token != token)
+		j = j->next;
+	return j;
+}
+
+static int on_lifecycle(virConnectPtr c, virDomainPtr dom, int event, int detail, void *opaque)
+{
+	struct lv_state *st = opaque;
+	struct lv_job *j = job_by_name(st, virDomainGetName(dom));
+	(void)c;
+	if (!j || !j->dom)
+		return 0; /* not ours, or an attempt already released */
+	switch (event) {
+	case VIR_DOMAIN_EVENT_RESUMED:
+		j->running = 1;
+		break;
+	case VIR_DOMAIN_EVENT_SUSPENDED:
+		/* Paused after our resume: QEMU pauses on a guest panic just before the
+		 * Crashed event, and on a KVM internal error with nothing after it. Wait
+		 * a moment for the Crashed event before calling it an emulation failure. */
+		if (j->running && !j->facts.killed && j->pause_timer < 0)
+			j->pause_timer = virEventAddTimeout(LV_PAUSE_MS, on_paused, j, NULL);
+		break;
+	case VIR_DOMAIN_EVENT_CRASHED:
+		j->facts.crashed = 1;
+		break;
+	case VIR_DOMAIN_EVENT_SHUTDOWN:
+		if (detail != VIR_DOMAIN_EVENT_SHUTDOWN_HOST)
+			j->facts.shutdown = 1;
+		break;
+	case VIR_DOMAIN_EVENT_STOPPED:
+		j->facts.stopped = detail;
+		j->stopped = 1;
+		job_maybe_end(j);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* on_reboot is restart: a reset (a triple fault under a unikernel) ends the run at once. */
+static void on_reboot(virConnectPtr c, virDomainPtr dom, void *opaque)
+{
+	struct lv_job *j = job_by_name(opaque, virDomainGetName(dom));
+	(void)c;
+	if (!j || !j->dom || j->facts.rebooted)
+		return;
+	j->facts.rebooted = 1;
+	if (virDomainDestroy(j->dom) < 0)
+		virResetLastError();
+}
+
+/* The connection died (keepalive timeout, libvirtd gone): every run on it fails. */
+static void on_conn_close(virConnectPtr c, int reason, void *opaque)
+{
+	struct lv_state *st = opaque;
+	static const char *const why[] = {"an I/O error", "end of file", "keepalive timeout", "a client request"};
+	(void)c;
+	if (st->conn_dead)
+		return;
+	st->conn_dead = 1;
+	free(st->conn_err);
+	st->conn_err = lv_asprintf("lost the connection to libvirtd at %s (%s)", st->uri,
+	                           reason >= 0 && reason < 4 ? why[reason] : "closed");
+	while (st->jobs) {
+		struct lv_job *j = st->jobs;
+		lv_job_release(j);
+		struct drv_outcome o = {.end = DRV_END_ERROR, .value = -ECONNRESET, .message = st->conn_err};
+		post_exit(j, &o);
+		lv_job_unlink_free(j);
+	}
+}
+
+void lv_conn_close(struct lv_state *st)
+{
+	if (!st->conn)
+		return;
+	virConnectUnregisterCloseCallback(st->conn, on_conn_close);
+	if (virConnectClose(st->conn) < 0)
+		virResetLastError();
+	st->conn = NULL;
+}
+
+/* Open (or reopen after a loss) the connection with keepalive and our event callbacks. */
+int lv_conn_open(struct lv_state *st, char **ret_err)
+{
+	if (st->conn && !st->conn_dead)
+		return 0;
+	lv_conn_close(st);
+	st->conn_dead = 0;
+	st->conn = virConnectOpen(st->uri);
+	if (!st->conn) {
+		*ret_err = lv_asprintf("libvirtd unreachable at %s: %s", st->uri, lv_error());
+		return -ECONNREFUSED;
+	}
+	if (virConnectSetKeepAlive(st->conn, LV_KEEPALIVE_INTERVAL_S, LV_KEEPALIVE_COUNT) < 0 ||
+	    virConnectRegisterCloseCallback(st->conn, on_conn_close, st, NULL) < 0 ||
+	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+	                                     VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st, NULL) < 0 ||
+	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
+	                                     VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st, NULL) < 0) {
+		*ret_err = lv_asprintf("libvirt at %s: cannot set up keepalive and domain events: %s", st->uri,
+		                       lv_error());
+		lv_conn_close(st);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Create the domain paused, attach the console, resume. */
+static void job_create(struct lv_job *j)
+{
+	struct lv_state *st = j->st;
+	char *err = NULL, *msg = NULL;
+	int r = lv_conn_open(st, &err);
+	if (r < 0) {
+		job_fail(j, r, err);
+		free(err);
+		return;
+	}
+	if (j->sha) {
+		int uploaded = 0;
+		r = lv_volume_ensure(st->conn, j->sha, j->image, &uploaded, &err);
+		if (r < 0) {
+			job_fail(j, r, err);
+			free(err);
+			return;
+		}
+		if (uploaded) {
+			msg = lv_asprintf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
+			post_note(j, NULL, NULL, msg);
+			free(msg);
+		}
+		free(j->sha); /* the volume is there for a TCG rerun too */
+		j->sha = NULL;
+	}
+	const unsigned flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
+	j->dom = virDomainCreateXML(st->conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
+	if (!j->dom && j->kvm && j->accel_auto) {
+		msg = lv_asprintf("libvirt could not start the domain under KVM (%s); retrying under TCG", lv_error());
+		post_note(j, "accel", "tcg", msg);
+		free(msg);
+		j->kvm = 0;
+		j->dom = virDomainCreateXML(st->conn, j->xml_tcg, flags);
+	}
+	if (!j->dom) {
+		msg = lv_asprintf("libvirt could not start domain %s at %s: %s", j->name, st->uri, lv_error());
+		job_fail(j, -EIO, msg);
+		free(msg);
+		return;
+	}
+	j->stream = virStreamNew(st->conn, VIR_STREAM_NONBLOCK);
+	if (!j->stream || virDomainOpenConsole(j->dom, NULL, j->stream, VIR_DOMAIN_CONSOLE_FORCE) < 0 ||
+	    virStreamEventAddCallback(j->stream,
+	                              VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP,
+	                              on_stream, j, NULL) < 0) {
+		msg = lv_asprintf("libvirt could not open the console of %s: %s", j->name, lv_error());
+		job_fail(j, -EIO, msg);
+		free(msg);
+		return;
+	}
+	j->stream_cb = 1;
+	if (virDomainResume(j->dom) < 0) {
+		msg = lv_asprintf("libvirt could not resume %s: %s", j->name, lv_error());
+		job_fail(j, -EIO, msg);
+		free(msg);
+		return;
+	}
+	if (!j->started_sent) {
+		j->started_sent = 1;
+		struct lv_msg *m = calloc(1, sizeof(*m));
+		if (m) {
+			m->type = M_STARTED;
+			post(st, j->token, m);
+		}
+	}
+	msg = lv_asprintf("domain %s on %s under %s", j->name, st->uri, j->kvm ? "KVM" : "TCG (slower)");
+	post_note(j, "accel", j->kvm ? "kvm" : "tcg", msg);
+	free(msg);
+	post_note(j, "libvirt_domain", j->name, NULL);
+}
+
+static void job_kill(struct lv_state *st, uint64_t token)
+{
+	struct lv_job *j = job_by_token(st, token);
+	if (!j || j->facts.killed)
+		return;
+	j->facts.killed = 1;
+	if (j->dom && !j->stopped && virDomainDestroy(j->dom) < 0)
+		virResetLastError(); /* already gone: its Stopped event ends the job */
+}
+
+void lv_on_wake(int timer, void *opaque)
+{
+	struct lv_state *st = opaque;
+	virEventUpdateTimeout(timer, -1);
+	for (;;) {
+		pthread_mutex_lock(&st->lock);
+		struct lv_cmd *c = st->cmds;
+		if (c) {
+			st->cmds = c->next;
+			if (!st->cmds)
+				st->cmds_tail = &st->cmds;
+		}
+		pthread_mutex_unlock(&st->lock);
+		if (!c)
+			break;
+		switch (c->type) {
+		case C_START:
+			c->job->next = st->jobs;
+			st->jobs = c->job;
+			job_create(c->job);
+			break;
+		case C_KILL:
+			job_kill(st, c->token);
+			break;
+		case C_QUIT:
+			__atomic_store_n(&st->quit, 1, __ATOMIC_RELEASE);
+			break;
+		}
+		free(c);
+	}
+}
+
+void *lv_thread_main(void *arg)
+{
+	struct lv_state *st = arg;
+	while (!__atomic_load_n(&st->quit, __ATOMIC_ACQUIRE))
+		if (virEventRunDefaultImpl() < 0)
+			virResetLastError();
+	return NULL;
+}
+
+int lv_cmd_post(struct lv_state *st, enum lv_cmd_type type, uint64_t token, struct lv_job *job)
+{
+	struct lv_cmd *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	*c = (struct lv_cmd){.type = type, .token = token, .job = job};
+	pthread_mutex_lock(&st->lock);
+	*st->cmds_tail = c;
+	st->cmds_tail = &c->next;
+	pthread_mutex_unlock(&st->lock);
+	virEventUpdateTimeout(st->wake_timer, 0);
+	return 0;
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# libvirt driver through a remote URI: a second libvirtd on this machine, in a private mount namespace (tmpfs over
+# /run, /var/lib/libvirt and /etc/libvirt/storage), listening on a loopback TCP port (qemu+tcp://127.0.0.1:PORT/system, auth none). The
+# image reaches it through the `ukrun` storage pool (one volume per digest, uploaded once), the run behaves as on
+# the local host, and nothing is left on the remote daemon.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lib_libvirt.sh"
+
+[[ $(id -u) == 0 ]] || skip "a second libvirtd needs root"
+command -v unshare >/dev/null || skip "unshare (util-linux) is not installed"
+port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+RURI="qemu+tcp://127.0.0.1:$port/system"
+cat >"$T/libvirtd.conf" <<CONF
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "127.0.0.1"
+tcp_port = "$port"
+auth_tcp = "none"
+CONF
+cat >"$T/remote.sh" <<'SH'
+set -e
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib/libvirt
+mkdir -p /etc/libvirt/storage
+mount -t tmpfs tmpfs /etc/libvirt/storage # the pool it defines stays with it
+mkdir -p /run/libvirt /run/lock /var/lib/libvirt/images /var/lib/libvirt/qemu
+chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu && chmod 0751 /var/lib/libvirt/qemu
+virtlogd & echo $! >"$T/virtlogd.pid"
+libvirtd --listen -f "$T/libvirtd.conf" & echo $! >"$T/libvirtd.pid"
+wait
+SH
+unshare --mount --propagation private bash "$T/remote.sh" >"$T/remote-libvirtd.log" 2>&1 &
+ns_pid=$!
+
+remote_destroy_all() {
+	local d
+	for d in $(virsh -q -c "$RURI" list --name 2>/dev/null | grep '^ukrun-' || true); do
+		virsh -q -c "$RURI" destroy "$d" >/dev/null 2>&1 || true
+	done
+}
+_remote_cleanup() {
+	local rc=$?
+	set +e
+	for p in "${_daemon_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait_pid_gone "$p" 20; done
+	remote_destroy_all
+	for f in libvirtd virtlogd; do [[ -s $T/$f.pid ]] && kill -TERM "$(cat "$T/$f.pid")" 2>/dev/null; done
+	wait_pid_gone "$ns_pid" 20 || kill -KILL "$ns_pid" 2>/dev/null
+	(exit "$rc")
+	_lv_cleanup
+}
+trap _remote_cleanup EXIT
+
+for _ in $(seq 150); do
+	virsh -q -c "$RURI" version >/dev/null 2>&1 && break
+	kill -0 "$ns_pid" 2>/dev/null || { cat "$T/remote-libvirtd.log" >&2; skip "the second libvirtd cannot run here"; }
+	sleep 0.1
+done
+virsh -q -c "$RURI" version >/dev/null 2>&1 || { cat "$T/remote-libvirtd.log" >&2; fail "the second libvirtd does not answer"; }
+
+start_daemon runnerd --libvirt-uri "$RURI"
+grep -q "driver libvirt: libvirt .* at $RURI .* remote host" "$T/runnerd.log" ||
+	{ cat "$T/runnerd.log" >&2; fail "the libvirt driver did not probe the remote URI"; }
+
+expect_run hello 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+expect_out hello $'Hello from mb_hello\n'
+expect_err_grep hello 'image uploaded to .*volume'
+sha=$(sql "SELECT image FROM runs WHERE id = $RUN_ID")
+virsh -q -c "$RURI" vol-list ukrun | grep -q "$sha" || fail "no volume named $sha in the remote pool"
+
+# Second run of the same image: the host has it, nothing is uploaded.
+expect_run again 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+grep -q 'image uploaded' "$T/again.err" && fail "again: the image was uploaded a second time"
+
+expect_run panic 134 lifecycle qemu/libvirt --driver libvirt "$FX/mb_panic"
+
+S=$UKRUN_SHARED_FIXTURES
+if [[ -n $S && -f $S/helloworld_qemu-x86_64-norng ]]; then
+	expect_run uk 0 lifecycle qemu/libvirt --driver libvirt "$S/helloworld_qemu-x86_64-norng" foo bar
+	tr -d '\r' <"$T/uk.out" | grep -Eq '^Arguments: +"[^"]*" "foo" "bar"$' || { cat "$T/uk.out" >&2; fail "uk: arguments"; }
+fi
+
+run_ukrun hang --driver libvirt --timeout 2 "$FX/mb_hang"
+expect_rc hang 124
+
+# A libvirtd that stops answering (SIGSTOP): keepalive cuts it off, the run fails naming the URI, runnerd keeps
+# serving meanwhile; once libvirtd runs again it destroys the domain of the closed connection, and the next run
+# reconnects.
+prev=$(last_run_id)
+"$UKRUN" --driver libvirt --timeout 300 "$FX/mb_hang" >"$T/stall.out" 2>"$T/stall.err" &
+cpid=$!
+for _ in $(seq 300); do
+	id=$(last_run_id)
+	((id > prev)) && break
+	sleep 0.1
+done
+wait_state "$id" running 60
+lpid=$(cat "$T/libvirtd.pid")
+kill -STOP "$lpid"
+healthy || { kill -CONT "$lpid"; fail "runnerd stopped answering while libvirtd is stalled"; }
+for _ in $(seq 600); do
+	kill -0 "$cpid" 2>/dev/null || break
+	sleep 0.1
+done
+healthy || { kill -CONT "$lpid"; fail "runnerd unhealthy after libvirtd stalled"; }
+kill -CONT "$lpid"
+wait_rc "$cpid"
+[[ $RC == 125 ]] || { cat "$T/stall.err" >&2; fail "stall: ukrun exit $RC, want 125"; }
+grep -q "lost the connection to libvirtd at $RURI (keepalive timeout)" "$T/stall.err" ||
+	{ cat "$T/stall.err" >&2; fail "stall: the reason does not name the URI and the keepalive"; }
+[[ $(sql "SELECT state FROM runs WHERE id = $id") == error ]] || fail "stall: run $id not recorded as error"
+for _ in $(seq 200); do
+	[[ -z $(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true) ]] && break
+	sleep 0.1
+done
+expect_run after 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+
+# libvirtd restarted mid-run: the run fails naming the URI, nothing is left once libvirtd is back (libvirt 9.0
+# destroys the autodestroy domain of the lost connection when it reconnects to QEMU), and the next run reconnects.
+prev=$(last_run_id)
+"$UKRUN" --driver libvirt --timeout 300 "$FX/mb_hang" >"$T/restart.out" 2>"$T/restart.err" &
+cpid=$!
+for _ in $(seq 300); do
+	id=$(last_run_id)
+	((id > prev)) && break
+	sleep 0.1
+done
+wait_state "$id" running 60
+lpid=$(cat "$T/libvirtd.pid")
+kill -TERM "$lpid"
+wait_pid_gone "$lpid" 30 || fail "the remote libvirtd ignored SIGTERM"
+wait_rc "$cpid"
+[[ $RC == 125 ]] || { cat "$T/restart.err" >&2; fail "restart: ukrun exit $RC, want 125"; }
+grep -qF "lost the connection to libvirtd at $RURI" "$T/restart.err" || { cat "$T/restart.err" >&2; fail "restart: the reason does not name the URI"; }
+nsenter --mount="/proc/$ns_pid/ns/mnt" -- libvirtd --listen -f "$T/libvirtd.conf" >>"$T/remote-libvirtd.log" 2>&1 &
+echo $! >"$T/libvirtd.pid"
+for _ in $(seq 150); do
+	virsh -q -c "$RURI" version >/dev/null 2>&1 && break
+	sleep 0.1
+done
+expect_run reconnect 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
+left=$(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true)
+[[ -z $left ]] || fail "a domain is left after the libvirtd restart: $left"
+left=$(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true)
+[[ -z $left ]] || fail "domains left on the remote libvirtd: $left"
