@@ -28,7 +28,7 @@ mkxml() { # name owner
   <name>$1</name>
   <metadata><ukrun:run xmlns:ukrun='$LV_NS'><owner>$2</owner><id>0</id></ukrun:run></metadata>
   <memory unit='MiB'>32</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>$runs/$id/mb_hang</kernel></os>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>$runs/$id/image/mb_hang</kernel></os>
   <devices><controller type='usb' model='none'/><memballoon model='none'/></devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
 </domain>
