@@ -74,7 +74,7 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 {
 	struct read_ctx *x = user;
 	if (section && *section)
-		return 0; /* only top-level keys are ours */
+		return 1; /* only top-level keys are ours: ignore the rest (0 would fail the file) */
 	int r = config_apply(x->c, name, value);
 	if (r < 0)
 		fprintf(stderr, "runnerd: %s: %s '%s'\n", x->path,

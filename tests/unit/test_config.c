@@ -90,10 +90,13 @@ static void test_read_file(void **state)
 	           "socket = /tmp/x.sock\n"
 	           "timeout=42\n"
 	           "; a comment\n"
-	           "\n");
+	           "\n"
+	           "[elsewhere]\n"
+	           "timeout = 7\n"
+	           "not-ours = anything\n");
 	assert_int_equal(config_read(&c, path), 0);
 	assert_string_equal(c.socket_path, "/tmp/x.sock");
-	assert_int_equal(c.run_timeout_s, 42);
+	assert_int_equal(c.run_timeout_s, 42); /* keys in sections are not runnerd's: ignored */
 	assert_int_equal(c.max_queued, 1000);
 	unlink(path);
 	config_free(&c);
