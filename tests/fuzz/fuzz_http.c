@@ -2,8 +2,10 @@
  * fuzz_http.c — libFuzzer harness for runnerd/http.c: the input is every byte a
  * client sends on one connection. A real libuv loop accepts the connection on a
  * Unix listener (abstract address, so nothing is left on disk) with
- * http_conn_accept; the harness writes the input on a real socket, hangs up its
- * write side and runs the loop until the connection has closed.
+ * http_conn_accept; the harness writes the input on a real socket, in pieces of
+ * 1..256 bytes (the input's last byte picks the size) with the loop run between
+ * them, hangs up its write side and runs the loop until the connection has
+ * closed.
  *
  * The handler behind it takes the paths the API takes: plain and JSON answers,
  * query lookups (/q), chunked streams (/c), streamed bodies into a sink (/s,
@@ -189,11 +191,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	F.accepted = 0;
 	size_t off = 0;
 	unsigned long spins = 0;
+	/* Pieces of 1..256 bytes (the last byte decides), each read by runnerd on its own, so
+	 * requests and pipelined tails arrive split at every place. */
+	size_t piece = size ? 1 + data[size - 1] : 1;
 	while (off < size) {
-		ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		size_t want = size - off < piece ? size - off : piece;
+		ssize_t n = send(fd, data + off, want, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0)
 			off += (size_t)n;
-		else if (n < 0 && errno == EPIPE)
+		else if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
 			break; /* runnerd closed first (a malformed request) */
 		else if (n < 0 && errno != EAGAIN && errno != EINTR)
 			FAIL("send failed: %s", strerror(errno));

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""gen_seeds.py OUT_DIR SOURCE_DIR FIXTURE_DIR — write the fuzzers' seed corpora and regression inputs.
+"""gen_seeds.py OUT_DIR SOURCE_DIR FIXTURE_DIR [SHARED_FIXTURES] — write the fuzzers' seed corpora and
+regression inputs.
 
 Seeds come from the unit tests' own inputs (the C string literals of tests/unit/test_*.c and the fixtures'
 libtest text, macros such as SHA_A expanded), from a few hand-written cases below, from small ELF /
-multiboot images built here byte by byte (as tests/unit/test_detect.c builds them), and from the built
-test fixtures (FIXTURE_DIR). Regression inputs (tests/fuzz/regress/HARNESS/NAME.txt, or NAME.hex for
+multiboot images built here byte by byte (as tests/unit/test_detect.c builds them), from the built
+test fixtures (FIXTURE_DIR) and, when that folder exists, from the real Unikraft images, their console
+text and their .config files in SHARED_FIXTURES (../shared/fixtures, as test_detect uses). Regression inputs (tests/fuzz/regress/HARNESS/NAME.txt, or NAME.hex for
 binary ones: hex digits, whitespace and '#' comments ignored) are copied or decoded into
 OUT_DIR/regress/HARNESS/. Nothing binary is committed; everything here is rebuilt by the build.
 """
@@ -16,6 +18,19 @@ import struct
 import sys
 
 out_dir, src_dir, fixture_dir = sys.argv[1:4]
+shared_dir = sys.argv[4] if len(sys.argv) > 4 else ''
+
+
+def shared_files(suffix_ok):
+    """(name, bytes) of the files under SHARED_FIXTURES that suffix_ok(name) accepts, at most 1 MiB each."""
+    if not shared_dir or not os.path.isdir(shared_dir):
+        return
+    for root, _, names in sorted(os.walk(shared_dir)):
+        for name in sorted(names):
+            p = os.path.join(root, name)
+            if suffix_ok(name) and os.path.getsize(p) <= 1 << 20:
+                with open(p, 'rb') as f:
+                    yield name, f.read()
 
 # ---- C string literals of the unit tests ----
 
@@ -126,6 +141,8 @@ for path in (os.path.join(src_dir, 'tests', 'fixtures', 'common', 'libtest_text.
             write('testparse', s, 'unit')
 for v in macros.values():
     write('testparse', v, 'fixture')
+for name, data in shared_files(lambda n: n.endswith('.console.txt')):
+    write('testparse', data, 'shared')
 
 # ---- config: runnerd.conf shapes (the keys are runnerd's long options) ----
 
@@ -138,6 +155,9 @@ for s in (
     b'\xef\xbb\xbftimeout: 7\n  continued\nmax-queued = -1\nbogus = 1\n',
 ):
     write('config', s, 'hand')
+for name, data in shared_files(lambda n: n.endswith('.config')):
+    write('config', data[:4096], 'shared')  # Kconfig files: KEY=value lines, not runnerd's keys
+    break
 
 # ---- detect: small images built byte by byte, plus the built fixtures ----
 
@@ -199,6 +219,8 @@ if os.path.isdir(fixture_dir):
         if os.path.isfile(p) and os.path.getsize(p) <= 256 * 1024:
             with open(p, 'rb') as f:
                 write('detect', f.read(), 'fixture-' + name)
+for name, data in shared_files(lambda n: '.' not in n):
+    write('detect', data, 'shared-' + name)
 
 # ---- regression inputs ----
 
