@@ -5,12 +5,14 @@
  * http_conn_accept; the harness writes the input on a real socket, in pieces of
  * 1..256 bytes (the input's last byte picks the size) with the loop run between
  * them, hangs up its write side and runs the loop until the connection has
- * closed.
+ * closed (one input in three is instead cut short by http_conn_close_all, as at
+ * runnerd's shutdown).
  *
  * The handler behind it takes the paths the API takes: plain and JSON answers,
  * query lookups (/q), chunked streams (/c), streamed bodies into a sink (/s,
  * which aborts past 64 bytes), answers before the body (/e) and answers given
- * later from a timer with an attached object (/d, as console followers do).
+ * later from a timer with an attached object (/d next loop turn; /D never before
+ * the connection closes), chunked tails sent on drain (as console followers do).
  *
  * Checks beyond the sanitizers: every byte runnerd sends must parse as HTTP/1.1
  * responses (http-parser in response mode; inputs containing "HEAD" are exempt,
@@ -61,6 +63,8 @@ static int sink_data(void *ctx, const char *buf, size_t len)
 static void on_headers(void *ctx, struct http_conn *conn, struct http_request *req)
 {
 	(void)ctx;
+	if (http_conn_is_tcp(conn))
+		FAIL("a Unix connection says it is TCP");
 	if (strncmp(req->path, "/s", 2) == 0) {
 		static const struct http_body_sink sink = { .data = sink_data };
 		F.sunk = 0;
@@ -80,9 +84,20 @@ static void on_later(uv_timer_t *t)
 {
 	struct http_conn *conn = F.later_conn;
 	(void)t;
+	if (http_conn_attached(conn) != &F.later)
+		FAIL("the attached object changed");
 	F.later_conn = NULL;
 	http_conn_attach(conn, NULL, NULL);
 	http_respond(conn, 200, "text/plain", "later\n", 6);
+}
+
+/* /c: the rest of the stream once the head is on the wire, as console followers pump. */
+static void on_drained(struct http_conn *conn, void *arg)
+{
+	(void)arg;
+	http_conn_on_drain(conn, NULL, NULL);
+	http_chunked_write(conn, "tail\n", 5);
+	http_chunked_end(conn);
 }
 
 static void on_message(void *ctx, struct http_conn *conn, struct http_request *req)
@@ -97,11 +112,17 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 		http_chunked_begin(conn, 200, "text/plain");
 		http_chunked_write(conn, req->path, strlen(req->path));
 		http_chunked_write(conn, req->body ? req->body : "", req->body_len);
-		http_chunked_end(conn);
-	} else if (strncmp(req->path, "/d", 2) == 0 && !F.later_conn) {
+		if (http_conn_write_queue(conn) > 0) {
+			http_conn_on_drain(conn, on_drained, NULL);
+		} else {
+			http_chunked_end(conn);
+		}
+	} else if ((strncmp(req->path, "/d", 2) == 0 || strncmp(req->path, "/D", 2) == 0) && !F.later_conn) {
+		/* /d answers on the next loop turn; /D only after the client has long hung up, so the
+		 * connection closes with the timer attached. */
 		F.later_conn = conn;
 		http_conn_attach(conn, &F.later, later_release);
-		uv_timer_start(&F.later, on_later, 0, 0);
+		uv_timer_start(&F.later, on_later, req->path[1] == 'D' ? 10000 : 0, 0);
 	} else {
 		http_respond_json(conn, strncmp(req->path, "/s", 2) == 0 && F.sunk > 64 ? 413 : 200,
 		                  json_pack("{s:s,s:I,s:b}", "path", req->path, "body", (json_int_t)req->body_len,
@@ -205,6 +226,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FAIL("send failed: %s", strerror(errno));
 		uv_run(&F.loop, UV_RUN_NOWAIT);
 		drain(fd, &resp, check);
+	}
+	/* One input in three ends with runnerd's shutdown (http_conn_close_all) instead of the
+	 * client's hang-up. */
+	if (size % 3 == 0) {
+		while (!F.accepted)
+			uv_run(&F.loop, UV_RUN_NOWAIT);
+		http_conn_close_all(&F.set);
 	}
 	shutdown(fd, SHUT_WR);
 	while (!F.accepted || F.set.count > 0) {

@@ -118,6 +118,9 @@ for s in (
     b'GET /%zz HTTP/1.1\r\n\r\n',
     b'GET http://h/abs?x HTTP/1.0\r\n\r\n',
     b'POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n',
+    b'GET /D HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n',
+    b'GET /' + b'u' * 9000 + b' HTTP/1.1\r\n\r\n',  # request target over HTTP_MAX_URL
+    b'GET / HTTP/1.1\r\nAuthorization: Bearer ' + b't' * 5000 + b'\r\n\r\n',
 ):
     write('http', s, 'hand')
 
@@ -131,6 +134,10 @@ write('runspec', ('{"image":"%s","platform":"qemu","args":["a","b"],"uk_params":
                   '"vcpus":1,"timeout_s":30,"labels":{"ci/job":"1"},"success_code":41}' % SHA).encode(), 'hand')
 write('runspec', ('{"image":"%s","loader":"%s","name":"t.elf","accel":"tcg","machine":"microvm"}'
                   % (SHA, SHA)).encode(), 'hand')
+# Just past the limits: 1025 arguments; 64 KiB of argument bytes.
+write('runspec', ('{"image":"%s","args":[%s]}' % (SHA, ','.join(['""'] * 1025))).encode(), 'hand-limit')
+write('runspec', ('{"image":"%s","args":["%s"],"uk_params":["a=%s"]}'
+                  % (SHA, 'a' * 40000, 'b' * 26000)).encode(), 'hand-limit')
 
 # ---- testparse: the console texts of test_testparse.c and the fixtures' libtest text ----
 
@@ -141,6 +148,9 @@ for path in (os.path.join(src_dir, 'tests', 'fixtures', 'common', 'libtest_text.
             write('testparse', s, 'unit')
 for v in macros.values():
     write('testparse', v, 'fixture')
+# Lines past TESTPARSE_LINE_MAX (4096): a long test name, and a long line split around a result.
+write('testparse', b'running 2 tests\ntest ' + b'n' * 5000 + b' ... ok\ntest b ... FAILED\n\n' +
+      b'x' * 9000 + b'\ntest result: FAILED. 1 passed; 1 failed; 0 ignored\n', 'hand-long')
 for name, data in shared_files(lambda n: n.endswith('.console.txt')):
     write('testparse', data, 'shared')
 
