@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <ini.h>
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
@@ -19,6 +18,7 @@
 #include <uv.h>
 
 #include "api.h"
+#include "config.h"
 #include "console.h"
 #include "datalock.h"
 #include "image.h"
@@ -26,28 +26,6 @@
 #include "run.h"
 #include "server.h"
 #include "store.h"
-
-struct config {
-	int user_mode;
-	char *socket_path;
-	char *data_dir;
-	char *listen_tcp;
-	char *token_file;
-	char *log_file;
-	char *config_file;
-	long idle_timeout_s;  /* -1 = mode default */
-	unsigned run_timeout_s;
-	unsigned max_concurrent;
-	unsigned max_queued;
-	unsigned long long console_cap;
-	unsigned long long max_image_size;
-	unsigned console_grace_ms;
-	unsigned drain_timeout_s; /* SIGTERM: wait this long for running runs, then kill them */
-	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
-	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
-	unsigned max_connections;     /* per listener (0 = no cap) */
-	enum log_level log_level;
-};
 
 /* The daemon's single context. */
 struct runnerd {
@@ -99,83 +77,6 @@ static void usage(FILE *f)
 	      "  --libvirt-uri URI      libvirt driver's connection (default qemu:///system)\n"
 	      "  -h, --help, -V, --version\n",
 	      f);
-}
-
-static int parse_ull(const char *s, unsigned long long max, unsigned long long *ret)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (!*s || *end || errno || v > max || s[0] == '-')
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
-static void set_str(char **dst, const char *v)
-{
-	free(*dst);
-	*dst = strdup(v);
-}
-
-/* One setting by name, from a flag or the config file. */
-static int apply(struct config *c, const char *key, const char *val)
-{
-	unsigned long long v;
-#define UINT_KEY(k, field, max)                           \
-	if (strcmp(key, k) == 0) {                        \
-		if (parse_ull(val, max, &v) < 0)          \
-			return -EINVAL;                   \
-		c->field = v;                             \
-		return 0;                                 \
-	}
-	UINT_KEY("timeout", run_timeout_s, 7 * 86400)
-	UINT_KEY("max-concurrent", max_concurrent, 1024)
-	UINT_KEY("max-queued", max_queued, 1000000)
-	UINT_KEY("console-cap", console_cap, 1ull << 40)
-	UINT_KEY("max-image-size", max_image_size, 1ull << 40)
-	UINT_KEY("console-grace-ms", console_grace_ms, 3600000)
-	UINT_KEY("idle-timeout", idle_timeout_s, 365 * 86400)
-	UINT_KEY("drain-timeout", drain_timeout_s, 86400)
-	UINT_KEY("header-timeout", header_timeout_s, 86400)
-	UINT_KEY("keepalive-timeout", keepalive_timeout_s, 86400)
-	UINT_KEY("max-connections", max_connections, 1000000)
-#undef UINT_KEY
-	if (strcmp(key, "socket") == 0)
-		set_str(&c->socket_path, val);
-	else if (strcmp(key, "data-dir") == 0)
-		set_str(&c->data_dir, val);
-	else if (strcmp(key, "listen") == 0)
-		set_str(&c->listen_tcp, val);
-	else if (strcmp(key, "token-file") == 0)
-		set_str(&c->token_file, val);
-	else if (strcmp(key, "log") == 0)
-		set_str(&c->log_file, val);
-	else if (strcmp(key, "libvirt-uri") == 0)
-		setenv("UKRUN_LIBVIRT_URI", val, 1); /* read by the libvirt driver's probe */
-	else if (strcmp(key, "log-level") == 0) {
-		static const char *const lv[] = {"error", "warn", "info", "debug"};
-		for (int i = 0; i < 4; i++)
-			if (strcmp(val, lv[i]) == 0) {
-				c->log_level = (enum log_level)i;
-				return 0;
-			}
-		return -EINVAL;
-	} else
-		return -ENOENT;
-	return 0;
-}
-
-static int ini_cb(void *user, const char *section, const char *name, const char *value)
-{
-	struct config *c = user;
-	if (section && *section)
-		return 0; /* only top-level keys are ours */
-	int r = apply(c, name, value);
-	if (r < 0)
-		fprintf(stderr, "runnerd: %s: %s '%s'\n", c->config_file,
-		        r == -ENOENT ? "unknown key" : "bad value for", name);
-	return r == 0;
 }
 
 static char *path_join(const char *a, const char *b)
@@ -510,13 +411,15 @@ static int parse_args(int argc, char **argv, struct config *c)
 			c->user_mode = 1;
 		else if (o == O_SYSTEM)
 			c->user_mode = 0;
-		else if (o == O_CONFIG)
-			set_str(&c->config_file, optarg);
+		else if (o == O_CONFIG) {
+			free(c->config_file);
+			c->config_file = strdup(optarg);
+		}
 	}
 	if (!c->config_file)
 		c->config_file = default_config(c->user_mode);
 	if (c->config_file) {
-		int r = ini_parse(c->config_file, ini_cb, c);
+		int r = config_read(c, c->config_file);
 		if (r != 0) {
 			fprintf(stderr, "runnerd: %s: %s\n", c->config_file,
 			        r < 0 ? "cannot read the file" : "invalid configuration");
@@ -534,7 +437,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 			printf("runnerd %s\n", UKRUN_VERSION);
 			return 0;
 		case 1:
-			if (apply(c, opts[idx].name, optarg) < 0) {
+			if (config_apply(c, opts[idx].name, optarg) < 0) {
 				fprintf(stderr, "runnerd: bad value for --%s: '%s'\n", opts[idx].name, optarg);
 				return 2;
 			}
@@ -729,12 +632,7 @@ int main(int argc, char **argv)
 	free(runs_dir);
 	free(d.token);
 	free(err);
-	free(c->socket_path);
-	free(c->data_dir);
-	free(c->listen_tcp);
-	free(c->token_file);
-	free(c->log_file);
-	free(c->config_file);
+	config_free(c);
 	close(lock_fd);
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include "testparse.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -97,6 +98,12 @@ static long parse_count(const char *s, const char **ret_end)
 	if (ret_end)
 		*ret_end = p;
 	return p == s ? -1 : v;
+}
+
+/* a + b for counts (both >= 0), saturating at INT_MAX: the numbers come from console text. */
+static int count_add(int a, int b)
+{
+	return a > INT_MAX - b ? INT_MAX : a + b;
 }
 
 /* The number right before `word` in `line` ("3 passed"), or 0. */
@@ -255,17 +262,17 @@ static void close_suite(struct testparse *tp)
 		return;
 	tp->closed_complete = s->result_seen && running_count(tp) == 0;
 	settle_all(tp, TP_CRASHED);
-	tp->t_announced += s->announced > 0 ? s->announced : 0;
+	tp->t_announced = count_add(tp->t_announced, s->announced > 0 ? s->announced : 0);
 	if (s->result_seen) {
-		tp->t_passed += s->res_passed;
-		tp->t_failed += s->res_failed;
-		tp->t_ignored += s->res_ignored;
+		tp->t_passed = count_add(tp->t_passed, s->res_passed);
+		tp->t_failed = count_add(tp->t_failed, s->res_failed);
+		tp->t_ignored = count_add(tp->t_ignored, s->res_ignored);
 	} else {
-		tp->t_passed += s->ok;
-		tp->t_failed += s->failed + s->crashed;
-		tp->t_ignored += s->ignored;
+		tp->t_passed = count_add(tp->t_passed, s->ok);
+		tp->t_failed = count_add(tp->t_failed, count_add(s->failed, s->crashed));
+		tp->t_ignored = count_add(tp->t_ignored, s->ignored);
 		if (s->announced > s->started)
-			tp->t_not_run += s->announced - s->started;
+			tp->t_not_run = count_add(tp->t_not_run, s->announced - s->started);
 	}
 	memset(s, 0, sizeof(*s));
 }
@@ -359,7 +366,8 @@ static void on_result_line(struct testparse *tp, const char *rest)
 	tp->cur.res_failed = count_before(rest, " failed");
 	tp->cur.res_ignored = count_before(rest, " ignored");
 	if (tp->cur.announced < 0)
-		tp->cur.announced = tp->cur.res_passed + tp->cur.res_failed + tp->cur.res_ignored;
+		tp->cur.announced = count_add(count_add(tp->cur.res_passed, tp->cur.res_failed),
+		                              tp->cur.res_ignored);
 	tp->result_lines++;
 	if (failed)
 		tp->result_failed = 1;
@@ -514,17 +522,17 @@ void testparse_summary(const struct testparse *tp, struct tp_summary *ret)
 	ret->ignored = tp->t_ignored;
 	ret->not_run = tp->t_not_run;
 	if (s->open) {
-		ret->announced += s->announced > 0 ? s->announced : 0;
+		ret->announced = count_add(ret->announced, s->announced > 0 ? s->announced : 0);
 		if (s->result_seen) {
-			ret->passed += s->res_passed;
-			ret->failed += s->res_failed;
-			ret->ignored += s->res_ignored;
+			ret->passed = count_add(ret->passed, s->res_passed);
+			ret->failed = count_add(ret->failed, s->res_failed);
+			ret->ignored = count_add(ret->ignored, s->res_ignored);
 		} else {
-			ret->passed += s->ok;
-			ret->failed += s->failed + s->crashed;
-			ret->ignored += s->ignored;
+			ret->passed = count_add(ret->passed, s->ok);
+			ret->failed = count_add(ret->failed, count_add(s->failed, s->crashed));
+			ret->ignored = count_add(ret->ignored, s->ignored);
 			if (s->announced > s->started)
-				ret->not_run += s->announced - s->started;
+				ret->not_run = count_add(ret->not_run, s->announced - s->started);
 		}
 	}
 	ret->panicked = tp->panicked;

@@ -115,8 +115,8 @@ static void test_upload_ok(void **state)
 	assert_int_equal(tmp_entries(fx), 1);
 	/* In pieces, including an empty one. */
 	assert_int_equal(image_upload_write(up, HELLO, 5, &err), 0);
-	assert_int_equal(image_upload_write(up, HELLO + 5, 0, &err), 0);
-	assert_int_equal(image_upload_write(up, HELLO + 5, strlen(HELLO) - 5, &err), 0);
+	assert_int_equal(image_upload_write(up, &HELLO[5], 0, &err), 0);
+	assert_int_equal(image_upload_write(up, &HELLO[5], strlen(HELLO) - 5, &err), 0);
 	assert_int_equal(image_upload_size(up), strlen(HELLO));
 	assert_int_equal(image_upload_seal(up), 0);
 	assert_int_equal(image_upload_record(up, &err), 0);

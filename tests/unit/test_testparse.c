@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,6 +445,32 @@ static void test_misc(void **state)
 	testparse_free(tp);
 }
 
+/* Counts from untrusted result lines saturate instead of overflowing (found by fuzz_testparse). */
+static void test_huge_counts(void **state)
+{
+	static const char line[] =
+		"test result: ok. 999999999 passed; 999999999 failed; 999999999 ignored; 0 measured; "
+		"0 filtered out; finished in 0.00s\n";
+	char text[sizeof(line) * 3];
+	struct tp_summary s;
+
+	(void)state;
+	snprintf(text, sizeof(text), "%s%s%s", line, line, line);
+	struct testparse *tp = parse_all(line, sizeof(line) - 1, 0);
+	testparse_summary(tp, &s);
+	assert_int_equal(s.announced, INT_MAX); /* 3 x 999999999 */
+	assert_int_equal(s.passed, 999999999);
+	testparse_free(tp);
+	tp = parse_all(text, strlen(text), 1);
+	testparse_summary(tp, &s);
+	assert_int_equal(s.result_lines, 3);
+	assert_int_equal(s.announced, INT_MAX);
+	assert_int_equal(s.passed, INT_MAX);
+	assert_int_equal(s.failed, INT_MAX);
+	assert_int_equal(s.ignored, INT_MAX);
+	testparse_free(tp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -459,6 +486,7 @@ int main(void)
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_case_cap),
 		cmocka_unit_test(test_misc),
+		cmocka_unit_test(test_huge_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

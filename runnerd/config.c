@@ -1,0 +1,106 @@
+/* config.c — runnerd's settings from flags and runnerd.conf (see config.h). */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_ull(const char *s, unsigned long long max, unsigned long long *ret)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (!*s || *end || errno || v > max || s[0] == '-')
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = strdup(v);
+}
+
+int config_apply(struct config *c, const char *key, const char *val)
+{
+	unsigned long long v;
+#define UINT_KEY(k, field, max)                           \
+	if (strcmp(key, k) == 0) {                        \
+		if (parse_ull(val, max, &v) < 0)          \
+			return -EINVAL;                   \
+		c->field = v;                             \
+		return 0;                                 \
+	}
+	UINT_KEY("timeout", run_timeout_s, 7 * 86400)
+	UINT_KEY("max-concurrent", max_concurrent, 1024)
+	UINT_KEY("max-queued", max_queued, 1000000)
+	UINT_KEY("console-cap", console_cap, 1ull << 40)
+	UINT_KEY("max-image-size", max_image_size, 1ull << 40)
+	UINT_KEY("console-grace-ms", console_grace_ms, 3600000)
+	UINT_KEY("idle-timeout", idle_timeout_s, 365 * 86400)
+	UINT_KEY("drain-timeout", drain_timeout_s, 86400)
+	UINT_KEY("header-timeout", header_timeout_s, 86400)
+	UINT_KEY("keepalive-timeout", keepalive_timeout_s, 86400)
+	UINT_KEY("max-connections", max_connections, 1000000)
+#undef UINT_KEY
+	if (strcmp(key, "socket") == 0)
+		set_str(&c->socket_path, val);
+	else if (strcmp(key, "data-dir") == 0)
+		set_str(&c->data_dir, val);
+	else if (strcmp(key, "listen") == 0)
+		set_str(&c->listen_tcp, val);
+	else if (strcmp(key, "token-file") == 0)
+		set_str(&c->token_file, val);
+	else if (strcmp(key, "log") == 0)
+		set_str(&c->log_file, val);
+	else if (strcmp(key, "libvirt-uri") == 0)
+		setenv("UKRUN_LIBVIRT_URI", val, 1); /* read by the libvirt driver's probe */
+	else if (strcmp(key, "log-level") == 0) {
+		static const char *const lv[] = {"error", "warn", "info", "debug"};
+		for (int i = 0; i < 4; i++)
+			if (strcmp(val, lv[i]) == 0) {
+				c->log_level = (enum log_level)i;
+				return 0;
+			}
+		return -EINVAL;
+	} else
+		return -ENOENT;
+	return 0;
+}
+
+struct read_ctx {
+	struct config *c;
+	const char *path;
+};
+
+static int ini_cb(void *user, const char *section, const char *name, const char *value)
+{
+	struct read_ctx *x = user;
+	if (section && *section)
+		return 1; /* only top-level keys are ours: ignore the rest (0 would fail the file) */
+	int r = config_apply(x->c, name, value);
+	if (r < 0)
+		fprintf(stderr, "runnerd: %s: %s '%s'\n", x->path,
+		        r == -ENOENT ? "unknown key" : "bad value for", name);
+	return r == 0;
+}
+
+int config_read(struct config *c, const char *path)
+{
+	struct read_ctx x = { .c = c, .path = path };
+	return ini_parse(path, ini_cb, &x);
+}
+
+void config_free(struct config *c)
+{
+	free(c->socket_path);
+	free(c->data_dir);
+	free(c->listen_tcp);
+	free(c->token_file);
+	free(c->log_file);
+	free(c->config_file);
+	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->log_file = c->config_file = NULL;
+}

@@ -1,0 +1,47 @@
+/*
+ * config.h — runnerd's settings and how they are read: one setting by name
+ * (a command-line flag or a runnerd.conf key, the same names), and runnerd.conf
+ * itself (libinih `key = value`; only top-level keys; an unknown key or a bad
+ * value is reported on stderr and fails the file). Defaults per mode stay in
+ * main.c, which knows the mode.
+ */
+#ifndef RUNNERD_CONFIG_H
+#define RUNNERD_CONFIG_H
+
+#include "log.h"
+
+struct config {
+	int user_mode;
+	char *socket_path;
+	char *data_dir;
+	char *listen_tcp;
+	char *token_file;
+	char *log_file;
+	char *config_file;
+	long idle_timeout_s;  /* -1 = mode default */
+	unsigned run_timeout_s;
+	unsigned max_concurrent;
+	unsigned max_queued;
+	unsigned long long console_cap;
+	unsigned long long max_image_size;
+	unsigned console_grace_ms;
+	unsigned drain_timeout_s;     /* SIGTERM: wait this long for running runs, then kill them */
+	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
+	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
+	unsigned max_connections;     /* per listener (0 = no cap) */
+	enum log_level log_level;
+};
+
+/* Set `key` (a long option's name without "--") to `val`. 0, -ENOENT for an unknown
+ * key, -EINVAL for a value out of range or not a number. */
+int config_apply(struct config *c, const char *key, const char *val);
+
+/* Apply every top-level `key = value` of the file at `path` (sections are ignored).
+ * Returns inih's answer: 0, < 0 when the file cannot be read (or memory ran out),
+ * else the number of the first bad line, after naming it on stderr. */
+int config_read(struct config *c, const char *path);
+
+/* Free the strings of *c (the struct itself belongs to the caller). */
+void config_free(struct config *c);
+
+#endif
