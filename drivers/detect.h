@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 
-#include "driver.h"
+#include "platform.h"
 
 #define DETECT_MULTIBOOT (1u << 0)     /* multiboot v1 header: magic, valid checksum, 4-aligned, first 8 KiB */
 #define DETECT_PVH (1u << 1)           /* ELF note XEN_ELFNOTE_PHYS32_ENTRY (type 18, name "Xen") */

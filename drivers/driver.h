@@ -17,13 +17,8 @@
 #include <stddef.h>
 #include <uv.h>
 
-/* Platforms an image can target (bit values, so a driver can serve several). */
-enum drv_platform {
-	DRV_PLATFORM_NONE = 0,
-	DRV_PLATFORM_QEMU = 1 << 0,   /* KVM/QEMU x86_64: multiboot / PVH kernels */
-	DRV_PLATFORM_LINUXU = 1 << 1, /* a Linux ELF run as a sandboxed process */
-	DRV_PLATFORM_XEN = 1 << 2,    /* Xen PV/PVH through libvirt libxl */
-};
+#include "platform.h"
+
 
 /* Static capabilities of a driver. */
 #define DRV_CAP_ARGS (1u << 0)   /* passes arguments to the guest */
@@ -151,8 +146,5 @@ extern const struct driver *const drv_table[];
 /* The driver serving `platform`, or NULL. */
 const struct driver *drv_for_platform(enum drv_platform platform);
 
-/* "qemu" → DRV_PLATFORM_QEMU; NULL / unknown → DRV_PLATFORM_NONE. */
-enum drv_platform drv_platform_from_name(const char *name);
-const char *drv_platform_name(enum drv_platform platform);
 
 #endif
