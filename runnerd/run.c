@@ -688,17 +688,26 @@ static int image_info(struct run_manager *mgr, const char *sha, enum drv_platfor
 	return 0;
 }
 
-int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *ret_id,
-               char **ret_err)
+/* What a request resolves to before anything is recorded: the platform, the driver that
+ * runs it (checked against the request through its DRV_CAP_* capabilities) and the flags
+ * the driver and the verdict need. */
+struct run_plan {
+	enum drv_platform platform;
+	struct driver_slot *slot;
+	unsigned vflags, dflags; /* VERDICT_F_*, DRV_F_* */
+	unsigned timeout_s;
+};
+
+/* Resolve `req`: its images (verified), platform, driver and capabilities. Nothing is
+ * recorded. Errors as run_create's. */
+static int run_resolve(struct run_manager *mgr, const struct run_request *req, struct run_plan *ret,
+                       char **ret_err)
 {
-	if (mgr->stopping)
-		return fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
-	if (mgr->nqueued >= mgr->cfg.max_queued)
-		return fail(ret_err, -EAGAIN, "the run queue is full (%u waiting)", mgr->nqueued);
 	enum drv_platform img_platform = DRV_PLATFORM_NONE;
 	unsigned img_flags = 0, krn_flags = 0;
 	char *summary = NULL;
 	int loader = req->loader[0] != '\0';
+	memset(ret, 0, sizeof(*ret));
 	if (image_info(mgr, req->image, &img_platform, &img_flags, &summary) < 0)
 		return fail(ret_err, -ENOENT, "image %s is not stored (upload it first)", req->image);
 	enum drv_platform platform = req->platform != DRV_PLATFORM_NONE ? req->platform : img_platform;
@@ -752,10 +761,47 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	    !(platform == DRV_PLATFORM_QEMU && img_platform == DRV_PLATFORM_XEN))
 		return fail(ret_err, -ENOEXEC, "image is a %s image, not runnable on %s",
 		            drv_platform_name(img_platform), drv_platform_name(platform));
+	/* What the request asks of the driver: honoured, or refused — never silently ignored. */
+	unsigned caps = slot->drv->caps;
+	if (loader && !(caps & DRV_CAP_INITRD))
+		return fail(ret_err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",
+		            slot->drv->name);
+	if (req->nargs && !(caps & DRV_CAP_ARGS))
+		return fail(ret_err, -EINVAL, "driver %s cannot pass arguments to the guest", slot->drv->name);
+	if (req->memory_mb && !(caps & DRV_CAP_MEMORY))
+		return fail(ret_err, -EINVAL, "driver %s cannot honour memory_mb", slot->drv->name);
+	if (req->vcpus > 1 && !(caps & DRV_CAP_VCPUS))
+		return fail(ret_err, -EINVAL, "driver %s cannot honour vcpus %u (it runs one process, not a VM)",
+		            slot->drv->name, req->vcpus);
 	unsigned timeout = req->timeout_s ? req->timeout_s : mgr->cfg.default_timeout_s;
 	if (timeout > mgr->cfg.max_timeout_s)
 		return fail(ret_err, -EINVAL, "timeout_s %u is over the limit of %u", timeout,
 		            mgr->cfg.max_timeout_s);
+	*ret = (struct run_plan){
+		.platform = platform,
+		.slot = slot,
+		.vflags = vflags,
+		.dflags = dflags,
+		.timeout_s = timeout,
+	};
+	return 0;
+}
+
+int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *ret_id,
+               char **ret_err)
+{
+	if (mgr->stopping)
+		return fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
+	if (mgr->nqueued >= mgr->cfg.max_queued)
+		return fail(ret_err, -EAGAIN, "the run queue is full (%u waiting)", mgr->nqueued);
+	struct run_plan plan;
+	int r = run_resolve(mgr, req, &plan, ret_err);
+	if (r < 0)
+		return r;
+	int loader = req->loader[0] != '\0';
+	enum drv_platform platform = plan.platform;
+	struct driver_slot *slot = plan.slot;
+	unsigned vflags = plan.vflags, dflags = plan.dflags, timeout = plan.timeout_s;
 
 	static const char *const accel_names[] = {"auto", "kvm", "tcg"};
 	struct run_row row = {
@@ -778,7 +824,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.labels = req->labels,
 	};
 	int64_t id;
-	int r = store_run_insert(mgr->db, &row, &id);
+	r = store_run_insert(mgr->db, &row, &id);
 	if (r < 0)
 		return fail(ret_err, r, "Failed to record the run: %s", strerror(-r));
 

@@ -139,6 +139,14 @@ expect_err_grep bogus 'bogus'
 run_ukrun noimage
 expect_rc noimage 2
 
+# What a driver cannot honour is refused, not ignored: linuxu runs one process, so vcpus > 1 is a 400 naming it.
+run_ukrun vcpus --vcpus 2 "$FX/lx_exit" 3
+expect_rc vcpus 125
+expect_err_grep vcpus 'driver linuxu cannot honour vcpus 2'
+lx_sha=$(sha256sum "$FX/lx_exit" | cut -d' ' -f1)
+api POST /v1/runs -H 'Content-Type: application/json' -d "{\"image\": \"$lx_sha\", \"vcpus\": 4}"
+[[ $HTTP_STATUS == 400 && $(jget error.code <<<"$API_BODY") == bad_request ]] || fail "vcpus on linuxu: $HTTP_STATUS $API_BODY"
+
 [[ $(sql 'SELECT count(*) FROM runs') == 0 ]] || fail "refused requests created runs"
 healthy || fail "runnerd unhealthy at the end"
 [[ $(sql 'PRAGMA integrity_check') == ok ]] || fail "database integrity check failed"
