@@ -27,6 +27,7 @@ enum opt_id {
 	OPT_ACCEL,
 	OPT_MACHINE,
 	OPT_DRIVER,
+	OPT_HOST,
 	OPT_SUCCESS_CODE,
 	OPT_UK_PARAM,
 	OPT_LABEL,
@@ -53,6 +54,7 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "accel", .has_arg = true, .id = OPT_ACCEL },
 	{ .name = "machine", .has_arg = true, .id = OPT_MACHINE },
 	{ .name = "driver", .has_arg = true, .id = OPT_DRIVER },
+	{ .name = "host", .has_arg = true, .id = OPT_HOST },
 	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
@@ -217,6 +219,11 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		if (!*val || strlen(val) > 32)
 			return fail(err, errlen, "--driver: expected a driver name such as qemu or libvirt");
 		o->driver = val;
+		return 0;
+	case OPT_HOST:
+		if (!*val || strlen(val) > 64)
+			return fail(err, errlen, "--host: expected a host name such as local");
+		o->host = val;
 		return 0;
 	case OPT_SUCCESS_CODE:
 		if (parse_long(val, 0, INT32_MAX, &o->success_code, NULL) < 0)
@@ -446,6 +453,8 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		r |= set_new(spec, "machine", json_string(o->machine));
 	if (o->driver)
 		r |= set_new(spec, "driver", json_string(o->driver));
+	if (o->host)
+		r |= set_new(spec, "host", json_string(o->host));
 	if (o->success_code >= 0)
 		r |= set_new(spec, "success_code", json_integer(o->success_code));
 	if (o->nlabels)

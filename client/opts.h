@@ -39,6 +39,7 @@ struct opts {
 	const char *accel;       /* "auto" | "kvm" | "tcg"; NULL = default */
 	const char *machine;     /* qemu machine type; NULL = default */
 	const char *driver;      /* driver by name ("libvirt"); NULL = the platform's default */
+	const char *host;        /* host by name ("local"); NULL = the daemon's choice */
 	long success_code;       /* debug-exit value meaning success; -1 = none */
 	const char **uk_params;  /* Unikraft library parameters (borrowed strings) */
 	size_t nuk_params;

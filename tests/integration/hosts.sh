@@ -30,4 +30,10 @@ PY
 run_ukrun refused --socket "$T/noqemu.sock" "$FX/mb_hello"
 expect_rc refused 125
 expect_err_grep refused 'driver qemu is not usable here: .*no-such-qemu'
+# --host: local is accepted, any other name refused with the list.
+run_ukrun pinned --host local "$FX/lx_exit" 4
+expect_rc pinned 4
+run_ukrun elsewhere --host farm-7 "$FX/lx_exit" 4
+expect_rc elsewhere 125
+expect_err_grep elsewhere "unknown host 'farm-7' \\(this runnerd has: local\\)"
 log "ok"

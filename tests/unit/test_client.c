@@ -90,7 +90,7 @@ static void test_repeatable_and_no_args(void **state)
 {
 	char *argv[] = { "ukrun", "--uk-param", "vfs.fstab=[]", "--uk-param=env.vars=[A=1]", "--label", "ci=1",
 			 "--label=job=x=y", "--success-code", "33", "--accel", "tcg", "--machine", "microvm",
-			 "--loader", "k", "--socket", "/s", "--driver", "libvirt", "prog" };
+			 "--loader", "k", "--socket", "/s", "--driver", "libvirt", "--host", "local", "prog" };
 	struct opts o;
 	char err[OPTS_ERR_MAX];
 
@@ -109,6 +109,7 @@ static void test_repeatable_and_no_args(void **state)
 	assert_int_equal(o.nargs, 0);
 	json_t *spec = opts_run_spec(&o, "aa", "prog", NULL);
 	assert_string_equal(json_string_value(json_object_get(spec, "driver")), "libvirt");
+	assert_string_equal(json_string_value(json_object_get(spec, "host")), "local");
 	json_decref(spec);
 	opts_free(&o);
 }
