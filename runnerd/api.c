@@ -89,11 +89,14 @@ static int query_uint(const char *query, const char *name, uint64_t max, uint64_
 
 static void version_info(struct api *api, struct http_conn *conn)
 {
-	json_t *drivers = json_array();
-	for (size_t i = 0; i < api->runs->nslots; i++) {
-		struct driver_slot *s = &api->runs->slots[i];
-		json_array_append_new(drivers, json_pack("{s:s,s:b,s:s}", "name", s->drv->name, "available",
-		                                         s->available, "info", s->info ? s->info : ""));
+	json_t *drivers = run_manager_drivers(api->runs), *d;
+	size_t i;
+	json_array_foreach(drivers, i, d) { /* here every driver has "info": its summary, or why not */
+		json_t *why = json_object_get(d, "reason");
+		if (why)
+			json_object_set(d, "info", why);
+		json_object_del(d, "reason");
+		json_object_del(d, "platforms");
 	}
 	http_respond_json(conn, 200, json_pack("{s:s,s:i,s:o}", "version", UKRUN_VERSION, "api", 1,
 	                                       "drivers", drivers));
@@ -108,17 +111,18 @@ static void metrics(struct api *api, struct http_conn *conn)
 		respond_errno(conn, -ENOMEM, NULL, NULL);
 		return;
 	}
-	struct run_manager *m = api->runs;
+	struct run_stats m;
+	run_manager_stats(api->runs, &m);
 	fprintf(f, "# HELP ukrun_runs_created_total Runs accepted.\n# TYPE ukrun_runs_created_total counter\n");
-	fprintf(f, "ukrun_runs_created_total %llu\n", (unsigned long long)m->runs_created);
+	fprintf(f, "ukrun_runs_created_total %llu\n", (unsigned long long)m.created);
 	fprintf(f, "# HELP ukrun_runs_finished_total Runs ended, by final state.\n"
 	           "# TYPE ukrun_runs_finished_total counter\n");
 	for (int i = 3; i < 7; i++)
 		fprintf(f, "ukrun_runs_finished_total{state=\"%s\"} %llu\n", run_state_names[i],
-		        (unsigned long long)m->runs_finished[i]);
+		        (unsigned long long)m.finished[i]);
 	fprintf(f, "# HELP ukrun_runs_active Runs queued or running.\n# TYPE ukrun_runs_active gauge\n");
 	fprintf(f, "ukrun_runs_active{state=\"queued\"} %u\nukrun_runs_active{state=\"running\"} %u\n",
-	        m->nqueued, m->nrunning);
+	        m.queued, m.running);
 	fprintf(f, "# HELP ukrun_image_uploads_total Completed image uploads.\n"
 	           "# TYPE ukrun_image_uploads_total counter\nukrun_image_uploads_total %llu\n",
 	        (unsigned long long)api->images->uploads);
@@ -138,9 +142,12 @@ static void metrics(struct api *api, struct http_conn *conn)
 	           "# TYPE ukrun_http_requests_total counter\nukrun_http_requests_total %llu\n",
 	        (unsigned long long)api->requests);
 	fprintf(f, "# HELP ukrun_driver_available Driver usable here.\n# TYPE ukrun_driver_available gauge\n");
-	for (size_t i = 0; i < m->nslots; i++)
-		fprintf(f, "ukrun_driver_available{driver=\"%s\"} %d\n", m->slots[i].drv->name,
-		        m->slots[i].available);
+	json_t *drivers = run_manager_drivers(api->runs), *d;
+	size_t i;
+	json_array_foreach(drivers, i, d)
+		fprintf(f, "ukrun_driver_available{driver=\"%s\"} %d\n", json_string_value(json_object_get(d, "name")),
+		        json_is_true(json_object_get(d, "available")));
+	json_decref(drivers);
 	fclose(f);
 	http_respond(conn, 200, "text/plain; version=0.0.4", buf, len);
 	free(buf);

@@ -200,7 +200,15 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 	return 0;
 }
 
-json_t *run_manager_hosts(const struct run_manager *mgr)
+void run_manager_stats(const struct run_manager *mgr, struct run_stats *ret)
+{
+	ret->created = mgr->runs_created;
+	memcpy(ret->finished, mgr->runs_finished, sizeof(ret->finished));
+	ret->queued = mgr->nqueued;
+	ret->running = mgr->nrunning;
+}
+
+json_t *run_manager_drivers(const struct run_manager *mgr)
 {
 	static const enum drv_platform platforms[] = {DRV_PLATFORM_QEMU, DRV_PLATFORM_LINUXU, DRV_PLATFORM_XEN};
 	json_t *drivers = json_array();
@@ -214,9 +222,14 @@ json_t *run_manager_hosts(const struct run_manager *mgr)
 		                                         "available", s->available, s->available ? "info" : "reason",
 		                                         s->info ? s->info : ""));
 	}
+	return drivers;
+}
+
+json_t *run_manager_hosts(const struct run_manager *mgr)
+{
 	json_t *local = json_pack("{s:s,s:n,s:i,s:i,s:i,s:o}", "name", "local", "uri", "capacity",
 	                          (int)mgr->cfg.max_concurrent, "active", (int)mgr->nrunning, "queued",
-	                          (int)mgr->nqueued, "drivers", drivers);
+	                          (int)mgr->nqueued, "drivers", run_manager_drivers(mgr));
 	return json_pack("[o]", local);
 }
 

@@ -93,6 +93,15 @@ void run_manager_fini(struct run_manager *mgr);
 /* Periodic upkeep (once a second): the store's disk reserve, and ends of runs that could
  * not be recorded yet are written again until they are. */
 void run_manager_maintain(struct run_manager *mgr);
+/* Counters and gauges for /metrics. */
+struct run_stats {
+	uint64_t created;
+	uint64_t finished[8]; /* by state index (run_state_names) */
+	unsigned queued, running;
+};
+void run_manager_stats(const struct run_manager *mgr, struct run_stats *ret);
+/* The local drivers: [{name, platforms, available, info | reason}] (a new array). */
+json_t *run_manager_drivers(const struct run_manager *mgr);
 /* Every host with its capacity, load and drivers; each driver with `available` and
  * `info` (its probe summary) or, when unavailable, `reason` (why). A new array. */
 json_t *run_manager_hosts(const struct run_manager *mgr);
