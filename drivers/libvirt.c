@@ -88,7 +88,7 @@ static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
 	st->host = strdup(host);
 	virSetErrorFunc(NULL, lv_quiet_errors);
 	if (!impl_registered && virEventRegisterDefaultImpl() < 0) {
-		*ret_err = lv_asprintf("libvirt: cannot set up its event loop: %s", lv_error());
+		*ret_err = errmsg_printf("libvirt: cannot set up its event loop: %s", lv_error());
 		lv_unprobe(st);
 		return -EIO;
 	}
@@ -114,7 +114,7 @@ static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
 		return -EAGAIN;
 	}
 	st->thread_started = 1;
-	*ret_info = lv_asprintf("libvirt %lu.%lu.%lu at %s (QEMU %lu.%lu.%lu), %s, %s host", lib / 1000000,
+	*ret_info = errmsg_printf("libvirt %lu.%lu.%lu at %s (QEMU %lu.%lu.%lu), %s, %s host", lib / 1000000,
 	                        lib / 1000 % 1000, lib % 1000, st->uri, hv / 1000000, hv / 1000 % 1000, hv % 1000,
 	                        st->kvm ? "KVM offered" : "TCG only", st->local ? "local" : "remote");
 	*ret_state = st;
@@ -125,7 +125,7 @@ static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
 static char *owner_of(const struct lv_state *st, const char *runs_dir)
 {
 	char real[PATH_MAX];
-	return lv_asprintf("%s:%s", st->host, realpath(runs_dir, real) ? real : runs_dir);
+	return errmsg_printf("%s:%s", st->host, realpath(runs_dir, real) ? real : runs_dir);
 }
 
 static int lv_reap(void *state, const char *runs_dir, char **ret_err)
@@ -135,7 +135,7 @@ static int lv_reap(void *state, const char *runs_dir, char **ret_err)
 	virDomainPtr *doms = NULL;
 	int n = virConnectListAllDomains(st->conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
 	if (n < 0 || !owner) {
-		*ret_err = lv_asprintf("libvirt at %s: cannot list domains: %s", st->uri, lv_error());
+		*ret_err = errmsg_printf("libvirt at %s: cannot list domains: %s", st->uri, lv_error());
 		free(owner);
 		return -EIO;
 	}
@@ -188,7 +188,7 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	switch (spec->accel) {
 	case DRV_ACCEL_KVM:
 		if (!st->kvm) {
-			*ret_err = lv_asprintf("libvirt: KVM requested but %s offers only TCG", st->uri);
+			*ret_err = errmsg_printf("libvirt: KVM requested but %s offers only TCG", st->uri);
 			return -ENODEV;
 		}
 		kvm = 1;
@@ -230,7 +230,7 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	/* QEMU exits at once on an isa-debug-exit write, and the pty drops what the console
 	 * stream had not read yet: a local host keeps QEMU's own copy to recover that tail. */
 	if (st->local)
-		inst->serial_log = lv_asprintf("%s/serial.log", spec->workdir);
+		inst->serial_log = errmsg_printf("%s/serial.log", spec->workdir);
 	o.serial_log = inst->serial_log;
 	char *kernel = NULL;
 	int r = inst->name && (!st->local || inst->serial_log) ? 0 : -ENOMEM;
@@ -240,11 +240,11 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 		char real[PATH_MAX];
 		const char *base = realpath(spec->image_path, real) ? strrchr(real, '/') : NULL;
 		if (!base || strlen(base + 1) != 64) {
-			*ret_err = lv_asprintf("libvirt: cannot name the volume of %s", spec->image_path);
+			*ret_err = errmsg_printf("libvirt: cannot name the volume of %s", spec->image_path);
 			r = -EINVAL;
 		} else {
 			inst->sha = strdup(base + 1);
-			kernel = lv_asprintf("%s/%s", st->pool_path, base + 1);
+			kernel = errmsg_printf("%s/%s", st->pool_path, base + 1);
 			o.kernel_path = kernel;
 			o.run_as_uid = o.run_as_gid = -1;
 			r = inst->sha && kernel ? 0 : -ENOMEM;

@@ -74,6 +74,8 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 #include <stdint.h>
 #include <uv.h>
 
+#include "errmsg.h"
+
 #define LV_KEEPALIVE_INTERVAL_S 5
 #define LV_KEEPALIVE_COUNT 3
 #define LV_DRAIN_MS 3000 /* after the Stopped event: wait at most this for the console's end */
@@ -156,7 +158,6 @@ struct drv_instance {
 	int launched, reported, destroyed;
 };
 
-char *lv_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* libvirt's last error message (never NULL). */
 const char *lv_error(void);
 /* virSetErrorFunc handler that keeps libvirt from printing on stderr. */

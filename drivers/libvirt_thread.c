@@ -15,18 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-char *lv_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-char *lv_asprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s = NULL;
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return s;
-}
-
 const char *lv_error(void)
 {
 	const char *m = virGetLastErrorMessage();
@@ -359,7 +347,7 @@ static void on_conn_close(virConnectPtr c, int reason, void *opaque)
 		return;
 	st->conn_dead = 1;
 	free(st->conn_err);
-	st->conn_err = lv_asprintf("lost the connection to libvirtd at %s (%s)", st->uri,
+	st->conn_err = errmsg_printf("lost the connection to libvirtd at %s (%s)", st->uri,
 	                           reason >= 0 && reason < 4 ? why[reason] : "closed");
 	while (st->jobs) {
 		struct lv_job *j = st->jobs;
@@ -389,7 +377,7 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 	st->conn_dead = 0;
 	st->conn = virConnectOpen(st->uri);
 	if (!st->conn) {
-		*ret_err = lv_asprintf("libvirtd unreachable at %s: %s", st->uri, lv_error());
+		*ret_err = errmsg_printf("libvirtd unreachable at %s: %s", st->uri, lv_error());
 		return -ECONNREFUSED;
 	}
 	if (virConnectSetKeepAlive(st->conn, LV_KEEPALIVE_INTERVAL_S, LV_KEEPALIVE_COUNT) < 0 ||
@@ -398,7 +386,7 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 	                                     VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st, NULL) < 0 ||
 	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
 	                                     VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st, NULL) < 0) {
-		*ret_err = lv_asprintf("libvirt at %s: cannot set up keepalive and domain events: %s", st->uri,
+		*ret_err = errmsg_printf("libvirt at %s: cannot set up keepalive and domain events: %s", st->uri,
 		                       lv_error());
 		lv_conn_close(st);
 		return -EIO;
@@ -426,7 +414,7 @@ static void job_create(struct lv_job *j)
 			return;
 		}
 		if (uploaded) {
-			msg = lv_asprintf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
+			msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
 			post_note(j, NULL, NULL, msg);
 			free(msg);
 		}
@@ -436,14 +424,14 @@ static void job_create(struct lv_job *j)
 	const unsigned flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
 	j->dom = virDomainCreateXML(st->conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
 	if (!j->dom && j->kvm && j->accel_auto) {
-		msg = lv_asprintf("libvirt could not start the domain under KVM (%s); retrying under TCG", lv_error());
+		msg = errmsg_printf("libvirt could not start the domain under KVM (%s); retrying under TCG", lv_error());
 		post_note(j, "accel", "tcg", msg);
 		free(msg);
 		j->kvm = 0;
 		j->dom = virDomainCreateXML(st->conn, j->xml_tcg, flags);
 	}
 	if (!j->dom) {
-		msg = lv_asprintf("libvirt could not start domain %s at %s: %s", j->name, st->uri, lv_error());
+		msg = errmsg_printf("libvirt could not start domain %s at %s: %s", j->name, st->uri, lv_error());
 		job_fail(j, -EIO, msg);
 		free(msg);
 		return;
@@ -453,14 +441,14 @@ static void job_create(struct lv_job *j)
 	    virStreamEventAddCallback(j->stream,
 	                              VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP,
 	                              on_stream, j, NULL) < 0) {
-		msg = lv_asprintf("libvirt could not open the console of %s: %s", j->name, lv_error());
+		msg = errmsg_printf("libvirt could not open the console of %s: %s", j->name, lv_error());
 		job_fail(j, -EIO, msg);
 		free(msg);
 		return;
 	}
 	j->stream_cb = 1;
 	if (virDomainResume(j->dom) < 0) {
-		msg = lv_asprintf("libvirt could not resume %s: %s", j->name, lv_error());
+		msg = errmsg_printf("libvirt could not resume %s: %s", j->name, lv_error());
 		job_fail(j, -EIO, msg);
 		free(msg);
 		return;
@@ -473,7 +461,7 @@ static void job_create(struct lv_job *j)
 			post(st, j->token, m);
 		}
 	}
-	msg = lv_asprintf("domain %s on %s under %s", j->name, st->uri, j->kvm ? "KVM" : "TCG (slower)");
+	msg = errmsg_printf("domain %s on %s under %s", j->name, st->uri, j->kvm ? "KVM" : "TCG (slower)");
 	post_note(j, "accel", j->kvm ? "kvm" : "tcg", msg);
 	free(msg);
 	post_note(j, "libvirt_domain", j->name, NULL);

@@ -61,17 +61,6 @@ struct drv_instance {
 	size_t hint_match;
 };
 
-char *qemu_asprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s = NULL;
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
-	va_end(ap);
-	return s;
-}
-
 static int fail(char **ret_err, int err, const char *msg)
 {
 	if (ret_err)
@@ -325,8 +314,8 @@ static int qemu_prepare(void *state, const struct drv_spec *spec, struct drv_ins
 	inst->st = st;
 	inst->spec = spec;
 	inst->kvm = kvm;
-	inst->qmp_path = qemu_asprintf("%s/qmp.sock", spec->workdir);
-	inst->pid_path = qemu_asprintf("%s/qemu.pid", spec->workdir);
+	inst->qmp_path = errmsg_printf("%s/qmp.sock", spec->workdir);
+	inst->pid_path = errmsg_printf("%s/qemu.pid", spec->workdir);
 	*ret_inst = inst;
 	return 0;
 }
@@ -606,12 +595,12 @@ static void attempt_finished(struct attempt *a)
 	if (o.end == DRV_END_ERROR) {
 		errtail_reason(a, line, sizeof(line));
 		if (a->qmp_error && a->signal == SIGKILL)
-			msg = qemu_asprintf("QEMU's QMP socket failed (%s)%s%s", strerror(-a->qmp_error),
+			msg = errmsg_printf("QEMU's QMP socket failed (%s)%s%s", strerror(-a->qmp_error),
 			                     *line ? ": " : "", line);
 		else if (a->signal)
-			msg = qemu_asprintf("QEMU was killed by signal %d%s%s", a->signal, *line ? ": " : "", line);
+			msg = errmsg_printf("QEMU was killed by signal %d%s%s", a->signal, *line ? ": " : "", line);
 		else
-			msg = qemu_asprintf("QEMU exited with status %d%s%s", (int)a->status, *line ? ": " : "",
+			msg = errmsg_printf("QEMU exited with status %d%s%s", (int)a->status, *line ? ": " : "",
 			                     *line ? line : " and no shutdown event");
 		o.message = msg;
 	}
@@ -678,7 +667,7 @@ static int qemu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct 
 	if (r < 0)
 		return r;
 	if (inst->kvm) {
-		char *msg = qemu_asprintf("running under KVM (cpu %s)",
+		char *msg = errmsg_printf("running under KVM (cpu %s)",
 		                          inst->st->kvm_cpu ? inst->st->kvm_cpu : "default");
 		note(inst, "accel", "kvm", msg);
 		free(msg);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "command.h"
+#include "errmsg.h"
 #include "driver.h"
 #include "qmp.h"
 
@@ -35,7 +36,6 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err);
 void qemu_unprobe(void *state);
 
 /* asprintf that returns the string, or NULL when out of memory. */
-char *qemu_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Build the QEMU command for `spec` (accelerator `kvm` = 1 → KVM, 0 → TCG).
  * Returns 0 and *ret_cmd, or -EINVAL with *ret_err for an unusable spec. */

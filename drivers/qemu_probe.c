@@ -27,7 +27,7 @@ static char *find_in_path(const char *name)
 	char *dup = strdup(path), *save = NULL;
 	char *found = NULL;
 	for (char *d = strtok_r(dup, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
-		char *cand = qemu_asprintf("%s/%s", d, name);
+		char *cand = errmsg_printf("%s/%s", d, name);
 		if (cand && access(cand, X_OK) == 0)
 			found = cand;
 		else
@@ -121,7 +121,7 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
 	const char *env = getenv("UKRUN_QEMU");
 	st->binary = env && *env ? strdup(env) : find_in_path(QEMU_DEFAULT_BIN);
 	if (!st->binary || access(st->binary, X_OK) != 0) {
-		*ret_err = qemu_asprintf("qemu: '%s' not found or not executable",
+		*ret_err = errmsg_printf("qemu: '%s' not found or not executable",
 		                          st->binary ? st->binary : QEMU_DEFAULT_BIN);
 		state_free(st);
 		return -ENOENT;
@@ -133,7 +133,7 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
 	cmd_free(c);
 	const char *v = out ? strstr(out, "version ") : NULL;
 	if (r != 0 || !v) {
-		*ret_err = qemu_asprintf("qemu: '%s --version' failed", st->binary);
+		*ret_err = errmsg_printf("qemu: '%s --version' failed", st->binary);
 		free(out);
 		state_free(st);
 		return -ENOEXEC;
@@ -146,7 +146,7 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
 	char kernel[] = "/tmp/ukrun-qemu-probe-XXXXXX";
 	r = write_probe_kernel(kernel);
 	if (r < 0) {
-		*ret_err = qemu_asprintf("qemu: cannot write a probe kernel in /tmp: %s", strerror(-r));
+		*ret_err = errmsg_printf("qemu: cannot write a probe kernel in /tmp: %s", strerror(-r));
 		state_free(st);
 		return r;
 	}
@@ -154,7 +154,7 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
 	out = NULL;
 	st->sandbox = probe_boot(st, kernel, 0, "max", 1, NULL);
 	if (!st->sandbox && !probe_boot(st, kernel, 0, "max", 0, &out)) {
-		*ret_err = qemu_asprintf("qemu: %s cannot boot a test kernel under TCG: %.200s", st->binary,
+		*ret_err = errmsg_printf("qemu: %s cannot boot a test kernel under TCG: %.200s", st->binary,
 		                          out ? out : "");
 		free(out);
 		unlink(kernel);
@@ -175,10 +175,10 @@ int qemu_probe(void **ret_state, char **ret_info, char **ret_err)
 	}
 	unlink(kernel);
 	if (st->kvm)
-		*ret_info = qemu_asprintf("qemu %s, accel kvm (cpu %s)%s", st->version,
+		*ret_info = errmsg_printf("qemu %s, accel kvm (cpu %s)%s", st->version,
 		                           st->kvm_cpu ? st->kvm_cpu : "default", st->sandbox ? ", sandbox" : "");
 	else
-		*ret_info = qemu_asprintf("qemu %s, tcg only (%s)%s", st->version,
+		*ret_info = errmsg_printf("qemu %s, tcg only (%s)%s", st->version,
 		                           have_kvm ? "KVM could not run a test guest" : "no /dev/kvm",
 		                           st->sandbox ? ", sandbox" : "");
 	*ret_state = st;

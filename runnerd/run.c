@@ -13,6 +13,7 @@
 
 #include "console.h"
 #include "detect.h"
+#include "errmsg.h"
 #include "log.h"
 #include "rundir.h"
 #include "testparse.h"
@@ -672,17 +673,6 @@ static void schedule(struct run_manager *mgr)
 	}
 }
 
-static int fail(char **ret_err, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char **ret_err, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (ret_err && vasprintf(ret_err, fmt, ap) < 0)
-		*ret_err = NULL;
-	va_end(ap);
-	return r;
-}
-
 /* The stored, verified record of an image: platform and DETECT_* flags. */
 static int image_info(struct run_manager *mgr, const char *sha, enum drv_platform *ret_platform,
                       unsigned *ret_flags, char **ret_summary)
@@ -722,7 +712,7 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 	int loader = req->loader[0] != '\0';
 	memset(ret, 0, sizeof(*ret));
 	if (image_info(mgr, req->image, &img_platform, &img_flags, &summary) < 0)
-		return fail(ret_err, -ENOENT, "image %s is not stored (upload it first)", req->image);
+		return errmsg_fail(ret_err, -ENOENT, "image %s is not stored (upload it first)", req->image);
 	enum drv_platform platform = req->platform != DRV_PLATFORM_NONE ? req->platform : img_platform;
 	unsigned vflags = 0, dflags = 0;
 	if (loader) {
@@ -730,7 +720,7 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		char *ksum = NULL;
 		if (image_info(mgr, req->loader, &kp, &krn_flags, &ksum) < 0) {
 			free(summary);
-			return fail(ret_err, -ENOENT, "loader kernel %s is not stored (upload it first)",
+			return errmsg_fail(ret_err, -ENOENT, "loader kernel %s is not stored (upload it first)",
 			            req->loader);
 		}
 		int bad = kp != DRV_PLATFORM_QEMU || img_platform != DRV_PLATFORM_LINUXU;
@@ -746,13 +736,13 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		}
 		summary = NULL;
 		if (req->platform != DRV_PLATFORM_NONE && req->platform != DRV_PLATFORM_QEMU)
-			return fail(ret_err, -EINVAL, "loader mode runs on the qemu platform only");
+			return errmsg_fail(ret_err, -EINVAL, "loader mode runs on the qemu platform only");
 		platform = DRV_PLATFORM_QEMU;
 		vflags |= VERDICT_F_LOADER | VERDICT_F_UNIKRAFT;
 		dflags |= DRV_F_LOADER | DRV_F_UNIKRAFT;
 	} else {
 		if (img_platform == DRV_PLATFORM_NONE && req->platform == DRV_PLATFORM_NONE) {
-			int r = fail(ret_err, -ENOEXEC, "image is not runnable: %s", summary ? summary : "unknown format");
+			int r = errmsg_fail(ret_err, -ENOEXEC, "image is not runnable: %s", summary ? summary : "unknown format");
 			free(summary);
 			return r;
 		}
@@ -764,31 +754,31 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 	}
 	struct driver_slot *slot = slot_for(mgr, platform, req->driver);
 	if (!slot && req->driver)
-		return fail(ret_err, -ENODEV, "no driver named %s serves platform %s", req->driver,
+		return errmsg_fail(ret_err, -ENODEV, "no driver named %s serves platform %s", req->driver,
 		            drv_platform_name(platform));
 	if (!slot)
-		return fail(ret_err, -ENODEV, "no driver serves platform %s", drv_platform_name(platform));
+		return errmsg_fail(ret_err, -ENODEV, "no driver serves platform %s", drv_platform_name(platform));
 	if (!slot->available)
-		return fail(ret_err, -ENODEV, "driver %s is not usable here: %s", slot->drv->name, slot->info);
+		return errmsg_fail(ret_err, -ENODEV, "driver %s is not usable here: %s", slot->drv->name, slot->info);
 	if (!loader && img_platform != platform && img_platform != DRV_PLATFORM_NONE &&
 	    !(platform == DRV_PLATFORM_QEMU && img_platform == DRV_PLATFORM_XEN))
-		return fail(ret_err, -ENOEXEC, "image is a %s image, not runnable on %s",
+		return errmsg_fail(ret_err, -ENOEXEC, "image is a %s image, not runnable on %s",
 		            drv_platform_name(img_platform), drv_platform_name(platform));
 	/* What the request asks of the driver: honoured, or refused — never silently ignored. */
 	unsigned caps = slot->drv->caps;
 	if (loader && !(caps & DRV_CAP_INITRD))
-		return fail(ret_err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",
+		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",
 		            slot->drv->name);
 	if (req->nargs && !(caps & DRV_CAP_ARGS))
-		return fail(ret_err, -EINVAL, "driver %s cannot pass arguments to the guest", slot->drv->name);
+		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot pass arguments to the guest", slot->drv->name);
 	if (req->memory_mb && !(caps & DRV_CAP_MEMORY))
-		return fail(ret_err, -EINVAL, "driver %s cannot honour memory_mb", slot->drv->name);
+		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot honour memory_mb", slot->drv->name);
 	if (req->vcpus > 1 && !(caps & DRV_CAP_VCPUS))
-		return fail(ret_err, -EINVAL, "driver %s cannot honour vcpus %u (it runs one process, not a VM)",
+		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot honour vcpus %u (it runs one process, not a VM)",
 		            slot->drv->name, req->vcpus);
 	unsigned timeout = req->timeout_s ? req->timeout_s : mgr->cfg.default_timeout_s;
 	if (timeout > mgr->cfg.max_timeout_s)
-		return fail(ret_err, -EINVAL, "timeout_s %u is over the limit of %u", timeout,
+		return errmsg_fail(ret_err, -EINVAL, "timeout_s %u is over the limit of %u", timeout,
 		            mgr->cfg.max_timeout_s);
 	*ret = (struct run_plan){
 		.platform = platform,
@@ -804,9 +794,9 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
                char **ret_err)
 {
 	if (mgr->stopping)
-		return fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
+		return errmsg_fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
 	if (mgr->nqueued >= mgr->cfg.max_queued)
-		return fail(ret_err, -EAGAIN, "the run queue is full (%u waiting)", mgr->nqueued);
+		return errmsg_fail(ret_err, -EAGAIN, "the run queue is full (%u waiting)", mgr->nqueued);
 	struct run_plan plan;
 	int r = run_resolve(mgr, req, &plan, ret_err);
 	if (r < 0)
@@ -839,7 +829,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	int64_t id;
 	r = store_run_insert(mgr->db, &row, &id);
 	if (r < 0)
-		return fail(ret_err, r, "Failed to record the run: %s", strerror(-r));
+		return errmsg_fail(ret_err, r, "Failed to record the run: %s", strerror(-r));
 
 	struct run *run = calloc(1, sizeof(*run));
 	if (!run)

@@ -8,18 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "image.h"
 
-static int bad(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad(char **ret_err, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	if (ret_err && vasprintf(ret_err, fmt, ap) < 0)
-		*ret_err = NULL;
-	va_end(ap);
-	return -EINVAL;
-}
 
 static int charset_ok(const char *s, const char *extra, size_t max)
 {
@@ -43,10 +34,10 @@ static int strv_from(json_t *arr, const char *field, char ***ret, size_t *ret_n,
 		return *ret ? 0 : -ENOMEM;
 	}
 	if (!json_is_array(arr))
-		return bad(ret_err, "'%s' must be an array of strings", field);
+		return errmsg_fail(ret_err, -EINVAL, "'%s' must be an array of strings", field);
 	size_t n = json_array_size(arr);
 	if (n > RUNSPEC_MAX_ARGS)
-		return bad(ret_err, "'%s' has %zu items (at most %d)", field, n, RUNSPEC_MAX_ARGS);
+		return errmsg_fail(ret_err, -EINVAL, "'%s' has %zu items (at most %d)", field, n, RUNSPEC_MAX_ARGS);
 	char **v = calloc(n + 1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -55,11 +46,11 @@ static int strv_from(json_t *arr, const char *field, char ***ret, size_t *ret_n,
 	for (size_t i = 0; i < n; i++) {
 		json_t *it = json_array_get(arr, i);
 		if (!json_is_string(it))
-			return bad(ret_err, "'%s[%zu]' must be a string", field, i);
+			return errmsg_fail(ret_err, -EINVAL, "'%s[%zu]' must be a string", field, i);
 		const char *s = json_string_value(it);
 		*bytes += strlen(s) + 1;
 		if (*bytes > RUNSPEC_MAX_ARGS_BYTES)
-			return bad(ret_err, "arguments exceed %d bytes in all", RUNSPEC_MAX_ARGS_BYTES);
+			return errmsg_fail(ret_err, -EINVAL, "arguments exceed %d bytes in all", RUNSPEC_MAX_ARGS_BYTES);
 		v[i] = strdup(s);
 		if (!v[i])
 			return -ENOMEM;
@@ -75,7 +66,7 @@ static int uint_field(json_t *root, const char *field, unsigned min, unsigned ma
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-		return bad(ret_err, "'%s' must be an integer from %u to %u", field, min, max);
+		return errmsg_fail(ret_err, -EINVAL, "'%s' must be an integer from %u to %u", field, min, max);
 	*ret = (unsigned)json_integer_value(v);
 	return 0;
 }
@@ -87,7 +78,7 @@ static int str_field(json_t *root, const char *field, const char **ret, char **r
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_string(v))
-		return bad(ret_err, "'%s' must be a string", field);
+		return errmsg_fail(ret_err, -EINVAL, "'%s' must be a string", field);
 	*ret = json_string_value(v);
 	return 0;
 }
@@ -104,12 +95,12 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return bad(ret_err, "malformed JSON: %s (line %d)", jerr.text, jerr.line);
+		return errmsg_fail(ret_err, -EINVAL, "malformed JSON: %s (line %d)", jerr.text, jerr.line);
 	int r = 0;
 	const char *key, *s;
 	json_t *val;
 	if (!json_is_object(root)) {
-		r = bad(ret_err, "the run request must be a JSON object");
+		r = errmsg_fail(ret_err, -EINVAL, "the run request must be a JSON object");
 		goto cleanup;
 	}
 	json_object_foreach(root, key, val) {
@@ -117,14 +108,14 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		for (size_t i = 0; known_fields[i]; i++)
 			known |= strcmp(key, known_fields[i]) == 0;
 		if (!known) {
-			r = bad(ret_err, "unknown field '%s'", key);
+			r = errmsg_fail(ret_err, -EINVAL, "unknown field '%s'", key);
 			goto cleanup;
 		}
 	}
 	if ((r = str_field(root, "image", &s, ret_err)) < 0)
 		goto cleanup;
 	if (!s || !image_sha256_valid(s)) {
-		r = bad(ret_err, "'image' must be the image's sha256 (64 lowercase hex digits)");
+		r = errmsg_fail(ret_err, -EINVAL, "'image' must be the image's sha256 (64 lowercase hex digits)");
 		goto cleanup;
 	}
 	memcpy(req->image, s, 65);
@@ -132,7 +123,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		goto cleanup;
 	if (s && *s) {
 		if (!image_sha256_valid(s)) {
-			r = bad(ret_err, "'loader' must be the loader kernel's sha256");
+			r = errmsg_fail(ret_err, -EINVAL, "'loader' must be the loader kernel's sha256");
 			goto cleanup;
 		}
 		memcpy(req->loader, s, 65);
@@ -142,7 +133,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if (s) {
 		if (!*s || strlen(s) > 255 || strchr(s, '/') || strchr(s, '\n') || strcmp(s, ".") == 0 ||
 		    strcmp(s, "..") == 0) {
-			r = bad(ret_err, "'name' must be a file name (not empty, '.' or '..', no '/', at most 255 bytes)");
+			r = errmsg_fail(ret_err, -EINVAL, "'name' must be a file name (not empty, '.' or '..', no '/', at most 255 bytes)");
 			goto cleanup;
 		}
 		req->name = strdup(s);
@@ -152,7 +143,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if (s && strcmp(s, "auto") != 0) {
 		req->platform = drv_platform_from_name(s);
 		if (req->platform == DRV_PLATFORM_NONE) {
-			r = bad(ret_err, "unknown platform '%s' (qemu, linuxu, xen)", s);
+			r = errmsg_fail(ret_err, -EINVAL, "unknown platform '%s' (qemu, linuxu, xen)", s);
 			goto cleanup;
 		}
 	}
@@ -166,7 +157,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		else if (strcmp(s, "tcg") == 0)
 			req->accel = DRV_ACCEL_TCG;
 		else {
-			r = bad(ret_err, "unknown accel '%s' (auto, kvm, tcg)", s);
+			r = errmsg_fail(ret_err, -EINVAL, "unknown accel '%s' (auto, kvm, tcg)", s);
 			goto cleanup;
 		}
 	}
@@ -175,7 +166,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if (s) {
 		/* No ',' : a machine name must not smuggle QEMU machine options. */
 		if (!charset_ok(s, "._-", 64)) {
-			r = bad(ret_err, "'machine' must be a QEMU machine name such as microvm, pc or q35");
+			r = errmsg_fail(ret_err, -EINVAL, "'machine' must be a QEMU machine name such as microvm, pc or q35");
 			goto cleanup;
 		}
 		req->machine = strdup(s);
@@ -184,7 +175,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		goto cleanup;
 	if (s) {
 		if (!charset_ok(s, "_-", 32)) {
-			r = bad(ret_err, "'driver' must be a driver name such as qemu, linuxu or libvirt");
+			r = errmsg_fail(ret_err, -EINVAL, "'driver' must be a driver name such as qemu, linuxu or libvirt");
 			goto cleanup;
 		}
 		req->driver = strdup(s);
@@ -192,7 +183,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if ((r = str_field(root, "host", &s, ret_err)) < 0)
 		goto cleanup;
 	if (s && strcmp(s, "local") != 0) {
-		r = bad(ret_err, "unknown host '%s' (this runnerd has: local)", s);
+		r = errmsg_fail(ret_err, -EINVAL, "unknown host '%s' (this runnerd has: local)", s);
 		goto cleanup;
 	}
 	size_t bytes = 0;
@@ -205,7 +196,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	for (size_t i = 0; i < req->nuk_params; i++) {
 		if (!strchr(req->uk_params[i], '=') || strchr(req->uk_params[i], ' ') ||
 		    strcmp(req->uk_params[i], "--") == 0) {
-			r = bad(ret_err, "'uk_params[%zu]' must look like lib.param=value (no spaces)", i);
+			r = errmsg_fail(ret_err, -EINVAL, "'uk_params[%zu]' must look like lib.param=value (no spaces)", i);
 			goto cleanup;
 		}
 	}
@@ -223,14 +214,14 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	json_t *labels = json_object_get(root, "labels");
 	if (labels && !json_is_null(labels)) {
 		if (!json_is_object(labels) || json_object_size(labels) > RUNSPEC_MAX_LABELS) {
-			r = bad(ret_err, "'labels' must be an object of at most %d string values",
+			r = errmsg_fail(ret_err, -EINVAL, "'labels' must be an object of at most %d string values",
 			        RUNSPEC_MAX_LABELS);
 			goto cleanup;
 		}
 		json_object_foreach(labels, key, val) {
 			if (!charset_ok(key, "._-/", 63) || !json_is_string(val) ||
 			    strlen(json_string_value(val)) > 255) {
-				r = bad(ret_err, "label '%s': keys are [A-Za-z0-9._/-]{1,63}, values strings "
+				r = errmsg_fail(ret_err, -EINVAL, "label '%s': keys are [A-Za-z0-9._/-]{1,63}, values strings "
 				        "of at most 255 bytes", key);
 				goto cleanup;
 			}

@@ -783,6 +783,19 @@ static void send_all(int fd, const char *s)
 	assert_int_equal(send(fd, s, len, MSG_NOSIGNAL), (ssize_t)len);
 }
 
+/* A client that sends `s` at once, then waits until the server has accepted it: the bytes
+ * are there before any of the server's timers start, however late this process runs
+ * (a loaded machine can deschedule it for longer than a short timeout). */
+static int connect_send(struct harness *h, const char *s)
+{
+	unsigned before = h->srv.set.count;
+	int fd = http_test_connect(&h->srv);
+	send_all(fd, s);
+	while (h->srv.set.count == before)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	return fd;
+}
+
 static void test_header_timeout(void **state)
 {
 	struct harness *h = *state;
@@ -796,8 +809,7 @@ static void test_header_timeout(void **state)
 
 	/* A head that trickles in byte by byte (each far within the idle timeout) is due by
 	 * the header timeout all the same: 408, then the connection closes. */
-	fd = connect_accepted(h);
-	send_all(fd, "GET /hello HTTP/1.1\r\nX-Slow: ");
+	fd = connect_send(h, "GET /hello HTTP/1.1\r\nX-Slow: ");
 	for (int i = 0; i < 200 && h->srv.set.count; i++) {
 		run_for(h, 50);
 		if (h->srv.set.count)
@@ -819,8 +831,7 @@ static void test_keepalive_timeout(void **state)
 {
 	struct harness *h = *state;
 	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 60000, .idle_timeout_ms = 400 };
-	int fd = connect_accepted(h);
-	send_all(fd, "GET /hello HTTP/1.1\r\n\r\n");
+	int fd = connect_send(h, "GET /hello HTTP/1.1\r\n\r\n");
 	size_t len;
 	int eof;
 	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
@@ -847,8 +858,7 @@ static void test_body_idle(void **state)
 	struct harness *h = *state;
 	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 1000, .idle_timeout_ms = 1000 };
 	/* An upload that keeps coming is never idle, however long it takes in all. */
-	int fd = connect_accepted(h);
-	send_all(fd, "POST /sink HTTP/1.1\r\nContent-Length: 16\r\n\r\n");
+	int fd = connect_send(h, "POST /sink HTTP/1.1\r\nContent-Length: 16\r\n\r\n");
 	for (int i = 0; i < 16; i++) {
 		run_for(h, 100);
 		char c = (char)(i % 251);
@@ -872,8 +882,7 @@ static void test_body_idle(void **state)
 	http_test_wait_closed(&h->srv);
 
 	/* A body that stops coming: 408 and closed. */
-	fd = connect_accepted(h);
-	send_all(fd, "POST /sink HTTP/1.1\r\nContent-Length: 10\r\n\r\nab");
+	fd = connect_send(h, "POST /sink HTTP/1.1\r\nContent-Length: 10\r\n\r\nab");
 	assert_true(all_closed_within(h, 20000));
 	got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
 	assert_int_equal(http_test_parse(got, len, 0, &r), 1);
@@ -891,8 +900,7 @@ static void test_handler_turn_not_idle(void **state)
 	/* The handler answers well after both timeouts: waiting on it is not idleness. */
 	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 300, .idle_timeout_ms = 300 };
 	h->later_ms = 1000;
-	int fd = connect_accepted(h);
-	send_all(fd, "GET /slow HTTP/1.1\r\n\r\n");
+	int fd = connect_send(h, "GET /slow HTTP/1.1\r\n\r\n");
 	size_t len;
 	int eof;
 	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
@@ -913,8 +921,7 @@ static void test_send_idle(void **state)
 	h->big_len = 4 * 1024 * 1024;
 	/* A slow reader that keeps reading gets its whole answer (one write that takes far
 	 * longer than the idle timeout to complete). */
-	int fd = connect_accepted(h);
-	send_all(fd, "GET /big HTTP/1.1\r\n\r\n");
+	int fd = connect_send(h, "GET /big HTTP/1.1\r\n\r\n");
 	size_t len;
 	int eof;
 	char *got = read_paced(h, fd, SIZE_MAX, 128 * 1024, 50, &len, &eof);
@@ -931,8 +938,7 @@ static void test_send_idle(void **state)
 	http_test_wait_closed(&h->srv);
 
 	/* A peer that never reads its answer is closed. */
-	fd = connect_accepted(h);
-	send_all(fd, "GET /big HTTP/1.1\r\n\r\n");
+	fd = connect_send(h, "GET /big HTTP/1.1\r\n\r\n");
 	assert_true(all_closed_within(h, 20000));
 	close(fd);
 }
@@ -943,8 +949,7 @@ static void test_half_close(void **state)
 	/* Request, then shutdown(SHUT_WR): the answer (from a timer, well after the EOF) still
 	 * comes, then the server closes. */
 	h->later_ms = 200;
-	int fd = connect_accepted(h);
-	send_all(fd, "GET /slow HTTP/1.1\r\n\r\n");
+	int fd = connect_send(h, "GET /slow HTTP/1.1\r\n\r\n");
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	size_t len;
 	int eof;
@@ -961,8 +966,7 @@ static void test_half_close(void **state)
 	http_test_wait_closed(&h->srv);
 
 	/* Pipelined requests before the half-close are all answered, in order. */
-	fd = connect_accepted(h);
-	send_all(fd, "GET /slow HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n");
+	fd = connect_send(h, "GET /slow HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n");
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
 	assert_true(eof);
@@ -977,8 +981,7 @@ static void test_half_close(void **state)
 	close(fd);
 
 	/* A request cut short by the half-close is not answered: the server just closes. */
-	fd = connect_accepted(h);
-	send_all(fd, "GET /hello HTTP/1.1\r\nHost:");
+	fd = connect_send(h, "GET /hello HTTP/1.1\r\nHost:");
 	assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
 	assert_true(eof);
