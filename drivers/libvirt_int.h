@@ -80,6 +80,7 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 #define LV_KEEPALIVE_COUNT 3
 #define LV_DRAIN_MS 3000 /* after the Stopped event: wait at most this for the console's end */
 #define LV_PAUSE_MS 1000 /* a pause with no Crashed event within this is an emulation failure */
+#define LV_PAUSE_CHECKS 5 /* ... up to this many times (LV_PAUSE_MS apart) */
 
 struct lv_job;
 
@@ -137,6 +138,7 @@ struct lv_job {
 	virStreamPtr stream;
 	int stream_cb;
 	int drain_timer, pause_timer;
+	int pause_checks; /* on_paused looks at a paused guest's state this many times before judging */
 	int running, stopped, eof, retry, started_sent;
 	struct lv_end_facts facts;
 	uint64_t bytes, skip, delivered;

@@ -260,8 +260,18 @@ static void on_paused(int timer, void *opaque)
 		virResetLastError();
 	if (state == VIR_DOMAIN_RUNNING)
 		return;
-	if (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_CRASHED) {
+	if (state == VIR_DOMAIN_CRASHED || (state == VIR_DOMAIN_PAUSED && reason == VIR_DOMAIN_PAUSED_CRASHED) ||
+	    (state == VIR_DOMAIN_SHUTOFF && reason == VIR_DOMAIN_SHUTOFF_CRASHED)) {
 		j->facts.crashed = 1; /* a guest panic: libvirt's Crashed event is on its way */
+		return;
+	}
+	if (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_SHUTDOWN)
+		return; /* it has ended: its Stopped event decides */
+	/* A panic pauses the guest before libvirt records why (QEMU's STOP comes before its
+	 * GUEST_PANICKED, and a loaded libvirtd handles them late): look again a few times
+	 * before calling it an emulation failure. */
+	if (state == VIR_DOMAIN_PAUSED && reason != VIR_DOMAIN_PAUSED_USER && ++j->pause_checks < LV_PAUSE_CHECKS) {
+		j->pause_timer = virEventAddTimeout(LV_PAUSE_MS, on_paused, j, NULL);
 		return;
 	}
 	j->running = 0;
