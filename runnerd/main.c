@@ -472,9 +472,18 @@ static int activated_fd(void)
 	return fd;
 }
 
+/* What main owns on every path out of it, early refusals included (so the sanitizers
+ * report no leak when runnerd refuses to start). */
+static void runnerd_cleanup(struct runnerd *d)
+{
+	config_free(&d->cfg);
+	free(d->token);
+	d->token = NULL;
+}
+
 int main(int argc, char **argv)
 {
-	struct runnerd d = {0};
+	struct runnerd d __attribute__((cleanup(runnerd_cleanup))) = {0};
 	struct config *c = &d.cfg;
 	c->user_mode = 1;
 	c->idle_timeout_s = -1;
@@ -630,9 +639,7 @@ int main(int argc, char **argv)
 	log_info("runnerd stopped");
 	free(dbpath);
 	free(runs_dir);
-	free(d.token);
 	free(err);
-	config_free(c);
 	close(lock_fd);
 	return 0;
 }
