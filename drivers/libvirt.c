@@ -79,6 +79,7 @@ int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info,
 	pthread_cond_init(&st->quit_cond, NULL);
 	st->cmds_tail = &st->cmds;
 	st->wake_timer = -1;
+	st->event_ids[0] = st->event_ids[1] = -1;
 	const char *uri = getenv(fl->uri_env);
 	st->uri = strdup(uri && *uri ? uri : fl->default_uri);
 	st->local = strncmp(st->uri, fl->local_uri, strlen(fl->local_uri)) == 0 ||

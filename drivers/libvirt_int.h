@@ -123,6 +123,7 @@ struct lv_state {
 	virConnectPtr conn;     /* libvirt thread (and probe/reap before runs) */
 	int conn_dead;
 	char *conn_err;
+	int event_ids[2];       /* lifecycle, reboot callbacks on conn (-1: none) */
 	int thread_started;     /* joined the libvirt thread (lv_loop_join) */
 	int quit;               /* the libvirt thread has let go of this state (under lock) */
 	int wake_timer;

@@ -377,6 +377,11 @@ void lv_conn_close(struct lv_state *st)
 	if (!st->conn)
 		return;
 	virConnectUnregisterCloseCallback(st->conn, on_conn_close);
+	/* The callbacks hold the connection (and would outlive this state on the shared thread). */
+	for (int i = 0; i < 2; i++)
+		if (st->event_ids[i] >= 0 && virConnectDomainEventDeregisterAny(st->conn, st->event_ids[i]) < 0)
+			virResetLastError();
+	st->event_ids[0] = st->event_ids[1] = -1;
 	if (virConnectClose(st->conn) < 0)
 		virResetLastError();
 	st->conn = NULL;
@@ -400,11 +405,14 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 		virResetLastError();
 		ka = 0;
 	}
+	st->event_ids[0] = st->event_ids[1] = -1;
 	if (ka < 0 || virConnectRegisterCloseCallback(st->conn, on_conn_close, st, NULL) < 0 ||
-	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-	                                     VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st, NULL) < 0 ||
-	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
-	                                     VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st, NULL) < 0) {
+	    (st->event_ids[0] = virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+	                                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st,
+	                                                         NULL)) < 0 ||
+	    (st->event_ids[1] = virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
+	                                                         VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st,
+	                                                         NULL)) < 0) {
 		*ret_err = lv_asprintf("libvirt at %s: cannot set up keepalive and domain events: %s", st->uri,
 		                       lv_error());
 		lv_conn_close(st);
