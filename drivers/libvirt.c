@@ -5,7 +5,8 @@
  *
  * Threads: every libvirt call that may block, and libvirt's own default event
  * loop (lifecycle events, the console streams, keepalive), run on one
- * driver thread, the "libvirt thread" (libvirt_thread.c). The libuv loop
+ * driver thread, the "libvirt thread" (libvirt_thread.c; one per process,
+ * shared with the xen driver, xen.c). The libuv loop
  * never calls libvirt after probe and reap (at start-up, before runnerd
  * serves): it posts commands (start, kill, quit) to the libvirt
  * thread, which wakes through a libvirt timer, and the libvirt thread posts
