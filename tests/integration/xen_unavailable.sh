@@ -2,7 +2,7 @@
 # Without a Xen host: GET /v1/hosts shows the xen driver unavailable with a one-line reason naming Xen and what
 # is missing, and `ukrun IMAGE_xen-x86_64` exits 125 with that reason (the real Unikraft Xen image when
 # ../shared/fixtures is present, and a synthetic Xen PV ELF always). `--xen-uri` reaches the driver's probe:
-# on libvirt's test:///default the driver is available.
+# on libvirt's test:///default the driver is available and a run goes through it to its timeout.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -53,4 +53,10 @@ import json, sys
 d = {x["name"]: x for x in json.loads(sys.argv[1])["hosts"][0]["drivers"]}
 assert d["xen"]["available"] is True and "at test:///default (Xen " in d["xen"]["info"], d
 PY
+# A run through the whole path (core → xen driver → libvirt thread): the test driver's domain never ends by
+# itself and has no console, so the timeout kills it (124) and the notes say what the run could not see.
+run_ukrun viatest --socket "$T/testxen.sock" --timeout 2 "$T/synth_xen-x86_64" hello
+expect_rc viatest 124
+expect_err_grep viatest 'xen at test:///default offers no console'
+expect_err_grep viatest 'domain ukrun-[0-9a-z]+-[0-9a-f]{8} on test:///default \(Xen\)'
 log "ok"
