@@ -139,6 +139,7 @@ struct driver {
 extern const struct driver drv_qemu;
 extern const struct driver drv_linuxu;
 extern const struct driver drv_libvirt;
+extern const struct driver drv_xen;
 
 /* All compiled-in drivers, NULL-terminated (drivers.c). */
 extern const struct driver *const drv_table[];

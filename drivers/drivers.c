@@ -7,6 +7,7 @@ const struct driver *const drv_table[] = {
 	&drv_qemu,
 	&drv_linuxu,
 	&drv_libvirt, /* after qemu: never the default for a platform, chosen by name (--driver libvirt) */
+	&drv_xen,     /* Xen PV/PVH images, through libvirt's libxl driver (shares libvirt's thread) */
 	NULL,
 };
 

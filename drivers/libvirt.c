@@ -5,7 +5,8 @@
  *
  * Threads: every libvirt call that may block, and libvirt's own default event
  * loop (lifecycle events, the console streams, keepalive), run on one
- * driver thread, the "libvirt thread" (libvirt_thread.c). The libuv loop
+ * driver thread, the "libvirt thread" (libvirt_thread.c; one per process,
+ * shared with the xen driver, xen.c). The libuv loop
  * never calls libvirt after probe and reap (at start-up, before runnerd
  * serves): it posts commands (start, kill, quit) to the libvirt
  * thread, which wakes through a libvirt timer, and the libvirt thread posts
@@ -42,16 +43,13 @@
 
 /* ---- probe, reap ---- */
 
-static void lv_unprobe(void *state)
+void lv_unprobe(void *state)
 {
 	struct lv_state *st = state;
 	if (!st)
 		return;
-	if (st->thread_started) {
-		lv_cmd_post(st, C_QUIT, 0, NULL);
-		pthread_join(st->thread, NULL);
-	}
-	while (st->jobs) { /* runs still alive at shutdown: the connection's end destroys them */
+	lv_loop_leave(st); /* the thread drops the state's runs, timer and connection */
+	while (st->jobs) { /* never joined: jobs never reached a thread */
 		lv_job_release(st->jobs);
 		lv_job_unlink_free(st->jobs);
 	}
@@ -63,6 +61,7 @@ static void lv_unprobe(void *state)
 		st->cmds = c->next;
 		free(c);
 	}
+	pthread_cond_destroy(&st->quit_cond);
 	pthread_mutex_destroy(&st->lock);
 	free(st->uri);
 	free(st->host);
@@ -71,54 +70,61 @@ static void lv_unprobe(void *state)
 	free(st);
 }
 
-static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
+int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info, char **ret_err)
 {
-	static int impl_registered;
 	struct lv_state *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
+	st->fl = fl;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->quit_cond, NULL);
 	st->cmds_tail = &st->cmds;
 	st->wake_timer = -1;
-	const char *uri = getenv(LV_URI_ENV);
-	st->uri = strdup(uri && *uri ? uri : LV_DEFAULT_URI);
-	st->local = strncmp(st->uri, "qemu:///", 8) == 0 || strncmp(st->uri, "qemu+unix:///", 13) == 0;
+	st->event_ids[0] = st->event_ids[1] = -1;
+	const char *uri = getenv(fl->uri_env);
+	st->uri = strdup(uri && *uri ? uri : fl->default_uri);
+	st->local = strncmp(st->uri, fl->local_uri, strlen(fl->local_uri)) == 0 ||
+	            (!fl->xen && strncmp(st->uri, "qemu+unix:///", 13) == 0) ||
+	            strncmp(st->uri, "test:///", 8) == 0; /* libvirt's in-process test driver (the xen tests) */
+	st->test_host = strncmp(st->uri, "test:", 5) == 0;
 	char host[HOST_NAME_MAX + 1] = "";
 	gethostname(host, sizeof(host) - 1);
 	st->host = strdup(host);
 	virSetErrorFunc(NULL, lv_quiet_errors);
-	if (!impl_registered && virEventRegisterDefaultImpl() < 0) {
-		*ret_err = errmsg_printf("libvirt: cannot set up its event loop: %s", lv_error());
-		lv_unprobe(st);
-		return -EIO;
-	}
-	impl_registered = 1;
-	int r = lv_conn_open(st, ret_err);
+	int r = lv_loop_init(ret_err);
+	if (r == 0)
+		r = lv_conn_open(st, ret_err);
 	if (r == 0 && !st->local)
 		r = lv_pool_setup(st->conn, &st->pool_path, ret_err);
 	if (r < 0) {
 		lv_unprobe(st);
 		return r;
 	}
-	char *caps = virConnectGetDomainCapabilities(st->conn, NULL, "x86_64", NULL, "kvm", 0);
-	st->kvm = caps != NULL;
-	free(caps);
-	virResetLastError();
+	if (!fl->xen) {
+		char *caps = virConnectGetDomainCapabilities(st->conn, NULL, "x86_64", NULL, "kvm", 0);
+		st->kvm = caps != NULL;
+		free(caps);
+		virResetLastError();
+	}
 	unsigned long lib = 0, hv = 0;
 	virConnectGetLibVersion(st->conn, &lib);
 	virConnectGetVersion(st->conn, &hv);
-	st->wake_timer = virEventAddTimeout(-1, lv_on_wake, st, NULL);
-	if (st->wake_timer < 0 || pthread_create(&st->thread, NULL, lv_thread_main, st) != 0) {
-		*ret_err = strdup("libvirt: cannot start the driver's event thread");
+	r = lv_loop_join(st, ret_err);
+	if (r < 0) {
 		lv_unprobe(st);
-		return -EAGAIN;
+		return r;
 	}
-	st->thread_started = 1;
-	*ret_info = errmsg_printf("libvirt %lu.%lu.%lu at %s (QEMU %lu.%lu.%lu), %s, %s host", lib / 1000000,
-	                        lib / 1000 % 1000, lib % 1000, st->uri, hv / 1000000, hv / 1000 % 1000, hv % 1000,
-	                        st->kvm ? "KVM offered" : "TCG only", st->local ? "local" : "remote");
+	*ret_info = errmsg_printf("libvirt %lu.%lu.%lu at %s (%s %lu.%lu.%lu), %s, %s host", lib / 1000000,
+	                        lib / 1000 % 1000, lib % 1000, st->uri, fl->hv_name, hv / 1000000, hv / 1000 % 1000,
+	                        hv % 1000, fl->xen ? "Xen PV/PVH" : st->kvm ? "KVM offered" : "TCG only",
+	                        st->local ? "local" : "remote");
 	*ret_state = st;
 	return 0;
+}
+
+static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
+{
+	return lv_probe_with(&lv_flavor_libvirt, ret_state, ret_info, ret_err);
 }
 
 /* "<host>:<canonical runs dir>": what marks this daemon's domains. */
@@ -128,7 +134,7 @@ static char *owner_of(const struct lv_state *st, const char *runs_dir)
 	return errmsg_printf("%s:%s", st->host, realpath(runs_dir, real) ? real : runs_dir);
 }
 
-static int lv_reap(void *state, const char *runs_dir, char **ret_err)
+int lv_reap(void *state, const char *runs_dir, char **ret_err)
 {
 	struct lv_state *st = state;
 	char *owner = owner_of(st, runs_dir);
@@ -172,20 +178,20 @@ static void inst_free(struct drv_instance *inst)
 	free(inst);
 }
 
-static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst, char **ret_err)
+int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst, char **ret_err)
 {
 	struct lv_state *st = state;
 	if (spec->flags & DRV_F_LOADER) {
-		*ret_err = strdup("libvirt: loader mode needs the program's exit status from isa-debug-exit, "
-		                  "which libvirt does not report: use the qemu driver");
+		*ret_err = errmsg_printf("%s: loader mode needs the program's exit status from isa-debug-exit, "
+		                       "which libvirt does not report: use the qemu driver", st->fl->name);
 		return -ENOTSUP;
 	}
 	if (!spec->workdir || !spec->image_path || !spec->run_id) {
-		*ret_err = strdup("libvirt: the run has no image, workdir or id");
+		*ret_err = errmsg_printf("%s: the run has no image, workdir or id", st->fl->name);
 		return -EINVAL;
 	}
-	int kvm;
-	switch (spec->accel) {
+	int kvm = 0;
+	switch (st->fl->xen ? DRV_ACCEL_TCG : spec->accel) { /* Xen: no accelerator choice */
 	case DRV_ACCEL_KVM:
 		if (!st->kvm) {
 			*ret_err = errmsg_printf("libvirt: KVM requested but %s offers only TCG", st->uri);
@@ -229,18 +235,21 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	 * qboot re-runs the kernel before the reboot event has stopped it. */
 	/* QEMU exits at once on an isa-debug-exit write, and the pty drops what the console
 	 * stream had not read yet: a local host keeps QEMU's own copy to recover that tail. */
-	if (st->local)
+	if (st->fl->xen)
+		o.run_as_uid = o.run_as_gid = -1; /* libxl: no QEMU process, no DAC label */
+	o.test_host = st->test_host;
+	if (st->local && !st->fl->xen)
 		inst->serial_log = errmsg_printf("%s/serial.log", spec->workdir);
 	o.serial_log = inst->serial_log;
 	char *kernel = NULL;
-	int r = inst->name && (!st->local || inst->serial_log) ? 0 : -ENOMEM;
+	int r = inst->name && (!st->local || st->fl->xen || inst->serial_log) ? 0 : -ENOMEM;
 	if (r == 0 && !st->local) {
 		/* Remote host: the image's volume (named by its digest, the store file's name),
 		 * labelled for QEMU by libvirt itself. */
 		char real[PATH_MAX];
 		const char *base = realpath(spec->image_path, real) ? strrchr(real, '/') : NULL;
 		if (!base || strlen(base + 1) != 64) {
-			*ret_err = errmsg_printf("libvirt: cannot name the volume of %s", spec->image_path);
+			*ret_err = errmsg_printf("%s: cannot name the volume of %s", st->fl->name, spec->image_path);
 			r = -EINVAL;
 		} else {
 			inst->sha = strdup(base + 1);
@@ -252,11 +261,11 @@ static int lv_prepare(void *state, const struct drv_spec *spec, struct drv_insta
 	}
 	if (r == 0 && st->kvm) {
 		o.kvm = 1;
-		r = lv_build_xml(spec, &o, &inst->xml_kvm, ret_err);
+		r = st->fl->build_xml(spec, &o, &inst->xml_kvm, ret_err);
 	}
 	if (r == 0) {
 		o.kvm = 0;
-		r = lv_build_xml(spec, &o, &inst->xml_tcg, ret_err);
+		r = st->fl->build_xml(spec, &o, &inst->xml_tcg, ret_err);
 	}
 	free(owner);
 	free(kernel);
@@ -316,7 +325,7 @@ static void on_async(uv_async_t *a)
 	msg_free_list(m);
 }
 
-static int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb, char **ret_err)
+int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb, char **ret_err)
 {
 	struct lv_state *st = inst->st;
 	if (inst->launched) {
@@ -363,7 +372,7 @@ static int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct dr
 	return r; /* on failure destroy unregisters and closes the handle */
 }
 
-static int lv_kill(struct drv_instance *inst, unsigned flags)
+int lv_kill(struct drv_instance *inst, unsigned flags)
 {
 	(void)flags; /* a transient unikernel has nothing to shut down gracefully: destroy */
 	if (!inst->launched || inst->reported)
@@ -376,7 +385,7 @@ static void on_inst_closed(uv_handle_t *h)
 	inst_free(h->data);
 }
 
-static void lv_destroy(struct drv_instance *inst)
+void lv_destroy(struct drv_instance *inst)
 {
 	if (!inst)
 		return;
@@ -401,6 +410,15 @@ static void lv_destroy(struct drv_instance *inst)
 		lv_cmd_post(st, C_KILL, inst->token, NULL);
 	uv_close((uv_handle_t *)&inst->async, on_inst_closed);
 }
+
+const struct lv_flavor lv_flavor_libvirt = {
+	.name = "libvirt",
+	.default_uri = LV_DEFAULT_URI,
+	.uri_env = LV_URI_ENV,
+	.local_uri = "qemu:///",
+	.hv_name = "QEMU",
+	.build_xml = lv_build_xml,
+};
 
 const struct driver drv_libvirt = {
 	.name = "libvirt",

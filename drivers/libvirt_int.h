@@ -9,6 +9,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "driver.h"
 
@@ -32,12 +33,41 @@ struct lv_xml_opts {
 	int kvm;                 /* 1: type='kvm', 0: type='qemu' (TCG) */
 	int run_as_uid;          /* >= 0: QEMU runs as uid:gid through a static DAC label (local hosts) */
 	int run_as_gid;
+	int test_host;           /* xen: libvirt's test:/// driver (type='test', no arch: its Xen guests are i686) */
 };
+
+/* The XML builders (libvirt_xml.c: QEMU/KVM; xen.c: Xen PV/PVH). */
+typedef int lv_build_xml_fn(const struct drv_spec *spec, const struct lv_xml_opts *o, char **ret_xml,
+                            char **ret_err);
+
+/* What tells the libvirt driver from the Xen driver: both run on the same
+ * libvirt thread and event loop (libvirt_thread.c), each with its own state. */
+struct lv_flavor {
+	const char *name;        /* driver name, prefix of its messages */
+	const char *default_uri;
+	const char *uri_env;     /* environment variable overriding the URI */
+	const char *local_uri;   /* URI prefix of a local host ("qemu:///", "xen:///") */
+	const char *hv_name;     /* what virConnectGetVersion reports the version of */
+	int xen;                 /* no KVM/TCG choice, no serial log copy, no DAC label */
+	lv_build_xml_fn *build_xml;
+};
+
+extern const struct lv_flavor lv_flavor_libvirt;
 
 /* The domain XML for `spec` (malloc'd in *ret_xml). Returns 0 or -EINVAL with
  * *ret_err (arguments the Unikraft command line cannot carry, bad machine). */
-int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char **ret_xml,
-                 char **ret_err);
+lv_build_xml_fn lv_build_xml;
+
+/* The Xen PV (or PVH, when the image has a PHYS32_ENTRY note) domain XML (xen.c).
+ * -ENOEXEC with *ret_err when the image has no Xen ELF notes. */
+lv_build_xml_fn xen_build_xml;
+
+/* XML text helpers the builders share: escape the five special characters;
+ * 1 when `s` (NULL: yes) has no control character XML 1.0 cannot carry; the
+ * <name> and the ownership <metadata> of a domain. */
+void lv_xml_esc(FILE *f, const char *s);
+int lv_xml_text_ok(const char *s);
+void lv_xml_name_meta(FILE *f, const char *name, const char *owner, const char *run_id);
 
 /* The domain name for run `run_id` of `owner`: "ukrun-<id>-<8 hex of the owner>"
  * (two daemons on one libvirtd both have a run 1). malloc'd. */
@@ -85,8 +115,10 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 struct lv_job;
 
 struct lv_state {
+	const struct lv_flavor *fl;
 	char *uri;
 	int local;
+	int test_host;          /* libvirt's test:/// driver: no paused or autodestroy start */
 	int kvm;                /* libvirt offers type='kvm' here */
 	int kvm_fails_unikraft; /* KVM already failed a Unikraft guest (atomic: read on the loop) */
 	char *host;             /* this machine's name, part of the ownership mark */
@@ -94,11 +126,12 @@ struct lv_state {
 	virConnectPtr conn;     /* libvirt thread (and probe/reap before runs) */
 	int conn_dead;
 	char *conn_err;
-	pthread_t thread;
-	int thread_started;
-	int quit;
+	int event_ids[2];       /* lifecycle, reboot callbacks on conn (-1: none) */
+	int thread_started;     /* joined the libvirt thread (lv_loop_join) */
+	int quit;               /* the libvirt thread has let go of this state (under lock) */
 	int wake_timer;
-	pthread_mutex_t lock;   /* guards cmds and insts */
+	pthread_mutex_t lock;   /* guards cmds, insts and quit */
+	pthread_cond_t quit_cond;
 	struct lv_cmd *cmds, **cmds_tail;
 	struct drv_instance *insts;
 	struct lv_job *jobs;    /* libvirt thread only */
@@ -169,9 +202,23 @@ int lv_conn_open(struct lv_state *st, char **ret_err);
 void lv_conn_close(struct lv_state *st);
 /* Queue a command for the libvirt thread and wake it. */
 int lv_cmd_post(struct lv_state *st, enum lv_cmd_type type, uint64_t token, struct lv_job *job);
-/* The libvirt thread (pthread entry) and its wake-up timer callback. */
-void *lv_thread_main(void *arg);
-void lv_on_wake(int timer, void *opaque);
+/* Register libvirt's default event implementation (once per process). */
+int lv_loop_init(char **ret_err);
+/* The one libvirt thread of the process runs libvirt's default event loop for
+ * every state (the libvirt and xen drivers): join starts it for the first user;
+ * leave makes the thread drop `st` (its runs, timer and connection) and stops
+ * the thread after its last user. */
+int lv_loop_join(struct lv_state *st, char **ret_err);
+void lv_loop_leave(struct lv_state *st);
+
+/* The driver slots both flavours share (libvirt.c). */
+int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info, char **ret_err);
+void lv_unprobe(void *state);
+int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst, char **ret_err);
+int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb, char **ret_err);
+int lv_kill(struct drv_instance *inst, unsigned flags);
+void lv_destroy(struct drv_instance *inst);
+int lv_reap(void *state, const char *runs_dir, char **ret_err);
 /* Release a job's domain handles; unlink it from st->jobs and free it. */
 void lv_job_release(struct lv_job *j);
 void lv_job_unlink_free(struct lv_job *j);

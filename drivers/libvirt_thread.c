@@ -2,7 +2,9 @@
  * libvirt_thread.c — the libvirt driver's thread (see libvirt.c): libvirt's
  * default event loop, the connection with its keepalive, the commands the
  * loop posts (start, kill, quit), each run's domain and console stream, and
- * the messages posted back to the run's uv_async.
+ * the messages posted back to the run's uv_async. One such thread per process
+ * serves every lv_state (the libvirt and xen drivers): libvirt's default event
+ * loop must be registered and run by one thread only.
  */
 #include "libvirt_int.h"
 
@@ -373,6 +375,11 @@ void lv_conn_close(struct lv_state *st)
 	if (!st->conn)
 		return;
 	virConnectUnregisterCloseCallback(st->conn, on_conn_close);
+	/* The callbacks hold the connection (and would outlive this state on the shared thread). */
+	for (int i = 0; i < 2; i++)
+		if (st->event_ids[i] >= 0 && virConnectDomainEventDeregisterAny(st->conn, st->event_ids[i]) < 0)
+			virResetLastError();
+	st->event_ids[0] = st->event_ids[1] = -1;
 	if (virConnectClose(st->conn) < 0)
 		virResetLastError();
 	st->conn = NULL;
@@ -390,12 +397,20 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 		*ret_err = errmsg_printf("libvirtd unreachable at %s: %s", st->uri, lv_error());
 		return -ECONNREFUSED;
 	}
-	if (virConnectSetKeepAlive(st->conn, LV_KEEPALIVE_INTERVAL_S, LV_KEEPALIVE_COUNT) < 0 ||
-	    virConnectRegisterCloseCallback(st->conn, on_conn_close, st, NULL) < 0 ||
-	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-	                                     VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st, NULL) < 0 ||
-	    virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
-	                                     VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st, NULL) < 0) {
+	/* An in-process hypervisor driver (test:///) has no link to keep alive. */
+	int ka = virConnectSetKeepAlive(st->conn, LV_KEEPALIVE_INTERVAL_S, LV_KEEPALIVE_COUNT);
+	if (ka < 0 && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT && st->test_host) {
+		virResetLastError();
+		ka = 0;
+	}
+	st->event_ids[0] = st->event_ids[1] = -1;
+	if (ka < 0 || virConnectRegisterCloseCallback(st->conn, on_conn_close, st, NULL) < 0 ||
+	    (st->event_ids[0] = virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+	                                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), st,
+	                                                         NULL)) < 0 ||
+	    (st->event_ids[1] = virConnectDomainEventRegisterAny(st->conn, NULL, VIR_DOMAIN_EVENT_ID_REBOOT,
+	                                                         VIR_DOMAIN_EVENT_CALLBACK(on_reboot), st,
+	                                                         NULL)) < 0) {
 		*ret_err = errmsg_printf("libvirt at %s: cannot set up keepalive and domain events: %s", st->uri,
 		                       lv_error());
 		lv_conn_close(st);
@@ -431,7 +446,9 @@ static void job_create(struct lv_job *j)
 		free(j->sha); /* the volume is there for a TCG rerun too */
 		j->sha = NULL;
 	}
-	const unsigned flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
+	/* libvirt's test:/// driver (the xen driver's tests) runs no guest and refuses
+	 * both flags: its domain is created running, with nothing to resume. */
+	const unsigned flags = st->test_host ? 0 : VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
 	j->dom = virDomainCreateXML(st->conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
 	if (!j->dom && j->kvm && j->accel_auto) {
 		msg = errmsg_printf("libvirt could not start the domain under KVM (%s); retrying under TCG", lv_error());
@@ -447,17 +464,29 @@ static void job_create(struct lv_job *j)
 		return;
 	}
 	j->stream = virStreamNew(st->conn, VIR_STREAM_NONBLOCK);
-	if (!j->stream || virDomainOpenConsole(j->dom, NULL, j->stream, VIR_DOMAIN_CONSOLE_FORCE) < 0 ||
-	    virStreamEventAddCallback(j->stream,
-	                              VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP,
-	                              on_stream, j, NULL) < 0) {
+	int console = j->stream ? virDomainOpenConsole(j->dom, NULL, j->stream, VIR_DOMAIN_CONSOLE_FORCE) : -1;
+	if (console < 0 && j->stream && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT) {
+		/* A hypervisor driver without consoles (libvirt's test:/// driver): the run
+		 * goes on with no console output, and says so. */
+		msg = errmsg_printf("%s at %s offers no console: the guest's output cannot be read (%s)", st->fl->name,
+		                  st->uri, lv_error());
+		post_note(j, NULL, NULL, msg);
+		free(msg);
+		virResetLastError();
+		virStreamFree(j->stream);
+		j->stream = NULL;
+	} else if (console < 0 ||
+	           virStreamEventAddCallback(j->stream,
+	                                     VIR_STREAM_EVENT_READABLE | VIR_STREAM_EVENT_ERROR | VIR_STREAM_EVENT_HANGUP,
+	                                     on_stream, j, NULL) < 0) {
 		msg = errmsg_printf("libvirt could not open the console of %s: %s", j->name, lv_error());
 		job_fail(j, -EIO, msg);
 		free(msg);
 		return;
+	} else {
+		j->stream_cb = 1;
 	}
-	j->stream_cb = 1;
-	if (virDomainResume(j->dom) < 0) {
+	if (!st->test_host && virDomainResume(j->dom) < 0) {
 		msg = errmsg_printf("libvirt could not resume %s: %s", j->name, lv_error());
 		job_fail(j, -EIO, msg);
 		free(msg);
@@ -471,8 +500,13 @@ static void job_create(struct lv_job *j)
 			post(st, j->token, m);
 		}
 	}
-	msg = errmsg_printf("domain %s on %s under %s", j->name, st->uri, j->kvm ? "KVM" : "TCG (slower)");
-	post_note(j, "accel", j->kvm ? "kvm" : "tcg", msg);
+	if (st->fl->xen) {
+		msg = errmsg_printf("domain %s on %s (Xen)", j->name, st->uri);
+		post_note(j, NULL, NULL, msg);
+	} else {
+		msg = errmsg_printf("domain %s on %s under %s", j->name, st->uri, j->kvm ? "KVM" : "TCG (slower)");
+		post_note(j, "accel", j->kvm ? "kvm" : "tcg", msg);
+	}
 	free(msg);
 	post_note(j, "libvirt_domain", j->name, NULL);
 }
@@ -487,7 +521,24 @@ static void job_kill(struct lv_state *st, uint64_t token)
 		virResetLastError(); /* already gone: its Stopped event ends the job */
 }
 
-void lv_on_wake(int timer, void *opaque)
+/* The thread lets go of `st`: its runs (their domains die with the connection,
+ * AUTODESTROY), its wake-up timer and its connection; then unprobe may free it. */
+static void state_drop(struct lv_state *st)
+{
+	while (st->jobs) {
+		lv_job_release(st->jobs);
+		lv_job_unlink_free(st->jobs);
+	}
+	virEventRemoveTimeout(st->wake_timer);
+	st->wake_timer = -1;
+	lv_conn_close(st);
+	pthread_mutex_lock(&st->lock);
+	st->quit = 1;
+	pthread_cond_signal(&st->quit_cond);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static void on_wake(int timer, void *opaque)
 {
 	struct lv_state *st = opaque;
 	virEventUpdateTimeout(timer, -1);
@@ -512,20 +563,98 @@ void lv_on_wake(int timer, void *opaque)
 			job_kill(st, c->token);
 			break;
 		case C_QUIT:
-			__atomic_store_n(&st->quit, 1, __ATOMIC_RELEASE);
-			break;
+			free(c);
+			state_drop(st); /* nothing is posted after C_QUIT */
+			return;
 		}
 		free(c);
 	}
 }
 
-void *lv_thread_main(void *arg)
+/* ---- the one libvirt thread of the process ---- */
+
+static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER;
+static int loop_registered, loop_users, loop_quit, loop_timer = -1;
+static pthread_t loop_thread;
+
+int lv_loop_init(char **ret_err)
 {
-	struct lv_state *st = arg;
-	while (!__atomic_load_n(&st->quit, __ATOMIC_ACQUIRE))
+	pthread_mutex_lock(&loop_lock);
+	int r = 0;
+	if (!loop_registered) {
+		if (virEventRegisterDefaultImpl() < 0) {
+			*ret_err = errmsg_printf("libvirt: cannot set up its event loop: %s", lv_error());
+			r = -EIO;
+		} else {
+			loop_registered = 1;
+		}
+	}
+	pthread_mutex_unlock(&loop_lock);
+	return r;
+}
+
+static void on_loop_timer(int timer, void *opaque)
+{
+	(void)opaque;
+	virEventUpdateTimeout(timer, -1); /* only wakes the loop to see loop_quit */
+}
+
+static void *loop_main(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&loop_quit, __ATOMIC_ACQUIRE))
 		if (virEventRunDefaultImpl() < 0)
 			virResetLastError();
 	return NULL;
+}
+
+int lv_loop_join(struct lv_state *st, char **ret_err)
+{
+	pthread_mutex_lock(&loop_lock);
+	int r = 0;
+	st->wake_timer = virEventAddTimeout(-1, on_wake, st, NULL);
+	if (st->wake_timer < 0) {
+		r = -EAGAIN;
+	} else if (loop_users == 0) {
+		__atomic_store_n(&loop_quit, 0, __ATOMIC_RELEASE);
+		loop_timer = virEventAddTimeout(-1, on_loop_timer, NULL, NULL);
+		if (loop_timer < 0 || pthread_create(&loop_thread, NULL, loop_main, NULL) != 0) {
+			if (loop_timer >= 0)
+				virEventRemoveTimeout(loop_timer);
+			loop_timer = -1;
+			r = -EAGAIN;
+		}
+	}
+	if (r == 0) {
+		loop_users++;
+		st->thread_started = 1;
+	} else {
+		*ret_err = errmsg_printf("%s: cannot start the libvirt event thread", st->fl->name);
+	}
+	pthread_mutex_unlock(&loop_lock);
+	return r;
+}
+
+void lv_loop_leave(struct lv_state *st)
+{
+	if (!st->thread_started)
+		return;
+	if (lv_cmd_post(st, C_QUIT, 0, NULL) == 0) {
+		pthread_mutex_lock(&st->lock);
+		while (!st->quit)
+			pthread_cond_wait(&st->quit_cond, &st->lock);
+		pthread_mutex_unlock(&st->lock);
+	}
+	st->thread_started = 0;
+	pthread_mutex_lock(&loop_lock);
+	if (--loop_users == 0) {
+		__atomic_store_n(&loop_quit, 1, __ATOMIC_RELEASE);
+		virEventUpdateTimeout(loop_timer, 0);
+		pthread_join(loop_thread, NULL);
+		virEventRemoveTimeout(loop_timer);
+		loop_timer = -1;
+	}
+	pthread_mutex_unlock(&loop_lock);
 }
 
 int lv_cmd_post(struct lv_state *st, enum lv_cmd_type type, uint64_t token, struct lv_job *job)

@@ -32,7 +32,7 @@ static int fail(char **ret_err, int err, const char *msg)
 
 /* Text with XML's five special characters escaped (control characters other than
  * tab/newline cannot appear in XML 1.0 at all: refused by the caller's checks). */
-static void put_esc(FILE *f, const char *s)
+void lv_xml_esc(FILE *f, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
@@ -46,7 +46,7 @@ static void put_esc(FILE *f, const char *s)
 	}
 }
 
-static int xml_text_ok(const char *s)
+int lv_xml_text_ok(const char *s)
 {
 	for (; s && *s; s++)
 		if ((unsigned char)*s < 0x20 && *s != '\t' && *s != '\n')
@@ -54,10 +54,22 @@ static int xml_text_ok(const char *s)
 	return 1;
 }
 
+void lv_xml_name_meta(FILE *f, const char *name, const char *owner, const char *run_id)
+{
+	fputs("  <name>", f);
+	lv_xml_esc(f, name);
+	fputs("</name>\n  <metadata>\n    <" LV_META_PREFIX ":run xmlns:" LV_META_PREFIX "='" LV_META_NS "'>"
+	      "<owner>", f);
+	lv_xml_esc(f, owner);
+	fputs("</owner><id>", f);
+	lv_xml_esc(f, run_id);
+	fputs("</id></" LV_META_PREFIX ":run>\n  </metadata>\n", f);
+}
+
 static void qemu_arg(FILE *f, const char *v)
 {
 	fputs("    <qemu:arg value='", f);
-	put_esc(f, v);
+	lv_xml_esc(f, v);
 	fputs("'/>\n", f);
 }
 
@@ -75,7 +87,7 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	int r = qemu_build_append(spec, &append, ret_err);
 	if (r < 0)
 		return r;
-	if (!xml_text_ok(append) || !xml_text_ok(o->kernel_path) || !xml_text_ok(o->initrd_path)) {
+	if (!lv_xml_text_ok(append) || !lv_xml_text_ok(o->kernel_path) || !lv_xml_text_ok(o->initrd_path)) {
 		free(append);
 		return fail(ret_err, -EINVAL, "libvirt: arguments and paths must not contain control characters");
 	}
@@ -88,29 +100,24 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	}
 	fprintf(f, "<domain type='%s' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n",
 	        o->kvm ? "kvm" : "qemu");
-	fputs("  <name>", f);
-	put_esc(f, o->name);
-	fputs("</name>\n  <metadata>\n    <" LV_META_PREFIX ":run xmlns:" LV_META_PREFIX "='" LV_META_NS "'>"
-	      "<owner>", f);
-	put_esc(f, o->owner);
-	fprintf(f, "</owner><id>%s</id></" LV_META_PREFIX ":run>\n  </metadata>\n", spec->run_id);
+	lv_xml_name_meta(f, o->name, o->owner, spec->run_id);
 	fprintf(f, "  <memory unit='MiB'>%u</memory>\n",
 	        spec->memory_mb ? spec->memory_mb : (spec->flags & DRV_F_LOADER) ? 256 : 128);
 	fprintf(f, "  <vcpu>%u</vcpu>\n", spec->vcpus ? spec->vcpus : 1);
 	fputs("  <os>\n    <type arch='x86_64' machine='", f);
-	put_esc(f, machine);
+	lv_xml_esc(f, machine);
 	fputs("'>hvm</type>\n", f);
 	fputs("    <kernel>", f);
-	put_esc(f, o->kernel_path);
+	lv_xml_esc(f, o->kernel_path);
 	fputs("</kernel>\n", f);
 	if (o->initrd_path) {
 		fputs("    <initrd>", f);
-		put_esc(f, o->initrd_path);
+		lv_xml_esc(f, o->initrd_path);
 		fputs("</initrd>\n", f);
 	}
 	if (*append) {
 		fputs("    <cmdline>", f);
-		put_esc(f, append);
+		lv_xml_esc(f, append);
 		fputs("</cmdline>\n", f);
 	}
 	fputs("  </os>\n  <features><acpi/></features>\n", f);
@@ -124,9 +131,9 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 	      "    <controller type='usb' model='none'/>\n"
 	      "    <memballoon model='none'/>\n"
 	      "    <serial type='pty'>", f);
-	if (o->serial_log && xml_text_ok(o->serial_log)) {
+	if (o->serial_log && lv_xml_text_ok(o->serial_log)) {
 		fputs("<log file='", f);
-		put_esc(f, o->serial_log);
+		lv_xml_esc(f, o->serial_log);
 		fputs("' append='off'/>", f);
 	}
 	fputs("<target port='0'/></serial>\n"

@@ -58,6 +58,8 @@ int config_apply(struct config *c, const char *key, const char *val)
 		set_str(&c->log_file, val);
 	else if (strcmp(key, "libvirt-uri") == 0)
 		setenv("UKRUN_LIBVIRT_URI", val, 1); /* read by the libvirt driver's probe */
+	else if (strcmp(key, "xen-uri") == 0)
+		setenv("UKRUN_XEN_URI", val, 1); /* read by the xen driver's probe */
 	else if (strcmp(key, "log-level") == 0) {
 		static const char *const lv[] = {"error", "warn", "info", "debug"};
 		for (int i = 0; i < 4; i++)

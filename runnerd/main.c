@@ -75,6 +75,7 @@ static void usage(FILE *f)
 	      "  --log FILE             log file (user mode default: DATA_DIR/runnerd.log)\n"
 	      "  --log-level LEVEL      error, warn, info (default), debug\n"
 	      "  --libvirt-uri URI      libvirt driver's connection (default qemu:///system)\n"
+	      "  --xen-uri URI          xen driver's connection (default xen:///system)\n"
 	      "  -h, --help, -V, --version\n",
 	      f);
 }
@@ -399,6 +400,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"log", required_argument, NULL, 1},
 		{"log-level", required_argument, NULL, 1},
 		{"libvirt-uri", required_argument, NULL, 1},
+		{"xen-uri", required_argument, NULL, 1},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
