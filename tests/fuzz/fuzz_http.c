@@ -21,6 +21,7 @@
  * must close once the client has hung up.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +38,8 @@
 
 static struct {
 	uv_loop_t loop;
-	uv_pipe_t listener;
+	uv_poll_t listener; /* the listening socket, accepted from as runnerd's server does */
+	int listen_fd;
 	struct sockaddr_un addr;
 	socklen_t addrlen;
 	struct http_conn_set set;
@@ -118,11 +120,11 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 			http_chunked_end(conn);
 		}
 	} else if ((strncmp(req->path, "/d", 2) == 0 || strncmp(req->path, "/D", 2) == 0) && !F.later_conn) {
-		/* /d answers on the next loop turn; /D only after the client has long hung up, so the
-		 * connection closes with the timer attached. */
+		/* /d answers on the next loop turn; /D 200 ms later, after the client has hung up
+		 * (runnerd notices a vanished peer when it writes the answer). */
 		F.later_conn = conn;
 		http_conn_attach(conn, &F.later, later_release);
-		uv_timer_start(&F.later, on_later, req->path[1] == 'D' ? 10000 : 0, 0);
+		uv_timer_start(&F.later, on_later, req->path[1] == 'D' ? 200 : 0, 0);
 	} else {
 		http_respond_json(conn, strncmp(req->path, "/s", 2) == 0 && F.sunk > 64 ? 413 : 200,
 		                  json_pack("{s:s,s:I,s:b}", "path", req->path, "body", (json_int_t)req->body_len,
@@ -130,9 +132,14 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	}
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_connection(uv_poll_t *p, int status, int events)
 {
-	if (status < 0 || http_conn_accept(&F.loop, server, 0, &F.handler, &F.set) < 0)
+	/* As runnerd's server does: accept, then hand the descriptor to http_conn_open. */
+	(void)p, (void)events;
+	int fd = status < 0 ? -1 : accept4(F.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (fd < 0 || http_conn_open(&F.loop, fd, 0, &F.handler, &F.set) < 0)
 		FAIL("accept failed");
 	F.accepted = 1;
 }
@@ -142,15 +149,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	log_set_level(LOG_ERROR);
-	if (uv_loop_init(&F.loop) < 0 || uv_pipe_init(&F.loop, &F.listener, 0) < 0 ||
-	    uv_timer_init(&F.loop, &F.later) < 0)
+	signal(SIGPIPE, SIG_IGN); /* as runnerd: a write to a vanished peer is EPIPE, not death */
+	if (uv_loop_init(&F.loop) < 0 || uv_timer_init(&F.loop, &F.later) < 0)
 		FAIL("loop setup failed");
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	F.listen_fd = fd;
 	F.addr.sun_family = AF_UNIX;
 	int n = snprintf(F.addr.sun_path + 1, sizeof(F.addr.sun_path) - 1, "ukrun-fuzz-http-%d", (int)getpid());
 	F.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&F.addr, F.addrlen) < 0 ||
-	    uv_pipe_open(&F.listener, fd) < 0 || uv_listen((uv_stream_t *)&F.listener, 16, on_connection) < 0)
+	    listen(fd, 16) < 0 || uv_poll_init(&F.loop, &F.listener, fd) < 0 ||
+	    uv_poll_start(&F.listener, UV_READABLE, on_connection) < 0)
 		FAIL("listen failed: %s", strerror(errno));
 	F.handler = (struct http_handler){ .headers = on_headers, .message = on_message };
 	return 0;
@@ -234,15 +243,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uv_run(&F.loop, UV_RUN_NOWAIT);
 		http_conn_close_all(&F.set);
 	}
+	/* Half-close first: runnerd answers what it was sent, then closes. A request it
+	 * answers only later (/D) keeps a half-closed connection open, so after a while the
+	 * client closes for good, and then the connection must go at once. */
 	shutdown(fd, SHUT_WR);
-	while (!F.accepted || F.set.count > 0) {
+	while ((!F.accepted || F.set.count > 0) && ++spins < 200000) {
 		uv_run(&F.loop, UV_RUN_NOWAIT);
 		drain(fd, &resp, check);
-		if (++spins > 10000000)
-			FAIL("the connection did not close after the client hung up");
 	}
 	drain(fd, &resp, check);
 	close(fd);
+	uint64_t until = uv_hrtime() + 5000000000ull; /* 5 s */
+	while (!F.accepted || F.set.count > 0) {
+		uv_run(&F.loop, UV_RUN_NOWAIT);
+		if (uv_hrtime() > until)
+			FAIL("the connection did not close after the client hung up");
+	}
 	if (uv_is_active((uv_handle_t *)&F.later) || F.later_conn)
 		FAIL("a deferred answer outlived its connection");
 	if (check && c.finals > c.begun + 1)

@@ -77,6 +77,12 @@ expect_run panic 134 lifecycle qemu/libvirt --driver libvirt "$FX/mb_panic"
 S=$UKRUN_SHARED_FIXTURES
 if [[ -n $S && -f $S/helloworld_qemu-x86_64-norng ]]; then
 	expect_run uk 0 lifecycle qemu/libvirt --driver libvirt "$S/helloworld_qemu-x86_64-norng" foo bar
+	# Known limit (docs/design.md, libvirt): on a remote host the console's last bytes can be lost when the guest
+	# ends at once after printing (no serial log to recover them from). Tolerated once, never twice in a row.
+	if ! tr -d '\r' <"$T/uk.out" | grep -Eq '^Arguments: +"[^"]*" "foo" "bar"$'; then
+		log "uk: the remote console lost its tail ($(wc -c <"$T/uk.out") bytes arrived); running it again"
+		expect_run uk 0 lifecycle qemu/libvirt --driver libvirt "$S/helloworld_qemu-x86_64-norng" foo bar
+	fi
 	tr -d '\r' <"$T/uk.out" | grep -Eq '^Arguments: +"[^"]*" "foo" "bar"$' || { cat "$T/uk.out" >&2; fail "uk: arguments"; }
 fi
 
