@@ -333,6 +333,26 @@ wait_state() {
 	fail "run $id did not reach state '$want' (last: '${st:-?}')"
 }
 
+# start_hanging_pair: a qemu guest (mb_hang) and a linuxu guest (lx_hang) through ukrun in the background, each
+# --timeout 60, waited for (bounded) until both run and their "hanging" reached the clients (stdout in
+# $T/qhang.out, $T/lhang.out). Sets HANG_QCLIENT HANG_LCLIENT (client pids) and HANG_QID HANG_LID (run ids).
+start_hanging_pair() {
+	"$UKRUN" --timeout 60 "$FX/mb_hang" </dev/null >"$T/qhang.out" 2>"$T/qhang.err" &
+	HANG_QCLIENT=$!
+	"$UKRUN" --timeout 60 "$FX/lx_hang" </dev/null >"$T/lhang.out" 2>"$T/lhang.err" &
+	HANG_LCLIENT=$!
+	HANG_QID=$(wait_run_id mb_hang)
+	HANG_LID=$(wait_run_id lx_hang)
+	wait_state "$HANG_QID" running 30
+	wait_state "$HANG_LID" running 30
+	# The guests print before hanging; once that reached the clients, they are really running.
+	for _ in $(seq 150); do
+		[[ $(cat "$T/qhang.out") == hanging && $(cat "$T/lhang.out") == hanging ]] && return 0
+		sleep 0.1
+	done
+	fail "the hanging guests never said so (qemu: '$(cat "$T/qhang.out")', linuxu: '$(cat "$T/lhang.out")')"
+}
+
 # need_cargo: cargo from PATH or ~/.cargo/bin → $CARGO (the test skips without one), its directory first in PATH so
 # that the rustc beside it is the one used.
 need_cargo() {

@@ -7,20 +7,8 @@ set -euo pipefail
 start_daemon runnerd
 old=$DAEMON_PID
 
-"$UKRUN" --timeout 60 "$FX/mb_hang" </dev/null >"$T/qhang.out" 2>"$T/qhang.err" &
-qclient=$!
-"$UKRUN" --timeout 60 "$FX/lx_hang" </dev/null >"$T/lhang.out" 2>"$T/lhang.err" &
-lclient=$!
-
-qid=$(wait_run_id mb_hang)
-lid=$(wait_run_id lx_hang)
-wait_state "$qid" running 30
-wait_state "$lid" running 30
-# The guests print before hanging; once that reached the clients, they are really running.
-for _ in $(seq 150); do
-	[[ $(cat "$T/qhang.out") == hanging && $(cat "$T/lhang.out") == hanging ]] && break
-	sleep 0.1
-done
+start_hanging_pair
+qclient=$HANG_QCLIENT lclient=$HANG_LCLIENT qid=$HANG_QID lid=$HANG_LID
 
 [[ -f $T/data/runs/$qid/qemu.pid ]] || fail "no qemu pidfile in the run directory"
 qemu_pid=$(tr -d ' \n' <"$T/data/runs/$qid/qemu.pid")
