@@ -12,6 +12,7 @@
  * libvirt cannot report the value written, so leaving 0x501 unbacked lets
  * the crash / halt reach the devices that libvirt does report.
  */
+#include "errmsg.h"
 #include "libvirt_int.h"
 
 #include <errno.h>
@@ -22,13 +23,6 @@
 #include <string.h>
 
 #include "qemu_int.h" /* qemu_build_append: the same argument rules as the qemu driver */
-
-static int fail(char **ret_err, int err, const char *msg)
-{
-	if (ret_err)
-		*ret_err = strdup(msg);
-	return err;
-}
 
 /* Text with XML's five special characters escaped (control characters other than
  * tab/newline cannot appear in XML 1.0 at all: refused by the caller's checks). */
@@ -78,10 +72,10 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 {
 	int unikraft = !!(spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER));
 	if (!o->name || !o->owner || !o->kernel_path)
-		return fail(ret_err, -EINVAL, "libvirt: the run has no domain name, owner or kernel");
+		return errmsg_fail(ret_err, -EINVAL, "libvirt: the run has no domain name, owner or kernel");
 	const char *machine = spec->machine ? spec->machine : "pc";
 	if (strcmp(machine, "qboot") == 0 || strncmp(machine, "microvm", 7) == 0)
-		return fail(ret_err, -EINVAL,
+		return errmsg_fail(ret_err, -EINVAL,
 		            "libvirt: machine types qboot and microvm are for the qemu driver only (use pc or q35)");
 	char *append = NULL;
 	int r = qemu_build_append(spec, &append, ret_err);
@@ -89,7 +83,7 @@ int lv_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char 
 		return r;
 	if (!lv_xml_text_ok(append) || !lv_xml_text_ok(o->kernel_path) || !lv_xml_text_ok(o->initrd_path)) {
 		free(append);
-		return fail(ret_err, -EINVAL, "libvirt: arguments and paths must not contain control characters");
+		return errmsg_fail(ret_err, -EINVAL, "libvirt: arguments and paths must not contain control characters");
 	}
 	char *buf = NULL;
 	size_t len = 0;

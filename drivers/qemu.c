@@ -61,13 +61,6 @@ struct drv_instance {
 	size_t hint_match;
 };
 
-static int fail(char **ret_err, int err, const char *msg)
-{
-	if (ret_err)
-		*ret_err = strdup(msg);
-	return err;
-}
-
 /* ---- pure parts (unit-tested) ---- */
 
 int qemu_kvm_failure(const char *text, size_t len)
@@ -166,7 +159,7 @@ int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret
 	fclose(f);
 	if (r < 0) {
 		free(buf);
-		return fail(ret_err, r,
+		return errmsg_fail(ret_err, r,
 		            (spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER))
 		                ? "Empty arguments cannot be passed to a Unikraft guest"
 		                : "Arguments of a non-Unikraft kernel cannot be empty, contain whitespace "
@@ -181,17 +174,17 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 {
 	int unikraft = !!(spec->flags & (DRV_F_UNIKRAFT | DRV_F_LOADER));
 	if (!spec->image_path || !spec->workdir || !spec->run_id)
-		return fail(ret_err, -EINVAL, "qemu: the run has no image, workdir or id");
+		return errmsg_fail(ret_err, -EINVAL, "qemu: the run has no image, workdir or id");
 	if ((spec->flags & DRV_F_LOADER) && !spec->initrd_path)
-		return fail(ret_err, -EINVAL, "qemu: loader mode needs the program (initrd)");
+		return errmsg_fail(ret_err, -EINVAL, "qemu: loader mode needs the program (initrd)");
 	/* QEMU splits -initrd at ',' (module list) and ' ' (module command line),
 	 * and -qmp/-pidfile option values at ','. */
 	if (spec->initrd_path && strpbrk(spec->initrd_path, ", "))
-		return fail(ret_err, -EINVAL, "qemu: the initrd path must not contain ',' or ' '");
+		return errmsg_fail(ret_err, -EINVAL, "qemu: the initrd path must not contain ',' or ' '");
 	if (strchr(spec->workdir, ','))
-		return fail(ret_err, -EINVAL, "qemu: the run directory must not contain ','");
+		return errmsg_fail(ret_err, -EINVAL, "qemu: the run directory must not contain ','");
 	if (strlen(spec->workdir) + sizeof("/qmp.sock") > 108)
-		return fail(ret_err, -ENAMETOOLONG, "qemu: the run directory path is too long for a socket");
+		return errmsg_fail(ret_err, -ENAMETOOLONG, "qemu: the run directory path is too long for a socket");
 
 	char *append = NULL;
 	int r = qemu_build_append(spec, &append, ret_err);
@@ -291,7 +284,7 @@ static int qemu_prepare(void *state, const struct drv_spec *spec, struct drv_ins
 	switch (spec->accel) {
 	case DRV_ACCEL_KVM:
 		if (!st->kvm)
-			return fail(ret_err, -ENODEV, "qemu: KVM requested but /dev/kvm is not usable here");
+			return errmsg_fail(ret_err, -ENODEV, "qemu: KVM requested but /dev/kvm is not usable here");
 		kvm = 1;
 		break;
 	case DRV_ACCEL_TCG:
@@ -660,7 +653,7 @@ static int qemu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct 
                        char **ret_err)
 {
 	if (inst->loop)
-		return fail(ret_err, -EALREADY, "qemu: this run was already launched");
+		return errmsg_fail(ret_err, -EALREADY, "qemu: this run was already launched");
 	inst->loop = loop;
 	inst->cb = *cb;
 	int r = attempt_start(inst, ret_err);

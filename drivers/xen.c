@@ -20,6 +20,7 @@
  * DRV_END_POWEROFF / DRV_END_PANIC) and on_reboot restart (the reboot event:
  * DRV_END_RESET), as on the libvirt driver.
  */
+#include "errmsg.h"
 #include "libvirt_int.h"
 
 #include <errno.h>
@@ -34,25 +35,18 @@
 #define XEN_DEFAULT_URI "xen:///system"
 #define XEN_URI_ENV "UKRUN_XEN_URI" /* set by runnerd from --xen-uri / runnerd.conf */
 
-static int fail(char **ret_err, int err, const char *msg)
-{
-	if (ret_err)
-		*ret_err = strdup(msg);
-	return err;
-}
-
 int xen_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char **ret_xml, char **ret_err)
 {
 	if (!o->name || !o->owner || !o->kernel_path || !spec->image_path)
-		return fail(ret_err, -EINVAL, "xen: the run has no domain name, owner or kernel");
+		return errmsg_fail(ret_err, -EINVAL, "xen: the run has no domain name, owner or kernel");
 	if (spec->initrd_path)
-		return fail(ret_err, -ENOTSUP, "xen: loader mode (an initrd) is for the qemu driver only");
+		return errmsg_fail(ret_err, -ENOTSUP, "xen: loader mode (an initrd) is for the qemu driver only");
 	if (spec->machine)
-		return fail(ret_err, -EINVAL, "xen: machine types are for the qemu and libvirt drivers only");
+		return errmsg_fail(ret_err, -EINVAL, "xen: machine types are for the qemu and libvirt drivers only");
 	struct detect_result d;
 	int r = detect_file(spec->image_path, spec->image_name, &d);
 	if (r < 0)
-		return fail(ret_err, r, "xen: cannot read the image");
+		return errmsg_fail(ret_err, r, "xen: cannot read the image");
 	int pvh = !!(d.flags & DETECT_PVH);
 	if (!pvh && !(d.flags & DETECT_XEN_PV)) {
 		char *m = NULL;
@@ -67,7 +61,7 @@ int xen_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char
 		return r;
 	if (!lv_xml_text_ok(append) || !lv_xml_text_ok(o->kernel_path)) {
 		free(append);
-		return fail(ret_err, -EINVAL, "xen: arguments and paths must not contain control characters");
+		return errmsg_fail(ret_err, -EINVAL, "xen: arguments and paths must not contain control characters");
 	}
 	char *buf = NULL;
 	size_t len = 0;
