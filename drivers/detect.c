@@ -24,6 +24,10 @@
 #define MB_SEARCH 8192u   /* the whole header must lie in the first 8 KiB */
 #define MB_HDR_LEN 12u    /* magic, flags, checksum */
 #define XEN_NOTE_PHYS32_ENTRY 18u
+#define MB2_MAGIC 0xE85250D6u
+#define MB2_SEARCH 32768u /* multiboot2: the header lies in the first 32 KiB, 8-aligned */
+#define MB2_HDR_LEN 16u   /* magic, architecture, header_length, checksum */
+#define MB2_ARCH_I386 0u
 
 /* What the ELF reader found, class-independent. */
 struct elf_facts {
@@ -78,6 +82,23 @@ static bool find_multiboot(const unsigned char *b, size_t len)
 			continue;
 		/* The checksum makes magic + flags + checksum wrap to zero. */
 		if ((uint32_t)(magic + rd32(b + off + 4) + rd32(b + off + 8)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A multiboot2 header for i386 (32-bit protected-mode entry, the x86 kind) with a valid checksum. */
+static bool find_multiboot2(const unsigned char *b, size_t len)
+{
+	size_t end = len < MB2_SEARCH ? len : MB2_SEARCH;
+
+	for (size_t off = 0; off + MB2_HDR_LEN <= end; off += 8) {
+		uint32_t magic = rd32(b + off);
+		if (magic != MB2_MAGIC)
+			continue;
+		uint32_t arch = rd32(b + off + 4), hlen = rd32(b + off + 8);
+		if (arch == MB2_ARCH_I386 && hlen >= MB2_HDR_LEN &&
+		    (uint32_t)(magic + arch + hlen + rd32(b + off + 12)) == 0)
 			return true;
 	}
 	return false;
@@ -353,7 +374,7 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 {
 	const unsigned char *b = buf;
 	struct elf_facts f = { 0 };
-	bool mb, name_uk, linux_exec;
+	bool mb, mb2, name_uk, linux_exec;
 	enum drv_platform by_name, cand = DRV_PLATFORM_NONE, pick;
 	const char *uk;
 
@@ -367,11 +388,14 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 	}
 
 	mb = find_multiboot(b, len);
+	mb2 = find_multiboot2(b, len);
 	parse_elf(b, len, &f);
 	by_name = name_platform(name_hint, &name_uk);
 
 	if (mb)
 		ret->flags |= DETECT_MULTIBOOT;
+	if (mb2)
+		ret->flags |= DETECT_MULTIBOOT2;
 	if (f.is_elf && f.elf64)
 		ret->flags |= DETECT_ELF64;
 	if (mb && f.is_elf && !f.elf64 && !f.bad)
@@ -401,7 +425,8 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 		cand |= DRV_PLATFORM_QEMU;
 	if (linux_exec && f.xen_note)
 		cand |= DRV_PLATFORM_XEN;
-	if (linux_exec && !f.xen_note && !mb)
+	/* A kernel is never a Linux program, whatever its ELF header says. */
+	if (linux_exec && !f.xen_note && !mb && !mb2)
 		cand |= DRV_PLATFORM_LINUXU;
 
 	/* Kernel markers beat "plain executable"; the name only picks among what the bytes allow. */
@@ -421,7 +446,8 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 		if (mb)
 			snprintf(ret->summary, sizeof(ret->summary), "multiboot kernel%s", uk);
 		else
-			snprintf(ret->summary, sizeof(ret->summary), "PVH kernel%s", uk);
+			snprintf(ret->summary, sizeof(ret->summary), "PVH kernel%s%s",
+			         mb2 ? " (also multiboot2, booted through PVH)" : "", uk);
 		break;
 	case DRV_PLATFORM_XEN:
 		snprintf(ret->summary, sizeof(ret->summary), "Xen PV kernel%s", uk);
@@ -437,7 +463,12 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 			         *uk ? " (Unikraft linuxu)" : "");
 		break;
 	default:
-		if (f.is_elf)
+		if (mb2)
+			/* QEMU's -kernel loads Linux, multiboot v1 and PVH kernels only (hw/i386/x86.c). */
+			snprintf(ret->summary, sizeof(ret->summary),
+			         "multiboot2 kernel: QEMU's -kernel cannot boot multiboot2; the kernel needs a "
+			         "multiboot v1 header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
+		else if (f.is_elf)
 			not_runnable_elf(&f, ret->summary, sizeof(ret->summary));
 		else
 			describe_start(b, len, ret->summary, sizeof(ret->summary));

@@ -8,9 +8,11 @@
  *
  * Rules (DESIGN §5 and §7): a multiboot v1 header in the first 8 KiB → qemu
  * (also for Unikraft's ELF32 wrapper); an x86-64 ELF with a Xen PHYS32_ENTRY
- * note → qemu (PVH); an x86-64 ELF64 with other Xen notes → xen; any other
- * x86-64 ELF64 executable (static, static-pie, dynamic) → linuxu; anything
- * else → none. File-name suffixes (_qemu-, _kvm-, _xen-, _linuxu-, _fc-) only
+ * note → qemu (PVH); an x86-64 ELF64 with other Xen notes → xen; a multiboot2
+ * header without either of the first two → none (QEMU's -kernel has no
+ * multiboot2 loader; the summary says so); any other x86-64 ELF64 executable
+ * (static, static-pie, dynamic) without a multiboot2 header → linuxu;
+ * anything else → none. File-name suffixes (_qemu-, _kvm-, _xen-, _linuxu-, _fc-) only
  * break ties between platforms the bytes already allow.
  */
 #ifndef UKRUN_DETECT_H
@@ -29,6 +31,7 @@
 #define DETECT_DYNAMIC (1u << 6)       /* has PT_INTERP */
 #define DETECT_UNIKRAFT (1u << 7)      /* .uk_* section, "Unikraft"/"Powered by" bytes or a Unikraft name suffix */
 #define DETECT_ELF32_WRAPPER (1u << 8) /* ELF32 around a multiboot kernel (Unikraft >= 0.16.2 qemu images) */
+#define DETECT_MULTIBOOT2 (1u << 9)    /* multiboot2 header (i386): magic, valid checksum, 8-aligned, first 32 KiB */
 
 /* Bytes detect_file reads at most; ELF parts past this are treated as absent. */
 #define DETECT_MAX_READ (64u << 20)

@@ -72,6 +72,20 @@ int qemu_kvm_failure(const char *text, size_t len)
 	return 0;
 }
 
+int qemu_kernel_refused(const char *text, size_t len)
+{
+	static const char *const needles[] = {
+		"Error loading uncompressed kernel without PVH ELF Note", /* ELF: no multiboot v1, no PVH */
+		"Error while loading elf kernel",
+		"Cannot load x86-64 image, give a 32bit one", /* multiboot v1 header in an ELF64 */
+		"qemu: invalid kernel header",                /* neither ELF nor Linux bzImage */
+	};
+	for (size_t i = 0; i < sizeof(needles) / sizeof(needles[0]); i++)
+		if (memmem(text, len, needles[i], strlen(needles[i])))
+			return 1;
+	return 0;
+}
+
 void qemu_classify_end(const struct qemu_end_facts *f, struct drv_outcome *ret_out)
 {
 	*ret_out = (struct drv_outcome){.end = DRV_END_ERROR};
@@ -596,6 +610,8 @@ static void attempt_finished(struct attempt *a)
 			msg = errmsg_printf("QEMU exited with status %d%s%s", (int)a->status, *line ? ": " : "",
 			                     *line ? line : " and no shutdown event");
 		o.message = msg;
+		if (!a->handshake && qemu_kernel_refused(a->errtail, a->errlen))
+			o.value = ENOEXEC;
 	}
 	report(inst, &o);
 	free(msg);

@@ -49,6 +49,10 @@ int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret
 /* 1 when QEMU's stderr text shows that KVM could not run the guest. */
 int qemu_kvm_failure(const char *text, size_t len);
 
+/* 1 when QEMU's stderr text shows that -kernel could not load the image as any kernel it knows (Linux,
+ * multiboot v1, PVH: hw/i386/x86.c, multiboot.c): the image is not runnable here (126), not a runner error. */
+int qemu_kernel_refused(const char *text, size_t len);
+
 /* What happened to one QEMU process, for qemu_classify_end. */
 struct qemu_end_facts {
 	int killed;               /* the core asked us to kill it */

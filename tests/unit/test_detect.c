@@ -167,6 +167,109 @@ static void test_multiboot_positions(void **state)
 	assert_string_equal(r.summary, "multiboot kernel (Unikraft)");
 }
 
+#define MB2_MAGIC 0xE85250D6u
+
+static void put_multiboot2(unsigned char *b, size_t off, uint32_t arch, int good_checksum)
+{
+	put32(b + off, MB2_MAGIC);
+	put32(b + off + 4, arch);
+	put32(b + off + 8, 24); /* header with the 8-byte end tag */
+	put32(b + off + 12, (uint32_t)(-(MB2_MAGIC + arch + 24)) + (good_checksum ? 0 : 1));
+	put32(b + off + 16, 0);
+	put32(b + off + 20, 8);
+}
+
+/* QEMU cannot boot multiboot2: refused with the reason, unless a multiboot v1 header or a PVH note
+ * gives QEMU a way in; never taken for a Linux program because its ELF header looks like one. */
+static void test_multiboot2(void **state)
+{
+	static unsigned char b[IMG_SIZE * 9];
+	struct elf_opts o = x86_exec();
+	struct detect_result r;
+
+	(void)state;
+	build_elf64(b, &o);
+	put_multiboot2(b, 2048, 0, 1);
+	r = probe(b, IMG_SIZE, NULL);
+	assert_int_equal(r.platform, DRV_PLATFORM_NONE);
+	assert_true(r.flags & DETECT_MULTIBOOT2);
+	assert_false(r.flags & DETECT_MULTIBOOT);
+	assert_string_equal(r.summary, "multiboot2 kernel: QEMU's -kernel cannot boot multiboot2; the kernel needs "
+	                               "a multiboot v1 header or a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)");
+	/* The name cannot make it a Linux program either. */
+	r = probe(b, IMG_SIZE, "app_linuxu-x86_64");
+	assert_int_equal(r.platform, DRV_PLATFORM_NONE);
+
+	/* Bad checksum, other architecture (4 = MIPS), not 8-aligned: not a header, a plain program. */
+	build_elf64(b, &o);
+	put_multiboot2(b, 2048, 0, 0);
+	assert_int_equal(probe(b, IMG_SIZE, NULL).platform, DRV_PLATFORM_LINUXU);
+	build_elf64(b, &o);
+	put_multiboot2(b, 2048, 4, 1);
+	assert_int_equal(probe(b, IMG_SIZE, NULL).platform, DRV_PLATFORM_LINUXU);
+	build_elf64(b, &o);
+	put_multiboot2(b, 2052, 0, 1);
+	assert_int_equal(probe(b, IMG_SIZE, NULL).platform, DRV_PLATFORM_LINUXU);
+
+	/* Past the first 32 KiB: not searched. */
+	memset(b, 0, sizeof(b));
+	put_multiboot2(b, 32768, 0, 1);
+	r = probe(b, sizeof(b), NULL);
+	assert_false(r.flags & DETECT_MULTIBOOT2);
+	memset(b, 0, sizeof(b));
+	put_multiboot2(b, 32768 - 24, 0, 1);
+	r = probe(b, sizeof(b), NULL);
+	assert_true(r.flags & DETECT_MULTIBOOT2);
+	assert_int_equal(r.platform, DRV_PLATFORM_NONE);
+	assert_non_null(strstr(r.summary, "multiboot2"));
+
+	/* With a PVH note: booted through PVH. */
+	o.note_type = 18;
+	build_elf64(b, &o);
+	put_multiboot2(b, 2048, 0, 1);
+	r = probe(b, IMG_SIZE, NULL);
+	assert_int_equal(r.platform, DRV_PLATFORM_QEMU);
+	assert_true(r.flags & DETECT_PVH);
+	assert_true(r.flags & DETECT_MULTIBOOT2);
+	assert_string_equal(r.summary, "PVH kernel (also multiboot2, booted through PVH)");
+
+	/* With a multiboot v1 header too: booted through multiboot v1. */
+	memset(b, 0, sizeof(b));
+	put_multiboot(b, 0, 0x00000003, 1);
+	put_multiboot2(b, 16, 0, 1);
+	r = probe(b, IMG_SIZE, NULL);
+	assert_int_equal(r.platform, DRV_PLATFORM_QEMU);
+	assert_true(r.flags & DETECT_MULTIBOOT);
+	assert_true(r.flags & DETECT_MULTIBOOT2);
+}
+
+/* The ELF64 kernels of tests/fixtures, as the linker and objcopy really made them. */
+static void test_built_kernels(void **state)
+{
+	static const struct {
+		const char *name;
+		enum drv_platform platform;
+		unsigned flags;
+	} cases[] = {
+		{ "pvh_hello", DRV_PLATFORM_QEMU, DETECT_PVH | DETECT_ELF64 | DETECT_STATIC },
+		{ "mb2_pvh_hello", DRV_PLATFORM_QEMU,
+		  DETECT_PVH | DETECT_MULTIBOOT2 | DETECT_ELF64 | DETECT_STATIC },
+		{ "mb2_hello", DRV_PLATFORM_NONE, DETECT_MULTIBOOT2 | DETECT_ELF64 | DETECT_STATIC },
+		{ "mb_hello", DRV_PLATFORM_QEMU, DETECT_MULTIBOOT | DETECT_ELF32_WRAPPER },
+	};
+	char path[4096];
+	struct detect_result r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", UKRUN_FIXTURE_DIR, cases[i].name);
+		assert_int_equal(detect_file(path, NULL, &r), 0);
+		print_message("%s: %s\n", cases[i].name, r.summary);
+		assert_int_equal(r.platform, cases[i].platform);
+		assert_int_equal(r.flags, cases[i].flags);
+	}
+}
+
 static void test_elf32_wrapper(void **state)
 {
 	static unsigned char b[IMG_SIZE];
@@ -521,6 +624,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_multiboot_positions),
+		cmocka_unit_test(test_multiboot2),
+		cmocka_unit_test(test_built_kernels),
 		cmocka_unit_test(test_elf32_wrapper),
 		cmocka_unit_test(test_elf64_kinds),
 		cmocka_unit_test(test_xen_notes),

@@ -187,6 +187,18 @@ static void test_kvm_failure_matcher(void **state)
 	assert_false(qemu_kvm_failure(e1, 10)); /* only what was read so far counts */
 }
 
+static void test_kernel_refused_matcher(void **state)
+{
+	(void)state;
+	const char *pvh = "qemu-system-x86_64: Error loading uncompressed kernel without PVH ELF Note\n";
+	const char *raw = "qemu: invalid kernel header\n";
+	const char *other = "qemu-system-x86_64: -m 99999999: Parameter 'size' expects a non-negative number\n";
+	assert_true(qemu_kernel_refused(pvh, strlen(pvh)));
+	assert_true(qemu_kernel_refused(raw, strlen(raw)));
+	assert_false(qemu_kernel_refused(other, strlen(other)));
+	assert_false(qemu_kernel_refused(pvh, 30));
+}
+
 static struct drv_outcome end_of(struct qemu_end_facts f)
 {
 	struct drv_outcome o;
@@ -225,7 +237,7 @@ int main(void)
 		cmocka_unit_test(test_unikraft_argv),   cmocka_unit_test(test_unikraft_params_and_kvm),
 		cmocka_unit_test(test_plain_argv),      cmocka_unit_test(test_loader_argv),
 		cmocka_unit_test(test_bad_specs),       cmocka_unit_test(test_qmp_classify),
-		cmocka_unit_test(test_kvm_failure_matcher), cmocka_unit_test(test_exit_classify),
+		cmocka_unit_test(test_kvm_failure_matcher), cmocka_unit_test(test_kernel_refused_matcher), cmocka_unit_test(test_exit_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
