@@ -558,6 +558,23 @@ static void test_real_linuxu(void **state)
 	assert_false(r.flags & (DETECT_DYNAMIC | DETECT_MULTIBOOT));
 }
 
+/* Unikraft's Xen image: PV notes, no PVH entry → the xen driver, by its bytes alone (a neutral name). */
+static void test_real_xen(void **state)
+{
+	char path[4096];
+	struct detect_result r;
+
+	(void)state;
+	if (fixture_path(path, sizeof(path), "helloworld_xen-x86_64") < 0)
+		skip();
+	assert_int_equal(detect_file(path, "kernel", &r), 0);
+	assert_int_equal(r.platform, DRV_PLATFORM_XEN);
+	assert_true(r.flags & DETECT_XEN_PV);
+	assert_true(r.flags & DETECT_UNIKRAFT);
+	assert_false(r.flags & (DETECT_PVH | DETECT_MULTIBOOT | DETECT_MULTIBOOT2));
+	assert_string_equal(r.summary, "Xen PV kernel (Unikraft)");
+}
+
 static void test_real_elfloader(void **state)
 {
 	static const char *const kernels[] = { "elfloader/elfloader-stock_qemu-x86_64",
@@ -633,6 +650,7 @@ int main(void)
 		cmocka_unit_test(test_mutations),
 		cmocka_unit_test(test_real_qemu),
 		cmocka_unit_test(test_real_linuxu),
+		cmocka_unit_test(test_real_xen),
 		cmocka_unit_test(test_real_elfloader),
 		cmocka_unit_test(test_real_prefixes),
 		cmocka_unit_test(test_host_binary),
