@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mkdirp.h"
+#include "monoclock.h"
 #include "opts.h"
 
 #define STEP_MS 50
@@ -93,14 +95,6 @@ int autospawn_find_runnerd(char *buf, size_t len)
 	return -ENOENT;
 }
 
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
@@ -127,16 +121,9 @@ static int prepare_dir(const char *socket_path)
 	if (!slash || slash == dir)
 		return 0; /* "/runnerd.sock": nothing to create */
 	*slash = '\0';
-	for (char *p = dir + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
+	int r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return r;
 	if (lstat(dir, &st) < 0)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
@@ -149,7 +136,7 @@ static int prepare_dir(const char *socket_path)
 static int take_lock(struct httpc *h, const char *socket_path, int *ret_fd)
 {
 	char path[PATH_MAX];
-	long deadline = now_ms() + LOCK_WAIT_MS;
+	uint64_t deadline = mono_ms() + LOCK_WAIT_MS;
 	int fd;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s.lock", socket_path) >= sizeof(path))
@@ -164,7 +151,7 @@ static int take_lock(struct httpc *h, const char *socket_path, int *ret_fd)
 			close(fd);
 			return -e;
 		}
-		if (stopped(h) || now_ms() > deadline) {
+		if (stopped(h) || mono_ms() > deadline) {
 			close(fd);
 			return stopped(h) ? -EINTR : -ETIMEDOUT;
 		}
@@ -255,9 +242,9 @@ static bool healthy(struct httpc *h)
  * and its first request reports the failure). */
 static int wait_ready(struct httpc *h, const char *socket_path, pid_t pid)
 {
-	long deadline = now_ms() + READY_MS;
+	uint64_t deadline = mono_ms() + READY_MS;
 
-	while (now_ms() < deadline) {
+	while (mono_ms() < deadline) {
 		int status;
 
 		if (stopped(h))

@@ -1,5 +1,6 @@
 /* command.c — argv builder and spawner over uv_spawn (see command.h). */
 #include "command.h"
+#include "monoclock.h"
 
 #include <errno.h>
 #include <ctype.h>
@@ -231,13 +232,6 @@ char *const *cmd_argv(const struct cmd *cmd)
 	return cmd->argv;
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int cmd_run_sync(struct cmd *cmd, unsigned timeout_ms, size_t cap, char **ret_out)
 {
 	int pfd[2];
@@ -265,10 +259,10 @@ int cmd_run_sync(struct cmd *cmd, unsigned timeout_ms, size_t cap, char **ret_ou
 	size_t len = 0;
 	if (!out)
 		abort();
-	long long deadline = now_ms() + timeout_ms;
+	uint64_t deadline = mono_ms() + timeout_ms;
 	int killed = 0;
 	for (;;) {
-		long long left = deadline - now_ms();
+		long long left = (long long)deadline - (long long)mono_ms();
 		if (left <= 0) {
 			kill(-pid, SIGKILL);
 			kill(pid, SIGKILL);

@@ -24,6 +24,7 @@
  */
 #include "linuxu_int.h"
 #include "detect.h"
+#include "tailbuf.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -446,27 +447,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		*buf = uv_buf_init(inst->pbuf, sizeof(inst->pbuf));
 }
 
-static void tail_add(struct drv_instance *inst, const char *b, size_t n)
-{
-	if (n >= LINUXU_TAIL_MAX) {
-		memcpy(inst->tail, b + n - LINUXU_TAIL_MAX, LINUXU_TAIL_MAX);
-		inst->tail_len = LINUXU_TAIL_MAX;
-		return;
-	}
-	if (inst->tail_len + n > LINUXU_TAIL_MAX) {
-		size_t drop = inst->tail_len + n - LINUXU_TAIL_MAX;
-		memmove(inst->tail, inst->tail + drop, inst->tail_len - drop);
-		inst->tail_len -= drop;
-	}
-	memcpy(inst->tail + inst->tail_len, b, n);
-	inst->tail_len += n;
-}
-
 static void on_console(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct drv_instance *inst = s->data;
 	if (n > 0) {
-		tail_add(inst, buf->base, (size_t)n);
+		tailbuf_append(inst->tail, sizeof(inst->tail), &inst->tail_len, buf->base, (size_t)n);
 		if (!inst->destroyed && !inst->reported)
 			inst->cb.console(inst->cb.ctx, buf->base, (size_t)n);
 		return;

@@ -9,6 +9,7 @@
  * lives in qemu_probe.c.
  */
 #include "qemu_int.h"
+#include "tailbuf.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -486,19 +487,7 @@ static void on_err(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		attempt_check_done(a);
 		return;
 	}
-	size_t n = (size_t)nread;
-	const char *p = buf->base;
-	if (n >= QEMU_ERRTAIL) {
-		p += n - QEMU_ERRTAIL;
-		n = QEMU_ERRTAIL;
-	}
-	if (a->errlen + n > QEMU_ERRTAIL) {
-		size_t shift = a->errlen + n - QEMU_ERRTAIL;
-		memmove(a->errtail, a->errtail + shift, a->errlen - shift);
-		a->errlen -= shift;
-	}
-	memcpy(a->errtail + a->errlen, p, n);
-	a->errlen += n;
+	tailbuf_append(a->errtail, sizeof(a->errtail), &a->errlen, buf->base, (size_t)nread);
 	/* The software KVM of these hosts stops Unikraft early and QEMU then hangs:
 	 * never wait for a timeout, rerun under TCG at once (DESIGN §8). */
 	if (a->inst && a->kvm && !a->kvm_failed && a->inst->spec->accel == DRV_ACCEL_AUTO &&

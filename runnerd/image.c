@@ -15,6 +15,7 @@
 #include "detect.h"
 #include "driver.h"
 #include "log.h"
+#include "mkdirp.h"
 
 struct image_upload {
 	struct image_store *is;
@@ -29,13 +30,6 @@ struct image_upload {
 	int result;               /* of seal */
 	char *err;                /* of seal */
 };
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	if (mkdir(path, mode) == 0 || errno == EEXIST)
-		return 0;
-	return -errno;
-}
 
 /* Uploads a dead daemon left half-written in images/.tmp (the data-directory lock means
  * no live daemon is writing there). */
@@ -66,11 +60,12 @@ int image_store_init(struct image_store *is, const char *data_dir, uint64_t max_
 		return -ENOMEM;
 	if (asprintf(&is->quarantine_dir, "%s/.quarantine", is->dir) < 0)
 		return -ENOMEM;
-	int r = mkdir_p(is->dir, 0700);
+	/* One level each: the data directory itself must exist (runnerd's start creates it). */
+	int r = mkdir_exist_ok(is->dir, 0700);
 	if (r == 0)
-		r = mkdir_p(is->tmpdir, 0700);
+		r = mkdir_exist_ok(is->tmpdir, 0700);
 	if (r == 0)
-		r = mkdir_p(is->quarantine_dir, 0700);
+		r = mkdir_exist_ok(is->quarantine_dir, 0700);
 	is->max_size = max_size;
 	is->db = db;
 	if (r == 0)

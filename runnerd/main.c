@@ -23,6 +23,7 @@
 #include "datalock.h"
 #include "image.h"
 #include "log.h"
+#include "mkdirp.h"
 #include "run.h"
 #include "server.h"
 #include "store.h"
@@ -86,25 +87,6 @@ static char *path_join(const char *a, const char *b)
 	if (asprintf(&p, "%s/%s", a, b) < 0)
 		return NULL;
 	return p;
-}
-
-static int mkdir_parents(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	if (strlen(path) >= sizeof(buf))
-		return -ENAMETOOLONG;
-	strcpy(buf, path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 /* The directory part of `path` ("." for a bare name, "/" for "/name"). */
@@ -514,9 +496,9 @@ int main(int argc, char **argv)
 	unsigned long long nofile_old, nofile = nofile_raise(&nofile_old);
 	char *err = NULL;
 	char *sockdir = dirname_of(c->socket_path);
-	int r = mkdir_parents(c->data_dir, 0700);
+	int r = mkdir_p(c->data_dir, 0700);
 	if (r == 0 && sockdir)
-		r = mkdir_parents(sockdir, c->user_mode ? 0700 : 0750);
+		r = mkdir_p(sockdir, c->user_mode ? 0700 : 0750);
 	if (r < 0) {
 		fprintf(stderr, "runnerd: cannot create '%s' or the socket's directory: %s\n", c->data_dir,
 		        strerror(-r));
