@@ -35,6 +35,9 @@ lv_wait_no_domains() {
 
 _lv_cleanup() {
 	local rc=$? left
+	# Without this, `(exit "$rc")` below ends the trap under set -e after a failure, before _cleanup stops the
+	# test's daemons: every failing libvirt test leaked its runnerd.
+	set +e
 	# After a pass every run has ended: any domain of ours is a leak. After a failure, just clean up.
 	left=$(lv_owned_domains)
 	if [[ -n $left ]]; then
