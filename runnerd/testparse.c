@@ -11,6 +11,8 @@
  */
 #include "testparse.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -20,6 +22,8 @@
 
 #define NAME_MAX_LEN 1024            /* longer test names are cut */
 #define NAME_BUDGET (16u << 20)      /* total bytes of recorded names */
+#define DETAIL_BUDGET (32u << 20)    /* total bytes of recorded messages, locations and output */
+#define MESSAGE_MAX 4096             /* bytes of a panic message kept */
 
 struct suite {
 	bool open;        /* a suite exists (announced or implied by a test line) */
@@ -31,13 +35,24 @@ struct suite {
 };
 
 struct testparse {
-	char line[TESTPARSE_LINE_MAX + 1];
-	size_t linelen;
+	char *line;       /* the line being gathered; grows up to the line cap */
+	size_t linelen, linecap;
 	bool overlong; /* dropping bytes until the next newline */
 
 	struct tp_case *cases;
 	size_t ncases, capcases;
 	size_t name_bytes;
+	size_t detail_bytes;
+	long cap_case;    /* case whose "---- NAME stdout ----" block is being captured, or -1 */
+	long msg_case;    /* case taking the lines of a panic message, or -1 */
+
+	/* uktest: the case now running (-1 none) and whether one of its assertions failed. */
+	long uk_cur;
+	bool uk_open, uk_cur_failed, uk_want_loc;
+	int uk_seen, uk_failed_n;
+	bool uk_summary;  /* its "uktest:cases:" line arrived: the counts below are uktest's own */
+	int uk_sum_cases, uk_sum_failed;
+	bool seen_json;   /* libtest --format json */
 
 	/* Recorded cases still running, oldest first; plus running ones we could not record. */
 	size_t *runstack;
@@ -65,6 +80,7 @@ struct testparse *testparse_new(void)
 	if (!tp)
 		return NULL;
 	tp->main_returned = -1;
+	tp->cap_case = tp->msg_case = tp->uk_cur = -1;
 	return tp;
 }
 
@@ -72,8 +88,13 @@ void testparse_free(struct testparse *tp)
 {
 	if (!tp)
 		return;
-	for (size_t i = 0; i < tp->ncases; i++)
+	for (size_t i = 0; i < tp->ncases; i++) {
 		free(tp->cases[i].name);
+		free(tp->cases[i].message);
+		free(tp->cases[i].location);
+		free(tp->cases[i].output);
+	}
+	free(tp->line);
 	free(tp->cases);
 	free(tp->runstack);
 	free(tp);
@@ -211,6 +232,45 @@ static long record_case(struct testparse *tp, const char *name, size_t namelen, 
 	return (long)tp->ncases++;
 }
 
+/* Append n bytes of s to *field (a line of it when `line`), within the per-case and total caps. */
+static void detail_append(struct testparse *tp, char **field, const char *s, size_t n, bool line, size_t cap)
+{
+	size_t have = *field ? strlen(*field) : 0;
+	size_t sep = line && have ? 1 : 0;
+
+	if (have + sep >= cap || tp->detail_bytes >= DETAIL_BUDGET)
+		return;
+	if (n > cap - have - sep)
+		n = cap - have - sep;
+	if (n > DETAIL_BUDGET - tp->detail_bytes)
+		n = DETAIL_BUDGET - tp->detail_bytes;
+	char *g = realloc(*field, have + sep + n + 1);
+	if (!g)
+		return;
+	if (sep)
+		g[have] = '\n';
+	memcpy(g + have + sep, s, n);
+	g[have + sep + n] = '\0';
+	*field = g;
+	tp->detail_bytes += sep + n;
+}
+
+static void detail_set(struct testparse *tp, char **field, const char *s, size_t n, size_t cap)
+{
+	if (*field)
+		return; /* the first panic of a case is the one that failed it */
+	detail_append(tp, field, s, n, false, cap);
+}
+
+/* The latest recorded case called `name`, or -1. */
+static long find_case(const struct testparse *tp, const char *name, size_t namelen)
+{
+	for (size_t i = tp->ncases; i-- > 0;)
+		if (strlen(tp->cases[i].name) == namelen && memcmp(tp->cases[i].name, name, namelen) == 0)
+			return (long)i;
+	return -1;
+}
+
 static int running_count(const struct testparse *tp)
 {
 	return (int)tp->nrun + tp->running_unrecorded;
@@ -231,19 +291,23 @@ static void settle_latest(struct testparse *tp, enum tp_outcome o, double dur)
 	count_outcome(&tp->cur, o);
 }
 
-/* Settle the running case called `name`, if any. */
-static void settle_named(struct testparse *tp, const char *name, enum tp_outcome o)
+/* Settle the running case called `name`: its index, or -1 when none runs. */
+static long settle_named(struct testparse *tp, const char *name, enum tp_outcome o, double dur)
 {
 	for (size_t i = tp->nrun; i-- > 0;) {
-		struct tp_case *c = &tp->cases[tp->runstack[i]];
+		size_t idx = tp->runstack[i];
+		struct tp_case *c = &tp->cases[idx];
 		if (strcmp(c->name, name) != 0)
 			continue;
 		c->outcome = o;
+		if (dur >= 0)
+			c->duration_s = dur;
 		memmove(&tp->runstack[i], &tp->runstack[i + 1], (tp->nrun - i - 1) * sizeof(size_t));
 		tp->nrun--;
 		count_outcome(&tp->cur, o);
-		return;
+		return (long)idx;
 	}
+	return -1;
 }
 
 /* Settle everything still running in the current suite. */
@@ -321,7 +385,8 @@ static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur
 	return false;
 }
 
-static void on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
+/* "test NAME ... REST" (REST "" when a JSON "started" event): the case's index or -1. */
+static long on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
 {
 	static const char sp[] = " - should panic";
 	enum tp_outcome o;
@@ -340,7 +405,7 @@ static void on_test_line(struct testparse *tp, const char *name, size_t namelen,
 	idx = record_case(tp, name, namelen, o, dur);
 	if (o != TP_RUNNING) {
 		count_outcome(&tp->cur, o);
-		return;
+		return idx;
 	}
 	{
 		char shortname[sizeof(tp->last_running)];
@@ -351,20 +416,35 @@ static void on_test_line(struct testparse *tp, const char *name, size_t namelen,
 	}
 	if (idx < 0 || !push_running(tp, (size_t)idx))
 		tp->running_unrecorded++;
+	return idx;
 }
 
-static void on_result_line(struct testparse *tp, const char *rest)
+/* A failed case named only in a failures block or list (terse output): record it once. */
+static long failed_case(struct testparse *tp, const char *name, size_t namelen)
 {
-	bool failed = starts_with(rest, "FAILED");
+	long idx = find_case(tp, name, namelen);
 
+	if (idx >= 0)
+		return idx;
+	if (!tp->cur.open || tp->cur.result_seen)
+		open_suite(tp, 0);
+	tp->cur.started++;
+	count_outcome(&tp->cur, TP_FAILED);
+	return record_case(tp, name, namelen, TP_FAILED, -1);
+}
+
+/* A suite's result ("test result:" line or JSON suite event). */
+static void suite_result(struct testparse *tp, bool failed, int passed, int nfailed, int ignored)
+{
 	if (!tp->cur.open || tp->cur.result_seen)
 		open_suite(tp, -1);
 	/* libtest lists every failed test before this line, so what still runs passed. */
 	settle_all(tp, TP_OK);
+	tp->cap_case = tp->msg_case = -1;
 	tp->cur.result_seen = true;
-	tp->cur.res_passed = count_before(rest, " passed");
-	tp->cur.res_failed = count_before(rest, " failed");
-	tp->cur.res_ignored = count_before(rest, " ignored");
+	tp->cur.res_passed = passed;
+	tp->cur.res_failed = nfailed;
+	tp->cur.res_ignored = ignored;
 	if (tp->cur.announced < 0)
 		tp->cur.announced = count_add(count_add(tp->cur.res_passed, tp->cur.res_failed),
 		                              tp->cur.res_ignored);
@@ -374,6 +454,270 @@ static void on_result_line(struct testparse *tp, const char *rest)
 	tp->in_failures = false;
 }
 
+static void on_result_line(struct testparse *tp, const char *rest)
+{
+	suite_result(tp, starts_with(rest, "FAILED"), count_before(rest, " passed"), count_before(rest, " failed"),
+	             count_before(rest, " ignored"));
+}
+
+/* The case a panic or crash belongs to: the one named, else the block being captured, else
+ * the latest running libtest or uktest case; -1 when none. */
+static long owner_case(const struct testparse *tp, const char *name, size_t namelen)
+{
+	long idx = name ? find_case(tp, name, namelen) : -1;
+
+	if (idx < 0)
+		idx = tp->cap_case;
+	if (idx < 0 && tp->nrun > 0)
+		idx = (long)tp->runstack[tp->nrun - 1];
+	if (idx < 0)
+		idx = tp->uk_cur;
+	return idx;
+}
+
+/* "thread 'NAME' panicked at LOCATION:" (Rust >= 1.73, the message on the following lines;
+ * "thread 'NAME' (TID) panicked at" since 1.89) or "thread 'NAME' panicked at 'MESSAGE',
+ * LOCATION" (older): note it on its case. */
+static void on_panic(struct testparse *tp, const char *l)
+{
+	const char *p = strstr(l, "thread '");
+	const char *q = p ? strstr(p + 8, " panicked at ") : NULL;
+	const char *ne = q ? memchr(p + 8, '\'', (size_t)(q - p - 8)) : NULL;
+
+	if (!ne)
+		return;
+	tp->panicked = 1;
+	long idx = owner_case(tp, p + 8, (size_t)(ne - p - 8));
+	if (idx < 0)
+		return;
+	struct tp_case *c = &tp->cases[idx];
+	const char *rest = q + strlen(" panicked at ");
+	size_t rl = strlen(rest);
+	if (c->message || c->location)
+		return; /* the first panic of a case is the one that failed it */
+	if (rest[0] == '\'') {
+		const char *e = NULL;
+		for (const char *t = strstr(rest + 1, "', "); t; t = strstr(t + 1, "', "))
+			e = t;
+		if (e) {
+			detail_set(tp, &c->message, rest + 1, (size_t)(e - rest - 1), MESSAGE_MAX);
+			detail_set(tp, &c->location, e + 3, strlen(e + 3), MESSAGE_MAX);
+			return;
+		}
+	}
+	if (rl > 0 && rest[rl - 1] == ':') {
+		detail_set(tp, &c->location, rest, rl - 1, MESSAGE_MAX);
+		tp->msg_case = idx;
+	} else {
+		detail_set(tp, &c->location, rest, rl, MESSAGE_MAX);
+	}
+}
+
+/* A line after "panicked at LOCATION:": part of the message until a line that is not. */
+static void message_line(struct testparse *tp, const char *l)
+{
+	enum tp_outcome o;
+	double dur;
+
+	if (tp->msg_case < 0)
+		return;
+	if (*l == '\0' || starts_with(l, "note: ") || starts_with(l, "stack backtrace:") || starts_with(l, "---- ") ||
+	    starts_with(l, "test ") || starts_with(l, "failures:") || starts_with(l, "error: ") ||
+	    starts_with(l, "[") || parse_outcome(l, &o, &dur)) {
+		tp->msg_case = -1;
+		return;
+	}
+	detail_append(tp, &tp->cases[tp->msg_case].message, l, strlen(l), true, MESSAGE_MAX);
+}
+
+/* Captured output handed over in one piece (the JSON "stdout" field): keep it, find its panic. */
+static void case_output(struct testparse *tp, long idx, const char *out)
+{
+	long saved_cap = tp->cap_case;
+
+	if (idx < 0 || !out || !*out)
+		return;
+	size_t n = strlen(out);
+	while (n > 0 && out[n - 1] == '\n')
+		n--;
+	detail_append(tp, &tp->cases[idx].output, out, n, true, TESTPARSE_DETAIL_MAX);
+	tp->cap_case = idx;
+	for (const char *l = out; *l;) {
+		const char *e = strchr(l, '\n');
+		size_t len = e ? (size_t)(e - l) : strlen(l);
+		char buf[TESTPARSE_LINE_MAX + 1];
+		if (len > TESTPARSE_LINE_MAX)
+			len = TESTPARSE_LINE_MAX;
+		memcpy(buf, l, len);
+		buf[len] = '\0';
+		if (len && buf[len - 1] == '\r')
+			buf[len - 1] = '\0';
+		message_line(tp, buf);
+		on_panic(tp, buf);
+		if (!e)
+			break;
+		l = e + 1;
+	}
+	tp->msg_case = -1;
+	tp->cap_case = saved_cap;
+}
+
+static double json_seconds(const json_t *v)
+{
+	return json_is_number(v) && json_number_value(v) >= 0 ? json_number_value(v) : -1;
+}
+
+static int json_count(const json_t *o, const char *key)
+{
+	json_int_t v = json_integer_value(json_object_get(o, key));
+	return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* libtest --format json: one event object per line. False when the line is not one. */
+static bool on_json(struct testparse *tp, const char *l)
+{
+	json_t *o = json_loads(l, 0, NULL);
+	const char *type = json_string_value(json_object_get(o, "type"));
+	const char *ev = json_string_value(json_object_get(o, "event"));
+	const char *name = json_string_value(json_object_get(o, "name"));
+	bool ours = type && ev && (strcmp(type, "suite") == 0 || strcmp(type, "test") == 0 || strcmp(type, "bench") == 0);
+
+	if (!ours) {
+		json_decref(o);
+		return false;
+	}
+	tp->seen_json = true;
+	if (strcmp(type, "suite") == 0) {
+		if (strcmp(ev, "started") == 0) {
+			tp->seen_libtest = 1;
+			open_suite(tp, json_count(o, "test_count"));
+		} else if (strcmp(ev, "ok") == 0 || strcmp(ev, "failed") == 0) {
+			suite_result(tp, strcmp(ev, "failed") == 0, json_count(o, "passed"), json_count(o, "failed"),
+			             json_count(o, "ignored"));
+		}
+	} else if (name && strcmp(ev, "started") == 0) {
+		on_test_line(tp, name, strlen(name), "");
+	} else if (name && strcmp(type, "bench") == 0) {
+		if (settle_named(tp, name, TP_OK, -1) < 0)
+			on_test_line(tp, name, strlen(name), "ok");
+	} else if (name && (strcmp(ev, "ok") == 0 || strcmp(ev, "failed") == 0 || strcmp(ev, "ignored") == 0)) {
+		enum tp_outcome oc = ev[0] == 'o' ? TP_OK : ev[0] == 'f' ? TP_FAILED : TP_IGNORED;
+		double dur = json_seconds(json_object_get(o, "exec_time"));
+		long idx = settle_named(tp, name, oc, dur);
+		if (idx < 0)
+			idx = on_test_line(tp, name, strlen(name), oc == TP_OK ? "ok" : oc == TP_FAILED ? "FAILED" : "ignored");
+		if (idx >= 0 && dur >= 0)
+			tp->cases[idx].duration_s = dur;
+		if (idx >= 0 && oc == TP_FAILED) {
+			const char *msg = json_string_value(json_object_get(o, "message"));
+			case_output(tp, idx, json_string_value(json_object_get(o, "stdout")));
+			if (msg)
+				detail_set(tp, &tp->cases[idx].message, msg, strlen(msg), MESSAGE_MAX);
+		}
+	}
+	json_decref(o);
+	return true;
+}
+
+/* Unikraft's kernel log prefix "[    0.102392] Info: " (timestamp, level word), skipped. */
+static const char *strip_klog(const char *l)
+{
+	const char *e, *p, *q;
+
+	if (l[0] != '[' || !(e = strchr(l, ']')))
+		return l;
+	for (p = l + 1; p < e; p++)
+		if (!((*p >= '0' && *p <= '9') || *p == ' ' || *p == '.'))
+			return l;
+	p = e + 1;
+	while (*p == ' ')
+		p++;
+	for (q = p; *q && *q != ' ' && *q != ':'; q++)
+		;
+	if (*q == ':' && q > p && q - p <= 5)
+		for (p = q + 1; *p == ' '; p++)
+			;
+	return p;
+}
+
+/* The running uktest case ends: failed if an assertion failed, else `o`. */
+static void uk_settle(struct testparse *tp, enum tp_outcome o)
+{
+	if (!tp->uk_open)
+		return;
+	if (tp->uk_cur_failed && o == TP_OK)
+		o = TP_FAILED;
+	if (o != TP_OK)
+		tp->uk_failed_n++;
+	if (tp->uk_cur >= 0)
+		tp->cases[tp->uk_cur].outcome = o;
+	tp->uk_open = tp->uk_want_loc = false;
+	tp->uk_cur = -1;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* uktest lines (after the kernel prefix): false when `b` is not one. */
+static bool on_uktest(struct testparse *tp, const char *b)
+{
+	const char *p;
+
+	if (starts_with(b, "test: ") && strstr(b + 6, "->")) {
+		uk_settle(tp, TP_OK);
+		for (p = b + 6; *p == ' '; p++)
+			;
+		tp->uk_seen++;
+		tp->uk_open = true;
+		tp->uk_cur_failed = false;
+		tp->uk_cur = record_case(tp, p, strlen(p), TP_RUNNING, -1);
+		set_last_running(tp, p);
+		return true;
+	}
+	if (tp->uk_open && (ends_with(b, "[ FAILED ]") || ends_with(b, "[ PASSED ]"))) {
+		bool failed = ends_with(b, "[ FAILED ]");
+		tp->uk_want_loc = failed && !tp->uk_cur_failed;
+		if (failed && !tp->uk_cur_failed && tp->uk_cur >= 0) {
+			/* "\texpected `1 + 1` to be 3 but was 2 ....... [ FAILED ]" → the sentence */
+			for (p = b; *p == '\t' || *p == ' '; p++)
+				;
+			const char *e = b + strlen(b) - strlen("[ FAILED ]");
+			while (e > p && (e[-1] == '.' || e[-1] == ' '))
+				e--;
+			detail_set(tp, &tp->cases[tp->uk_cur].message, p, (size_t)(e - p), MESSAGE_MAX);
+		}
+		tp->uk_cur_failed |= failed;
+		return true;
+	}
+	if (tp->uk_want_loc) {
+		tp->uk_want_loc = false;
+		for (p = b; *p == '\t' || *p == ' '; p++)
+			;
+		if (starts_with(p, "in ") && tp->uk_cur >= 0) {
+			/* "in tests.c]:18]": the ']' stand in for colour codes */
+			char loc[256];
+			size_t n = 0;
+			for (p += 3; *p && n < sizeof(loc) - 1; p++)
+				if (*p != ']')
+					loc[n++] = *p;
+			detail_set(tp, &tp->cases[tp->uk_cur].location, loc, n, MESSAGE_MAX);
+			return true;
+		}
+	}
+	p = strstr(b, "uktest:cases:");
+	if (p) {
+		uk_settle(tp, TP_OK);
+		tp->uk_summary = true;
+		tp->uk_sum_failed = count_before(p, " failed");
+		tp->uk_sum_cases = count_before(p, " total");
+		return true;
+	}
+	return false;
+}
+
 static bool is_crash_text(const char *l)
 {
 	if (strcasestr(l, "Unikraft crash") || strstr(l, "Kernel panic"))
@@ -381,15 +725,59 @@ static bool is_crash_text(const char *l)
 	return strstr(l, "CRIT") && strcasestr(l, "crash");
 }
 
+/* A "---- NAME stdout ----" block of the failures section: its lines are NAME's output. */
+static bool on_capture(struct testparse *tp, const char *l)
+{
+	static const char tail[] = " stdout ----";
+
+	if (starts_with(l, "---- ") && ends_with(l, tail) && strlen(l) > 5 + sizeof(tail) - 1) {
+		tp->cap_case = failed_case(tp, l + 5, strlen(l) - 5 - (sizeof(tail) - 1));
+		tp->msg_case = -1;
+		return true;
+	}
+	if (tp->cap_case < 0)
+		return false;
+	if (strcmp(l, "failures:") == 0 || starts_with(l, "test result: ")) {
+		tp->cap_case = -1;
+		return false;
+	}
+	struct tp_case *c = &tp->cases[tp->cap_case];
+	detail_append(tp, &c->output, l, strlen(l), c->output != NULL, TESTPARSE_DETAIL_MAX);
+	message_line(tp, l);
+	on_panic(tp, l);
+	return true;
+}
+
+/* The lines of a captured block end with the blank line libtest prints after each. */
+static void trim_output(struct tp_case *c)
+{
+	size_t n = c->output ? strlen(c->output) : 0;
+
+	while (n > 0 && c->output[n - 1] == '\n')
+		c->output[--n] = '\0';
+}
+
 static void parse_line(struct testparse *tp, char *l)
 {
 	const char *p;
+	long prev_cap = tp->cap_case;
 
-	if (is_crash_text(l))
+	if (is_crash_text(l)) {
+		long idx = owner_case(tp, NULL, 0);
 		tp->crashed = 1;
-	p = strstr(l, "thread '");
-	if (p && strstr(p, "' panicked at"))
-		tp->panicked = 1;
+		if (idx >= 0 && tp->cases[idx].outcome == TP_RUNNING)
+			detail_set(tp, &tp->cases[idx].message, l, strlen(l), MESSAGE_MAX);
+	}
+	if (l[0] == '{' && on_json(tp, l))
+		return;
+	if (on_capture(tp, l))
+		return;
+	if (prev_cap >= 0)
+		trim_output(&tp->cases[prev_cap]);
+	message_line(tp, l);
+	on_panic(tp, l);
+	if (on_uktest(tp, strip_klog(l)))
+		return;
 	p = strstr(l, "main returned ");
 	if (p) {
 		const char *num = p + strlen("main returned ");
@@ -424,8 +812,14 @@ static void parse_line(struct testparse *tp, char *l)
 		tp->in_failures = true;
 		return;
 	}
+	/* terse (-q) names only the failed tests: "NAME --- FAILED" */
+	if (ends_with(l, " --- FAILED") && strlen(l) > 11 && tp->cur.open) {
+		failed_case(tp, l, strlen(l) - 11);
+		return;
+	}
 	if (tp->in_failures && starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
-		settle_named(tp, l + 4, TP_FAILED);
+		if (settle_named(tp, l + 4, TP_FAILED, -1) < 0)
+			failed_case(tp, l + 4, strlen(l + 4));
 		return;
 	}
 	if (running_count(tp) > 0) {
@@ -455,8 +849,28 @@ static void parse_line(struct testparse *tp, char *l)
 	}
 }
 
+/* Room for `need` bytes in the line buffer. */
+static bool line_reserve(struct testparse *tp, size_t need)
+{
+	if (need <= tp->linecap)
+		return true;
+	size_t ncap = tp->linecap ? tp->linecap : 256;
+	while (ncap < need)
+		ncap *= 2;
+	char *n = realloc(tp->line, ncap);
+	if (!n)
+		return false;
+	tp->line = n;
+	tp->linecap = ncap;
+	return true;
+}
+
 static void end_line(struct testparse *tp)
 {
+	if (!line_reserve(tp, tp->linelen + 1)) {
+		tp->linelen = 0;
+		return;
+	}
 	tp->linelen = clean_line(tp->line, tp->linelen);
 	parse_line(tp, tp->line);
 	tp->linelen = 0;
@@ -470,9 +884,12 @@ void testparse_feed(struct testparse *tp, const char *buf, size_t len)
 		const char *nl = memchr(buf, '\n', len);
 		size_t take = nl ? (size_t)(nl - buf) : len;
 
-		if (!tp->overlong) {
-			size_t room = TESTPARSE_LINE_MAX - tp->linelen;
+		if (!tp->overlong && take > 0) {
+			bool json = tp->linelen ? tp->line[0] == '{' : buf[0] == '{';
+			size_t room = (json ? TESTPARSE_JSON_LINE_MAX : TESTPARSE_LINE_MAX) - tp->linelen;
 			size_t n = take < room ? take : room;
+			if (!line_reserve(tp, tp->linelen + n + 1))
+				n = room = 0; /* out of memory: parse what there is, drop the rest */
 			memcpy(tp->line + tp->linelen, buf, n);
 			tp->linelen += n;
 			if (take > room) {
@@ -500,6 +917,10 @@ void testparse_finish(struct testparse *tp)
 		end_line(tp);
 	tp->overlong = false;
 	tp->linelen = 0;
+	if (tp->cap_case >= 0)
+		trim_output(&tp->cases[tp->cap_case]);
+	tp->cap_case = tp->msg_case = -1;
+	uk_settle(tp, tp->crashed ? TP_CRASHED : TP_OK);
 	close_suite(tp);
 	tp->finished = true;
 }
@@ -543,6 +964,17 @@ void testparse_summary(const struct testparse *tp, struct tp_summary *ret)
 	ret->complete = tp->list_complete ||
 	                (s->open ? s->result_seen && ret->running == 0 : tp->closed_complete);
 	memcpy(ret->last_running, tp->last_running, sizeof(ret->last_running));
+	ret->uk_cases = tp->uk_summary ? tp->uk_sum_cases : tp->uk_seen;
+	ret->uk_failed = tp->uk_summary ? tp->uk_sum_failed : tp->uk_failed_n + (tp->uk_open && tp->uk_cur_failed);
+}
+
+const char *testparse_framework(const struct testparse *tp)
+{
+	if (!tp)
+		return NULL;
+	if (tp->seen_libtest || tp->result_lines)
+		return "libtest";
+	return tp->uk_seen ? "uktest" : NULL;
 }
 
 size_t testparse_ncases(const struct testparse *tp)
