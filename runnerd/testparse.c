@@ -989,6 +989,38 @@ const struct tp_case *testparse_case(const struct testparse *tp, size_t i)
 	return &tp->cases[i];
 }
 
+static int set_opt_string(json_t *o, const char *key, const char *v)
+{
+	return v ? json_object_set_new(o, key, json_string(v)) : 0;
+}
+
+json_t *testparse_json(const struct testparse *tp)
+{
+	struct tp_summary s;
+	const char *fw = testparse_framework(tp);
+	json_t *cases = json_array();
+	json_t *ret;
+
+	testparse_summary(tp, &s);
+	ret = json_pack("{s:o?,s:i,s:o}", "framework", fw ? json_string(fw) : NULL, "not_run", s.not_run, "cases",
+	                cases);
+	for (size_t i = 0; ret && i < testparse_ncases(tp); i++) {
+		const struct tp_case *c = testparse_case(tp, i);
+		json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome", tp_outcome_name(c->outcome));
+		int r = o ? 0 : -1;
+		if (o && c->duration_s >= 0)
+			r |= json_object_set_new(o, "duration_s", json_real(c->duration_s));
+		if (o)
+			r |= set_opt_string(o, "message", c->message) | set_opt_string(o, "location", c->location) |
+			     set_opt_string(o, "output", c->output);
+		if (r < 0 || json_array_append_new(cases, o) < 0) {
+			json_decref(ret);
+			return NULL;
+		}
+	}
+	return ret;
+}
+
 const char *tp_outcome_name(enum tp_outcome o)
 {
 	switch (o) {

@@ -21,6 +21,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #define TESTPARSE_LINE_MAX 4096      /* longer lines are cut and parsed as this prefix */
 #define TESTPARSE_JSON_LINE_MAX (1u << 20) /* a line starting with '{' (libtest JSON) may grow to this */
 #define TESTPARSE_MAX_CASES 100000   /* recorded cases; later ones only count */
@@ -86,6 +88,11 @@ const struct tp_case *testparse_case(const struct testparse *tp, size_t i);
 
 /* The framework seen: "libtest", "uktest", or NULL when neither. */
 const char *testparse_framework(const struct testparse *tp);
+
+/* The parsed tests as store_run_set_tests takes them: {"framework", "not_run" (announced tests
+ * that never started, unnamed), "cases": [{name, outcome, duration_s?, message?, location?,
+ * output?}]}; NULL when out of memory. Call after testparse_finish. */
+json_t *testparse_json(const struct testparse *tp);
 
 /* "ok", "failed", "ignored", "crashed", "running", "not_run". */
 const char *tp_outcome_name(enum tp_outcome o);
