@@ -173,6 +173,7 @@ int testreport_junit(FILE *f, const json_t *tests, const json_t *run)
 	const json_t *s = json_object_get(tests, "summary");
 	const char *id = sval(tests, "id");
 	const char *rname = sval(run, "name");
+	const char *fw = sval(tests, "framework");
 	const json_t *dur = json_object_get(run, "duration_ms");
 	const json_t *c;
 	char suite[256], sum[512], num[32];
@@ -244,7 +245,7 @@ int testreport_junit(FILE *f, const json_t *tests, const json_t *run)
 		}
 		fputs(">\n", f);
 		if (!strcmp(oc, "failed"))
-			problem(f, "failure", "panic", msg, loc, "failed");
+			problem(f, "failure", fw && !strcmp(fw, "uktest") ? "assertion" : "panic", msg, loc, "failed");
 		else if (!strcmp(oc, "crashed"))
 			problem(f, "error", "crash", msg, loc, "the program crashed during this test");
 		else if (!strcmp(oc, "running"))

@@ -989,9 +989,28 @@ const struct tp_case *testparse_case(const struct testparse *tp, size_t i)
 	return &tp->cases[i];
 }
 
+/* Console text as a JSON string: bytes that are not UTF-8 become '?' (JSON cannot carry them). */
+static json_t *text_json(const char *s)
+{
+	json_t *j = json_string(s);
+	char *copy;
+
+	if (j || !s)
+		return j;
+	copy = strdup(s);
+	if (!copy)
+		return NULL;
+	for (char *p = copy; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
 static int set_opt_string(json_t *o, const char *key, const char *v)
 {
-	return v ? json_object_set_new(o, key, json_string(v)) : 0;
+	return v ? json_object_set_new(o, key, text_json(v)) : 0;
 }
 
 json_t *testparse_json(const struct testparse *tp)
@@ -1006,7 +1025,7 @@ json_t *testparse_json(const struct testparse *tp)
 	                cases);
 	for (size_t i = 0; ret && i < testparse_ncases(tp); i++) {
 		const struct tp_case *c = testparse_case(tp, i);
-		json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome", tp_outcome_name(c->outcome));
+		json_t *o = json_pack("{s:o,s:s}", "name", text_json(c->name), "outcome", tp_outcome_name(c->outcome));
 		int r = o ? 0 : -1;
 		if (o && c->duration_s >= 0)
 			r |= json_object_set_new(o, "duration_s", json_real(c->duration_s));

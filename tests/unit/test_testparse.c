@@ -758,6 +758,22 @@ static void test_detail_edges(void **state)
 	assert_int_equal(strlen(testparse_case(tp, 0)->output), huge);
 	testparse_free(tp);
 	free(line);
+
+	/* bytes that are not UTF-8 in a name or output still give every case in the JSON */
+	static const char bad[] = "running 2 tests\ntest caf\xe9 ... FAILED\ntest ok1 ... ok\n\nfailures:\n\n"
+	                          "---- caf\xe9 stdout ----\nout \xff\xfe\n\nfailures:\n    caf\xe9\n\n"
+	                          "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+	tp = parse_all(bad, sizeof(bad) - 1, 1);
+	json_t *j = testparse_json(tp);
+	assert_non_null(j);
+	json_t *cases = json_object_get(j, "cases");
+	assert_int_equal(json_array_size(cases), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cases, 0), "name")), "caf?");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cases, 0), "output")), "out ??");
+	assert_string_equal(json_string_value(json_object_get(j, "framework")), "libtest");
+	assert_int_equal(json_integer_value(json_object_get(j, "not_run")), 0);
+	json_decref(j);
+	testparse_free(tp);
 }
 
 int main(void)
