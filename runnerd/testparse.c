@@ -513,6 +513,8 @@ static void on_panic(struct testparse *tp, const char *l)
 	}
 }
 
+static const char *strip_klog(const char *l);
+
 /* A line after "panicked at LOCATION:": part of the message until a line that is not. */
 static void message_line(struct testparse *tp, const char *l)
 {
@@ -523,7 +525,7 @@ static void message_line(struct testparse *tp, const char *l)
 		return;
 	if (*l == '\0' || starts_with(l, "note: ") || starts_with(l, "stack backtrace:") || starts_with(l, "---- ") ||
 	    starts_with(l, "test ") || starts_with(l, "failures:") || starts_with(l, "error: ") ||
-	    starts_with(l, "[") || parse_outcome(l, &o, &dur)) {
+	    strip_klog(l) != l || parse_outcome(l, &o, &dur)) {
 		tp->msg_case = -1;
 		return;
 	}

@@ -701,7 +701,7 @@ static void test_crash_mid_run(void **state)
 	                         "test a ... ok\n"
 	                         "test b ... \n"
 	                         "thread 'b' (1) panicked at src/lib.rs:7:5:\n"
-	                         "index out of bounds\n"
+	                         "[1, 2] index out of bounds\n"
 	                         "[    0.2] CRIT: [libkvmplat] <trace.c @  42> Unikraft crash - Calypso 0.17.0\n";
 	static const char uk[] = "[    0.1] Info: test:\x1b[0m s->one\r\n"
 	                         "[    0.1] Info: \texpected `1` to be 1 and was 1 ....... [ PASSED ]\r\n"
@@ -716,7 +716,7 @@ static void test_crash_mid_run(void **state)
 	assert_int_equal(testparse_ncases(tp), 2);
 	expect_case(tp, 0, "a", TP_OK);
 	expect_case(tp, 1, "b", TP_CRASHED);
-	assert_string_equal(testparse_case(tp, 1)->message, "index out of bounds");
+	assert_string_equal(testparse_case(tp, 1)->message, "[1, 2] index out of bounds");
 	assert_string_equal(testparse_case(tp, 1)->location, "src/lib.rs:7:5");
 	assert_int_equal(s.not_run, 2);
 	assert_int_equal(s.crashed, 1);
