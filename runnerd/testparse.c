@@ -876,6 +876,12 @@ static void end_line(struct testparse *tp)
 	tp->linelen = clean_line(tp->line, tp->linelen);
 	parse_line(tp, tp->line);
 	tp->linelen = 0;
+	if (tp->linecap > 4 * TESTPARSE_LINE_MAX) {
+		/* a long JSON line is parsed: do not keep its buffer for the rest of the run */
+		free(tp->line);
+		tp->line = NULL;
+		tp->linecap = 0;
+	}
 }
 
 void testparse_feed(struct testparse *tp, const char *buf, size_t len)
