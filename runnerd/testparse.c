@@ -7,11 +7,10 @@
  * so a case can stay RUNNING across lines of its own output until a bare
  * "ok"/"FAILED" line, the suite's "failures:" list or "test result:" line
  * settles it. Suites follow each other; only the current one is kept in
- * detail, finished ones are folded into running totals.
+ * detail, finished ones are folded into running totals. libtest's JSON
+ * events are read in testparse_json.c, uktest's lines in testparse_uktest.c.
  */
 #include "testparse.h"
-
-#include <jansson.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -20,58 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NAME_MAX_LEN 1024            /* longer test names are cut */
-#define NAME_BUDGET (16u << 20)      /* total bytes of recorded names */
-#define DETAIL_BUDGET (32u << 20)    /* total bytes of recorded messages, locations and output */
-#define MESSAGE_MAX 4096             /* bytes of a panic message kept */
-
-struct suite {
-	bool open;        /* a suite exists (announced or implied by a test line) */
-	bool result_seen; /* its "test result:" line arrived */
-	int announced;
-	int ok, failed, ignored, crashed; /* per-case outcomes seen */
-	int started;      /* cases seen (any outcome, including running) */
-	int res_passed, res_failed, res_ignored; /* from the result line */
-};
-
-struct testparse {
-	char *line;       /* the line being gathered; grows up to the line cap */
-	size_t linelen, linecap;
-	bool overlong; /* dropping bytes until the next newline */
-
-	struct tp_case *cases;
-	size_t ncases, capcases;
-	size_t name_bytes;
-	size_t detail_bytes;
-	long cap_case;    /* case whose "---- NAME stdout ----" block is being captured, or -1 */
-	long msg_case;    /* case taking the lines of a panic message, or -1 */
-
-	/* uktest: the case now running (-1 none) and whether one of its assertions failed. */
-	long uk_cur;
-	bool uk_open, uk_cur_failed, uk_want_loc;
-	int uk_seen, uk_failed_n;
-	bool uk_summary;  /* its "uktest:cases:" line arrived: the counts below are uktest's own */
-	int uk_sum_cases, uk_sum_failed;
-	bool seen_json;   /* libtest --format json */
-
-	/* Recorded cases still running, oldest first; plus running ones we could not record. */
-	size_t *runstack;
-	size_t nrun, caprun;
-	int running_unrecorded;
-	char last_running[128];
-
-	struct suite cur;
-	bool in_failures; /* inside libtest's "failures:" name list */
-
-	/* Totals of finished suites. */
-	int t_announced, t_passed, t_failed, t_ignored, t_not_run;
-
-	int seen_libtest, result_lines, result_failed;
-	int panicked, crashed, main_returned, list_end;
-	bool list_complete; /* a --list ended after the last suite */
-	bool closed_complete; /* the last folded suite had its result line */
-	bool finished;
-};
+#include "testparse_int.h"
 
 struct testparse *testparse_new(void)
 {
@@ -100,7 +48,7 @@ void testparse_free(struct testparse *tp)
 	free(tp);
 }
 
-static bool starts_with(const char *s, const char *prefix)
+bool tp_starts_with(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
@@ -128,7 +76,7 @@ static int count_add(int a, int b)
 }
 
 /* The number right before `word` in `line` ("3 passed"), or 0. */
-static int count_before(const char *line, const char *word)
+int tp_count_before(const char *line, const char *word)
 {
 	const char *w = strstr(line, word);
 	const char *p;
@@ -173,7 +121,7 @@ static size_t clean_line(char *s, size_t len)
 	return w;
 }
 
-static void set_last_running(struct testparse *tp, const char *name)
+void tp_set_last_running(struct testparse *tp, const char *name)
 {
 	size_t n = strlen(name);
 
@@ -209,7 +157,7 @@ static bool push_running(struct testparse *tp, size_t idx)
 }
 
 /* Record a case; returns its index or -1 when it could not be recorded. */
-static long record_case(struct testparse *tp, const char *name, size_t namelen, enum tp_outcome o,
+long tp_record_case(struct testparse *tp, const char *name, size_t namelen, enum tp_outcome o,
                         double dur)
 {
 	if (namelen > NAME_MAX_LEN)
@@ -233,7 +181,7 @@ static long record_case(struct testparse *tp, const char *name, size_t namelen, 
 }
 
 /* Append n bytes of s to *field (a line of it when `line`), within the per-case and total caps. */
-static void detail_append(struct testparse *tp, char **field, const char *s, size_t n, bool line, size_t cap)
+void tp_detail_append(struct testparse *tp, char **field, const char *s, size_t n, bool line, size_t cap)
 {
 	size_t have = *field ? strlen(*field) : 0;
 	size_t sep = line && have ? 1 : 0;
@@ -255,11 +203,11 @@ static void detail_append(struct testparse *tp, char **field, const char *s, siz
 	tp->detail_bytes += sep + n;
 }
 
-static void detail_set(struct testparse *tp, char **field, const char *s, size_t n, size_t cap)
+void tp_detail_set(struct testparse *tp, char **field, const char *s, size_t n, size_t cap)
 {
 	if (*field)
 		return; /* the first panic of a case is the one that failed it */
-	detail_append(tp, field, s, n, false, cap);
+	tp_detail_append(tp, field, s, n, false, cap);
 }
 
 /* The latest recorded case called `name`, or -1. */
@@ -292,7 +240,7 @@ static void settle_latest(struct testparse *tp, enum tp_outcome o, double dur)
 }
 
 /* Settle the running case called `name`: its index, or -1 when none runs. */
-static long settle_named(struct testparse *tp, const char *name, enum tp_outcome o, double dur)
+long tp_settle_named(struct testparse *tp, const char *name, enum tp_outcome o, double dur)
 {
 	for (size_t i = tp->nrun; i-- > 0;) {
 		size_t idx = tp->runstack[i];
@@ -341,7 +289,7 @@ static void close_suite(struct testparse *tp)
 	memset(s, 0, sizeof(*s));
 }
 
-static void open_suite(struct testparse *tp, int announced)
+void tp_open_suite(struct testparse *tp, int announced)
 {
 	close_suite(tp);
 	tp->cur.open = true;
@@ -356,16 +304,16 @@ static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur
 	const char *rest;
 
 	*ret_dur = -1;
-	if (starts_with(s, "ok")) {
+	if (tp_starts_with(s, "ok")) {
 		*ret_o = TP_OK;
 		rest = s + 2;
-	} else if (starts_with(s, "FAILED")) {
+	} else if (tp_starts_with(s, "FAILED")) {
 		*ret_o = TP_FAILED;
 		rest = s + 6;
-	} else if (starts_with(s, "ignored")) {
+	} else if (tp_starts_with(s, "ignored")) {
 		*ret_o = TP_IGNORED;
 		return s[7] == '\0' || s[7] == ',';
-	} else if (starts_with(s, "bench:")) {
+	} else if (tp_starts_with(s, "bench:")) {
 		*ret_o = TP_OK;
 		return true;
 	} else {
@@ -386,7 +334,7 @@ static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur
 }
 
 /* "test NAME ... REST" (REST "" when a JSON "started" event): the case's index or -1. */
-static long on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
+long tp_on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
 {
 	static const char sp[] = " - should panic";
 	enum tp_outcome o;
@@ -396,13 +344,13 @@ static long on_test_line(struct testparse *tp, const char *name, size_t namelen,
 	if (namelen > sizeof(sp) - 1 && memcmp(name + namelen - (sizeof(sp) - 1), sp, sizeof(sp) - 1) == 0)
 		namelen -= sizeof(sp) - 1;
 	if (!tp->cur.open || tp->cur.result_seen)
-		open_suite(tp, 0);
+		tp_open_suite(tp, 0);
 	while (*rest == ' ')
 		rest++;
 	if (!parse_outcome(rest, &o, &dur))
 		o = TP_RUNNING; /* nothing or the test's own output follows the dots */
 	tp->cur.started++;
-	idx = record_case(tp, name, namelen, o, dur);
+	idx = tp_record_case(tp, name, namelen, o, dur);
 	if (o != TP_RUNNING) {
 		count_outcome(&tp->cur, o);
 		return idx;
@@ -412,7 +360,7 @@ static long on_test_line(struct testparse *tp, const char *name, size_t namelen,
 		size_t n = namelen < sizeof(shortname) - 1 ? namelen : sizeof(shortname) - 1;
 		memcpy(shortname, name, n);
 		shortname[n] = '\0';
-		set_last_running(tp, shortname);
+		tp_set_last_running(tp, shortname);
 	}
 	if (idx < 0 || !push_running(tp, (size_t)idx))
 		tp->running_unrecorded++;
@@ -427,17 +375,17 @@ static long failed_case(struct testparse *tp, const char *name, size_t namelen)
 	if (idx >= 0)
 		return idx;
 	if (!tp->cur.open || tp->cur.result_seen)
-		open_suite(tp, 0);
+		tp_open_suite(tp, 0);
 	tp->cur.started++;
 	count_outcome(&tp->cur, TP_FAILED);
-	return record_case(tp, name, namelen, TP_FAILED, -1);
+	return tp_record_case(tp, name, namelen, TP_FAILED, -1);
 }
 
 /* A suite's result ("test result:" line or JSON suite event). */
-static void suite_result(struct testparse *tp, bool failed, int passed, int nfailed, int ignored)
+void tp_suite_result(struct testparse *tp, bool failed, int passed, int nfailed, int ignored)
 {
 	if (!tp->cur.open || tp->cur.result_seen)
-		open_suite(tp, -1);
+		tp_open_suite(tp, -1);
 	/* libtest lists every failed test before this line, so what still runs passed. */
 	settle_all(tp, TP_OK);
 	tp->cap_case = tp->msg_case = -1;
@@ -456,8 +404,8 @@ static void suite_result(struct testparse *tp, bool failed, int passed, int nfai
 
 static void on_result_line(struct testparse *tp, const char *rest)
 {
-	suite_result(tp, starts_with(rest, "FAILED"), count_before(rest, " passed"), count_before(rest, " failed"),
-	             count_before(rest, " ignored"));
+	tp_suite_result(tp, tp_starts_with(rest, "FAILED"), tp_count_before(rest, " passed"), tp_count_before(rest, " failed"),
+	             tp_count_before(rest, " ignored"));
 }
 
 /* The case a panic or crash belongs to: the one named, else the block being captured, else
@@ -500,20 +448,19 @@ static void on_panic(struct testparse *tp, const char *l)
 		for (const char *t = strstr(rest + 1, "', "); t; t = strstr(t + 1, "', "))
 			e = t;
 		if (e) {
-			detail_set(tp, &c->message, rest + 1, (size_t)(e - rest - 1), MESSAGE_MAX);
-			detail_set(tp, &c->location, e + 3, strlen(e + 3), MESSAGE_MAX);
+			tp_detail_set(tp, &c->message, rest + 1, (size_t)(e - rest - 1), MESSAGE_MAX);
+			tp_detail_set(tp, &c->location, e + 3, strlen(e + 3), MESSAGE_MAX);
 			return;
 		}
 	}
 	if (rl > 0 && rest[rl - 1] == ':') {
-		detail_set(tp, &c->location, rest, rl - 1, MESSAGE_MAX);
+		tp_detail_set(tp, &c->location, rest, rl - 1, MESSAGE_MAX);
 		tp->msg_case = idx;
 	} else {
-		detail_set(tp, &c->location, rest, rl, MESSAGE_MAX);
+		tp_detail_set(tp, &c->location, rest, rl, MESSAGE_MAX);
 	}
 }
 
-static const char *strip_klog(const char *l);
 
 /* A line after "panicked at LOCATION:": part of the message until a line that is not. */
 static void message_line(struct testparse *tp, const char *l)
@@ -523,17 +470,17 @@ static void message_line(struct testparse *tp, const char *l)
 
 	if (tp->msg_case < 0)
 		return;
-	if (*l == '\0' || starts_with(l, "note: ") || starts_with(l, "stack backtrace:") || starts_with(l, "---- ") ||
-	    starts_with(l, "test ") || starts_with(l, "failures:") || starts_with(l, "error: ") ||
-	    strip_klog(l) != l || parse_outcome(l, &o, &dur)) {
+	if (*l == '\0' || tp_starts_with(l, "note: ") || tp_starts_with(l, "stack backtrace:") || tp_starts_with(l, "---- ") ||
+	    tp_starts_with(l, "test ") || tp_starts_with(l, "failures:") || tp_starts_with(l, "error: ") ||
+	    tp_strip_klog(l) != l || parse_outcome(l, &o, &dur)) {
 		tp->msg_case = -1;
 		return;
 	}
-	detail_append(tp, &tp->cases[tp->msg_case].message, l, strlen(l), true, MESSAGE_MAX);
+	tp_detail_append(tp, &tp->cases[tp->msg_case].message, l, strlen(l), true, MESSAGE_MAX);
 }
 
 /* Captured output handed over in one piece (the JSON "stdout" field): keep it, find its panic. */
-static void case_output(struct testparse *tp, long idx, const char *out)
+void tp_case_output(struct testparse *tp, long idx, const char *out)
 {
 	long saved_cap = tp->cap_case;
 
@@ -542,7 +489,7 @@ static void case_output(struct testparse *tp, long idx, const char *out)
 	size_t n = strlen(out);
 	while (n > 0 && out[n - 1] == '\n')
 		n--;
-	detail_append(tp, &tp->cases[idx].output, out, n, true, TESTPARSE_DETAIL_MAX);
+	tp_detail_append(tp, &tp->cases[idx].output, out, n, true, TESTPARSE_DETAIL_MAX);
 	tp->cap_case = idx;
 	for (const char *l = out; *l;) {
 		const char *e = strchr(l, '\n');
@@ -564,160 +511,10 @@ static void case_output(struct testparse *tp, long idx, const char *out)
 	tp->cap_case = saved_cap;
 }
 
-static double json_seconds(const json_t *v)
-{
-	return json_is_number(v) && json_number_value(v) >= 0 ? json_number_value(v) : -1;
-}
-
-static int json_count(const json_t *o, const char *key)
-{
-	json_int_t v = json_integer_value(json_object_get(o, key));
-	return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v;
-}
-
-/* libtest --format json: one event object per line. False when the line is not one. */
-static bool on_json(struct testparse *tp, const char *l)
-{
-	json_t *o = json_loads(l, 0, NULL);
-	const char *type = json_string_value(json_object_get(o, "type"));
-	const char *ev = json_string_value(json_object_get(o, "event"));
-	const char *name = json_string_value(json_object_get(o, "name"));
-	bool ours = type && ev && (strcmp(type, "suite") == 0 || strcmp(type, "test") == 0 || strcmp(type, "bench") == 0);
-
-	if (!ours) {
-		json_decref(o);
-		return false;
-	}
-	tp->seen_json = true;
-	if (strcmp(type, "suite") == 0) {
-		if (strcmp(ev, "started") == 0) {
-			tp->seen_libtest = 1;
-			open_suite(tp, json_count(o, "test_count"));
-		} else if (strcmp(ev, "ok") == 0 || strcmp(ev, "failed") == 0) {
-			suite_result(tp, strcmp(ev, "failed") == 0, json_count(o, "passed"), json_count(o, "failed"),
-			             json_count(o, "ignored"));
-		}
-	} else if (name && strcmp(ev, "started") == 0) {
-		on_test_line(tp, name, strlen(name), "");
-	} else if (name && strcmp(type, "bench") == 0) {
-		if (settle_named(tp, name, TP_OK, -1) < 0)
-			on_test_line(tp, name, strlen(name), "ok");
-	} else if (name && (strcmp(ev, "ok") == 0 || strcmp(ev, "failed") == 0 || strcmp(ev, "ignored") == 0)) {
-		enum tp_outcome oc = ev[0] == 'o' ? TP_OK : ev[0] == 'f' ? TP_FAILED : TP_IGNORED;
-		double dur = json_seconds(json_object_get(o, "exec_time"));
-		long idx = settle_named(tp, name, oc, dur);
-		if (idx < 0)
-			idx = on_test_line(tp, name, strlen(name), oc == TP_OK ? "ok" : oc == TP_FAILED ? "FAILED" : "ignored");
-		if (idx >= 0 && dur >= 0)
-			tp->cases[idx].duration_s = dur;
-		if (idx >= 0 && oc == TP_FAILED) {
-			const char *msg = json_string_value(json_object_get(o, "message"));
-			case_output(tp, idx, json_string_value(json_object_get(o, "stdout")));
-			if (msg)
-				detail_set(tp, &tp->cases[idx].message, msg, strlen(msg), MESSAGE_MAX);
-		}
-	}
-	json_decref(o);
-	return true;
-}
-
-/* Unikraft's kernel log prefix "[    0.102392] Info: " (timestamp, level word), skipped. */
-static const char *strip_klog(const char *l)
-{
-	const char *e, *p, *q;
-
-	if (l[0] != '[' || !(e = strchr(l, ']')))
-		return l;
-	for (p = l + 1; p < e; p++)
-		if (!((*p >= '0' && *p <= '9') || *p == ' ' || *p == '.'))
-			return l;
-	p = e + 1;
-	while (*p == ' ')
-		p++;
-	for (q = p; *q && *q != ' ' && *q != ':'; q++)
-		;
-	if (*q == ':' && q > p && q - p <= 5)
-		for (p = q + 1; *p == ' '; p++)
-			;
-	return p;
-}
-
-/* The running uktest case ends: failed if an assertion failed, else `o`. */
-static void uk_settle(struct testparse *tp, enum tp_outcome o)
-{
-	if (!tp->uk_open)
-		return;
-	if (tp->uk_cur_failed && o == TP_OK)
-		o = TP_FAILED;
-	if (o != TP_OK)
-		tp->uk_failed_n++;
-	if (tp->uk_cur >= 0)
-		tp->cases[tp->uk_cur].outcome = o;
-	tp->uk_open = tp->uk_want_loc = false;
-	tp->uk_cur = -1;
-}
-
-static bool ends_with(const char *s, const char *suffix)
+bool tp_ends_with(const char *s, const char *suffix)
 {
 	size_t n = strlen(s), m = strlen(suffix);
 	return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* uktest lines (after the kernel prefix): false when `b` is not one. */
-static bool on_uktest(struct testparse *tp, const char *b)
-{
-	const char *p;
-
-	if (starts_with(b, "test: ") && strstr(b + 6, "->")) {
-		uk_settle(tp, TP_OK);
-		for (p = b + 6; *p == ' '; p++)
-			;
-		tp->uk_seen++;
-		tp->uk_open = true;
-		tp->uk_cur_failed = false;
-		tp->uk_cur = record_case(tp, p, strlen(p), TP_RUNNING, -1);
-		set_last_running(tp, p);
-		return true;
-	}
-	if (tp->uk_open && (ends_with(b, "[ FAILED ]") || ends_with(b, "[ PASSED ]"))) {
-		bool failed = ends_with(b, "[ FAILED ]");
-		tp->uk_want_loc = failed && !tp->uk_cur_failed;
-		if (failed && !tp->uk_cur_failed && tp->uk_cur >= 0) {
-			/* "\texpected `1 + 1` to be 3 but was 2 ....... [ FAILED ]" → the sentence */
-			for (p = b; *p == '\t' || *p == ' '; p++)
-				;
-			const char *e = b + strlen(b) - strlen("[ FAILED ]");
-			while (e > p && (e[-1] == '.' || e[-1] == ' '))
-				e--;
-			detail_set(tp, &tp->cases[tp->uk_cur].message, p, (size_t)(e - p), MESSAGE_MAX);
-		}
-		tp->uk_cur_failed |= failed;
-		return true;
-	}
-	if (tp->uk_want_loc) {
-		tp->uk_want_loc = false;
-		for (p = b; *p == '\t' || *p == ' '; p++)
-			;
-		if (starts_with(p, "in ") && tp->uk_cur >= 0) {
-			/* "in tests.c]:18]": the ']' stand in for colour codes */
-			char loc[256];
-			size_t n = 0;
-			for (p += 3; *p && n < sizeof(loc) - 1; p++)
-				if (*p != ']')
-					loc[n++] = *p;
-			detail_set(tp, &tp->cases[tp->uk_cur].location, loc, n, MESSAGE_MAX);
-			return true;
-		}
-	}
-	p = strstr(b, "uktest:cases:");
-	if (p) {
-		uk_settle(tp, TP_OK);
-		tp->uk_summary = true;
-		tp->uk_sum_failed = count_before(p, " failed");
-		tp->uk_sum_cases = count_before(p, " total");
-		return true;
-	}
-	return false;
 }
 
 static bool is_crash_text(const char *l)
@@ -732,19 +529,19 @@ static bool on_capture(struct testparse *tp, const char *l)
 {
 	static const char tail[] = " stdout ----";
 
-	if (starts_with(l, "---- ") && ends_with(l, tail) && strlen(l) > 5 + sizeof(tail) - 1) {
+	if (tp_starts_with(l, "---- ") && tp_ends_with(l, tail) && strlen(l) > 5 + sizeof(tail) - 1) {
 		tp->cap_case = failed_case(tp, l + 5, strlen(l) - 5 - (sizeof(tail) - 1));
 		tp->msg_case = -1;
 		return true;
 	}
 	if (tp->cap_case < 0)
 		return false;
-	if (strcmp(l, "failures:") == 0 || starts_with(l, "test result: ")) {
+	if (strcmp(l, "failures:") == 0 || tp_starts_with(l, "test result: ")) {
 		tp->cap_case = -1;
 		return false;
 	}
 	struct tp_case *c = &tp->cases[tp->cap_case];
-	detail_append(tp, &c->output, l, strlen(l), c->output != NULL, TESTPARSE_DETAIL_MAX);
+	tp_detail_append(tp, &c->output, l, strlen(l), c->output != NULL, TESTPARSE_DETAIL_MAX);
 	message_line(tp, l);
 	on_panic(tp, l);
 	return true;
@@ -768,9 +565,9 @@ static void parse_line(struct testparse *tp, char *l)
 		long idx = owner_case(tp, NULL, 0);
 		tp->crashed = 1;
 		if (idx >= 0 && tp->cases[idx].outcome == TP_RUNNING)
-			detail_set(tp, &tp->cases[idx].message, l, strlen(l), MESSAGE_MAX);
+			tp_detail_set(tp, &tp->cases[idx].message, l, strlen(l), MESSAGE_MAX);
 	}
-	if (l[0] == '{' && on_json(tp, l))
+	if (l[0] == '{' && tp_on_json(tp, l))
 		return;
 	if (on_capture(tp, l))
 		return;
@@ -778,7 +575,7 @@ static void parse_line(struct testparse *tp, char *l)
 		trim_output(&tp->cases[prev_cap]);
 	message_line(tp, l);
 	on_panic(tp, l);
-	if (on_uktest(tp, strip_klog(l)))
+	if (tp_on_uktest(tp, tp_strip_klog(l)))
 		return;
 	p = strstr(l, "main returned ");
 	if (p) {
@@ -789,24 +586,24 @@ static void parse_line(struct testparse *tp, char *l)
 			tp->main_returned = neg ? (int)(-v & 0xff) : (int)v;
 	}
 
-	if (starts_with(l, "running ")) {
+	if (tp_starts_with(l, "running ")) {
 		const char *end;
 		long n = parse_count(l + 8, &end);
 		if (n >= 0 && (strcmp(end, " tests") == 0 || strcmp(end, " test") == 0)) {
 			tp->seen_libtest = 1;
-			open_suite(tp, (int)n);
+			tp_open_suite(tp, (int)n);
 			return;
 		}
 	}
-	if (starts_with(l, "test result: ")) {
+	if (tp_starts_with(l, "test result: ")) {
 		on_result_line(tp, l + 13);
 		return;
 	}
-	if (starts_with(l, "test ")) {
+	if (tp_starts_with(l, "test ")) {
 		const char *name = l + 5;
 		const char *dots = strstr(name, " ...");
 		if (dots && dots > name && (dots[4] == '\0' || dots[4] == ' ')) {
-			on_test_line(tp, name, (size_t)(dots - name), dots + 4);
+			tp_on_test_line(tp, name, (size_t)(dots - name), dots + 4);
 			return;
 		}
 	}
@@ -815,12 +612,12 @@ static void parse_line(struct testparse *tp, char *l)
 		return;
 	}
 	/* terse (-q) names only the failed tests: "NAME --- FAILED" */
-	if (ends_with(l, " --- FAILED") && strlen(l) > 11 && tp->cur.open) {
+	if (tp_ends_with(l, " --- FAILED") && strlen(l) > 11 && tp->cur.open) {
 		failed_case(tp, l, strlen(l) - 11);
 		return;
 	}
-	if (tp->in_failures && starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
-		if (settle_named(tp, l + 4, TP_FAILED, -1) < 0)
+	if (tp->in_failures && tp_starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
+		if (tp_settle_named(tp, l + 4, TP_FAILED, -1) < 0)
 			failed_case(tp, l + 4, strlen(l + 4));
 		return;
 	}
@@ -839,7 +636,7 @@ static void parse_line(struct testparse *tp, char *l)
 	{
 		const char *end;
 		long n = parse_count(l, &end);
-		if (n >= 0 && (starts_with(end, " tests, ") || starts_with(end, " test, "))) {
+		if (n >= 0 && (tp_starts_with(end, " tests, ") || tp_starts_with(end, " test, "))) {
 			const char *b = strchr(end, ',') + 2;
 			const char *bend;
 			if (parse_count(b, &bend) >= 0 &&
@@ -928,7 +725,7 @@ void testparse_finish(struct testparse *tp)
 	if (tp->cap_case >= 0)
 		trim_output(&tp->cases[tp->cap_case]);
 	tp->cap_case = tp->msg_case = -1;
-	uk_settle(tp, tp->crashed ? TP_CRASHED : TP_OK);
+	tp_uk_settle(tp, tp->crashed ? TP_CRASHED : TP_OK);
 	close_suite(tp);
 	tp->finished = true;
 }
@@ -995,57 +792,6 @@ const struct tp_case *testparse_case(const struct testparse *tp, size_t i)
 	if (!tp || i >= tp->ncases)
 		return NULL;
 	return &tp->cases[i];
-}
-
-/* Console text as a JSON string: bytes that are not UTF-8 become '?' (JSON cannot carry them). */
-static json_t *text_json(const char *s)
-{
-	json_t *j = json_string(s);
-	char *copy;
-
-	if (j || !s)
-		return j;
-	copy = strdup(s);
-	if (!copy)
-		return NULL;
-	for (char *p = copy; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
-static int set_opt_string(json_t *o, const char *key, const char *v)
-{
-	return v ? json_object_set_new(o, key, text_json(v)) : 0;
-}
-
-json_t *testparse_json(const struct testparse *tp)
-{
-	struct tp_summary s;
-	const char *fw = testparse_framework(tp);
-	json_t *cases = json_array();
-	json_t *ret;
-
-	testparse_summary(tp, &s);
-	ret = json_pack("{s:o?,s:i,s:o}", "framework", fw ? json_string(fw) : NULL, "not_run", s.not_run, "cases",
-	                cases);
-	for (size_t i = 0; ret && i < testparse_ncases(tp); i++) {
-		const struct tp_case *c = testparse_case(tp, i);
-		json_t *o = json_pack("{s:o,s:s}", "name", text_json(c->name), "outcome", tp_outcome_name(c->outcome));
-		int r = o ? 0 : -1;
-		if (o && c->duration_s >= 0)
-			r |= json_object_set_new(o, "duration_s", json_real(c->duration_s));
-		if (o)
-			r |= set_opt_string(o, "message", c->message) | set_opt_string(o, "location", c->location) |
-			     set_opt_string(o, "output", c->output);
-		if (r < 0 || json_array_append_new(cases, o) < 0) {
-			json_decref(ret);
-			return NULL;
-		}
-	}
-	return ret;
 }
 
 const char *tp_outcome_name(enum tp_outcome o)
