@@ -66,6 +66,21 @@ expect_rc tjson 0
 run_ukrun nosuch tests 999999
 expect_rc nosuch 1
 
+# ---- a panic=abort test run crashing a guest (qemu): the running test crashed, the rest not run ----
+run_ukrun mbabort --junit "$T/mbabort.xml" "$FX/mb_libtest_abort"
+expect_rc mbabort 134
+id=$(last_run_id)
+api GET "/v1/runs/$id/tests"
+[[ $(case_field "$API_BODY" tests::alpha outcome) == ok && $(case_field "$API_BODY" tests::beta outcome) == crashed ]] ||
+	fail "mbabort: outcomes: $API_BODY"
+[[ $(case_field "$API_BODY" tests::beta message) == "beta broke" &&
+	$(case_field "$API_BODY" tests::beta location) == src/lib.rs:9:5 ]] || fail "mbabort: beta's panic: $API_BODY"
+[[ $(jget summary.not_run <<<"$API_BODY") == 1 && $(jget summary.total <<<"$API_BODY") == 3 &&
+	$(jget summary.crashed_in <<<"$API_BODY") == tests::beta ]] || fail "mbabort: summary: $API_BODY"
+validate "$T/mbabort.xml"
+[[ $(xpath "$T/mbabort.xml" 'string(//testcase[@name="beta"]/error/@message)') == "beta broke" ]] ||
+	fail "mbabort.xml: beta's <error>"
+
 # ---- a real Rust test binary (linuxu): pretty, terse, and aborting mid-run ----
 rust_part() {
 	need_cargo
