@@ -65,6 +65,13 @@ expect_rc tjson 0
 [[ $(jget summary.total <"$T/tjson.out") == 4 ]] || fail "tests --json: $(cat "$T/tjson.out")"
 run_ukrun nosuch tests 999999
 expect_rc nosuch 1
+run_ukrun noid tests --json
+expect_rc noid 2
+run_ukrun nofile tests "$id" --junit
+expect_rc nofile 2
+run_ukrun badjunit --platform linuxu --junit "$T/no/such/dir/r.xml" "$FX/lx_libtest_json"
+expect_rc badjunit 101 # a failing run keeps its status when the report cannot be written
+expect_err_grep badjunit "--junit: cannot write '$T/no/such/dir/r.xml'"
 
 # ---- a panic=abort test run crashing a guest (qemu): the running test crashed, the rest not run ----
 run_ukrun mbabort --junit "$T/mbabort.xml" "$FX/mb_libtest_abort"
