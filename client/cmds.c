@@ -12,6 +12,7 @@
 #include "httpc.h"
 #include "opts.h"
 #include "runner.h"
+#include "testreport.h"
 
 #define EXIT_REFUSED 1
 #define PS_DEFAULT_LIMIT 20
@@ -29,12 +30,14 @@ struct cmd_args {
 	const char *state;
 	const char *label;
 	const char *id; /* show/logs/cancel */
+	bool json;        /* tests --json */
+	const char *junit; /* tests --junit FILE */
 };
 
 struct cmd_def {
 	const char *name;
 	const char *usage; /* after "ukrun NAME" */
-	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label */
+	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label j=--json J=--junit */
 	bool needs_id;
 	bool spawn;        /* start runnerd when it is not running */
 	int (*fn)(struct httpc *h, const struct cmd_args *a);
@@ -259,6 +262,33 @@ static int cmd_cancel(struct httpc *h, const struct cmd_args *a)
 	return status;
 }
 
+static int cmd_tests(struct httpc *h, const struct cmd_args *a)
+{
+	struct httpc_resp resp = { 0 }, rec = { 0 };
+	char path[128];
+	int status, r;
+
+	snprintf(path, sizeof(path), "/v1/runs/%s/tests", a->id);
+	status = get_json(h, path, &resp);
+	if (!status && a->junit) {
+		snprintf(path, sizeof(path), "/v1/runs/%s", a->id);
+		status = get_json(h, path, &rec);
+		if (!status && (r = testreport_junit_file(a->junit, resp.json, rec.json)) < 0) {
+			fprintf(stderr, "ukrun tests: cannot write '%s': %s\n", a->junit, strerror(-r));
+			status = UKRUN_EXIT_INFRA;
+		}
+	}
+	if (!status && a->json) {
+		json_dumpf(resp.json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+	} else if (!status && !a->junit) {
+		testreport_print(stdout, resp.json);
+	}
+	httpc_resp_clear(&rec);
+	httpc_resp_clear(&resp);
+	return status;
+}
+
 static int cmd_version(struct httpc *h, const struct cmd_args *a)
 {
 	struct httpc_resp resp;
@@ -316,6 +346,8 @@ static const struct cmd_def cmd_defs[] = {
 	{ .name = "show", .usage = "ID", .flags = "", .needs_id = true, .spawn = true, .fn = cmd_show },
 	{ .name = "logs", .usage = "[-f] ID", .flags = "f", .needs_id = true, .spawn = true, .fn = cmd_logs },
 	{ .name = "cancel", .usage = "ID", .flags = "", .needs_id = true, .spawn = true, .fn = cmd_cancel },
+	{ .name = "tests", .usage = "[--json] [--junit FILE] ID", .flags = "jJ", .needs_id = true, .spawn = true,
+	  .fn = cmd_tests },
 	{ .name = "version", .usage = "", .flags = "", .spawn = true, .fn = cmd_version },
 	{ .name = "ping", .usage = "", .flags = "", .spawn = false, .fn = cmd_ping },
 };
@@ -358,7 +390,13 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->verbose = true;
 		else if ((v = value_of("--socket", argc, argv, &i, &missing)))
 			a->socket = v;
-		else if (strchr(d->flags, 'a') && !strcmp(arg, "--all"))
+		else if (strchr(d->flags, 'j') && !strcmp(arg, "--json"))
+			a->json = true;
+		else if (strchr(d->flags, 'J') && (v = value_of("--junit", argc, argv, &i, &missing))) {
+			if (!*v)
+				return usage_error(d->name, "--junit: expected a file name");
+			a->junit = v;
+		} else if (strchr(d->flags, 'a') && !strcmp(arg, "--all"))
 			a->all = true;
 		else if (strchr(d->flags, 'f') && (!strcmp(arg, "-f") || !strcmp(arg, "--follow")))
 			a->follow = true;

@@ -32,6 +32,7 @@ enum opt_id {
 	OPT_UK_PARAM,
 	OPT_LABEL,
 	OPT_LOADER,
+	OPT_JUNIT,
 	OPT_SOCKET,
 	OPT_QUIET,
 	OPT_VERBOSE,
@@ -59,6 +60,7 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
 	{ .name = "loader", .has_arg = true, .id = OPT_LOADER },
+	{ .name = "junit", .has_arg = true, .id = OPT_JUNIT },
 	{ .name = "socket", .has_arg = true, .id = OPT_SOCKET },
 	{ .name = "quiet", .short_name = 'q', .id = OPT_QUIET },
 	{ .name = "verbose", .short_name = 'v', .id = OPT_VERBOSE },
@@ -245,6 +247,11 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 			return fail(err, errlen, "--loader: expected the path of an elfloader kernel");
 		o->loader = val;
 		o->set_loader = true;
+		return 0;
+	case OPT_JUNIT:
+		if (!*val)
+			return fail(err, errlen, "--junit: expected a file name");
+		o->junit = val;
 		return 0;
 	case OPT_SOCKET:
 		if (!*val)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "detect.h"
+#include "testreport.h"
 #include "upload.h"
 
 #define RUN_ID_MAX 64
@@ -313,6 +314,27 @@ static int report(const struct opts *o, const char *id, const json_t *rec)
 	return status;
 }
 
+/* --junit FILE: the ended run's tests as JUnit XML; 0 or UKRUN_EXIT_INFRA after saying why. */
+static int write_junit(struct httpc *h, const char *path, const char *id, const json_t *rec)
+{
+	struct httpc_resp resp = { 0 };
+	char url[128], msg[256];
+	int r, status = 0;
+
+	snprintf(url, sizeof(url), "/v1/runs/%s/tests", id);
+	r = httpc_json(h, "GET", url, NULL, &resp);
+	if (r < 0 || resp.status != 200 || !json_is_object(resp.json)) {
+		fprintf(stderr, "ukrun: run %s: no test results for --junit: %s\n", id,
+			r < 0 ? h->errbuf : httpc_resp_message(&resp, msg, sizeof(msg)));
+		status = UKRUN_EXIT_INFRA;
+	} else if ((r = testreport_junit_file(path, resp.json, rec)) < 0) {
+		fprintf(stderr, "ukrun: --junit: cannot write '%s': %s\n", path, strerror(-r));
+		status = UKRUN_EXIT_INFRA;
+	}
+	httpc_resp_clear(&resp);
+	return status;
+}
+
 /* Console to stdout until the run ends, then its record's verdict. */
 static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 {
@@ -355,6 +377,9 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 		sleep_ms(SETTLE_STEP_MS);
 	}
 	status = report(o, id, rec);
+	/* A report that cannot be written fails a passing run; a failing run keeps its status. */
+	if (o->junit && write_junit(h, o->junit, id, rec) && status == 0)
+		status = UKRUN_EXIT_INFRA;
 	json_decref(rec);
 	return status;
 }

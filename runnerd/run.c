@@ -388,26 +388,13 @@ static void tests_done(uv_work_t *w, int status)
 {
 	struct run *run = w->data;
 	if (status < 0 || run->tests_result < 0)
-		log_error("run %s: failed to store its %zu test cases: %s", run->id_str, json_array_size(run->cases),
+		log_error("run %s: failed to store its %zu test cases: %s", run->id_str,
+		          json_array_size(json_object_get(run->cases, "cases")),
 		          strerror(status < 0 ? -status : -run->tests_result));
 	json_decref(run->cases);
 	run->cases = NULL;
 	run->mgr->nfinishing--;
 	record_end(run);
-}
-
-static json_t *cases_json(struct run *run)
-{
-	size_t ncases = testparse_ncases(run->tp);
-	json_t *cases = json_array();
-	for (size_t i = 0; cases && i < ncases; i++) {
-		const struct tp_case *c = testparse_case(run->tp, i);
-		json_t *o = json_pack("{s:s,s:s}", "name", c->name, "outcome", tp_outcome_name(c->outcome));
-		if (o && c->duration_s >= 0)
-			json_object_set_new(o, "duration_s", json_real(c->duration_s));
-		json_array_append_new(cases, o);
-	}
-	return cases;
 }
 
 /* The run has ended (exit, failure, cancel): record its test cases, then its end. */
@@ -423,14 +410,14 @@ static void run_end(struct run *run, enum run_state state, const struct verdict 
 	testparse_finish(run->tp);
 	size_t ncases = testparse_ncases(run->tp);
 	if (ncases >= RUN_TESTS_OFFLOOP) {
-		run->cases = cases_json(run);
+		run->cases = testparse_json(run->tp);
 		run->tests_work.data = run;
 		if (run->cases && uv_queue_work(mgr->loop, &run->tests_work, tests_work, tests_done) == 0) {
 			mgr->nfinishing++;
 			return;
 		}
-	} else if (ncases) {
-		run->cases = cases_json(run);
+	} else if (ncases || testparse_framework(run->tp)) {
+		run->cases = testparse_json(run->tp);
 	}
 	if (run->cases && store_run_set_tests(mgr->db, run->id, run->cases) < 0)
 		log_error("run %s: failed to store test cases", run->id_str);

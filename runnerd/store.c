@@ -538,12 +538,40 @@ int store_run_finish(struct store *st, int64_t id, const struct run_end *end)
  * sqlite's write lock only this long at a time, so the loop's own writes barely wait. */
 #define TESTS_BATCH 1000
 
+static void bind_opt_text(sqlite3_stmt *stmt, int i, const json_t *v)
+{
+	if (json_is_string(v))
+		sqlite3_bind_text(stmt, i, json_string_value(v), (int)json_string_length(v), SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(stmt, i);
+}
+
+/* The run-level part of `tests` (framework, unnamed not-run count), replacing any earlier one. */
+static int write_test_run(sqlite3 *db, int64_t id, const json_t *tests)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO test_runs (run_id, framework, not_run) VALUES (?1, ?2, ?3)",
+	                            -1, &stmt, NULL);
+	if (rc == SQLITE_OK) {
+		json_int_t nr = json_integer_value(json_object_get(tests, "not_run"));
+		sqlite3_bind_int64(stmt, 1, id);
+		bind_opt_text(stmt, 2, json_object_get(tests, "framework"));
+		sqlite3_bind_int64(stmt, 3, nr > 0 ? nr : 0);
+		rc = sqlite3_step(stmt) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
 /* A run's test cases on connection `db` (the loop's or a worker's own), in transactions
  * of TESTS_BATCH rows with one prepared INSERT. */
-static int write_tests(sqlite3 *db, int64_t id, const json_t *cases)
+static int write_tests(sqlite3 *db, int64_t id, const json_t *tests)
 {
 	sqlite3_stmt *del = NULL, *ins = NULL;
+	const json_t *cases = json_object_get(tests, "cases");
 	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = write_test_run(db, id, tests);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, "DELETE FROM test_cases WHERE run_id = ?1", -1, &del, NULL);
 	if (rc == SQLITE_OK) {
@@ -551,7 +579,10 @@ static int write_tests(sqlite3 *db, int64_t id, const json_t *cases)
 		rc = sqlite3_step(del) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
 	}
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, "INSERT INTO test_cases VALUES (?1, ?2, ?3, ?4, ?5)", -1, &ins, NULL);
+		rc = sqlite3_prepare_v2(db,
+		                        "INSERT INTO test_cases (run_id, pos, name, outcome, duration_s, message, "
+		                        "location, output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+		                        -1, &ins, NULL);
 	size_t i;
 	json_t *c;
 	json_array_foreach(cases, i, c) {
@@ -571,6 +602,9 @@ static int write_tests(sqlite3 *db, int64_t id, const json_t *cases)
 			sqlite3_bind_double(ins, 5, json_number_value(dur));
 		else
 			sqlite3_bind_null(ins, 5);
+		bind_opt_text(ins, 6, json_object_get(c, "message"));
+		bind_opt_text(ins, 7, json_object_get(c, "location"));
+		bind_opt_text(ins, 8, json_object_get(c, "output"));
 		rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
 		sqlite3_reset(ins);
 		sqlite3_clear_bindings(ins);
@@ -584,11 +618,11 @@ static int write_tests(sqlite3 *db, int64_t id, const json_t *cases)
 	return sq_err(rc);
 }
 
-int store_run_set_tests(struct store *st, int64_t id, const json_t *cases)
+int store_run_set_tests(struct store *st, int64_t id, const json_t *tests)
 {
-	int r = write_tests(st->db, id, cases);
+	int r = write_tests(st->db, id, tests);
 	if (r == -ENOSPC && reserve_release(st))
-		r = write_tests(st->db, id, cases);
+		r = write_tests(st->db, id, tests);
 	return r;
 }
 
@@ -597,7 +631,7 @@ const char *store_path(const struct store *st)
 	return sqlite3_db_filename(st->db, "main");
 }
 
-int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *cases)
+int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *tests)
 {
 	sqlite3 *db = NULL;
 	int rc = sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -607,7 +641,7 @@ int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *cases)
 		r = sq_err(sqlite3_exec(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL", NULL, NULL, NULL));
 	}
 	if (r == 0)
-		r = write_tests(db, id, cases);
+		r = write_tests(db, id, tests);
 	sqlite3_close(db);
 	return r;
 }
@@ -683,11 +717,22 @@ json_t *store_run_tests(struct store *st, int64_t id)
 	json_decref(rec);
 	sqlite3_stmt *stmt;
 	json_t *cases = json_array();
-	int counts[6] = {0};
+	json_t *framework = json_null(), *crashed_in = json_null();
+	json_int_t counts[6] = {0}, unnamed_not_run = 0;
 	static const char *const names[] = {"ok", "failed", "ignored", "crashed", "running", "not_run"};
+	if (sqlite3_prepare_v2(st->db, "SELECT framework, not_run FROM test_runs WHERE run_id = ?1", -1, &stmt,
+	                       NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(stmt, 1, id);
+		if (sqlite3_step(stmt) == SQLITE_ROW) {
+			json_decref(framework);
+			framework = col_json(stmt, 0);
+			unnamed_not_run = sqlite3_column_int64(stmt, 1);
+		}
+		sqlite3_finalize(stmt);
+	}
 	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT name, outcome, duration_s FROM test_cases WHERE run_id = ?1 ORDER "
-	                       "BY pos",
+	                       "SELECT name, outcome, duration_s, message, location, output FROM test_cases "
+	                       "WHERE run_id = ?1 ORDER BY pos",
 	                       -1, &stmt, NULL) == SQLITE_OK) {
 		sqlite3_bind_int64(stmt, 1, id);
 		while (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -696,17 +741,25 @@ json_t *store_run_tests(struct store *st, int64_t id)
 			for (int k = 0; k < 6; k++)
 				if (oc && strcmp(oc, names[k]) == 0)
 					counts[k]++;
+			if (oc && strcmp(oc, "crashed") == 0 && json_is_null(crashed_in)) {
+				json_decref(crashed_in);
+				crashed_in = json_string((const char *)sqlite3_column_text(stmt, 0));
+			}
 			json_array_append_new(cases, c);
 		}
 		sqlite3_finalize(stmt);
 	}
+	counts[5] += unnamed_not_run;
 	json_t *summary = json_object();
 	for (int k = 0; k < 6; k++)
 		json_object_set_new(summary, names[k], json_integer(counts[k]));
-	json_object_set_new(summary, "total", json_integer((json_int_t)json_array_size(cases)));
+	json_object_set_new(summary, "total",
+	                    json_integer((json_int_t)json_array_size(cases) + unnamed_not_run));
+	json_object_set_new(summary, "crashed_in", crashed_in);
 	char ids[32];
 	snprintf(ids, sizeof(ids), "%lld", (long long)id);
-	return json_pack("{s:s,s:o,s:o}", "id", ids, "cases", cases, "summary", summary);
+	return json_pack("{s:s,s:o,s:o,s:o}", "id", ids, "framework", framework, "cases", cases, "summary",
+	                 summary);
 }
 
 json_t *store_run_list(struct store *st, const struct run_filter *f)

@@ -105,17 +105,21 @@ int store_run_set_fact(struct store *st, int64_t id, const char *key, const char
 int store_run_add_note(struct store *st, int64_t id, const char *message);
 /* Final state, exit status, timings, console size. */
 int store_run_finish(struct store *st, int64_t id, const struct run_end *end);
-/* Replace the run's parsed test cases (transactions of 1000 rows). */
-int store_run_set_tests(struct store *st, int64_t id, const json_t *cases);
+/* Replace the run's parsed tests (transactions of 1000 rows): `tests` is
+ * {"framework": "libtest"|"uktest"|null, "not_run": N (unnamed tests never started),
+ *  "cases": [{"name", "outcome", "duration_s"?, "message"?, "location"?, "output"?}, ...]}. */
+int store_run_set_tests(struct store *st, int64_t id, const json_t *tests);
 /* The same on a connection of its own to the database at `db_path` (store_path): safe on a
  * worker thread while the loop uses the store. */
-int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *cases);
+int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *tests);
 /* The database file's path. */
 const char *store_path(const struct store *st);
 
 /* Full record (see docs/api.md) or NULL. */
 json_t *store_run_get(struct store *st, int64_t id);
-/* Parsed test cases: {"cases": [...], "summary": {...}} or NULL when the run is unknown. */
+/* Parsed tests: {"id", "framework", "cases": [...], "summary": {ok, failed, ignored, crashed, running,
+ * not_run (named + unnamed), total, crashed_in (the first crashed case or null)}}, or NULL when the
+ * run is unknown. */
 json_t *store_run_tests(struct store *st, int64_t id);
 
 struct run_filter {

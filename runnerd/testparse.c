@@ -7,7 +7,8 @@
  * so a case can stay RUNNING across lines of its own output until a bare
  * "ok"/"FAILED" line, the suite's "failures:" list or "test result:" line
  * settles it. Suites follow each other; only the current one is kept in
- * detail, finished ones are folded into running totals.
+ * detail, finished ones are folded into running totals. libtest's JSON
+ * events are read in testparse_json.c, uktest's lines in testparse_uktest.c.
  */
 #include "testparse.h"
 
@@ -18,45 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NAME_MAX_LEN 1024            /* longer test names are cut */
-#define NAME_BUDGET (16u << 20)      /* total bytes of recorded names */
-
-struct suite {
-	bool open;        /* a suite exists (announced or implied by a test line) */
-	bool result_seen; /* its "test result:" line arrived */
-	int announced;
-	int ok, failed, ignored, crashed; /* per-case outcomes seen */
-	int started;      /* cases seen (any outcome, including running) */
-	int res_passed, res_failed, res_ignored; /* from the result line */
-};
-
-struct testparse {
-	char line[TESTPARSE_LINE_MAX + 1];
-	size_t linelen;
-	bool overlong; /* dropping bytes until the next newline */
-
-	struct tp_case *cases;
-	size_t ncases, capcases;
-	size_t name_bytes;
-
-	/* Recorded cases still running, oldest first; plus running ones we could not record. */
-	size_t *runstack;
-	size_t nrun, caprun;
-	int running_unrecorded;
-	char last_running[128];
-
-	struct suite cur;
-	bool in_failures; /* inside libtest's "failures:" name list */
-
-	/* Totals of finished suites. */
-	int t_announced, t_passed, t_failed, t_ignored, t_not_run;
-
-	int seen_libtest, result_lines, result_failed;
-	int panicked, crashed, main_returned, list_end;
-	bool list_complete; /* a --list ended after the last suite */
-	bool closed_complete; /* the last folded suite had its result line */
-	bool finished;
-};
+#include "testparse_int.h"
 
 struct testparse *testparse_new(void)
 {
@@ -65,6 +28,7 @@ struct testparse *testparse_new(void)
 	if (!tp)
 		return NULL;
 	tp->main_returned = -1;
+	tp->cap_case = tp->msg_case = tp->uk_cur = -1;
 	return tp;
 }
 
@@ -72,14 +36,19 @@ void testparse_free(struct testparse *tp)
 {
 	if (!tp)
 		return;
-	for (size_t i = 0; i < tp->ncases; i++)
+	for (size_t i = 0; i < tp->ncases; i++) {
 		free(tp->cases[i].name);
+		free(tp->cases[i].message);
+		free(tp->cases[i].location);
+		free(tp->cases[i].output);
+	}
+	free(tp->line);
 	free(tp->cases);
 	free(tp->runstack);
 	free(tp);
 }
 
-static bool starts_with(const char *s, const char *prefix)
+bool tp_starts_with(const char *s, const char *prefix)
 {
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
@@ -107,7 +76,7 @@ static int count_add(int a, int b)
 }
 
 /* The number right before `word` in `line` ("3 passed"), or 0. */
-static int count_before(const char *line, const char *word)
+int tp_count_before(const char *line, const char *word)
 {
 	const char *w = strstr(line, word);
 	const char *p;
@@ -152,7 +121,7 @@ static size_t clean_line(char *s, size_t len)
 	return w;
 }
 
-static void set_last_running(struct testparse *tp, const char *name)
+void tp_set_last_running(struct testparse *tp, const char *name)
 {
 	size_t n = strlen(name);
 
@@ -188,7 +157,7 @@ static bool push_running(struct testparse *tp, size_t idx)
 }
 
 /* Record a case; returns its index or -1 when it could not be recorded. */
-static long record_case(struct testparse *tp, const char *name, size_t namelen, enum tp_outcome o,
+long tp_record_case(struct testparse *tp, const char *name, size_t namelen, enum tp_outcome o,
                         double dur)
 {
 	if (namelen > NAME_MAX_LEN)
@@ -211,6 +180,45 @@ static long record_case(struct testparse *tp, const char *name, size_t namelen, 
 	return (long)tp->ncases++;
 }
 
+/* Append n bytes of s to *field (a line of it when `line`), within the per-case and total caps. */
+void tp_detail_append(struct testparse *tp, char **field, const char *s, size_t n, bool line, size_t cap)
+{
+	size_t have = *field ? strlen(*field) : 0;
+	size_t sep = line && have ? 1 : 0;
+
+	if (have + sep >= cap || tp->detail_bytes >= DETAIL_BUDGET)
+		return;
+	if (n > cap - have - sep)
+		n = cap - have - sep;
+	if (n > DETAIL_BUDGET - tp->detail_bytes)
+		n = DETAIL_BUDGET - tp->detail_bytes;
+	char *g = realloc(*field, have + sep + n + 1);
+	if (!g)
+		return;
+	if (sep)
+		g[have] = '\n';
+	memcpy(g + have + sep, s, n);
+	g[have + sep + n] = '\0';
+	*field = g;
+	tp->detail_bytes += sep + n;
+}
+
+void tp_detail_set(struct testparse *tp, char **field, const char *s, size_t n, size_t cap)
+{
+	if (*field)
+		return; /* the first panic of a case is the one that failed it */
+	tp_detail_append(tp, field, s, n, false, cap);
+}
+
+/* The latest recorded case called `name`, or -1. */
+static long find_case(const struct testparse *tp, const char *name, size_t namelen)
+{
+	for (size_t i = tp->ncases; i-- > 0;)
+		if (strlen(tp->cases[i].name) == namelen && memcmp(tp->cases[i].name, name, namelen) == 0)
+			return (long)i;
+	return -1;
+}
+
 static int running_count(const struct testparse *tp)
 {
 	return (int)tp->nrun + tp->running_unrecorded;
@@ -231,19 +239,23 @@ static void settle_latest(struct testparse *tp, enum tp_outcome o, double dur)
 	count_outcome(&tp->cur, o);
 }
 
-/* Settle the running case called `name`, if any. */
-static void settle_named(struct testparse *tp, const char *name, enum tp_outcome o)
+/* Settle the running case called `name`: its index, or -1 when none runs. */
+long tp_settle_named(struct testparse *tp, const char *name, enum tp_outcome o, double dur)
 {
 	for (size_t i = tp->nrun; i-- > 0;) {
-		struct tp_case *c = &tp->cases[tp->runstack[i]];
+		size_t idx = tp->runstack[i];
+		struct tp_case *c = &tp->cases[idx];
 		if (strcmp(c->name, name) != 0)
 			continue;
 		c->outcome = o;
+		if (dur >= 0)
+			c->duration_s = dur;
 		memmove(&tp->runstack[i], &tp->runstack[i + 1], (tp->nrun - i - 1) * sizeof(size_t));
 		tp->nrun--;
 		count_outcome(&tp->cur, o);
-		return;
+		return (long)idx;
 	}
+	return -1;
 }
 
 /* Settle everything still running in the current suite. */
@@ -277,7 +289,7 @@ static void close_suite(struct testparse *tp)
 	memset(s, 0, sizeof(*s));
 }
 
-static void open_suite(struct testparse *tp, int announced)
+void tp_open_suite(struct testparse *tp, int announced)
 {
 	close_suite(tp);
 	tp->cur.open = true;
@@ -292,16 +304,16 @@ static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur
 	const char *rest;
 
 	*ret_dur = -1;
-	if (starts_with(s, "ok")) {
+	if (tp_starts_with(s, "ok")) {
 		*ret_o = TP_OK;
 		rest = s + 2;
-	} else if (starts_with(s, "FAILED")) {
+	} else if (tp_starts_with(s, "FAILED")) {
 		*ret_o = TP_FAILED;
 		rest = s + 6;
-	} else if (starts_with(s, "ignored")) {
+	} else if (tp_starts_with(s, "ignored")) {
 		*ret_o = TP_IGNORED;
 		return s[7] == '\0' || s[7] == ',';
-	} else if (starts_with(s, "bench:")) {
+	} else if (tp_starts_with(s, "bench:")) {
 		*ret_o = TP_OK;
 		return true;
 	} else {
@@ -321,7 +333,8 @@ static bool parse_outcome(const char *s, enum tp_outcome *ret_o, double *ret_dur
 	return false;
 }
 
-static void on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
+/* "test NAME ... REST" (REST "" when a JSON "started" event): the case's index or -1. */
+long tp_on_test_line(struct testparse *tp, const char *name, size_t namelen, const char *rest)
 {
 	static const char sp[] = " - should panic";
 	enum tp_outcome o;
@@ -331,40 +344,55 @@ static void on_test_line(struct testparse *tp, const char *name, size_t namelen,
 	if (namelen > sizeof(sp) - 1 && memcmp(name + namelen - (sizeof(sp) - 1), sp, sizeof(sp) - 1) == 0)
 		namelen -= sizeof(sp) - 1;
 	if (!tp->cur.open || tp->cur.result_seen)
-		open_suite(tp, 0);
+		tp_open_suite(tp, 0);
 	while (*rest == ' ')
 		rest++;
 	if (!parse_outcome(rest, &o, &dur))
 		o = TP_RUNNING; /* nothing or the test's own output follows the dots */
 	tp->cur.started++;
-	idx = record_case(tp, name, namelen, o, dur);
+	idx = tp_record_case(tp, name, namelen, o, dur);
 	if (o != TP_RUNNING) {
 		count_outcome(&tp->cur, o);
-		return;
+		return idx;
 	}
 	{
 		char shortname[sizeof(tp->last_running)];
 		size_t n = namelen < sizeof(shortname) - 1 ? namelen : sizeof(shortname) - 1;
 		memcpy(shortname, name, n);
 		shortname[n] = '\0';
-		set_last_running(tp, shortname);
+		tp_set_last_running(tp, shortname);
 	}
 	if (idx < 0 || !push_running(tp, (size_t)idx))
 		tp->running_unrecorded++;
+	return idx;
 }
 
-static void on_result_line(struct testparse *tp, const char *rest)
+/* A failed case named only in a failures block or list (terse output): record it once. */
+static long failed_case(struct testparse *tp, const char *name, size_t namelen)
 {
-	bool failed = starts_with(rest, "FAILED");
+	long idx = find_case(tp, name, namelen);
 
+	if (idx >= 0)
+		return idx;
 	if (!tp->cur.open || tp->cur.result_seen)
-		open_suite(tp, -1);
+		tp_open_suite(tp, 0);
+	tp->cur.started++;
+	count_outcome(&tp->cur, TP_FAILED);
+	return tp_record_case(tp, name, namelen, TP_FAILED, -1);
+}
+
+/* A suite's result ("test result:" line or JSON suite event). */
+void tp_suite_result(struct testparse *tp, bool failed, int passed, int nfailed, int ignored)
+{
+	if (!tp->cur.open || tp->cur.result_seen)
+		tp_open_suite(tp, -1);
 	/* libtest lists every failed test before this line, so what still runs passed. */
 	settle_all(tp, TP_OK);
+	tp->cap_case = tp->msg_case = -1;
 	tp->cur.result_seen = true;
-	tp->cur.res_passed = count_before(rest, " passed");
-	tp->cur.res_failed = count_before(rest, " failed");
-	tp->cur.res_ignored = count_before(rest, " ignored");
+	tp->cur.res_passed = passed;
+	tp->cur.res_failed = nfailed;
+	tp->cur.res_ignored = ignored;
 	if (tp->cur.announced < 0)
 		tp->cur.announced = count_add(count_add(tp->cur.res_passed, tp->cur.res_failed),
 		                              tp->cur.res_ignored);
@@ -374,6 +402,121 @@ static void on_result_line(struct testparse *tp, const char *rest)
 	tp->in_failures = false;
 }
 
+static void on_result_line(struct testparse *tp, const char *rest)
+{
+	tp_suite_result(tp, tp_starts_with(rest, "FAILED"), tp_count_before(rest, " passed"), tp_count_before(rest, " failed"),
+	             tp_count_before(rest, " ignored"));
+}
+
+/* The case a panic or crash belongs to: the one named, else the block being captured, else
+ * the latest running libtest or uktest case; -1 when none. */
+static long owner_case(const struct testparse *tp, const char *name, size_t namelen)
+{
+	long idx = name ? find_case(tp, name, namelen) : -1;
+
+	if (idx < 0)
+		idx = tp->cap_case;
+	if (idx < 0 && tp->nrun > 0)
+		idx = (long)tp->runstack[tp->nrun - 1];
+	if (idx < 0)
+		idx = tp->uk_cur;
+	return idx;
+}
+
+/* "thread 'NAME' panicked at LOCATION:" (Rust >= 1.73, the message on the following lines;
+ * "thread 'NAME' (TID) panicked at" since 1.89) or "thread 'NAME' panicked at 'MESSAGE',
+ * LOCATION" (older): note it on its case. */
+static void on_panic(struct testparse *tp, const char *l)
+{
+	const char *p = strstr(l, "thread '");
+	const char *q = p ? strstr(p + 8, " panicked at ") : NULL;
+	const char *ne = q ? memchr(p + 8, '\'', (size_t)(q - p - 8)) : NULL;
+
+	if (!ne)
+		return;
+	tp->panicked = 1;
+	long idx = owner_case(tp, p + 8, (size_t)(ne - p - 8));
+	if (idx < 0)
+		return;
+	struct tp_case *c = &tp->cases[idx];
+	const char *rest = q + strlen(" panicked at ");
+	size_t rl = strlen(rest);
+	if (c->message || c->location)
+		return; /* the first panic of a case is the one that failed it */
+	if (rest[0] == '\'') {
+		const char *e = NULL;
+		for (const char *t = strstr(rest + 1, "', "); t; t = strstr(t + 1, "', "))
+			e = t;
+		if (e) {
+			tp_detail_set(tp, &c->message, rest + 1, (size_t)(e - rest - 1), MESSAGE_MAX);
+			tp_detail_set(tp, &c->location, e + 3, strlen(e + 3), MESSAGE_MAX);
+			return;
+		}
+	}
+	if (rl > 0 && rest[rl - 1] == ':') {
+		tp_detail_set(tp, &c->location, rest, rl - 1, MESSAGE_MAX);
+		tp->msg_case = idx;
+	} else {
+		tp_detail_set(tp, &c->location, rest, rl, MESSAGE_MAX);
+	}
+}
+
+
+/* A line after "panicked at LOCATION:": part of the message until a line that is not. */
+static void message_line(struct testparse *tp, const char *l)
+{
+	enum tp_outcome o;
+	double dur;
+
+	if (tp->msg_case < 0)
+		return;
+	if (*l == '\0' || tp_starts_with(l, "note: ") || tp_starts_with(l, "stack backtrace:") || tp_starts_with(l, "---- ") ||
+	    tp_starts_with(l, "test ") || tp_starts_with(l, "failures:") || tp_starts_with(l, "error: ") ||
+	    tp_strip_klog(l) != l || parse_outcome(l, &o, &dur)) {
+		tp->msg_case = -1;
+		return;
+	}
+	tp_detail_append(tp, &tp->cases[tp->msg_case].message, l, strlen(l), true, MESSAGE_MAX);
+}
+
+/* Captured output handed over in one piece (the JSON "stdout" field): keep it, find its panic. */
+void tp_case_output(struct testparse *tp, long idx, const char *out)
+{
+	long saved_cap = tp->cap_case;
+
+	if (idx < 0 || !out || !*out)
+		return;
+	size_t n = strlen(out);
+	while (n > 0 && out[n - 1] == '\n')
+		n--;
+	tp_detail_append(tp, &tp->cases[idx].output, out, n, true, TESTPARSE_DETAIL_MAX);
+	tp->cap_case = idx;
+	for (const char *l = out; *l;) {
+		const char *e = strchr(l, '\n');
+		size_t len = e ? (size_t)(e - l) : strlen(l);
+		char buf[TESTPARSE_LINE_MAX + 1];
+		if (len > TESTPARSE_LINE_MAX)
+			len = TESTPARSE_LINE_MAX;
+		memcpy(buf, l, len);
+		buf[len] = '\0';
+		if (len && buf[len - 1] == '\r')
+			buf[len - 1] = '\0';
+		message_line(tp, buf);
+		on_panic(tp, buf);
+		if (!e)
+			break;
+		l = e + 1;
+	}
+	tp->msg_case = -1;
+	tp->cap_case = saved_cap;
+}
+
+bool tp_ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
 static bool is_crash_text(const char *l)
 {
 	if (strcasestr(l, "Unikraft crash") || strstr(l, "Kernel panic"))
@@ -381,15 +524,59 @@ static bool is_crash_text(const char *l)
 	return strstr(l, "CRIT") && strcasestr(l, "crash");
 }
 
+/* A "---- NAME stdout ----" block of the failures section: its lines are NAME's output. */
+static bool on_capture(struct testparse *tp, const char *l)
+{
+	static const char tail[] = " stdout ----";
+
+	if (tp_starts_with(l, "---- ") && tp_ends_with(l, tail) && strlen(l) > 5 + sizeof(tail) - 1) {
+		tp->cap_case = failed_case(tp, l + 5, strlen(l) - 5 - (sizeof(tail) - 1));
+		tp->msg_case = -1;
+		return true;
+	}
+	if (tp->cap_case < 0)
+		return false;
+	if (strcmp(l, "failures:") == 0 || tp_starts_with(l, "test result: ")) {
+		tp->cap_case = -1;
+		return false;
+	}
+	struct tp_case *c = &tp->cases[tp->cap_case];
+	tp_detail_append(tp, &c->output, l, strlen(l), c->output != NULL, TESTPARSE_DETAIL_MAX);
+	message_line(tp, l);
+	on_panic(tp, l);
+	return true;
+}
+
+/* The lines of a captured block end with the blank line libtest prints after each. */
+static void trim_output(struct tp_case *c)
+{
+	size_t n = c->output ? strlen(c->output) : 0;
+
+	while (n > 0 && c->output[n - 1] == '\n')
+		c->output[--n] = '\0';
+}
+
 static void parse_line(struct testparse *tp, char *l)
 {
 	const char *p;
+	long prev_cap = tp->cap_case;
 
-	if (is_crash_text(l))
+	if (is_crash_text(l)) {
+		long idx = owner_case(tp, NULL, 0);
 		tp->crashed = 1;
-	p = strstr(l, "thread '");
-	if (p && strstr(p, "' panicked at"))
-		tp->panicked = 1;
+		if (idx >= 0 && tp->cases[idx].outcome == TP_RUNNING)
+			tp_detail_set(tp, &tp->cases[idx].message, l, strlen(l), MESSAGE_MAX);
+	}
+	if (l[0] == '{' && tp_on_json(tp, l))
+		return;
+	if (on_capture(tp, l))
+		return;
+	if (prev_cap >= 0)
+		trim_output(&tp->cases[prev_cap]);
+	message_line(tp, l);
+	on_panic(tp, l);
+	if (tp_on_uktest(tp, tp_strip_klog(l)))
+		return;
 	p = strstr(l, "main returned ");
 	if (p) {
 		const char *num = p + strlen("main returned ");
@@ -399,24 +586,24 @@ static void parse_line(struct testparse *tp, char *l)
 			tp->main_returned = neg ? (int)(-v & 0xff) : (int)v;
 	}
 
-	if (starts_with(l, "running ")) {
+	if (tp_starts_with(l, "running ")) {
 		const char *end;
 		long n = parse_count(l + 8, &end);
 		if (n >= 0 && (strcmp(end, " tests") == 0 || strcmp(end, " test") == 0)) {
 			tp->seen_libtest = 1;
-			open_suite(tp, (int)n);
+			tp_open_suite(tp, (int)n);
 			return;
 		}
 	}
-	if (starts_with(l, "test result: ")) {
+	if (tp_starts_with(l, "test result: ")) {
 		on_result_line(tp, l + 13);
 		return;
 	}
-	if (starts_with(l, "test ")) {
+	if (tp_starts_with(l, "test ")) {
 		const char *name = l + 5;
 		const char *dots = strstr(name, " ...");
 		if (dots && dots > name && (dots[4] == '\0' || dots[4] == ' ')) {
-			on_test_line(tp, name, (size_t)(dots - name), dots + 4);
+			tp_on_test_line(tp, name, (size_t)(dots - name), dots + 4);
 			return;
 		}
 	}
@@ -424,8 +611,14 @@ static void parse_line(struct testparse *tp, char *l)
 		tp->in_failures = true;
 		return;
 	}
-	if (tp->in_failures && starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
-		settle_named(tp, l + 4, TP_FAILED);
+	/* terse (-q) names only the failed tests: "NAME --- FAILED" */
+	if (tp_ends_with(l, " --- FAILED") && strlen(l) > 11 && tp->cur.open) {
+		failed_case(tp, l, strlen(l) - 11);
+		return;
+	}
+	if (tp->in_failures && tp_starts_with(l, "    ") && l[4] != ' ' && l[4] != '\0') {
+		if (tp_settle_named(tp, l + 4, TP_FAILED, -1) < 0)
+			failed_case(tp, l + 4, strlen(l + 4));
 		return;
 	}
 	if (running_count(tp) > 0) {
@@ -443,7 +636,7 @@ static void parse_line(struct testparse *tp, char *l)
 	{
 		const char *end;
 		long n = parse_count(l, &end);
-		if (n >= 0 && (starts_with(end, " tests, ") || starts_with(end, " test, "))) {
+		if (n >= 0 && (tp_starts_with(end, " tests, ") || tp_starts_with(end, " test, "))) {
 			const char *b = strchr(end, ',') + 2;
 			const char *bend;
 			if (parse_count(b, &bend) >= 0 &&
@@ -455,11 +648,37 @@ static void parse_line(struct testparse *tp, char *l)
 	}
 }
 
+/* Room for `need` bytes in the line buffer. */
+static bool line_reserve(struct testparse *tp, size_t need)
+{
+	if (need <= tp->linecap)
+		return true;
+	size_t ncap = tp->linecap ? tp->linecap : 256;
+	while (ncap < need)
+		ncap *= 2;
+	char *n = realloc(tp->line, ncap);
+	if (!n)
+		return false;
+	tp->line = n;
+	tp->linecap = ncap;
+	return true;
+}
+
 static void end_line(struct testparse *tp)
 {
+	if (!line_reserve(tp, tp->linelen + 1)) {
+		tp->linelen = 0;
+		return;
+	}
 	tp->linelen = clean_line(tp->line, tp->linelen);
 	parse_line(tp, tp->line);
 	tp->linelen = 0;
+	if (tp->linecap > 4 * TESTPARSE_LINE_MAX) {
+		/* a long JSON line is parsed: do not keep its buffer for the rest of the run */
+		free(tp->line);
+		tp->line = NULL;
+		tp->linecap = 0;
+	}
 }
 
 void testparse_feed(struct testparse *tp, const char *buf, size_t len)
@@ -470,9 +689,12 @@ void testparse_feed(struct testparse *tp, const char *buf, size_t len)
 		const char *nl = memchr(buf, '\n', len);
 		size_t take = nl ? (size_t)(nl - buf) : len;
 
-		if (!tp->overlong) {
-			size_t room = TESTPARSE_LINE_MAX - tp->linelen;
+		if (!tp->overlong && take > 0) {
+			bool json = tp->linelen ? tp->line[0] == '{' : buf[0] == '{';
+			size_t room = (json ? TESTPARSE_JSON_LINE_MAX : TESTPARSE_LINE_MAX) - tp->linelen;
 			size_t n = take < room ? take : room;
+			if (!line_reserve(tp, tp->linelen + n + 1))
+				n = room = 0; /* out of memory: parse what there is, drop the rest */
 			memcpy(tp->line + tp->linelen, buf, n);
 			tp->linelen += n;
 			if (take > room) {
@@ -500,6 +722,10 @@ void testparse_finish(struct testparse *tp)
 		end_line(tp);
 	tp->overlong = false;
 	tp->linelen = 0;
+	if (tp->cap_case >= 0)
+		trim_output(&tp->cases[tp->cap_case]);
+	tp->cap_case = tp->msg_case = -1;
+	tp_uk_settle(tp, tp->crashed ? TP_CRASHED : TP_OK);
 	close_suite(tp);
 	tp->finished = true;
 }
@@ -543,6 +769,17 @@ void testparse_summary(const struct testparse *tp, struct tp_summary *ret)
 	ret->complete = tp->list_complete ||
 	                (s->open ? s->result_seen && ret->running == 0 : tp->closed_complete);
 	memcpy(ret->last_running, tp->last_running, sizeof(ret->last_running));
+	ret->uk_cases = tp->uk_summary ? tp->uk_sum_cases : tp->uk_seen;
+	ret->uk_failed = tp->uk_summary ? tp->uk_sum_failed : tp->uk_failed_n + (tp->uk_open && tp->uk_cur_failed);
+}
+
+const char *testparse_framework(const struct testparse *tp)
+{
+	if (!tp)
+		return NULL;
+	if (tp->seen_libtest || tp->result_lines)
+		return "libtest";
+	return tp->uk_seen ? "uktest" : NULL;
 }
 
 size_t testparse_ncases(const struct testparse *tp)

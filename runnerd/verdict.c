@@ -76,6 +76,12 @@ static int console_code(const struct tp_summary *c, char *why, size_t n)
 		snprintf(why, n, "the console shows a Rust panic");
 		return 101;
 	}
+	if (c->uk_failed > 0) {
+		/* uktest never changes Unikraft's exit path: its results are the verdict. */
+		snprintf(why, n, "uktest reported %d failed case%s of %d", c->uk_failed, plural(c->uk_failed),
+		         c->uk_cases);
+		return VERDICT_TEST_FAILED;
+	}
 	if (c->main_returned >= 0) {
 		snprintf(why, n, "main returned %d", c->main_returned);
 		return c->main_returned & 0xff;
@@ -190,6 +196,12 @@ void verdict_decide(const struct drv_outcome *o, const struct tp_summary *consol
 	}
 	switch (o->end) {
 	case DRV_END_EXIT:
+		if (o->value == 0 && (flags & VERDICT_F_UNIKRAFT) && console && console->uk_failed > 0) {
+			/* a linuxu Unikraft image exits 0 whatever its uktest cases did */
+			set(ret, VERDICT_TEST_FAILED, "console", "process exited with status 0; uktest reported %d failed case%s of %d",
+			    console->uk_failed, plural(console->uk_failed), console->uk_cases);
+			break;
+		}
 		set(ret, o->value, "process", "process exited with status %d", o->value);
 		break;
 	case DRV_END_SIGNAL: {

@@ -15,6 +15,11 @@
 
 #define FAIL(...) (fprintf(stderr, "fuzz_testparse: " __VA_ARGS__), fputc('\n', stderr), abort())
 
+static int same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static void same(const struct testparse *a, const struct testparse *b, const char *when)
 {
 	struct tp_summary x, y;
@@ -25,7 +30,7 @@ static void same(const struct testparse *a, const struct testparse *b, const cha
 		FAIL("%s: " #f " %d whole, %d in pieces", when, (int)x.f, (int)y.f)
 	SAME(seen_libtest); SAME(result_lines); SAME(result_failed); SAME(announced); SAME(passed);
 	SAME(failed); SAME(ignored); SAME(not_run); SAME(panicked); SAME(crashed); SAME(main_returned);
-	SAME(list_end); SAME(complete); SAME(running);
+	SAME(list_end); SAME(complete); SAME(running); SAME(uk_cases); SAME(uk_failed);
 #undef SAME
 	if (!memchr(x.last_running, '\0', sizeof(x.last_running)) || strcmp(x.last_running, y.last_running) != 0)
 		FAIL("%s: last_running differs", when);
@@ -41,6 +46,11 @@ static void same(const struct testparse *a, const struct testparse *b, const cha
 			FAIL("%s: case %zu differs", when, i);
 		if (strlen(p->name) > TESTPARSE_LINE_MAX)
 			FAIL("case name of %zu bytes", strlen(p->name));
+		if (!same_str(p->message, q->message) || !same_str(p->location, q->location) ||
+		    !same_str(p->output, q->output))
+			FAIL("%s: case %zu's details differ", when, i);
+		if (p->output && strlen(p->output) > TESTPARSE_DETAIL_MAX)
+			FAIL("case %zu keeps %zu bytes of output", i, strlen(p->output));
 		if (!tp_outcome_name(p->outcome))
 			FAIL("case %zu has no outcome name", i);
 	}
@@ -67,6 +77,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	same(whole, pieces, "finished");
 	testparse_finish(pieces);
 	same(whole, pieces, "finished twice");
+	json_t *j = testparse_json(whole);
+	if (!j || json_array_size(json_object_get(j, "cases")) != testparse_ncases(whole))
+		FAIL("testparse_json lost cases");
+	json_decref(j);
 	testparse_free(whole);
 	testparse_free(pieces);
 	return 0;

@@ -153,6 +153,12 @@ write('testparse', b'running 2 tests\ntest ' + b'n' * 5000 + b' ... ok\ntest b .
       b'x' * 9000 + b'\ntest result: FAILED. 1 passed; 1 failed; 0 ignored\n', 'hand-long')
 for name, data in shared_files(lambda n: n.endswith('.console.txt')):
     write('testparse', data, 'shared')
+# Real libtest output in every format (pretty, terse, JSON, --nocapture) of a Rust test binary.
+_data = os.path.join(src_dir, 'tests', 'unit', 'data')
+for n in sorted(os.listdir(_data)):
+    if n.startswith('libtest_') and n.endswith('.txt') and n != 'libtest_src.rs.txt':
+        with open(os.path.join(_data, n), 'rb') as f:
+            write('testparse', f.read(), 'capture')
 
 # ---- config: runnerd.conf shapes (the keys are runnerd's long options) ----
 

@@ -109,7 +109,7 @@ static void test_open_creates_schema(void **state)
 	assert_true(schema_migrations_count >= 1);
 	assert_int_equal(schema_migrations[0].version, 1);
 	assert_int_equal(user_version(fx->path), schema_migrations[schema_migrations_count - 1].version);
-	assert_int_equal(user_version(fx->path), 2);
+	assert_int_equal(user_version(fx->path), 3);
 	put_image(fx->st, SHA_A, "a.elf");
 	int64_t id = insert_run(fx->st, SHA_A, NULL);
 	store_close(fx->st);
@@ -119,7 +119,7 @@ static void test_open_creates_schema(void **state)
 	char *err = NULL;
 	assert_int_equal(store_open(fx->path, &fx->st, &err), 0);
 	assert_null(err);
-	assert_int_equal(user_version(fx->path), 2);
+	assert_int_equal(user_version(fx->path), 3);
 	json_t *img = store_image_get(fx->st, SHA_A);
 	assert_non_null(img);
 	json_decref(img);
@@ -596,9 +596,11 @@ static void test_tests_json(void **state)
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(t, "summary"), "total")), 0);
 	json_decref(t);
 
-	json_t *cases = json_pack("[{s:s,s:s,s:f},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]",
+	json_t *cases = json_pack("{s:s,s:i,s:[{s:s,s:s,s:f},{s:s,s:s,s:s,s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]}",
+	                          "framework", "libtest", "not_run", 3, "cases",
 	                          "name", "a::one", "outcome", "ok", "duration_s", 0.25,
-	                          "name", "a::two", "outcome", "failed",
+	                          "name", "a::two", "outcome", "failed", "message", "boom", "location", "src/a.rs:2:3",
+	                          "output", "printed\nboom",
 	                          "name", "a::three", "outcome", "ignored",
 	                          "name", "a::four", "outcome", "crashed",
 	                          "name", "a::five", "outcome", "not_run",
@@ -619,18 +621,24 @@ static void test_tests_json(void **state)
 	assert_true(json_real_value(json_object_get(json_array_get(c, 0), "duration_s")) == 0.25);
 	assert_true(json_is_null(json_object_get(json_array_get(c, 1), "duration_s")));
 	assert_string_equal(sget(json_array_get(c, 6), "name"), "a::seven");
+	assert_string_equal(sget(json_array_get(c, 1), "message"), "boom");
+	assert_string_equal(sget(json_array_get(c, 1), "location"), "src/a.rs:2:3");
+	assert_string_equal(sget(json_array_get(c, 1), "output"), "printed\nboom");
+	assert_true(json_is_null(json_object_get(json_array_get(c, 0), "message")));
+	assert_string_equal(sget(t, "framework"), "libtest");
 	json_t *sum = json_object_get(t, "summary");
+	assert_string_equal(sget(sum, "crashed_in"), "a::four");
 	assert_int_equal(json_integer_value(json_object_get(sum, "ok")), 2);
 	assert_int_equal(json_integer_value(json_object_get(sum, "failed")), 1);
 	assert_int_equal(json_integer_value(json_object_get(sum, "ignored")), 1);
 	assert_int_equal(json_integer_value(json_object_get(sum, "crashed")), 1);
-	assert_int_equal(json_integer_value(json_object_get(sum, "not_run")), 1);
+	assert_int_equal(json_integer_value(json_object_get(sum, "not_run")), 1 + 3); /* named + unnamed */
 	assert_int_equal(json_integer_value(json_object_get(sum, "running")), 1);
-	assert_int_equal(json_integer_value(json_object_get(sum, "total")), 7);
+	assert_int_equal(json_integer_value(json_object_get(sum, "total")), 7 + 3);
 	json_decref(t);
 
 	/* Setting again replaces the cases. */
-	cases = json_pack("[{s:s,s:s}]", "name", "b", "outcome", "failed");
+	cases = json_pack("{s:[{s:s,s:s}]}", "cases", "name", "b", "outcome", "failed");
 	assert_int_equal(store_run_set_tests(fx->st, id, cases), 0);
 	json_decref(cases);
 	t = store_run_tests(fx->st, id);
@@ -642,7 +650,7 @@ static void test_tests_json(void **state)
 	json_decref(t);
 
 	/* A case without a name violates NOT NULL: the whole replacement rolls back. */
-	cases = json_pack("[{s:s,s:s},{s:s}]", "name", "c", "outcome", "ok", "outcome", "ok");
+	cases = json_pack("{s:[{s:s,s:s},{s:s}]}", "cases", "name", "c", "outcome", "ok", "outcome", "ok");
 	assert_true(store_run_set_tests(fx->st, id, cases) < 0);
 	json_decref(cases);
 	t = store_run_tests(fx->st, id);

@@ -95,10 +95,11 @@ static const char big[] =
 	"---- b stdout ----\n"
 	"thread 'b' panicked at src/lib.rs:10:5:\n"
 	"assertion `left == right` failed\n"
-	"    c\n" /* not the name list yet, but c is running: harmless either way */
+	"    c\n" /* inside b's block: b's output, not the name list */
 	"\n"
 	"failures:\n"
 	"    b\n"
+	"    c\n"
 	"\n"
 	"test result: \x1b[31mFAILED\x1b(B\x1b[m. 2 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.20s\n"
 	"\n"
@@ -471,6 +472,310 @@ static void test_huge_counts(void **state)
 	testparse_free(tp);
 }
 
+/* ---- per-test details, on real captures (tests/unit/data/README.md) ---- */
+
+static char *slurp(const char *dir, const char *name, size_t *ret_len)
+{
+	char path[1024];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	buf[n] = '\0';
+	fclose(f);
+	*ret_len = (size_t)n;
+	return buf;
+}
+
+/* `text` as a Unikraft console shows it: a banner and kernel log lines first, CRLF line ends,
+ * fed in 7-byte chunks. */
+static struct testparse *parse_as_console(const char *text, size_t len)
+{
+	static const char pre[] = "[    0.000000] Info: [libukconsole] <console.c @  176> Registered con0: COM1\r\n"
+	                          "Powered by\r\no.   .o       _ _               __ _\r\n"
+	                          "                Calypso 0.17.0~eaf6fda1\r\n"
+	                          "[    0.115743] Info: [libukboot] <boot.c @  493> Calling main(1, ['t'])\r\n";
+	struct testparse *tp = testparse_new();
+	char *crlf = malloc(2 * len + sizeof(pre));
+	size_t n = 0;
+
+	assert_non_null(tp);
+	assert_non_null(crlf);
+	memcpy(crlf, pre, sizeof(pre) - 1);
+	n = sizeof(pre) - 1;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\n')
+			crlf[n++] = '\r';
+		crlf[n++] = text[i];
+	}
+	for (size_t i = 0; i < n; i += 7)
+		testparse_feed(tp, crlf + i, n - i < 7 ? n - i : 7);
+	free(crlf);
+	testparse_finish(tp);
+	return tp;
+}
+
+static const struct tp_case *case_named(const struct testparse *tp, const char *name)
+{
+	for (size_t i = 0; i < testparse_ncases(tp); i++)
+		if (strcmp(testparse_case(tp, i)->name, name) == 0)
+			return testparse_case(tp, i);
+	fail_msg("no case %s", name);
+	return NULL;
+}
+
+static const char fails_eq_msg[] = "assertion `left == right` failed: math is broken\n  left: 2\n right: 3";
+
+/* The two failed tests of the demo crate, whatever the format. */
+static void expect_demo_failures(const struct testparse *tp)
+{
+	const struct tp_case *c = case_named(tp, "tests::fails_eq");
+	struct tp_summary s;
+
+	assert_int_equal(c->outcome, TP_FAILED);
+	assert_non_null(c->message);
+	assert_string_equal(c->message, fails_eq_msg);
+	assert_string_equal(c->location, "src/lib.rs:11:9");
+	assert_non_null(c->output);
+	assert_non_null(strstr(c->output, "about to compare\n"));
+	assert_non_null(strstr(c->output, "panicked at src/lib.rs:11:9:"));
+	c = case_named(tp, "tests::panics_plain");
+	assert_int_equal(c->outcome, TP_FAILED);
+	assert_string_equal(c->message, "boom");
+	assert_string_equal(c->location, "src/lib.rs:20:9");
+	testparse_summary(tp, &s);
+	assert_int_equal(s.result_failed, 1);
+	assert_int_equal(s.passed, 1);
+	assert_int_equal(s.failed, 2);
+	assert_int_equal(s.ignored, 1);
+	assert_int_equal(s.complete, 1);
+	assert_string_equal(testparse_framework(tp), "libtest");
+}
+
+static void test_pretty_details(void **state)
+{
+	size_t len;
+	char *text = slurp(UKRUN_UNIT_DATA_DIR, "libtest_pretty.txt", &len);
+	struct testparse *tp;
+
+	(void)state;
+	assert_non_null(text);
+	tp = parse_as_console(text, len);
+	assert_int_equal(testparse_ncases(tp), 4);
+	expect_demo_failures(tp);
+	assert_int_equal(case_named(tp, "tests::passes")->outcome, TP_OK);
+	assert_null(case_named(tp, "tests::passes")->message);
+	assert_null(case_named(tp, "tests::passes")->output);
+	assert_int_equal(case_named(tp, "tests::skipped")->outcome, TP_IGNORED);
+	/* the block's own lines, no trailing blank line, nothing of the failures list */
+	assert_null(strstr(case_named(tp, "tests::panics_plain")->output, "failures"));
+	assert_int_not_equal(case_named(tp, "tests::panics_plain")->output[strlen(case_named(tp, "tests::panics_plain")->output) - 1], '\n');
+	testparse_free(tp);
+	free(text);
+}
+
+static void test_terse_details(void **state)
+{
+	size_t len;
+	char *text = slurp(UKRUN_UNIT_DATA_DIR, "libtest_terse.txt", &len);
+	struct testparse *tp;
+
+	(void)state;
+	assert_non_null(text);
+	tp = parse_as_console(text, len);
+	/* terse output names only the failed tests */
+	assert_int_equal(testparse_ncases(tp), 2);
+	expect_demo_failures(tp);
+	testparse_free(tp);
+	free(text);
+}
+
+static void test_json_details(void **state)
+{
+	size_t len;
+	char *text = slurp(UKRUN_UNIT_DATA_DIR, "libtest_json.txt", &len);
+	struct testparse *tp;
+	struct tp_summary s;
+
+	(void)state;
+	assert_non_null(text);
+	tp = parse_as_console(text, len);
+	assert_int_equal(testparse_ncases(tp), 4);
+	expect_demo_failures(tp);
+	assert_int_equal(case_named(tp, "tests::passes")->outcome, TP_OK);
+	assert_true(case_named(tp, "tests::passes")->duration_s >= 0);
+	assert_true(case_named(tp, "tests::fails_eq")->duration_s > 0);
+	assert_int_equal(case_named(tp, "tests::skipped")->outcome, TP_IGNORED);
+	testparse_summary(tp, &s);
+	assert_int_equal(s.announced, 4);
+	testparse_free(tp);
+
+	/* a suite cut before its end: the running test crashed, the rest were not run */
+	static const char cut[] = "{ \"type\": \"suite\", \"event\": \"started\", \"test_count\": 3 }\n"
+	                          "{ \"type\": \"test\", \"event\": \"started\", \"name\": \"a\" }\n"
+	                          "{ \"type\": \"test\", \"name\": \"a\", \"event\": \"ok\" }\n"
+	                          "{ \"type\": \"test\", \"event\": \"started\", \"name\": \"b\" }\n"
+	                          "{ \"type\": \"test\", \"name\": \"b\", \"event\": \"timeout\" }\n"
+	                          "{ not json at all\n";
+	tp = parse_as_console(cut, sizeof(cut) - 1);
+	testparse_summary(tp, &s);
+	expect_case(tp, 0, "a", TP_OK);
+	expect_case(tp, 1, "b", TP_CRASHED);
+	assert_int_equal(s.not_run, 1);
+	assert_int_equal(s.complete, 0);
+	testparse_free(tp);
+	free(text);
+}
+
+static void test_nocapture_details(void **state)
+{
+	size_t len;
+	char *text = slurp(UKRUN_UNIT_DATA_DIR, "libtest_nocap.txt", &len);
+	struct testparse *tp;
+
+	(void)state;
+	assert_non_null(text);
+	tp = parse_as_console(text, len);
+	assert_int_equal(testparse_ncases(tp), 4);
+	assert_string_equal(case_named(tp, "tests::fails_eq")->message, fails_eq_msg);
+	assert_string_equal(case_named(tp, "tests::panics_plain")->message, "boom");
+	assert_int_equal(case_named(tp, "tests::panics_plain")->outcome, TP_FAILED);
+	assert_int_equal(case_named(tp, "tests::passes")->outcome, TP_OK);
+	testparse_free(tp);
+	free(text);
+}
+
+static void test_uktest_capture(void **state)
+{
+	size_t len;
+	char *text = slurp(UKRUN_SHARED_FIXTURES_DIR, "uktest_qemu-x86_64-norng.console.txt", &len);
+	struct testparse *tp;
+	struct tp_summary s;
+	const struct tp_case *c;
+
+	(void)state;
+	if (!text) {
+		print_message("skipped: %s/uktest_qemu-x86_64-norng.console.txt is absent\n", UKRUN_SHARED_FIXTURES_DIR);
+		skip();
+	}
+	tp = testparse_new();
+	for (size_t i = 0; i < len; i += 5)
+		testparse_feed(tp, text + i, len - i < 5 ? len - i : 5);
+	testparse_finish(tp);
+	testparse_summary(tp, &s);
+	assert_int_equal(testparse_ncases(tp), 11);
+	assert_int_equal(s.uk_cases, 11);
+	assert_int_equal(s.uk_failed, 1);
+	assert_int_equal(s.main_returned, 0);
+	assert_int_equal(s.seen_libtest, 0);
+	assert_string_equal(testparse_framework(tp), "uktest");
+	expect_case(tp, 0, "uktest_myself_testsuite->uktest_test_sanity", TP_OK);
+	c = case_named(tp, "ukrun_demo->fails_on_purpose");
+	assert_int_equal(c->outcome, TP_FAILED);
+	assert_string_equal(c->message, "expected `1 + 1` to be 3 but was 2");
+	assert_string_equal(c->location, "tests.c:18");
+	assert_int_equal(case_named(tp, "ukrun_demo->adds")->outcome, TP_OK);
+	assert_null(case_named(tp, "ukrun_demo->adds")->message);
+	assert_int_equal(case_named(tp, "uk_console_testsuite->uk_console_test_enumerate_devices")->outcome, TP_OK);
+	for (size_t i = 0; i < testparse_ncases(tp); i++)
+		if (strcmp(testparse_case(tp, i)->name, "ukrun_demo->fails_on_purpose") != 0)
+			assert_int_equal(testparse_case(tp, i)->outcome, TP_OK);
+	testparse_free(tp);
+	free(text);
+}
+
+/* panic=abort on Unikraft: the panic, then the kernel's crash lines; later tests never run. */
+static void test_crash_mid_run(void **state)
+{
+	static const char lt[] = "\nrunning 4 tests\n"
+	                         "test a ... ok\n"
+	                         "test b ... \n"
+	                         "thread 'b' (1) panicked at src/lib.rs:7:5:\n"
+	                         "[1, 2] index out of bounds\n"
+	                         "[    0.2] CRIT: [libkvmplat] <trace.c @  42> Unikraft crash - Calypso 0.17.0\n";
+	static const char uk[] = "[    0.1] Info: test:\x1b[0m s->one\r\n"
+	                         "[    0.1] Info: \texpected `1` to be 1 and was 1 ....... [ PASSED ]\r\n"
+	                         "[    0.1] Info: test:\x1b[0m s->two\r\n"
+	                         "[    0.2] CRIT: [libkvmplat] <traps.c @ 91> Unikraft crash - page fault\r\n";
+	struct testparse *tp;
+	struct tp_summary s;
+
+	(void)state;
+	tp = parse_as_console(lt, sizeof(lt) - 1);
+	testparse_summary(tp, &s);
+	assert_int_equal(testparse_ncases(tp), 2);
+	expect_case(tp, 0, "a", TP_OK);
+	expect_case(tp, 1, "b", TP_CRASHED);
+	assert_string_equal(testparse_case(tp, 1)->message, "[1, 2] index out of bounds");
+	assert_string_equal(testparse_case(tp, 1)->location, "src/lib.rs:7:5");
+	assert_int_equal(s.not_run, 2);
+	assert_int_equal(s.crashed, 1);
+	assert_string_equal(s.last_running, "b");
+	testparse_free(tp);
+
+	tp = parse_all(uk, sizeof(uk) - 1, 1);
+	testparse_summary(tp, &s);
+	expect_case(tp, 0, "s->one", TP_OK);
+	expect_case(tp, 1, "s->two", TP_CRASHED);
+	assert_non_null(strstr(testparse_case(tp, 1)->message, "Unikraft crash - page fault"));
+	assert_int_equal(s.uk_failed, 1);
+	assert_int_equal(s.uk_cases, 2);
+	testparse_free(tp);
+}
+
+/* Older Rust: "panicked at 'MESSAGE', LOCATION"; a JSON line longer than a text line. */
+static void test_detail_edges(void **state)
+{
+	static const char old[] = "running 1 test\ntest x ... FAILED\n\nfailures:\n\n---- x stdout ----\n"
+	                          "thread 'x' panicked at 'it's', broken', src/x.rs:1:2\n\nfailures:\n    x\n\n"
+	                          "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+	struct testparse *tp = parse_all(old, sizeof(old) - 1, 1);
+	size_t huge = 3 * TESTPARSE_LINE_MAX;
+	char *line = malloc(huge + 200);
+
+	(void)state;
+	expect_case(tp, 0, "x", TP_FAILED);
+	assert_string_equal(testparse_case(tp, 0)->message, "it's', broken");
+	assert_string_equal(testparse_case(tp, 0)->location, "src/x.rs:1:2");
+	testparse_free(tp);
+
+	assert_non_null(line);
+	int n = snprintf(line, 200, "{ \"type\": \"test\", \"name\": \"y\", \"event\": \"failed\", \"stdout\": \"");
+	memset(line + n, 'o', huge);
+	strcpy(line + n + huge, "\" }\n");
+	tp = parse_all(line, strlen(line), 1);
+	expect_case(tp, 0, "y", TP_FAILED);
+	assert_int_equal(strlen(testparse_case(tp, 0)->output), huge);
+	testparse_free(tp);
+	free(line);
+
+	/* bytes that are not UTF-8 in a name or output still give every case in the JSON */
+	static const char bad[] = "running 2 tests\ntest caf\xe9 ... FAILED\ntest ok1 ... ok\n\nfailures:\n\n"
+	                          "---- caf\xe9 stdout ----\nout \xff\xfe\n\nfailures:\n    caf\xe9\n\n"
+	                          "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+	tp = parse_all(bad, sizeof(bad) - 1, 1);
+	json_t *j = testparse_json(tp);
+	assert_non_null(j);
+	json_t *cases = json_object_get(j, "cases");
+	assert_int_equal(json_array_size(cases), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cases, 0), "name")), "caf?");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(cases, 0), "output")), "out ??");
+	assert_string_equal(json_string_value(json_object_get(j, "framework")), "libtest");
+	assert_int_equal(json_integer_value(json_object_get(j, "not_run")), 0);
+	json_decref(j);
+	testparse_free(tp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -487,6 +792,13 @@ int main(void)
 		cmocka_unit_test(test_case_cap),
 		cmocka_unit_test(test_misc),
 		cmocka_unit_test(test_huge_counts),
+		cmocka_unit_test(test_pretty_details),
+		cmocka_unit_test(test_terse_details),
+		cmocka_unit_test(test_json_details),
+		cmocka_unit_test(test_nocapture_details),
+		cmocka_unit_test(test_uktest_capture),
+		cmocka_unit_test(test_crash_mid_run),
+		cmocka_unit_test(test_detail_edges),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,8 @@ enum con {
 	C_INCOMPLETE, /* libtest started, no result, no crash */
 	C_LIST,       /* --list output ended */
 	C_OK_PANIC,   /* complete ok run whose should_panic test printed panic text */
+	C_UK_FAILED,  /* uktest: 1 of 11 cases failed, main returned 0 */
+	C_UK_OK,      /* uktest: 11 cases, none failed, main returned 0 */
 };
 
 static void make_console(enum con c, struct tp_summary *s)
@@ -66,6 +68,12 @@ static void make_console(enum con c, struct tp_summary *s)
 		break;
 	case C_LIST:
 		*s = (struct tp_summary){ .list_end = 1, .complete = 1, .main_returned = -1 };
+		break;
+	case C_UK_FAILED:
+		*s = (struct tp_summary){ .uk_cases = 11, .uk_failed = 1, .main_returned = 0 };
+		break;
+	case C_UK_OK:
+		*s = (struct tp_summary){ .uk_cases = 11, .main_returned = 0 };
 		break;
 	case C_OK_PANIC:
 		*s = (struct tp_summary){ .seen_libtest = 1, .result_lines = 1, .announced = 1, .passed = 1,
@@ -117,6 +125,11 @@ static const struct row rows[] = {
 	{ DRV_END_DEBUG_EXIT, 41, C_MAIN3, UK, -1, 3, "console", "main returned 3" },
 	{ DRV_END_DEBUG_EXIT, 41, C_CRASH, UK, -1, 134, "console", "crash" },
 	{ DRV_END_DEBUG_EXIT, 41, C_INCOMPLETE, UK, -1, 101, "console", "not run" },
+	{ DRV_END_DEBUG_EXIT, 41, C_UK_FAILED, UK, -1, 101, "console", "uktest reported 1 failed case of 11" },
+	{ DRV_END_DEBUG_EXIT, 41, C_UK_OK, UK, -1, 0, "console", "main returned 0" },
+	{ DRV_END_POWEROFF, 0, C_UK_FAILED, UK, -1, 101, "console", "uktest reported 1 failed case" },
+	{ DRV_END_EXIT, 0, C_UK_FAILED, UK, -1, 101, "console", "uktest reported 1 failed case" },
+	{ DRV_END_EXIT, 3, C_UK_FAILED, UK, -1, 3, "process", NULL },
 	{ DRV_END_DEBUG_EXIT, 42, C_EMPTY, UK, -1, 134, "debug-exit", "crashed" },
 	{ DRV_END_DEBUG_EXIT, 42, C_ABORT_MID, UK, -1, 134, "debug-exit", "test beta" },
 	{ DRV_END_DEBUG_EXIT, 42, C_EMPTY, UK, 42, 0, "debug-exit", NULL }, /* success code wins */
