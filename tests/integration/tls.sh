@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# runnerd's TLS listener (--listen tls://HOST:PORT) with a CA and a server certificate made here with the openssl
+# CLI: runnerd refuses to start without a usable certificate and key; ukrun runs a linuxu and a qemu guest through
+# https with the CA (exit status and console bytes as over the Unix socket), fails with one TLS line against the
+# wrong CA, needs the bearer token as over TCP, and cancels (`ukrun cancel`, Ctrl-C) over TLS. Plain HTTP on the
+# TLS port and a stalled handshake are turned away without hurting the daemon; TLS 1.1 is refused.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+command -v openssl >/dev/null || skip "the openssl CLI is not installed (package openssl)"
+
+PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+TOKEN=ukrun-tls-token-0123456789
+printf '%s\n' "$TOKEN" >"$T/token"
+chmod 600 "$T/token"
+
+# ---- a CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA ----
+P=$T/pki
+mkdir "$P"
+ossl() { openssl "$@" 2>>"$P/openssl.log" || { cat "$P/openssl.log" >&2; fail "openssl $1 failed"; }; }
+ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.pem" -days 2 -subj /CN=ukrun-test-ca
+ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/other-ca.key" -out "$P/other-ca.pem" -days 2 -subj /CN=other-ca
+ossl req -newkey rsa:2048 -nodes -keyout "$P/srv.key" -out "$P/srv.csr" -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$P/ext"
+ossl x509 -req -in "$P/srv.csr" -CA "$P/ca.pem" -CAkey "$P/ca.key" -CAcreateserial -out "$P/srv.pem" -days 2 \
+	-extfile "$P/ext"
+chmod 600 "$P"/*.key
+
+# ---- set-up refusals: runnerd exits at start and says why ----
+
+# expect_refused NAME RC REGEX runnerd-args...
+expect_refused() {
+	local name=$1 want=$2 re=$3
+	shift 3
+	run_capture "$name" timeout 20 "$RUNNERD" --socket "$T/refused.sock" --data-dir "$T/refused-data" \
+		--idle-timeout 0 --token-file "$T/token" "$@"
+	[[ $RC == "$want" ]] || { cat "$T/$name.err" >&2; fail "$name: runnerd exited $RC, want $want"; }
+	expect_err_grep "$name" "$re"
+	[[ $(wc -l <"$T/$name.err") == 1 ]] || { cat "$T/$name.err" >&2; fail "$name: more than one line on stderr"; }
+}
+L=(--listen "tls://127.0.0.1:$PORT")
+expect_refused no_cert 2 'tls://... needs --tls-cert FILE and --tls-key FILE' "${L[@]}" --tls-key "$P/srv.key"
+expect_refused no_key 2 'needs --tls-cert FILE and --tls-key FILE' "${L[@]}" --tls-cert "$P/srv.pem"
+expect_refused cert_missing 1 "Cannot read TLS certificate '$P/nope.pem': No such file or directory" \
+	"${L[@]}" --tls-cert "$P/nope.pem" --tls-key "$P/srv.key"
+if [[ $(id -u) != 0 ]]; then # root reads a mode-0000 file anyway
+	cp "$P/srv.key" "$P/locked.key"
+	chmod 000 "$P/locked.key"
+	expect_refused key_unreadable 1 "Cannot read TLS key '$P/locked.key': Permission denied" \
+		"${L[@]}" --tls-cert "$P/srv.pem" --tls-key "$P/locked.key"
+fi
+expect_refused cert_not_pem 1 "Cannot load TLS certificate '$P/ext'" "${L[@]}" --tls-cert "$P/ext" --tls-key "$P/srv.key"
+expect_refused key_not_pem 1 "Cannot load TLS key '$P/ext'" "${L[@]}" --tls-cert "$P/srv.pem" --tls-key "$P/ext"
+expect_refused key_mismatch 1 "TLS key '$P/other-ca.key' does not match the certificate '$P/srv.pem'" \
+	"${L[@]}" --tls-cert "$P/srv.pem" --tls-key "$P/other-ca.key"
+expect_refused cert_without_tls 2 '--tls-cert and --tls-key need --listen tls://HOST:PORT' \
+	--listen "tcp://127.0.0.1:$PORT" --tls-cert "$P/srv.pem" --tls-key "$P/srv.key"
+[[ ! -e $T/refused.sock ]] || fail "a refused runnerd left its socket behind"
+
+# ---- the TLS daemon (certificate and key from runnerd.conf, as the keys of the same names) ----
+cat >"$T/runnerd.conf" <<EOF
+listen = tls://127.0.0.1:$PORT
+token-file = $T/token
+tls-cert = $P/srv.pem
+tls-key = $P/srv.key
+EOF
+start_daemon runnerd --config "$T/runnerd.conf" --header-timeout 2
+grep -q "listening on tls://127.0.0.1:$PORT" "$T/runnerd.log" || fail "runnerd does not log its TLS listener"
+URL=https://127.0.0.1:$PORT
+
+# curl_tls NAME [curl args...]: an https request to the daemon; the status → $HTTP_STATUS, body in $T/NAME.body.
+curl_tls() {
+	local name=$1
+	shift
+	HTTP_STATUS=$(curl -sS -o "$T/$name.body" -w '%{http_code}' --max-time 20 "$@") || HTTP_STATUS=curl-failed
+}
+
+curl_tls health --cacert "$P/ca.pem" -H "Authorization: Bearer $TOKEN" "$URL/healthz"
+[[ $HTTP_STATUS == 200 && $(jget status <"$T/health.body") == ok ]] || fail "GET /healthz over TLS: $HTTP_STATUS"
+# The token is required on TLS as on TCP.
+curl_tls notoken --cacert "$P/ca.pem" "$URL/v1/runs"
+[[ $HTTP_STATUS == 401 && $(jget error.code <"$T/notoken.body") == unauthorized ]] ||
+	fail "a TLS request without the token: $HTTP_STATUS $(cat "$T/notoken.body"), want 401 unauthorized"
+curl_tls badtoken --cacert "$P/ca.pem" -H "Authorization: Bearer ${TOKEN}x" "$URL/v1/runs"
+[[ $HTTP_STATUS == 401 ]] || fail "a TLS request with a wrong token: $HTTP_STATUS, want 401"
+# TLS 1.2 is served, TLS 1.1 is not.
+curl_tls tls12 --cacert "$P/ca.pem" --tlsv1.2 --tls-max 1.2 -H "Authorization: Bearer $TOKEN" "$URL/healthz"
+[[ $HTTP_STATUS == 200 ]] || fail "TLS 1.2 refused: $HTTP_STATUS"
+if curl -sS -o /dev/null --max-time 20 --cacert "$P/ca.pem" --tlsv1.1 --tls-max 1.1 "$URL/healthz" 2>"$T/tls11.err"; then
+	fail "TLS 1.1 was accepted"
+fi
+
+# Plain HTTP on the TLS port gets a plain 400 that says so, and the connection closes.
+curl_tls plain -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/healthz"
+[[ $HTTP_STATUS == 400 && $(jget error.code <"$T/plain.body") == tls_required ]] ||
+	fail "plain HTTP on the TLS port: $HTTP_STATUS $(cat "$T/plain.body"), want 400 tls_required"
+# A peer that starts a handshake and stalls is closed by the header timeout (2 s here), as a slow plain peer is.
+"$PYTHON" - "$PORT" <<'EOF' || fail "a stalled TLS handshake was not closed"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"\x16\x03\x01")  # the start of a handshake record, never finished
+s.settimeout(30)            # bound only: the daemon closes after its header timeout
+sys.exit(0 if s.recv(100) == b"" else 1)
+EOF
+healthy || fail "runnerd stopped answering on its Unix socket"
+
+export UKRUN_URL=$URL UKRUN_TOKEN=$TOKEN
+
+# ---- guests through https: exit status and console bytes as over the Unix socket ----
+UKRUN_CA_FILE=$P/ca.pem expect_run lx_hello 0 process linuxu/linuxu "$FX/lx_hello"
+expect_out lx_hello $'Hello from lx_hello\n'
+expect_run lx_exit_cacert 3 process linuxu/linuxu --cacert "$P/ca.pem" "$FX/lx_exit" 3
+UKRUN_URL= UKRUN_SOCKET=$T/runnerd.sock run_ukrun mb_unix -q "$FX/mb_exit7"
+expect_rc mb_unix 7
+UKRUN_CA_FILE=$P/ca.pem expect_run mb_tls 7 debug-exit qemu/qemu -q "$FX/mb_exit7"
+expect_out_file mb_tls "$T/mb_unix.out"
+[[ -s $T/mb_tls.out ]] || fail "the qemu guest printed nothing"
+# A console larger than a TLS record (16 KiB) arrives whole.
+UKRUN_URL= run_ukrun flood_unix -q "$FX/lx_flood"
+UKRUN_CA_FILE=$P/ca.pem run_ukrun flood_tls -q "$FX/lx_flood"
+[[ $RC == 0 ]] || expect_rc flood_tls 0
+expect_out_file flood_tls "$T/flood_unix.out"
+(($(stat -c %s "$T/flood_tls.out") > 65536)) || fail "lx_flood's console is too small to cross many TLS records"
+# Subcommands too.
+UKRUN_CA_FILE=$P/ca.pem run_ukrun ps ps -n 1
+expect_rc ps 0
+grep -q lx_flood "$T/ps.out" || fail "ukrun ps over TLS does not list the last run"
+
+# ---- certificate errors: one line, exit 125 ----
+UKRUN_CA_FILE=$P/other-ca.pem run_ukrun wrong_ca -q "$FX/lx_hello"
+expect_rc wrong_ca 125
+expect_err_grep wrong_ca '^ukrun: .*TLS: .*certificate'
+[[ $(wc -l <"$T/wrong_ca.err") == 1 ]] || { cat "$T/wrong_ca.err" >&2; fail "wrong CA: more than one line"; }
+UKRUN_CA_FILE=$P/other-ca.pem run_ukrun wrong_ca_ps ps
+expect_rc wrong_ca_ps 125
+expect_err_grep wrong_ca_ps 'TLS: .*certificate'
+UKRUN_CA_FILE=$P/missing.pem run_ukrun ca_missing -q "$FX/lx_hello"
+expect_rc ca_missing 125
+expect_err_grep ca_missing "CA file '$P/missing.pem': No such file or directory"
+# Without the token ukrun says the daemon wants one.
+UKRUN_TOKEN= UKRUN_CA_FILE=$P/ca.pem run_ukrun no_token ps
+expect_rc no_token 1
+expect_err_grep no_token 'bearer token is required'
+healthy || fail "runnerd stopped answering after the refused clients"
+
+export UKRUN_CA_FILE=$P/ca.pem
+
+# ---- cancel over TLS: `ukrun cancel` ends the followed run, its client exits 130 ----
+"$UKRUN" --timeout 60 "$FX/mb_hang" </dev/null >"$T/hang.out" 2>"$T/hang.err" &
+hang_pid=$!
+hang_id=$(wait_run_id mb_hang)
+for _ in $(seq 300); do
+	[[ $(cat "$T/hang.out") == hanging ]] && break
+	sleep 0.1
+done
+[[ $(cat "$T/hang.out") == hanging ]] || fail "the hanging guest's console never reached the TLS client"
+run_ukrun cancel cancel "$hang_id"
+expect_rc cancel 0
+wait_rc "$hang_pid"
+[[ $RC == 130 ]] || { cat "$T/hang.err" >&2; fail "the cancelled TLS client exited $RC, want 130"; }
+[[ $(sql "SELECT state || '|' || exit_code FROM runs WHERE id = $hang_id") == 'cancelled|130' ]] ||
+	fail "the run cancelled over TLS is not cancelled|130"
+
+# ---- Ctrl-C over TLS: SIGINT to the client cancels the run ----
+"$UKRUN" --timeout 60 "$FX/lx_hang" </dev/null >"$T/int.out" 2>"$T/int.err" &
+int_pid=$!
+int_id=$(wait_run_id lx_hang)
+for _ in $(seq 300); do
+	[[ $(cat "$T/int.out") == hanging ]] && break
+	sleep 0.1
+done
+[[ $(cat "$T/int.out") == hanging ]] || fail "lx_hang's console never reached the TLS client"
+kill -INT "$int_pid"
+wait_rc "$int_pid"
+[[ $RC == 130 ]] || { cat "$T/int.err" >&2; fail "the interrupted TLS client exited $RC, want 130"; }
+wait_state "$int_id" cancelled 30
+[[ -z $(pgrep -f -- "$T/data/runs/" || true) ]] || fail "a guest is still running after the cancels"
+
+healthy || fail "runnerd is not healthy at the end"
+log "ok"
