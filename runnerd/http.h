@@ -10,6 +10,10 @@
  * that sends its request head too slowly, sits idle between requests, stalls in a
  * body or stops reading its answer is closed. A peer that half-closes after its
  * request (shutdown(SHUT_WR)) still gets the answer.
+ *
+ * A connection set with a TLS context (tls.h) runs every connection's bytes through
+ * a TLS session: reads are decrypted before parsing, writes encrypted before they
+ * are queued, and all of the above applies to the plaintext unchanged.
  */
 #ifndef RUNNERD_HTTP_H
 #define RUNNERD_HTTP_H
