@@ -576,6 +576,7 @@ int main(int argc, char **argv)
 			d.tls = tls_ctx_new(c->tls_cert, c->tls_key, &err);
 			if (!d.tls) {
 				fprintf(stderr, "runnerd: %s\n", err ? err : "cannot set up TLS");
+				free(err);
 				return 1;
 			}
 		}

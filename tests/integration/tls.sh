@@ -3,7 +3,8 @@
 # CLI: runnerd refuses to start without a usable certificate and key; ukrun runs a linuxu and a qemu guest through
 # https with the CA (exit status and console bytes as over the Unix socket), fails with one TLS line against the
 # wrong CA, needs the bearer token as over TCP, and cancels (`ukrun cancel`, Ctrl-C) over TLS. Plain HTTP on the
-# TLS port and a stalled handshake are turned away without hurting the daemon; TLS 1.1 is refused.
+# TLS port and a stalled handshake are turned away without hurting the daemon; TLS 1.1 is refused; a client that
+# half-closes after its request gets the answer.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -103,6 +104,63 @@ s.settimeout(30)            # bound only: the daemon closes after its header tim
 sys.exit(0 if s.recv(100) == b"" else 1)
 EOF
 healthy || fail "runnerd stopped answering on its Unix socket"
+# halfclose PATH OUT [MARK]: GET PATH over TLS, then shutdown(SHUT_WR) of the TCP connection; the whole answer
+# (read until the daemon closes) → OUT; MARK is created once the first bytes of the answer are in. (ssl.SSLObject
+# over memory BIOs: Python's SSLSocket cannot half-close.)
+cat >"$T/halfclose.py" <<'EOF'
+import socket, ssl, sys
+port, ca, token, path, out_path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+mark = sys.argv[6] if len(sys.argv) > 6 else None
+ctx = ssl.create_default_context(cafile=ca)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+s = socket.create_connection(("127.0.0.1", port))
+s.settimeout(60)
+def flush():
+    data = out.read()
+    if data:
+        s.sendall(data)
+def recv():
+    data = s.recv(65536)
+    if data:
+        inc.write(data)
+    else:
+        inc.write_eof()
+    return data
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        flush()
+        if not recv():
+            sys.exit("closed during the handshake")
+flush()
+tls.write(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % (path, token)).encode())
+flush()
+s.shutdown(socket.SHUT_WR)
+answer = b""
+while True:
+    try:
+        chunk = tls.read(65536)
+        if not chunk:
+            break
+        answer += chunk
+        if mark:
+            open(mark, "w").close()
+            mark = None
+    except ssl.SSLWantReadError:
+        if not recv():
+            break
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        break
+open(out_path, "wb").write(answer)
+EOF
+halfclose() {
+	"$PYTHON" "$T/halfclose.py" "$PORT" "$P/ca.pem" "$TOKEN" "$@"
+}
+halfclose /v1/version "$T/hc_version.out" || fail "half-closed TLS client failed"
+grep -q '^HTTP/1.1 200' "$T/hc_version.out" || fail "a half-closed TLS client got no answer: $(head -c 200 "$T/hc_version.out")"
 
 export UKRUN_URL=$URL UKRUN_TOKEN=$TOKEN
 
@@ -154,8 +212,21 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 [[ $(cat "$T/hang.out") == hanging ]] || fail "the hanging guest's console never reached the TLS client"
+# A console follower that half-closed after its request keeps streaming until the run ends.
+halfclose "/v1/runs/$hang_id/console?follow=1" "$T/hc_follow.out" "$T/hc_follow.mark" &
+hc_pid=$!
+for _ in $(seq 300); do
+	[[ -e $T/hc_follow.mark ]] && break
+	sleep 0.1
+done
+[[ -e $T/hc_follow.mark ]] || fail "the half-closed follower got nothing"
 run_ukrun cancel cancel "$hang_id"
 expect_rc cancel 0
+wait_rc "$hc_pid"
+[[ $RC == 0 ]] || fail "the half-closed follower failed"
+grep -q hanging "$T/hc_follow.out" || fail "the half-closed follower did not get the console"
+[[ $(tail -c 5 "$T/hc_follow.out" | od -An -c | tr -d ' ') == '0\r\n\r\n' ]] ||
+	fail "the half-closed follower's stream did not end with the last chunk: $(tail -c 40 "$T/hc_follow.out" | od -c)"
 wait_rc "$hang_pid"
 [[ $RC == 130 ]] || { cat "$T/hang.err" >&2; fail "the cancelled TLS client exited $RC, want 130"; }
 [[ $(sql "SELECT state || '|' || exit_code FROM runs WHERE id = $hang_id") == 'cancelled|130' ]] ||
