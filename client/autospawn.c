@@ -328,7 +328,7 @@ cleanup:
 	return r;
 }
 
-int autospawn_connect(struct httpc *h, const char *socket_opt, bool spawn, int verbose,
+int autospawn_connect(struct httpc *h, const char *socket_opt, const char *cacert_opt, bool spawn, int verbose,
 		      const volatile sig_atomic_t *stop)
 {
 	const char *url = getenv("UKRUN_URL");
@@ -342,6 +342,15 @@ int autospawn_connect(struct httpc *h, const char *socket_opt, bool spawn, int v
 			fprintf(stderr, "ukrun: $UKRUN_URL must be an http:// or https:// URL "
 					"(and $UKRUN_TOKEN one line)\n");
 		h->abort_flag = stop;
+		const char *ca = cacert_opt ? cacert_opt : getenv("UKRUN_CA_FILE");
+		if (r == 0 && ca && *ca) {
+			if (access(ca, R_OK) < 0) {
+				int e = errno;
+				fprintf(stderr, "ukrun: CA file '%s': %s\n", ca, strerror(e));
+				return -e;
+			}
+			r = httpc_set_ca_file(h, ca);
+		}
 		return r;
 	}
 	r = opts_socket_path(socket_opt, path, sizeof(path));

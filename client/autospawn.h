@@ -31,12 +31,12 @@ int autospawn_find_runnerd(char *buf, size_t len);
 int autospawn_ensure(struct httpc *h, const char *socket_path, int verbose);
 
 /* Set up `h` (httpc_init) for runnerd: over TCP when $UKRUN_URL is set and no
- * `socket_opt` (--socket) was given, with $UKRUN_TOKEN as bearer token and no
- * spawning; else over the Unix socket (opts_socket_path), through
+ * `socket_opt` (--socket) was given, with $UKRUN_TOKEN as bearer token, the CA
+ * file `cacert_opt` (--cacert) or $UKRUN_CA_FILE for https, and no spawning; else over the Unix socket (opts_socket_path), through
  * autospawn_ensure when `spawn`. `stop` becomes h->abort_flag. Prints a
  * one-line message on failure. Returns 0 or a negative errno; free `h` with
  * httpc_free() in every case. */
-int autospawn_connect(struct httpc *h, const char *socket_opt, bool spawn, int verbose,
+int autospawn_connect(struct httpc *h, const char *socket_opt, const char *cacert_opt, bool spawn, int verbose,
 		      const volatile sig_atomic_t *stop);
 
 #endif

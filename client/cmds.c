@@ -22,6 +22,7 @@
 /* Options common to all subcommands plus the ones a subcommand declares. */
 struct cmd_args {
 	const char *socket;
+	const char *cacert;
 	bool verbose;
 	bool help;
 	bool all;      /* ps --all */
@@ -390,6 +391,8 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->verbose = true;
 		else if ((v = value_of("--socket", argc, argv, &i, &missing)))
 			a->socket = v;
+		else if ((v = value_of("--cacert", argc, argv, &i, &missing)))
+			a->cacert = v;
 		else if (strchr(d->flags, 'j') && !strcmp(arg, "--json"))
 			a->json = true;
 		else if (strchr(d->flags, 'J') && (v = value_of("--junit", argc, argv, &i, &missing))) {
@@ -447,10 +450,10 @@ int cmds_main(int argc, char **argv, const volatile sig_atomic_t *stop)
 	if (status)
 		return status;
 	if (a.help) {
-		printf("Usage: ukrun %s [--socket PATH] [-v] %s\n", d->name, d->usage);
+		printf("Usage: ukrun %s [--socket PATH] [--cacert FILE] [-v] %s\n", d->name, d->usage);
 		return 0;
 	}
-	r = autospawn_connect(&h, a.socket, d->spawn, a.verbose, stop);
+	r = autospawn_connect(&h, a.socket, a.cacert, d->spawn, a.verbose, stop);
 	if (r < 0) {
 		httpc_free(&h);
 		return r == -EINTR ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;

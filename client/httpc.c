@@ -71,6 +71,13 @@ nomem:
 	return -ENOMEM;
 }
 
+int httpc_set_ca_file(struct httpc *h, const char *path)
+{
+	free(h->ca_file);
+	h->ca_file = path ? strdup(path) : NULL;
+	return path && !h->ca_file ? -ENOMEM : 0;
+}
+
 void httpc_free(struct httpc *h)
 {
 	if (h->curl)
@@ -78,6 +85,7 @@ void httpc_free(struct httpc *h)
 	free(h->unix_path);
 	free(h->base);
 	free(h->auth_header);
+	free(h->ca_file);
 	memset(h, 0, sizeof(*h));
 }
 
@@ -224,6 +232,8 @@ static int setup(struct xfer *x, const char *path, struct curl_slist **headers)
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (h->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "ukrun/" UKRUN_VERSION);
@@ -287,6 +297,19 @@ static int map_result(struct xfer *x, CURLcode cc)
 		return -(int)os_errno;
 	case CURLE_OPERATION_TIMEDOUT:
 		return -ETIMEDOUT;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		/* One line that says it is TLS: curl's own text may not. */
+		if (strncmp(h->errbuf, "TLS", 3) != 0) {
+			char why[CURL_ERROR_SIZE];
+			snprintf(why, sizeof(why), "%s", h->errbuf);
+			snprintf(h->errbuf, sizeof(h->errbuf), "TLS: %.*s", (int)sizeof(h->errbuf) - 8, why);
+		}
+		return -EPROTO;
 	case CURLE_GOT_NOTHING:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:

@@ -10,7 +10,8 @@
  *
  * Transport failures return a negative errno (-ENOENT/-ECONNREFUSED: nobody
  * listens; -EINTR: interrupted; -EPIPE: the console sink closed; -ETIMEDOUT;
- * -ECONNRESET; -EIO) with curl's message in httpc.errbuf. An HTTP response of
+ * -ECONNRESET; -EPROTO: the TLS handshake or runnerd's certificate failed; -EIO)
+ * with curl's message in httpc.errbuf. An HTTP response of
  * any status is a success at this layer.
  */
 #ifndef UKRUN_CLIENT_HTTPC_H
@@ -26,6 +27,7 @@ struct httpc {
 	char *unix_path;                    /* NULL over TCP */
 	char *base;                         /* URL prefix without trailing '/' */
 	char *auth_header;                  /* "Authorization: Bearer ..." or NULL */
+	char *ca_file;                      /* https: CA certificates (PEM) to verify runnerd with; NULL = system's */
 	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
 	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
 	char errbuf[CURL_ERROR_SIZE];
@@ -42,6 +44,9 @@ struct httpc_resp {
  * Returns 0, -EINVAL (bad URL) or -ENOMEM. */
 int httpc_init(struct httpc *h, const char *unix_path, const char *base_url, const char *token);
 void httpc_free(struct httpc *h);
+/* https: verify runnerd's certificate against the PEM CA file `path` instead of the
+ * system's trust store. 0 or -ENOMEM. */
+int httpc_set_ca_file(struct httpc *h, const char *path);
 
 /* Where requests go, for messages ("socket /run/..." or the URL). */
 const char *httpc_where(const struct httpc *h);

@@ -47,6 +47,7 @@ static const char help_text[] =
 	"                          inside the Unikraft elfloader kernel KERNEL\n"
 	"  --junit FILE            after the run, write its tests to FILE as JUnit XML\n"
 	"  --socket PATH           runnerd's Unix socket\n"
+	"  --cacert FILE           CA certificates (PEM) for an https $UKRUN_URL\n"
 	"  -q, --quiet             no notes on stderr\n"
 	"  -v, --verbose           progress on stderr (digests, uploads, run id)\n"
 	"  -h, --help              this help\n"
@@ -83,8 +84,10 @@ static const char help_text[] =
 	"Environment:\n"
 	"  UKRUN_SOCKET     runnerd socket (default $XDG_RUNTIME_DIR/ukrun/runnerd.sock,\n"
 	"                   else /tmp/ukrun-$UID/runnerd.sock)\n"
-	"  UKRUN_URL        talk to runnerd over TCP (http://HOST:PORT; no auto-start)\n"
+	"  UKRUN_URL        talk to runnerd over TCP or TLS (http://HOST:PORT or\n"
+	"                   https://HOST:PORT; no auto-start)\n"
 	"  UKRUN_TOKEN      bearer token for UKRUN_URL\n"
+	"  UKRUN_CA_FILE    CA certificates (PEM) for an https UKRUN_URL (like --cacert)\n"
 	"  UKRUN_PLATFORM   default for --platform\n"
 	"  UKRUN_TIMEOUT    default for --timeout\n"
 	"  UKRUN_LOADER     default for --loader (loader mode when set and non-empty)\n"
@@ -149,7 +152,7 @@ static int run_main(int argc, char **argv)
 		opts_free(&o);
 		return 0;
 	}
-	r = autospawn_connect(&h, o.socket, true, o.verbosity >= OPTS_VERBOSE, &interrupted);
+	r = autospawn_connect(&h, o.socket, o.cacert, true, o.verbosity >= OPTS_VERBOSE, &interrupted);
 	if (r < 0)
 		status = r == -EINTR ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
 	else

@@ -34,6 +34,7 @@ enum opt_id {
 	OPT_LOADER,
 	OPT_JUNIT,
 	OPT_SOCKET,
+	OPT_CACERT,
 	OPT_QUIET,
 	OPT_VERBOSE,
 	OPT_HELP,
@@ -62,6 +63,7 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "loader", .has_arg = true, .id = OPT_LOADER },
 	{ .name = "junit", .has_arg = true, .id = OPT_JUNIT },
 	{ .name = "socket", .has_arg = true, .id = OPT_SOCKET },
+	{ .name = "cacert", .has_arg = true, .id = OPT_CACERT },
 	{ .name = "quiet", .short_name = 'q', .id = OPT_QUIET },
 	{ .name = "verbose", .short_name = 'v', .id = OPT_VERBOSE },
 	{ .name = "help", .short_name = 'h', .id = OPT_HELP },
@@ -257,6 +259,11 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		if (!*val)
 			return fail(err, errlen, "--socket: expected a path");
 		o->socket = val;
+		return 0;
+	case OPT_CACERT:
+		if (!*val)
+			return fail(err, errlen, "--cacert: expected a file");
+		o->cacert = val;
 		return 0;
 	case OPT_QUIET:
 		o->verbosity = OPTS_QUIET;

@@ -48,6 +48,7 @@ struct opts {
 	const char *loader;      /* loader mode: the elfloader kernel; NULL = off */
 	const char *socket;      /* --socket; NULL = resolved from the environment */
 	const char *junit;       /* --junit FILE: the run's tests as JUnit XML after it ends; NULL = none */
+	const char *cacert;      /* --cacert: CA file for an https $UKRUN_URL; NULL = $UKRUN_CA_FILE */
 	int verbosity;           /* OPTS_QUIET / OPTS_NORMAL / OPTS_VERBOSE */
 	bool help;
 	bool version;

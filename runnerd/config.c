@@ -54,6 +54,10 @@ int config_apply(struct config *c, const char *key, const char *val)
 		set_str(&c->listen_tcp, val);
 	else if (strcmp(key, "token-file") == 0)
 		set_str(&c->token_file, val);
+	else if (strcmp(key, "tls-cert") == 0)
+		set_str(&c->tls_cert, val);
+	else if (strcmp(key, "tls-key") == 0)
+		set_str(&c->tls_key, val);
 	else if (strcmp(key, "log") == 0)
 		set_str(&c->log_file, val);
 	else if (strcmp(key, "libvirt-uri") == 0)
@@ -102,7 +106,9 @@ void config_free(struct config *c)
 	free(c->data_dir);
 	free(c->listen_tcp);
 	free(c->token_file);
+	free(c->tls_cert);
+	free(c->tls_key);
 	free(c->log_file);
 	free(c->config_file);
-	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->log_file = c->config_file = NULL;
+	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->tls_cert = c->tls_key = c->log_file = c->config_file = NULL;
 }

@@ -16,6 +16,8 @@ struct config {
 	char *data_dir;
 	char *listen_tcp;
 	char *token_file;
+	char *tls_cert;       /* PEM certificate chain of a tls:// listener */
+	char *tls_key;        /* its PEM private key */
 	char *log_file;
 	char *config_file;
 	long idle_timeout_s;  /* -1 = mode default */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tls.h"
 
 struct http_conn {
 	union {
@@ -24,6 +25,7 @@ struct http_conn {
 	struct http_handler handler;
 	struct http_request req;
 	struct http_body_sink sink;
+	struct tls_session *tls; /* the TLS transport, or NULL for plain bytes */
 	int is_tcp;
 	int has_sink;
 	int responded;       /* a response to the current request has started */
@@ -67,7 +69,8 @@ struct http_conn {
 struct write_req {
 	uv_write_t req;
 	struct http_conn *conn;
-	size_t len;
+	size_t len;  /* plaintext bytes it carries (write_bytes) */
+	size_t size; /* bytes of data[] on the wire */
 	char data[];
 };
 
@@ -107,14 +110,42 @@ static void on_close(uv_handle_t *h)
 		conn->set->count--;
 	}
 	request_reset(&conn->req);
+	tls_session_free(conn->tls);
 	free(conn->pending);
 	free(conn);
+}
+
+/* Bytes the transport has for the peer (TLS records, handshake flights, alerts) as one
+ * malloc'd write_req payload, or NULL when there are none. */
+static struct write_req *tls_take(struct http_conn *conn, size_t accounted);
+
+/* Best effort, never waiting: `len` bytes of plaintext (through TLS when the connection
+ * has it), for the last words before a close. */
+static void try_send(struct http_conn *conn, const char *buf, size_t len)
+{
+	if (conn->tls) {
+		if (len && tls_session_write(conn->tls, buf, len) < 0)
+			return;
+		struct write_req *wr = tls_take(conn, 0);
+		if (!wr)
+			return;
+		uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->size);
+		(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
+		free(wr);
+		return;
+	}
+	uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+	(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
 }
 
 void http_conn_close(struct http_conn *conn)
 {
 	if (conn->closing)
 		return;
+	if (conn->tls && tls_session_established(conn->tls)) {
+		tls_session_shutdown(conn->tls); /* close_notify, if the socket takes it now */
+		try_send(conn, NULL, 0);
+	}
 	conn->closing = 1;
 	if (conn->attached && conn->release) {
 		void *obj = conn->attached;
@@ -228,10 +259,9 @@ static void on_timeout(uv_timer_t *t)
 		                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 		                 "Connection: close\r\n\r\n%s",
 		                 sizeof(body) - 1, body);
-		uv_buf_t b = uv_buf_init(msg, (unsigned)n);
-		(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
+		try_send(conn, msg, (size_t)n);
 	}
-	log_debug("closing a %s connection: %s", conn->is_tcp ? "TCP" : "Unix",
+	log_debug("closing a %s connection: %s", conn->tls ? "TLS" : conn->is_tcp ? "TCP" : "Unix",
 	          !conn->head_done && !conn->msg_done && (conn->started || !conn->requests)
 	              ? "header timeout"
 	              : "idle timeout");
@@ -263,17 +293,68 @@ static void on_write(uv_write_t *w, int status)
 	timer_update(conn);
 }
 
-static void conn_write(struct http_conn *conn, const char *a, size_t alen, const char *b, size_t blen,
-                       const char *c, size_t clen)
+static struct write_req *tls_take(struct http_conn *conn, size_t accounted)
 {
-	if (conn->closing)
+	size_t n = tls_session_pending(conn->tls);
+	if (!n)
+		return NULL;
+	struct write_req *wr = malloc(sizeof(*wr) + n);
+	if (!wr)
+		return NULL;
+	wr->conn = conn;
+	wr->len = accounted;
+	n = tls_session_take(conn->tls, wr->data, n);
+	wr->size = n;
+	return wr;
+}
+
+static void on_tls_write(uv_write_t *w, int status)
+{
+	struct write_req *wr = (struct write_req *)w;
+	struct http_conn *conn = wr->conn;
+	free(wr);
+	if (status < 0 && !conn->closing)
+		http_conn_close(conn);
+}
+
+/* Send what TLS has for the peer besides responses (handshake flights, session tickets,
+ * alerts). Not a response write: the HTTP accounting (timeouts, drain) ignores it; the
+ * stream keeps the order, so a response written later follows it. */
+static void tls_flush(struct http_conn *conn)
+{
+	if (conn->closing || !tls_session_pending(conn->tls))
 		return;
-	size_t len = alen + blen + clen;
-	struct write_req *wr = malloc(sizeof(*wr) + len);
+	struct write_req *wr = tls_take(conn, 0);
 	if (!wr) {
 		http_conn_close(conn);
 		return;
 	}
+	uv_buf_t buf = uv_buf_init(wr->data, (unsigned)wr->size);
+	if (uv_write(&wr->req, (uv_stream_t *)&conn->h, &buf, 1, on_tls_write) < 0) {
+		free(wr);
+		http_conn_close(conn);
+	}
+}
+
+/* The payload of a response write: the plaintext itself, or its TLS records. The
+ * accounted length (write_bytes, backpressure) is the plaintext's in both cases. */
+static struct write_req *write_req_new(struct http_conn *conn, const char *a, size_t alen, const char *b,
+                                       size_t blen, const char *c, size_t clen, uv_buf_t *ret_buf)
+{
+	size_t len = alen + blen + clen;
+	struct write_req *wr;
+	if (conn->tls) {
+		if (tls_session_write(conn->tls, a, alen) < 0 || (blen && tls_session_write(conn->tls, b, blen) < 0) ||
+		    (clen && tls_session_write(conn->tls, c, clen) < 0))
+			return NULL;
+		wr = tls_take(conn, len);
+		if (wr)
+			*ret_buf = uv_buf_init(wr->data, (unsigned)wr->size);
+		return wr;
+	}
+	wr = malloc(sizeof(*wr) + len);
+	if (!wr)
+		return NULL;
 	memcpy(wr->data, a, alen);
 	if (blen)
 		memcpy(wr->data + alen, b, blen);
@@ -281,7 +362,24 @@ static void conn_write(struct http_conn *conn, const char *a, size_t alen, const
 		memcpy(wr->data + alen + blen, c, clen);
 	wr->conn = conn;
 	wr->len = len;
-	uv_buf_t buf = uv_buf_init(wr->data, (unsigned)len);
+	*ret_buf = uv_buf_init(wr->data, (unsigned)len);
+	return wr;
+}
+
+static void conn_write(struct http_conn *conn, const char *a, size_t alen, const char *b, size_t blen,
+                       const char *c, size_t clen)
+{
+	if (conn->closing)
+		return;
+	size_t len = alen + blen + clen;
+	uv_buf_t buf;
+	struct write_req *wr = write_req_new(conn, a, alen, b, blen, c, clen, &buf);
+	if (!wr) {
+		if (conn->tls && tls_session_error(conn->tls)[0])
+			log_debug("closing a TLS connection: %s", tls_session_error(conn->tls));
+		http_conn_close(conn);
+		return;
+	}
 	int r = uv_write(&wr->req, (uv_stream_t *)&conn->h, &buf, 1, on_write);
 	if (r < 0) {
 		free(wr);
@@ -778,6 +876,67 @@ static void read_ended(struct http_conn *conn, int err)
 		http_conn_close(conn);
 }
 
+/* Plaintext arrived: parse it. */
+static void input(struct http_conn *conn, const char *buf, size_t len)
+{
+	if (buffer_input(conn, buf, len) < 0) {
+		/* A client that keeps sending while its response is pending. */
+		http_conn_close(conn);
+		return;
+	}
+	pump_input(conn);
+}
+
+/* Plain HTTP on the TLS port: say so in plain HTTP (what the peer can read), then close. */
+static void refuse_plaintext(struct http_conn *conn)
+{
+	static const char body[] = "{\"error\":{\"code\":\"tls_required\",\"message\":"
+	                           "\"this port speaks HTTPS only\"}}\n";
+	char msg[512];
+	int n = snprintf(msg, sizeof(msg),
+	                 "HTTP/1.1 400 Bad Request\r\nServer: runnerd/" UKRUN_VERSION
+	                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	                 "Connection: close\r\n\r\n%s",
+	                 sizeof(body) - 1, body);
+	uv_buf_t b = uv_buf_init(msg, (unsigned)n);
+	(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
+	log_debug("closing a TLS connection: %s", tls_session_error(conn->tls));
+	http_conn_close(conn);
+}
+
+/* Records arrived on a TLS connection: decrypt what is complete and parse it; answer
+ * the handshake. */
+static void tls_input(struct http_conn *conn, const char *buf, size_t len)
+{
+	if (tls_session_feed(conn->tls, buf, len) < 0) {
+		http_conn_close(conn);
+		return;
+	}
+	char plain[16 * 1024];
+	for (;;) {
+		ssize_t n = tls_session_read(conn->tls, plain, sizeof(plain));
+		if (n > 0) {
+			input(conn, plain, (size_t)n);
+			if (conn->closing)
+				return;
+			continue;
+		}
+		if (n == TLS_PLAINTEXT) {
+			refuse_plaintext(conn);
+			return;
+		}
+		tls_flush(conn);
+		if (n == TLS_EOF)
+			read_ended(conn, UV_EOF); /* close_notify: as a half-close on a plain socket */
+		else if (n == TLS_FAILED) {
+			log_debug("closing a TLS connection: %s", tls_session_error(conn->tls));
+			try_send(conn, NULL, 0); /* the alert, if any and if it fits */
+			http_conn_close(conn);
+		}
+		return;
+	}
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct http_conn *conn = s->data;
@@ -787,13 +946,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	if (nread > 0 && !conn->closing) {
-		if (buffer_input(conn, buf->base, (size_t)nread) < 0) {
-			/* A client that keeps sending while its response is pending. */
-			free(buf->base);
-			http_conn_close(conn);
-			return;
-		}
-		pump_input(conn);
+		if (conn->tls)
+			tls_input(conn, buf->base, (size_t)nread);
+		else
+			input(conn, buf->base, (size_t)nread);
 	}
 	free(buf->base);
 }
@@ -827,10 +983,13 @@ int http_conn_open(uv_loop_t *loop, int fd, int is_tcp, const struct http_handle
 	conn->set = set;
 	conn->is_tcp = is_tcp;
 	conn->handler = *handler;
+	if (set->tls && !(conn->tls = tls_session_new(set->tls)))
+		r = -ENOMEM;
 	conn->req.content_length = UINT64_MAX;
 	http_parser_init(&conn->parser, HTTP_REQUEST);
 	conn->parser.data = conn;
-	r = is_tcp ? uv_tcp_open(&conn->h.tcp, fd) : uv_pipe_open(&conn->h.pipe, fd);
+	if (r == 0)
+		r = is_tcp ? uv_tcp_open(&conn->h.tcp, fd) : uv_pipe_open(&conn->h.pipe, fd);
 	if (r < 0)
 		close(fd); /* not the handle's yet */
 	else

@@ -10,6 +10,10 @@
  * that sends its request head too slowly, sits idle between requests, stalls in a
  * body or stops reading its answer is closed. A peer that half-closes after its
  * request (shutdown(SHUT_WR)) still gets the answer.
+ *
+ * A connection set with a TLS context (tls.h) runs every connection's bytes through
+ * a TLS session: reads are decrypted before parsing, writes encrypted before they
+ * are queued, and all of the above applies to the plaintext unchanged.
  */
 #ifndef RUNNERD_HTTP_H
 #define RUNNERD_HTTP_H
@@ -25,6 +29,7 @@
 #define HTTP_MAX_BUFFERED_BODY (1024 * 1024)
 
 struct http_conn;
+struct tls_ctx;
 
 struct http_request {
 	enum http_method method;
@@ -73,10 +78,11 @@ struct http_conn_set {
 	unsigned count;
 	unsigned busy; /* connections inside a request: from its first byte to its answer's end */
 	struct http_limits limits;
+	struct tls_ctx *tls; /* not NULL: every connection speaks TLS with this context (tls.h) */
 };
 
 /* Serve the connected socket `fd` (a Unix or, with `is_tcp`, a TCP stream; TCP requests
- * need the bearer token) as a member of `set`. Takes `fd` in every case (closed on
+ * need the bearer token) as a member of `set`, through TLS when the set has a context. Takes `fd` in every case (closed on
  * failure). 0 or a negative errno. */
 int http_conn_open(uv_loop_t *loop, int fd, int is_tcp, const struct http_handler *handler,
                    struct http_conn_set *set);

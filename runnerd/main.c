@@ -27,6 +27,7 @@
 #include "run.h"
 #include "server.h"
 #include "store.h"
+#include "tls.h"
 
 /* The daemon's single context. */
 struct runnerd {
@@ -40,6 +41,7 @@ struct runnerd {
 	uv_signal_t sigint, sigterm, sighup;
 	uv_timer_t tick;
 	char *token;
+	struct tls_ctx *tls;   /* of a tls:// listener, else NULL */
 	uint64_t last_busy_ms; /* uv_now of the last tick that saw a connection inside a request */
 	int stopping;
 	int killing;             /* the drain is over: running runs were killed */
@@ -59,7 +61,10 @@ static void usage(FILE *f)
 	      "  --socket PATH          Unix socket to serve\n"
 	      "  --data-dir DIR         database, images and console logs\n"
 	      "  --listen tcp://H:P     also serve TCP (needs --token-file; never all addresses by default)\n"
-	      "  --token-file FILE      bearer token for TCP clients\n"
+	      "  --listen tls://H:P     ... or TLS 1.2+ (needs --token-file, --tls-cert and --tls-key)\n"
+	      "  --token-file FILE      bearer token for TCP and TLS clients\n"
+	      "  --tls-cert FILE        PEM certificate (chain) of the tls:// listener\n"
+	      "  --tls-key FILE         PEM private key of that certificate\n"
 	      "  --config FILE          runnerd.conf (key = value; keys as the long options; default\n"
 	      "                         ~/.config/ukrun/runnerd.conf, system: /etc/ukrun/runnerd.conf)\n"
 	      "  --idle-timeout S       exit after S idle seconds (user default 600; 0 = never)\n"
@@ -368,6 +373,8 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"data-dir", required_argument, NULL, 1},
 		{"listen", required_argument, NULL, 1},
 		{"token-file", required_argument, NULL, 1},
+		{"tls-cert", required_argument, NULL, 1},
+		{"tls-key", required_argument, NULL, 1},
 		{"idle-timeout", required_argument, NULL, 1},
 		{"drain-timeout", required_argument, NULL, 1},
 		{"timeout", required_argument, NULL, 1},
@@ -463,6 +470,8 @@ static void runnerd_cleanup(struct runnerd *d)
 	config_free(&d->cfg);
 	free(d->token);
 	d->token = NULL;
+	tls_ctx_free(d->tls);
+	d->tls = NULL;
 }
 
 int main(int argc, char **argv)
@@ -541,6 +550,22 @@ int main(int argc, char **argv)
 			fprintf(stderr, "runnerd: %s\n", err ? err : "cannot read the token");
 			return 1;
 		}
+		if (strncmp(c->listen_tcp, "tls://", 6) == 0) {
+			if (!c->tls_cert || !c->tls_key) {
+				fprintf(stderr, "runnerd: --listen tls://... needs --tls-cert FILE and --tls-key FILE\n");
+				return 2;
+			}
+			d.tls = tls_ctx_new(c->tls_cert, c->tls_key, &err);
+			if (!d.tls) {
+				fprintf(stderr, "runnerd: %s\n", err ? err : "cannot set up TLS");
+				free(err);
+				return 1;
+			}
+		}
+	}
+	if ((c->tls_cert || c->tls_key) && !d.tls) {
+		fprintf(stderr, "runnerd: --tls-cert and --tls-key need --listen tls://HOST:PORT\n");
+		return 2;
 	}
 
 	d.loop = uv_default_loop();
@@ -593,7 +618,7 @@ int main(int argc, char **argv)
 		r = activated >= 0 ? server_listen_unix_fd(&d.srv, activated, &err)
 		                   : server_listen_unix(&d.srv, c->socket_path, c->user_mode ? 0600 : 0660, &err);
 	if (r == 0 && c->listen_tcp)
-		r = server_listen_tcp(&d.srv, c->listen_tcp, &err);
+		r = server_listen_tcp(&d.srv, c->listen_tcp, d.tls, &err);
 	if (r < 0) {
 		log_error("%s", err ? err : "cannot listen");
 		fprintf(stderr, "runnerd: %s\n", err ? err : "cannot listen");

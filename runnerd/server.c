@@ -36,7 +36,7 @@ static void spare_open(struct server *srv)
 
 static const char *listener_name(const struct listener *l)
 {
-	return l->is_tcp ? "TCP" : "Unix";
+	return l->conns.tls ? "TLS" : l->is_tcp ? "TCP" : "Unix";
 }
 
 /* Rate-limited: a flood must not flood the log as well. */
@@ -62,7 +62,9 @@ static void refuse(struct listener *l, int fd)
 	_Static_assert(sizeof(BUSY_BODY) - 1 == 80, "Content-Length of the 503 body");
 #undef BUSY_BODY
 	l->refused++;
-	(void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* A TLS peer could not read a plain answer before a handshake: it just sees the close. */
+	if (!l->conns.tls)
+		(void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	close(fd);
 	overload_warn(l, "too many connections");
 }
@@ -154,7 +156,7 @@ static int listener_start(struct server *srv, struct listener *l, int fd, int is
 {
 	l->srv = srv;
 	l->is_tcp = is_tcp;
-	l->conns.limits = srv->limits.http;
+	l->conns.limits = srv->limits.http; /* (conns.tls is the caller's) */
 	int r = uv_poll_init(srv->loop, &l->poll, fd);
 	if (r < 0) {
 		close(fd);
@@ -275,10 +277,13 @@ int server_listen_unix_fd(struct server *srv, int fd, char **ret_err)
 	return 0;
 }
 
-int server_listen_tcp(struct server *srv, const char *url, char **ret_err)
+int server_listen_tcp(struct server *srv, const char *url, struct tls_ctx *tls, char **ret_err)
 {
-	if (strncmp(url, "tcp://", 6) != 0)
-		return fail(ret_err, UV_EINVAL, "Listen address must look like tcp://127.0.0.1:7878, not", url);
+	if (strncmp(url, tls ? "tls://" : "tcp://", 6) != 0)
+		return fail(ret_err, UV_EINVAL,
+		            tls ? "Listen address must look like tls://127.0.0.1:7878, not"
+		                : "Listen address must look like tcp://127.0.0.1:7878, not",
+		            url);
 	const char *hp = url + 6;
 	char host[256];
 	const char *colon;
@@ -315,6 +320,7 @@ int server_listen_tcp(struct server *srv, const char *url, char **ret_err)
 	}
 	if (fd < 0)
 		return fail(ret_err, fd, "Cannot listen on", url);
+	srv->tcp_l.conns.tls = tls;
 	r = listener_start(srv, &srv->tcp_l, fd, 1);
 	if (r < 0)
 		return fail(ret_err, r, "Cannot listen on", url);

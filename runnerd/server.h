@@ -1,6 +1,7 @@
 /*
  * server.h — runnerd's listeners: the Unix socket (always; its file mode is the
- * access control) and an optional TCP socket (bearer token checked by the API).
+ * access control) and an optional TCP socket, plain or TLS (bearer token checked by the
+ * API either way).
  * Each accepted connection becomes an http_conn served by the API handler.
  *
  * Each listener accepts on its own (a bounded batch per wake-up, so a flood on one
@@ -55,8 +56,10 @@ int server_listen_unix(struct server *srv, const char *path, int mode, char **re
 /* Serve an already listening Unix socket (systemd socket activation passes it as fd 3);
  * its file is left alone at close. -EINVAL when `fd` is not one. */
 int server_listen_unix_fd(struct server *srv, int fd, char **ret_err);
-/* Listen on "tcp://HOST:PORT" (IPv4 or [IPv6]). */
-int server_listen_tcp(struct server *srv, const char *url, char **ret_err);
+/* Listen on "tcp://HOST:PORT" (IPv4 or [IPv6]), or with a TLS context on
+ * "tls://HOST:PORT": the same listener, its connections speaking TLS (tls.h). The
+ * context stays the caller's and must outlive the server. */
+int server_listen_tcp(struct server *srv, const char *url, struct tls_ctx *tls, char **ret_err);
 /* Connections inside a request (an upload, a response being streamed): the daemon is
  * not idle while there are any. */
 unsigned server_busy(const struct server *srv);

@@ -90,7 +90,8 @@ static void test_repeatable_and_no_args(void **state)
 {
 	char *argv[] = { "ukrun", "--uk-param", "vfs.fstab=[]", "--uk-param=env.vars=[A=1]", "--label", "ci=1",
 			 "--label=job=x=y", "--success-code", "33", "--accel", "tcg", "--machine", "microvm",
-			 "--loader", "k", "--socket", "/s", "--driver", "libvirt", "--host", "local", "prog" };
+			 "--loader", "k", "--socket", "/s", "--driver", "libvirt", "--host", "local",
+			 "--cacert=/ca.pem", "prog" };
 	struct opts o;
 	char err[OPTS_ERR_MAX];
 
@@ -105,6 +106,7 @@ static void test_repeatable_and_no_args(void **state)
 	assert_string_equal(o.driver, "libvirt");
 	assert_string_equal(o.loader, "k");
 	assert_string_equal(o.socket, "/s");
+	assert_string_equal(o.cacert, "/ca.pem");
 	assert_string_equal(o.image, "prog");
 	assert_int_equal(o.nargs, 0);
 	json_t *spec = opts_run_spec(&o, "aa", "prog", NULL);

@@ -58,6 +58,10 @@ static void test_apply_strings(void **state)
 	assert_string_equal(c.listen_tcp, "tcp://127.0.0.1:1");
 	assert_string_equal(c.token_file, "/t");
 	assert_string_equal(c.log_file, "/l");
+	assert_int_equal(config_apply(&c, "tls-cert", "/c.pem"), 0);
+	assert_int_equal(config_apply(&c, "tls-key", "/k.pem"), 0);
+	assert_string_equal(c.tls_cert, "/c.pem");
+	assert_string_equal(c.tls_key, "/k.pem");
 	assert_int_equal(config_apply(&c, "log-level", "debug"), 0);
 	assert_int_equal(c.log_level, LOG_DEBUG);
 	assert_int_equal(config_apply(&c, "log-level", "error"), 0);
@@ -67,6 +71,8 @@ static void test_apply_strings(void **state)
 	assert_int_equal(config_apply(&c, "Timeout", "1"), -ENOENT);
 	config_free(&c);
 	assert_null(c.socket_path);
+	assert_null(c.tls_cert);
+	assert_null(c.tls_key);
 	config_free(&c); /* twice is fine */
 }
 
