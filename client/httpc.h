@@ -28,6 +28,7 @@ struct httpc {
 	char *auth_header;                  /* "Authorization: Bearer ..." or NULL */
 	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
 	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
+	const char *progress_name;          /* non-NULL: httpc_put_fd draws a progress bar on stderr naming it */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
