@@ -818,26 +818,29 @@ bool cmds_is(const char *name)
 	return false;
 }
 
-/* Levenshtein distance, bounded inputs (subcommand names are short; longer words are never close). */
+/* Edit distance counting an adjacent transposition as one edit (optimal string alignment: "shwo" is 1 from
+ * "show"); bounded inputs (subcommand names are short; longer words are never close). */
 static size_t edit_distance(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b), prev[33], cur[33];
+	size_t la = strlen(a), lb = strlen(b), d[33][33];
 
 	if (la > 32 || lb > 32)
 		return SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
 	for (size_t j = 0; j <= lb; j++)
-		prev[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		cur[0] = i;
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++)
 		for (size_t j = 1; j <= lb; j++) {
-			size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-			size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+			size_t sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			size_t del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+			size_t v = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
 
-			cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+				v = d[i - 2][j - 2] + 1;
+			d[i][j] = v;
 		}
-		memcpy(prev, cur, sizeof(cur));
-	}
-	return prev[lb];
+	return d[la][lb];
 }
 
 const char *cmds_suggest(const char *word)
@@ -926,8 +929,9 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 		} else if (strchr(d->flags, 'i') && (v = value_of("--image", argc, argv, &i, &missing))) {
 			a->image = v;
 		} else if (strchr(d->flags, 'b') && (v = value_of("--before", argc, argv, &i, &missing))) {
-			if (!runner_id_valid(v))
-				return usage_error(d->name, "--before: expected a run ID, got '%s'", v);
+			/* Run ids are numbers: paging goes by their order. */
+			if (!*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
+				return usage_error(d->name, "--before: expected a run ID (a number), got '%s'", v);
 			a->before = v;
 		} else if (missing)
 			return usage_error(d->name, "option '%s' needs a value", arg);
