@@ -784,10 +784,10 @@ static int cmd_daemon(struct httpc *h, const struct cmd_args *a)
 
 /* `tests` (per-test results) and `--junit` belong to their own module; the table has a row for it there. */
 static const struct cmd_def cmd_defs[] = {
-	{ .name = "ps", .usage = "[--all] [-n N] [--state S] [--label k[=v]] [--image FILE|SHA] [--before ID]",
-	  .summary = "list runs, newest first (default 20)", .flags = "anlsib", .spawn = true, .fn = cmd_ps },
-	{ .name = "runs", .usage = "(same as ps)", .summary = "same as ps", .flags = "anlsib", .spawn = true,
-	  .fn = cmd_ps },
+#define PS_USAGE "[--all] [-n N] [--state S] [--label k[=v]] [--image FILE|SHA] [--before ID]"
+	{ .name = "ps", .usage = PS_USAGE, .summary = "list runs, newest first (default 20)", .flags = "anlsib",
+	  .spawn = true, .fn = cmd_ps },
+	{ .name = "runs", .usage = PS_USAGE, .summary = "same as ps", .flags = "anlsib", .spawn = true, .fn = cmd_ps },
 	{ .name = "show", .usage = "ID", .summary = "one run's record", .flags = "", .needs_id = true, .spawn = true,
 	  .fn = cmd_show },
 	{ .name = "logs", .usage = "[-f] ID", .summary = "a run's console (-f: follow until it ends)", .flags = "f",
