@@ -399,7 +399,7 @@ static int logs_status(int r)
 	}
 }
 
-/* logs --json: {"id","console"} with the console as one string (invalid UTF-8 bytes become U+FFFD). */
+/* logs --json: {"id","console","bytes"}, the console as one string (not UTF-8: bytes >= 0x80 become '?'). */
 static int logs_json(struct httpc *h, const struct cmd_args *a)
 {
 	FILE *tmp = tmpfile();
