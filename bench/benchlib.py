@@ -117,7 +117,7 @@ class Daemon:
 		return dt, cp, run_id_of(cp.stderr)
 
 	def record(self, run_id):
-		cp = self.ukrun(["show", str(run_id)])
+		cp = self.ukrun(["show", "--json", str(run_id)])
 		if cp.returncode != 0:
 			sys.exit(f"bench: ukrun show {run_id} failed: {cp.stderr.decode(errors='replace')}")
 		return json.loads(cp.stdout)

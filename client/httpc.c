@@ -33,6 +33,7 @@ struct xfer {
 	/* upload */
 	int in_fd;
 	uint64_t in_off, in_size;
+	int bar_drawn; /* progress bar: last percentage drawn + 1 (0 = not drawn yet) */
 };
 
 int httpc_init(struct httpc *h, const char *unix_path, const char *base_url, const char *token)
@@ -202,10 +203,34 @@ static size_t on_read(char *p, size_t size, size_t nmemb, void *data)
 	return (size_t)r;
 }
 
+/* "ukrun: uploading NAME [#####     ]  42% 12/30 MiB", redrawn in place on stderr when the percentage moves. */
+static void draw_bar(struct xfer *x, uint64_t now)
+{
+	const int width = 30;
+	int pct = x->in_size ? (int)(now * 100 / x->in_size) : 100;
+	char bar[32];
+
+	if (pct > 100)
+		pct = 100;
+	if (pct + 1 == x->bar_drawn)
+		return;
+	x->bar_drawn = pct + 1;
+	for (int i = 0; i < width; i++)
+		bar[i] = i < pct * width / 100 ? '#' : ' ';
+	bar[width] = '\0';
+	fprintf(stderr, "\rukrun: uploading %.40s [%s] %3d%% %llu/%llu MiB", x->h->progress_name, bar, pct,
+		(unsigned long long)(now >> 20), (unsigned long long)(x->in_size >> 20));
+	if (pct == 100)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
 static int on_progress(void *data, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
 	struct xfer *x = data;
 
+	if (x->h->progress_name && x->in_size && ulnow > 0)
+		draw_bar(x, (uint64_t)ulnow);
 	return x->abortable && x->h->abort_flag && *x->h->abort_flag;
 }
 
@@ -427,7 +452,10 @@ int httpc_put_fd(struct httpc *h, const char *path, int fd, uint64_t size, struc
 	curl_easy_setopt(h->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
 	curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h->curl, CURLOPT_LOW_SPEED_TIME, UPLOAD_STALL_S);
-	return perform(&x, headers, ret);
+	r = perform(&x, headers, ret);
+	if (x.bar_drawn && x.bar_drawn != 101)
+		fputc('\n', stderr); /* an interrupted bar does not swallow the next message */
+	return r;
 }
 
 int httpc_stream(struct httpc *h, const char *path, int out_fd, uint64_t *io_bytes, struct httpc_resp *ret)

@@ -30,6 +30,7 @@ struct httpc {
 	char *ca_file;                      /* https: CA certificates (PEM) to verify runnerd with; NULL = system's */
 	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
 	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
+	const char *progress_name;          /* non-NULL: httpc_put_fd draws a progress bar on stderr naming it */
 	char errbuf[CURL_ERROR_SIZE];
 };
 

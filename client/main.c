@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <curl/curl.h>
 
 #include "autospawn.h"
@@ -20,9 +22,7 @@ static volatile sig_atomic_t interrupted;
 
 static const char help_text[] =
 	"Usage: ukrun [OPTIONS] IMAGE [ARGS...]\n"
-	"       ukrun ps [--all] [-n N] [--state S] [--label k=v]\n"
-	"       ukrun show ID | logs [-f] ID | cancel ID | version | ping\n"
-	"       ukrun tests [--json] [--junit FILE] ID\n"
+	"       ukrun SUBCOMMAND [--json] [ARGS...]\n"
 	"\n"
 	"Run IMAGE (a Unikraft kernel or a Linux x86-64 program) through runnerd and\n"
 	"exit with the guest's status. The console goes to stdout byte-exact; ukrun's\n"
@@ -33,12 +33,12 @@ static const char help_text[] =
 	"  --platform qemu|linuxu  platform to run on (default: detected from the image)\n"
 	"  --timeout S             kill the guest after S seconds (also Nm, Nh; default:\n"
 	"                          the daemon's, 300 s)\n"
-	"  --memory MB             guest memory in MiB (also NG)\n"
-	"  --vcpus N               virtual CPUs\n"
+	"  --memory MB             guest memory in MiB (also NG; at most 65536 MiB)\n"
+	"  --vcpus N               virtual CPUs (1..64)\n"
 	"  --accel auto|kvm|tcg    qemu accelerator (auto: KVM when usable, else TCG)\n"
 	"  --machine M             qemu machine type (microvm, pc, q35, ...)\n"
 	"  --driver NAME           run on this driver (qemu, linuxu, libvirt); default from the platform\n"
-	"  --host NAME             run on this host (GET /v1/hosts lists them; today: local)\n"
+	"  --host NAME             run on this host (`ukrun hosts` lists them; today: local)\n"
 	"  --success-code V        treat isa-debug-exit value V as success (exit 0)\n"
 	"  --uk-param P            Unikraft library parameter, placed before `--` on the\n"
 	"                          kernel command line (repeatable)\n"
@@ -48,20 +48,24 @@ static const char help_text[] =
 	"  --junit FILE            after the run, write its tests to FILE as JUnit XML\n"
 	"  --socket PATH           runnerd's Unix socket\n"
 	"  --cacert FILE           CA certificates (PEM) for an https $UKRUN_URL\n"
-	"  -q, --quiet             no notes on stderr\n"
+	"  -q, --quiet             no notes on stderr (the default under cargo and nextest)\n"
 	"  -v, --verbose           progress on stderr (digests, uploads, run id)\n"
 	"  -h, --help              this help\n"
 	"  -V, --version           ukrun's version\n"
 	"\n"
-	"Subcommands (only as the first argument; run a file named like one as ./ps):\n"
-	"  ps        list runs, newest first (default 20; -n N; --all for every run)\n"
-	"  show ID   the run record as JSON\n"
-	"  logs ID   the run's console (-f: follow until the run ends)\n"
-	"  cancel ID stop a run\n"
-	"  tests ID  every test case of the run with its status and, for a failed one,\n"
-	"            its panic message (--json: as JSON; --junit FILE: JUnit XML)\n"
-	"  version   client, daemon and driver versions\n"
-	"  ping      is runnerd up? (exit 0 or 125; never starts it)\n"
+	"Subcommands (only as the first argument; run a file named like one as ./ps;\n"
+	"`ukrun SUBCOMMAND --help` shows its options; --json prints the daemon's records):\n"
+	"%s"
+	"\n"
+	"Examples:\n"
+	"  ukrun ./hello_qemu-x86_64                  run a Unikraft kernel\n"
+	"  ukrun --memory 256 --timeout 2m ./app      with more memory and a shorter timeout\n"
+	"  ukrun --loader elfloader_qemu-x86_64 ./t   a static-pie Linux program in loader mode\n"
+	"  ukrun ps --state error -n 5                the last five failed runs\n"
+	"  ukrun ps --label GITHUB_SHA=abc123 --json  runs of one CI commit, as JSON\n"
+	"  ukrun logs -f 42                           follow run 42's console\n"
+	"  ukrun rm ./old_image                       forget a stored image\n"
+	"  ukrun daemon stop                          stop the per-user runnerd\n"
 	"\n"
 	"Exit status:\n"
 	"  c        a linuxu process exited with code c\n"
@@ -78,8 +82,9 @@ static const char help_text[] =
 	"  2        usage error\n"
 	"  Guest values outside 0..255 become 1; 141 when stdout closes early (the run\n"
 	"  is cancelled).\n"
-	"  Subcommands exit 0, 1 when runnerd refuses (no such run), 125 when it is\n"
-	"  unreachable.\n"
+	"  Subcommands exit 0, 1 when runnerd refuses (no such run, image in use), 2 on\n"
+	"  a usage error, 125 when runnerd is unreachable; `daemon status` exits 3 when\n"
+	"  it is not running.\n"
 	"\n"
 	"Environment:\n"
 	"  UKRUN_SOCKET     runnerd socket (default $XDG_RUNTIME_DIR/ukrun/runnerd.sock,\n"
@@ -90,6 +95,12 @@ static const char help_text[] =
 	"  UKRUN_CA_FILE    CA certificates (PEM) for an https UKRUN_URL (like --cacert)\n"
 	"  UKRUN_PLATFORM   default for --platform\n"
 	"  UKRUN_TIMEOUT    default for --timeout\n"
+	"  UKRUN_MEMORY     default for --memory\n"
+	"  UKRUN_LABELS     labels for every run: k=v[,k=v...] (--label wins on a clash)\n"
+	"  GITHUB_SHA GITHUB_RUN_ID GITHUB_REPOSITORY CI_JOB_ID CI_COMMIT_SHA\n"
+	"  CI_PIPELINE_ID BUILDKITE_BUILD_ID\n"
+	"                   recorded as labels of the same name when set (CI metadata)\n"
+	"  NO_COLOR         no colour in tables (colour is used only on a terminal)\n"
 	"  UKRUN_LOADER     default for --loader (loader mode when set and non-empty)\n"
 	"  UKRUN_RUNNERD    runnerd executable to start when none is running\n"
 	"  UKRUN_DATA_DIR   --data-dir for a runnerd that ukrun starts\n"
@@ -103,6 +114,28 @@ static const char help_text[] =
 	"then `cargo test` and `cargo run` run every binary through ukrun.\n"
 	"\n"
 	"See ukrun(1).\n";
+
+static void print_help(void)
+{
+	char *list = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&list, &len);
+
+	if (m) {
+		cmds_help(m);
+		fclose(m);
+	}
+	printf(help_text, list ? list : "");
+	free(list);
+}
+
+/* argv[1] is a bare word (no '/', not an option) that names no file: a mistyped subcommand, not an image. */
+static bool not_a_file_or_subcommand(const char *word)
+{
+	struct stat st;
+
+	return word[0] != '-' && word[0] && !strchr(word, '/') && stat(word, &st) != 0 && errno == ENOENT;
+}
 
 static void on_signal(int sig)
 {
@@ -143,7 +176,7 @@ static int run_main(int argc, char **argv)
 		return UKRUN_EXIT_USAGE;
 	}
 	if (o.help) {
-		fputs(help_text, stdout);
+		print_help();
 		opts_free(&o);
 		return 0;
 	}
@@ -171,10 +204,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ukrun: cannot initialise libcurl\n");
 		return UKRUN_EXIT_INFRA;
 	}
-	if (argc > 1 && cmds_is(argv[1]))
+	if (argc > 1 && cmds_is(argv[1])) {
 		status = cmds_main(argc - 1, argv + 1, &interrupted);
-	else
+	} else if (argc > 1 && not_a_file_or_subcommand(argv[1])) {
+		const char *near = cmds_suggest(argv[1]);
+
+		fprintf(stderr, "ukrun: '%.64s' is not a subcommand or a file%s%s%s\n"
+				"Try 'ukrun --help' for more information.\n",
+			argv[1], near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+		status = UKRUN_EXIT_USAGE;
+	} else {
 		status = run_main(argc, argv);
+	}
 	curl_global_cleanup();
 	return status;
 }

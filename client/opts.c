@@ -17,6 +17,13 @@
 #define LABEL_VALUE_MAX 255
 #define MACHINE_MAX 63
 #define UK_PARAM_MAX 1024
+/* runnerd's limits (runnerd/runspec.h), checked here so the message names the option. */
+#define MEMORY_MAX_MB (64 * 1024)
+#define VCPUS_MAX 64
+
+/* CI metadata recorded as labels of the same name when the variable is set. */
+static const char *const ci_vars[] = { "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_REPOSITORY", "CI_JOB_ID",
+				       "CI_COMMIT_SHA", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID" };
 
 /* Options that take a value; the rest are flags. */
 enum opt_id {
@@ -202,12 +209,13 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		o->set_timeout = true;
 		return 0;
 	case OPT_MEMORY:
-		if (opts_parse_mib(val, &o->memory_mb) < 0)
-			return fail(err, errlen, "--memory: expected MiB (or NG), got '%s'", val);
+		if (opts_parse_mib(val, &o->memory_mb) < 0 || o->memory_mb > MEMORY_MAX_MB)
+			return fail(err, errlen, "--memory: expected MiB (or NG), at most %d (64G), got '%s'",
+				    MEMORY_MAX_MB, val);
 		return 0;
 	case OPT_VCPUS:
-		if (parse_long(val, 1, 255, &o->vcpus, NULL) < 0)
-			return fail(err, errlen, "--vcpus: expected 1..255, got '%s'", val);
+		if (parse_long(val, 1, VCPUS_MAX, &o->vcpus, NULL) < 0)
+			return fail(err, errlen, "--vcpus: expected 1..%d, got '%s'", VCPUS_MAX, val);
 		return 0;
 	case OPT_ACCEL:
 		if (strcmp(val, "auto") && strcmp(val, "kvm") && strcmp(val, "tcg"))
@@ -267,9 +275,11 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		return 0;
 	case OPT_QUIET:
 		o->verbosity = OPTS_QUIET;
+		o->set_verbosity = true;
 		return 0;
 	case OPT_VERBOSE:
 		o->verbosity = OPTS_VERBOSE;
+		o->set_verbosity = true;
 		return 0;
 	case OPT_HELP:
 		o->help = true;
@@ -369,9 +379,58 @@ static const char *env_nonempty(const char *name)
 	return v && *v ? v : NULL;
 }
 
+/* Add an owned "key=value" label from the environment. */
+static int add_env_label(struct opts *o, const char *key, size_t klen, const char *value)
+{
+	char **grown = realloc(o->env_labels, (o->nenv_labels + 1) * sizeof(*grown));
+
+	if (!grown)
+		return -ENOMEM;
+	o->env_labels = grown;
+	if (asprintf(&o->env_labels[o->nenv_labels], "%.*s=%s", (int)klen, key, value) < 0)
+		return -ENOMEM;
+	o->nenv_labels++;
+	return 0;
+}
+
+/* $UKRUN_LABELS: "k=v[,k=v...]"; then the CI variables that are set (skipped when unusable as a label). */
+static int env_labels(struct opts *o, char *err, size_t errlen)
+{
+	const char *v = env_nonempty("UKRUN_LABELS");
+	char label[LABEL_KEY_MAX + LABEL_VALUE_MAX + 2];
+	int r;
+
+	for (size_t i = 0; i < sizeof(ci_vars) / sizeof(ci_vars[0]); i++) {
+		const char *val = env_nonempty(ci_vars[i]);
+
+		if (!val || snprintf(label, sizeof(label), "%s=%s", ci_vars[i], val) >= (int)sizeof(label) ||
+		    opts_check_label(label) < 0)
+			continue;
+		if ((r = add_env_label(o, ci_vars[i], strlen(ci_vars[i]), val)) < 0)
+			return r;
+	}
+	while (v && *v) {
+		const char *comma = strchr(v, ',');
+		size_t n = comma ? (size_t)(comma - v) : strlen(v);
+
+		if (n >= sizeof(label))
+			return fail(err, errlen, "$UKRUN_LABELS: a label is too long (at most %d bytes)",
+				    (int)sizeof(label) - 1);
+		memcpy(label, v, n);
+		label[n] = '\0';
+		if (n && opts_check_label(label) < 0)
+			return fail(err, errlen, "$UKRUN_LABELS: expected key=value[,key=value...], got '%s'", label);
+		if (n && (r = add_env_label(o, label, (size_t)(strchr(label, '=') - label), strchr(label, '=') + 1)) < 0)
+			return r;
+		v = comma ? comma + 1 : NULL;
+	}
+	return 0;
+}
+
 int opts_apply_env(struct opts *o, char *err, size_t errlen)
 {
 	const char *v;
+	int r;
 
 	if (!o->set_platform && (v = env_nonempty("UKRUN_PLATFORM"))) {
 		if (strcmp(v, "qemu") && strcmp(v, "linuxu"))
@@ -384,6 +443,16 @@ int opts_apply_env(struct opts *o, char *err, size_t errlen)
 	}
 	if (!o->set_loader && (v = env_nonempty("UKRUN_LOADER")))
 		o->loader = v;
+	if (o->memory_mb <= 0 && (v = env_nonempty("UKRUN_MEMORY"))) {
+		if (opts_parse_mib(v, &o->memory_mb) < 0 || o->memory_mb > MEMORY_MAX_MB)
+			return fail(err, errlen, "$UKRUN_MEMORY: expected MiB (or NG), at most %d (64G), got '%s'",
+				    MEMORY_MAX_MB, v);
+	}
+	/* Under cargo (which sets $CARGO for what it runs) or nextest, only failures speak, unless -v. */
+	if (!o->set_verbosity && (env_nonempty("NEXTEST") || env_nonempty("CARGO")))
+		o->verbosity = OPTS_QUIET;
+	if ((r = env_labels(o, err, errlen)) < 0)
+		return r;
 	if (o->loader && o->platform && strcmp(o->platform, "qemu"))
 		return fail(err, errlen, "loader mode runs the program inside a qemu kernel; platform %s conflicts",
 			    o->platform);
@@ -394,9 +463,13 @@ void opts_free(struct opts *o)
 {
 	free(o->uk_params);
 	free(o->labels);
+	for (size_t i = 0; i < o->nenv_labels; i++)
+		free(o->env_labels[i]);
+	free(o->env_labels);
 	o->uk_params = NULL;
 	o->labels = NULL;
-	o->nuk_params = o->nlabels = 0;
+	o->env_labels = NULL;
+	o->nuk_params = o->nlabels = o->nenv_labels = 0;
 }
 
 static int set_new(json_t *obj, const char *key, json_t *val)
@@ -417,18 +490,20 @@ static json_t *string_array(const char *const *v, size_t n)
 	return a;
 }
 
-static json_t *labels_object(const char *const *v, size_t n)
+/* Labels from both lists; `cli` (the command line) after `env`, so --label wins on a clash. */
+static json_t *labels_object(const char *const *env, size_t nenv, const char *const *cli, size_t ncli)
 {
 	json_t *obj = json_object();
 
-	for (size_t i = 0; obj && i < n; i++) {
-		const char *eq = strchr(v[i], '=');
+	for (size_t i = 0; obj && i < nenv + ncli; i++) {
+		const char *kv = i < nenv ? env[i] : cli[i - nenv];
+		const char *eq = strchr(kv, '=');
 		char key[LABEL_KEY_MAX + 1];
 
-		if (!eq || (size_t)(eq - v[i]) > LABEL_KEY_MAX)
+		if (!eq || (size_t)(eq - kv) > LABEL_KEY_MAX)
 			continue; /* opts_check_label refused these already */
-		memcpy(key, v[i], (size_t)(eq - v[i]));
-		key[eq - v[i]] = '\0';
+		memcpy(key, kv, (size_t)(eq - kv));
+		key[eq - kv] = '\0';
 		if (json_object_set_new(obj, key, json_string(eq + 1)) < 0) {
 			json_decref(obj);
 			return NULL;
@@ -471,8 +546,9 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		r |= set_new(spec, "host", json_string(o->host));
 	if (o->success_code >= 0)
 		r |= set_new(spec, "success_code", json_integer(o->success_code));
-	if (o->nlabels)
-		r |= set_new(spec, "labels", labels_object(o->labels, o->nlabels));
+	if (o->nlabels || o->nenv_labels)
+		r |= set_new(spec, "labels", labels_object((const char *const *)o->env_labels, o->nenv_labels,
+							   o->labels, o->nlabels));
 	if (r) {
 		json_decref(spec);
 		return NULL;

@@ -45,6 +45,8 @@ struct opts {
 	size_t nuk_params;
 	const char **labels;     /* "key=value" (borrowed strings, validated) */
 	size_t nlabels;
+	char **env_labels;       /* "key=value" from $UKRUN_LABELS and CI variables (owned) */
+	size_t nenv_labels;
 	const char *loader;      /* loader mode: the elfloader kernel; NULL = off */
 	const char *socket;      /* --socket; NULL = resolved from the environment */
 	const char *junit;       /* --junit FILE: the run's tests as JUnit XML after it ends; NULL = none */
@@ -56,7 +58,7 @@ struct opts {
 	char **args;             /* guest arguments: the argv tail after IMAGE (borrowed) */
 	size_t nargs;
 	/* Which fields came from the command line (so the environment does not override them). */
-	bool set_platform, set_timeout, set_loader;
+	bool set_platform, set_timeout, set_loader, set_verbosity;
 };
 
 /* Parse argv[1..argc-1] into *o (zeroed first; strings borrowed from argv).
@@ -64,8 +66,10 @@ struct opts {
  * -ENOMEM. Free with opts_free() in every case. */
 int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen);
 
-/* Apply $UKRUN_PLATFORM, $UKRUN_TIMEOUT, $UKRUN_LOADER (set and non-empty)
- * where the command line gave nothing. Returns 0 or -EINVAL (message in err). */
+/* Apply $UKRUN_PLATFORM, $UKRUN_TIMEOUT, $UKRUN_LOADER, $UKRUN_MEMORY (set and
+ * non-empty) where the command line gave nothing; quiet under cargo ($CARGO) or
+ * nextest ($NEXTEST) unless -q/-v was given; labels from $UKRUN_LABELS and the
+ * CI variables (GITHUB_SHA, ...). Returns 0, -EINVAL (message in err) or -ENOMEM. */
 int opts_apply_env(struct opts *o, char *err, size_t errlen);
 
 /* Release what opts_parse allocated; the struct may be reused after. */

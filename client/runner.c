@@ -205,7 +205,7 @@ static int hash_and_upload(struct httpc *h, const struct opts *o, struct image *
 	if (o->verbosity >= OPTS_VERBOSE)
 		fprintf(stderr, "ukrun: %s: sha256 %s (%llu bytes)\n", img->name, img->hex,
 			(unsigned long long)hashed);
-	return upload_image(h, img->fd, img->size, img->name, img->hex, o->verbosity >= OPTS_VERBOSE);
+	return upload_image(h, img->fd, img->size, img->name, img->hex, o->verbosity);
 }
 
 /* POST /v1/runs. Returns 0 with the id, or an exit status. */

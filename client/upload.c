@@ -1,6 +1,8 @@
 /* Image hashing and upload: see upload.h. */
 #include "upload.h"
 
+#include <stdbool.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,7 +11,10 @@
 #include <unistd.h>
 #include <openssl/evp.h>
 
+#include "opts.h"
+
 #define HASH_CHUNK (1u << 20)
+#define UPLOAD_BAR_MIN (4u << 20) /* bytes: smaller uploads finish before a bar is worth drawing */
 
 int upload_sha256_fd(int fd, const volatile sig_atomic_t *stop, char ret_hex[UPLOAD_HEX_SIZE], uint64_t *ret_size)
 {
@@ -72,8 +77,9 @@ static void report_transport(const struct httpc *h, const char *what, const char
 		h->errbuf[0] ? h->errbuf : strerror(-r));
 }
 
-int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const char *hex, int verbose)
+int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const char *hex, int verbosity)
 {
+	bool verbose = verbosity >= OPTS_VERBOSE;
 	struct httpc_resp resp = { 0 };
 	char path[128], msg[256];
 	char *esc, *put_path = NULL;
@@ -105,7 +111,11 @@ int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const
 		return -ENOMEM;
 	if (verbose)
 		fprintf(stderr, "ukrun: uploading %s (%llu bytes, sha256 %s)\n", name, (unsigned long long)size, hex);
+	/* A bar for uploads that take a noticeable time, on a terminal only, unless quiet. */
+	if (verbosity > OPTS_QUIET && size >= UPLOAD_BAR_MIN && isatty(STDERR_FILENO))
+		h->progress_name = name;
 	r = httpc_put_fd(h, put_path, fd, size, &resp);
+	h->progress_name = NULL;
 	if (r < 0) {
 		report_transport(h, "uploading", name, r);
 		goto cleanup;

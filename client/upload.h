@@ -21,8 +21,9 @@ int upload_sha256_fd(int fd, const volatile sig_atomic_t *stop, char ret_hex[UPL
 
 /* Make sure runnerd stores `size` bytes of `fd` under `hex` (file name `name`,
  * a hint for the daemon). Prints a one-line "ukrun: ..." message on failure and
- * returns 0, -EINTR (interrupted) or another negative errno. Progress on stderr
- * when `verbose`. */
-int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const char *hex, int verbose);
+ * returns 0, -EINTR (interrupted) or another negative errno. `verbosity` is an
+ * OPTS_* level: notes on stderr at OPTS_VERBOSE; a progress bar for uploads of
+ * 4 MiB or more when stderr is a terminal, unless OPTS_QUIET. */
+int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const char *hex, int verbosity);
 
 #endif

@@ -279,6 +279,20 @@ static void image_put_done(struct api *api, struct http_conn *conn, const char *
 	}
 }
 
+/* GET /v1/images: the stored images (rows kept only as the history of past runs, file removed, are left out). */
+static void images_list(struct api *api, struct http_conn *conn)
+{
+	json_t *all = store_image_list(api->db), *stored = json_array(), *img;
+	size_t i;
+	json_array_foreach(all, i, img) {
+		const char *sha = json_string_value(json_object_get(img, "sha256"));
+		if (sha && image_exists(api->images, sha))
+			json_array_append(stored, img);
+	}
+	json_decref(all);
+	http_respond_json(conn, 200, json_pack("{s:o}", "images", stored));
+}
+
 static void images_route(struct api *api, struct http_conn *conn, struct http_request *req)
 {
 	const char *sha = req->path + strlen("/v1/images/");
@@ -304,7 +318,8 @@ static void images_route(struct api *api, struct http_conn *conn, struct http_re
 		image_put_done(api, conn, sha);
 		return;
 	case HTTP_DELETE: {
-		int r = image_delete(api->images, sha);
+		/* A removed image keeps its row while past runs refer to it; its file is gone, so it is not stored. */
+		int r = image_exists(api->images, sha) ? image_delete(api->images, sha) : -ENOENT;
 		if (r < 0)
 			respond_errno(conn, r, r == -ENOENT ? "image_not_found" : NULL,
 			              r == -EBUSY ? "a queued or running run uses this image" : NULL);
@@ -516,7 +531,7 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	} else if (strcmp(p, "/v1/hosts") == 0 && req->method == HTTP_GET) {
 		http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
 	} else if (strcmp(p, "/v1/images") == 0 && req->method == HTTP_GET) {
-		http_respond_json(conn, 200, json_pack("{s:o}", "images", store_image_list(api->db)));
+		images_list(api, conn);
 	} else if (strncmp(p, "/v1/images/", 11) == 0) {
 		images_route(api, conn, req);
 	} else if (strcmp(p, "/v1/runs") == 0 || strncmp(p, "/v1/runs/", 9) == 0) {

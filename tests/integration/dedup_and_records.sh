@@ -85,14 +85,14 @@ run_ukrun ps_state ps --state timeout
 expect_rc ps_state 0
 [[ $(awk 'NR > 1' "$T/ps_state.out" | wc -l) == 0 ]] || fail "ps --state timeout lists runs"
 
-# `ukrun logs ID` prints the stored console byte-exact; `ukrun show ID` the record.
+# `ukrun logs ID` prints the stored console byte-exact; `ukrun show --json ID` the record.
 run_ukrun logs logs 1
 expect_rc logs 0
 expect_out logs $'Hello from mb_hello\n'
 run_ukrun logs_libtest logs "$libtest_id"
 expect_rc logs_libtest 0
 cmp "$T/logs_libtest.out" "$T/libtest.out" || fail "ukrun logs differs from what the run printed"
-run_ukrun show show "$libtest_id"
+run_ukrun show show --json "$libtest_id"
 expect_rc show 0
 [[ $(jget exit_code <"$T/show.out") == 101 && $(jget state <"$T/show.out") == done ]] || { cat "$T/show.out" >&2; fail "ukrun show: wrong record"; }
 run_ukrun logs_missing logs 999999

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "cmds.h"
 #include "opts.h"
 #include "runner.h"
 #include "upload.h"
@@ -22,7 +23,9 @@
 static void clear_env(void)
 {
 	static const char *const vars[] = { "UKRUN_PLATFORM", "UKRUN_TIMEOUT", "UKRUN_LOADER", "UKRUN_SOCKET",
-					    "XDG_RUNTIME_DIR" };
+					    "XDG_RUNTIME_DIR", "UKRUN_MEMORY", "UKRUN_LABELS", "CARGO", "NEXTEST",
+					    "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_REPOSITORY", "CI_JOB_ID",
+					    "CI_COMMIT_SHA", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID" };
 
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
 		unsetenv(vars[i]);
@@ -242,6 +245,67 @@ static void test_durations_and_sizes(void **state)
 	assert_int_equal(opts_check_label("k=line\nbreak"), -EINVAL);
 }
 
+/* $UKRUN_MEMORY, quiet under cargo/nextest, CI variables and $UKRUN_LABELS as labels (--label wins). */
+static void test_environment_cli(void **state)
+{
+	char *argv[] = { "ukrun", "--label", "tier=3", "img" };
+	char *verbose[] = { "ukrun", "-v", "img" };
+	char *memory[] = { "ukrun", "--memory", "99999", "img" };
+	char *vcpus[] = { "ukrun", "--vcpus", "65", "img" };
+	struct opts o;
+	char err[OPTS_ERR_MAX] = "";
+	json_t *spec, *labels;
+
+	setenv("UKRUN_MEMORY", "96", 1);
+	setenv("CARGO", "/usr/bin/cargo", 1);
+	setenv("GITHUB_SHA", "0123abc", 1);
+	setenv("CI_JOB_ID", "7", 1);
+	setenv("BUILDKITE_BUILD_ID", "bad\nvalue", 1); /* not usable as a label value: skipped */
+	setenv("UKRUN_LABELS", "team=rt,tier=2", 1);
+	assert_int_equal(opts_parse(&o, ARGC(argv), argv, err, sizeof(err)), 0);
+	assert_int_equal(opts_apply_env(&o, err, sizeof(err)), 0);
+	assert_int_equal(o.memory_mb, 96);
+	assert_int_equal(o.verbosity, OPTS_QUIET);
+	spec = opts_run_spec(&o, "aa", "img", NULL);
+	labels = json_object_get(spec, "labels");
+	assert_int_equal(json_object_size(labels), 4);
+	assert_string_equal(json_string_value(json_object_get(labels, "GITHUB_SHA")), "0123abc");
+	assert_string_equal(json_string_value(json_object_get(labels, "CI_JOB_ID")), "7");
+	assert_string_equal(json_string_value(json_object_get(labels, "team")), "rt");
+	assert_string_equal(json_string_value(json_object_get(labels, "tier")), "3");
+	json_decref(spec);
+	opts_free(&o);
+
+	unsetenv("CARGO");
+	setenv("NEXTEST", "1", 1);
+	assert_int_equal(opts_parse(&o, ARGC(verbose), verbose, err, sizeof(err)), 0);
+	assert_int_equal(opts_apply_env(&o, err, sizeof(err)), 0);
+	assert_int_equal(o.verbosity, OPTS_VERBOSE); /* -v wins over nextest's quiet */
+	opts_free(&o);
+
+	setenv("UKRUN_LABELS", "novalue", 1);
+	assert_int_equal(opts_parse(&o, ARGC(verbose), verbose, err, sizeof(err)), 0);
+	assert_int_equal(opts_apply_env(&o, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "$UKRUN_LABELS"));
+	opts_free(&o);
+
+	expect_usage_error(memory, ARGC(memory), "--memory: expected MiB (or NG), at most 65536");
+	expect_usage_error(vcpus, ARGC(vcpus), "--vcpus: expected 1..64");
+}
+
+static void test_did_you_mean(void **state)
+{
+	assert_string_equal(cmds_suggest("pss"), "ps");
+	assert_string_equal(cmds_suggest("shwo"), "show"); /* a transposition is one edit */
+	assert_string_equal(cmds_suggest("imags"), "images");
+	assert_string_equal(cmds_suggest("deamon"), "daemon");
+	assert_string_equal(cmds_suggest("cancle"), "cancel");
+	assert_null(cmds_suggest("zzzzzz"));
+	assert_null(cmds_suggest("hello_qemu-x86_64"));
+	assert_true(cmds_is("runs") && cmds_is("rm") && cmds_is("hosts") && cmds_is("daemon"));
+	assert_false(cmds_is("./ps"));
+}
+
 static void test_run_spec(void **state)
 {
 	char *argv[] = { "ukrun", "--timeout", "10", "--uk-param", "vfs.fstab=[]", "--label", "ci=1", "--label",
@@ -427,6 +491,8 @@ int main(void)
 		cmocka_unit_test_setup(test_environment_defaults, setup),
 		cmocka_unit_test_setup(test_durations_and_sizes, setup),
 		cmocka_unit_test_setup(test_run_spec, setup),
+		cmocka_unit_test_setup(test_environment_cli, setup),
+		cmocka_unit_test_setup(test_did_you_mean, setup),
 		cmocka_unit_test_setup(test_socket_path, setup),
 		cmocka_unit_test_setup(test_exit_status_from_record, setup),
 		cmocka_unit_test_setup(test_run_ids, setup),

@@ -85,6 +85,6 @@ reason=$(sql "SELECT reason FROM runs WHERE id = $id")
 grep -q 'appelfloader' <<<"$reason" || fail "nopie: reason lacks the elfloader's error line: '$reason'"
 grep -qi 'ELF' <<<"$reason" || fail "nopie: reason does not mention the ELF: '$reason'"
 # `ukrun show` reports the same reason.
-"$UKRUN" show "$id" | jget reason | grep -q 'appelfloader' || fail "nopie: ukrun show $id lacks the reason"
+"$UKRUN" show --json "$id" | jget reason | grep -q 'appelfloader' || fail "nopie: ukrun show $id lacks the reason"
 
 healthy || fail "runnerd unhealthy after the loader runs"
