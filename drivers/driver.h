@@ -92,6 +92,19 @@ struct drv_callbacks {
 
 struct drv_instance; /* driver-private, one per run */
 
+/* The host a driver is probed for, with its configuration. runnerd probes every driver
+ * once per host: the local host ("local", uri NULL) with runnerd's settings as options,
+ * and each configured remote host with its libvirt URI. */
+struct drv_host {
+	const char *name;     /* "local", or the host's configured name */
+	const char *uri;      /* the host's libvirt URI; NULL: this machine (each driver's own default) */
+	char *const *options; /* "key=value" settings, NULL-terminated (NULL: none), e.g.
+	                       * "libvirt-uri=qemu:///system", "xen-uri=xen:///system" */
+};
+
+/* The value of option `key` of `host`, or NULL. */
+const char *drv_host_option(const struct drv_host *host, const char *key);
+
 /* Flags for kill. */
 #define DRV_KILL_FORCE (1u << 0) /* SIGKILL / destroy at once, no graceful shutdown */
 
@@ -100,11 +113,12 @@ struct driver {
 	unsigned platforms;   /* DRV_PLATFORM_* served */
 	unsigned caps;        /* DRV_CAP_* */
 
-	/* Is this driver usable here? Called once at daemon start, may block briefly
-	 * (runs before the daemon serves). Stores driver-global state in *ret_state
-	 * (freed by `unprobe`) and a one-line human summary in *ret_info
-	 * (e.g. "qemu 7.2.22, KVM usable, cpu host,-arch-capabilities"). */
-	int (*probe)(void **ret_state, char **ret_info, char **ret_err);
+	/* Is this driver usable on `host`? Called once per host at daemon start, may block
+	 * briefly (runs before the daemon serves). Stores the driver's state for that host in
+	 * *ret_state (freed by `unprobe`) and a one-line human summary in *ret_info
+	 * (e.g. "qemu 7.2.22, KVM usable, cpu host,-arch-capabilities"). -ENOTSUP: the driver
+	 * does not apply to that host at all (a local-only driver on a remote host). */
+	int (*probe)(const struct drv_host *host, void **ret_state, char **ret_info, char **ret_err);
 	void (*unprobe)(void *state);
 
 	/* Validate the spec and build everything (argv, XML) with no side effects. */
@@ -129,11 +143,13 @@ struct driver {
 	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */
 	void (*destroy)(struct drv_instance *inst);
 
-	/* Remove what a dead daemon left behind (e.g. libvirt domains it owned). Called once at
-	 * daemon start after probe, before any run; `runs_dir` names the daemon's runs (the
-	 * parent of every spec->workdir), which tells this daemon's leftovers from another's.
-	 * Returns how many guests it removed, or a negative errno with *ret_err. */
-	int (*reap)(void *state, const char *runs_dir, char **ret_err);
+	/* Remove what a dead daemon left behind: guest processes named by pidfiles in the
+	 * workdirs of the runs it left active (`lost_ids`, their workdirs are
+	 * runs_dir/<id>), libvirt domains it owned. Called once at daemon start after probe,
+	 * before any run; `runs_dir` names the daemon's runs (the parent of every
+	 * spec->workdir), which tells this daemon's leftovers from another's. Returns how
+	 * many guests it removed, or a negative errno with *ret_err. */
+	int (*reap)(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err);
 };
 
 extern const struct driver drv_qemu;
@@ -143,6 +159,15 @@ extern const struct driver drv_xen;
 
 /* All compiled-in drivers, NULL-terminated (drivers.c). */
 extern const struct driver *const drv_table[];
+
+/* Kill the processes a dead daemon left behind in the workdirs of runs `ids`
+ * (runs_dir/<id>): each pid named by the file `pidfile` there whose process still names
+ * that workdir as a whole path component on its command line (a recycled pid is
+ * spared). Returns how many were killed (pidreap.c). */
+int drv_reap_pidfiles(const char *runs_dir, const char *const *ids, size_t nids, const char *pidfile);
+/* 1 when `cmdline` (a process's command line, NULs made spaces) names directory `dir`
+ * as a whole path component, "DIR/...": run 1's directory never matches run 12's. */
+int drv_cmdline_names(const char *cmdline, const char *dir);
 
 /* The driver serving `platform`, or NULL. */
 const struct driver *drv_for_platform(enum drv_platform platform);

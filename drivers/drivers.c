@@ -18,3 +18,12 @@ const struct driver *drv_for_platform(enum drv_platform platform)
 			return drv_table[i];
 	return NULL;
 }
+
+const char *drv_host_option(const struct drv_host *host, const char *key)
+{
+	size_t n = strlen(key);
+	for (size_t i = 0; host && host->options && host->options[i]; i++)
+		if (strncmp(host->options[i], key, n) == 0 && host->options[i][n] == '=')
+			return host->options[i] + n + 1;
+	return NULL;
+}

@@ -1,7 +1,8 @@
 /*
  * libvirt.c — the libvirt driver: multiboot kernels as transient libvirt
  * domains (`ukrun-<run id>-<owner tag>`), on qemu:///system or any URI given
- * by runnerd's `libvirt-uri` setting (environment UKRUN_LIBVIRT_URI).
+ * by runnerd's `libvirt-uri` setting (the local host's option), or a remote
+ * host's URI (qemu+tcp://, qemu+tls://, qemu+ssh://).
  *
  * Threads: every libvirt call that may block, and libvirt's own default event
  * loop (lifecycle events, the console streams, keepalive), run on one
@@ -70,8 +71,26 @@ void lv_unprobe(void *state)
 	free(st);
 }
 
-int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info, char **ret_err)
+const char *lv_host_uri(const struct lv_flavor *fl, const struct drv_host *host, char **ret_err)
 {
+	if (host && host->uri) {
+		if (fl->uri_ok && !fl->uri_ok(host->uri)) {
+			*ret_err = errmsg_printf("%s: host %s's URI %s is not for this driver", fl->name, host->name,
+			                         host->uri);
+			return NULL;
+		}
+		return host->uri;
+	}
+	const char *opt = drv_host_option(host, fl->uri_option);
+	return opt && *opt ? opt : fl->default_uri;
+}
+
+int lv_probe_with(const struct lv_flavor *fl, const struct drv_host *host, void **ret_state, char **ret_info,
+                  char **ret_err)
+{
+	const char *uri = lv_host_uri(fl, host, ret_err);
+	if (!uri)
+		return -ENOTSUP;
 	struct lv_state *st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
@@ -81,15 +100,14 @@ int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info,
 	st->cmds_tail = &st->cmds;
 	st->wake_timer = -1;
 	st->event_ids[0] = st->event_ids[1] = -1;
-	const char *uri = getenv(fl->uri_env);
-	st->uri = strdup(uri && *uri ? uri : fl->default_uri);
+	st->uri = strdup(uri);
 	st->local = strncmp(st->uri, fl->local_uri, strlen(fl->local_uri)) == 0 ||
 	            (!fl->xen && strncmp(st->uri, "qemu+unix:///", 13) == 0) ||
 	            strncmp(st->uri, "test:///", 8) == 0; /* libvirt's in-process test driver (the xen tests) */
 	st->test_host = strncmp(st->uri, "test:", 5) == 0;
-	char host[HOST_NAME_MAX + 1] = "";
-	gethostname(host, sizeof(host) - 1);
-	st->host = strdup(host);
+	char hostname[HOST_NAME_MAX + 1] = "";
+	gethostname(hostname, sizeof(hostname) - 1);
+	st->host = strdup(hostname);
 	virSetErrorFunc(NULL, lv_quiet_errors);
 	int r = lv_loop_init(ret_err);
 	if (r == 0)
@@ -122,9 +140,9 @@ int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info,
 	return 0;
 }
 
-static int lv_probe(void **ret_state, char **ret_info, char **ret_err)
+static int lv_probe(const struct drv_host *host, void **ret_state, char **ret_info, char **ret_err)
 {
-	return lv_probe_with(&lv_flavor_libvirt, ret_state, ret_info, ret_err);
+	return lv_probe_with(&lv_flavor_libvirt, host, ret_state, ret_info, ret_err);
 }
 
 /* "<host>:<canonical runs dir>": what marks this daemon's domains. */
@@ -134,8 +152,10 @@ static char *owner_of(const struct lv_state *st, const char *runs_dir)
 	return errmsg_printf("%s:%s", st->host, realpath(runs_dir, real) ? real : runs_dir);
 }
 
-int lv_reap(void *state, const char *runs_dir, char **ret_err)
+int lv_reap(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err)
 {
+	(void)lost_ids; /* domains carry their owner: every one of ours goes, lost run or not */
+	(void)nlost;
 	struct lv_state *st = state;
 	char *owner = owner_of(st, runs_dir);
 	virDomainPtr *doms = NULL;
@@ -411,10 +431,17 @@ void lv_destroy(struct drv_instance *inst)
 	uv_close((uv_handle_t *)&inst->async, on_inst_closed);
 }
 
+/* Any URI but a Xen one (qemu, qemu+tcp/tls/ssh/unix, test:///). */
+static int lv_uri_ok(const char *uri)
+{
+	return strncmp(uri, "xen", 3) != 0;
+}
+
 const struct lv_flavor lv_flavor_libvirt = {
 	.name = "libvirt",
 	.default_uri = LV_DEFAULT_URI,
-	.uri_env = LV_URI_ENV,
+	.uri_option = LV_URI_OPTION,
+	.uri_ok = lv_uri_ok,
 	.local_uri = "qemu:///",
 	.hv_name = "QEMU",
 	.build_xml = lv_build_xml,

@@ -14,7 +14,7 @@
 #include "driver.h"
 
 #define LV_DEFAULT_URI "qemu:///system"
-#define LV_URI_ENV "UKRUN_LIBVIRT_URI" /* set by runnerd from --libvirt-uri / runnerd.conf */
+#define LV_URI_OPTION "libvirt-uri" /* the local host's option (runnerd --libvirt-uri / runnerd.conf) */
 #define LV_NAME_PREFIX "ukrun-"
 /* Namespace of the domain metadata that marks who owns a domain. */
 #define LV_META_NS "https://ukrun.dev/xmlns/libvirt/1"
@@ -45,7 +45,8 @@ typedef int lv_build_xml_fn(const struct drv_spec *spec, const struct lv_xml_opt
 struct lv_flavor {
 	const char *name;        /* driver name, prefix of its messages */
 	const char *default_uri;
-	const char *uri_env;     /* environment variable overriding the URI */
+	const char *uri_option;  /* the local host's option naming the URI (drv_host_option) */
+	int (*uri_ok)(const char *uri); /* 1 when a remote host's URI is this flavour's */
 	const char *local_uri;   /* URI prefix of a local host ("qemu:///", "xen:///") */
 	const char *hv_name;     /* what virConnectGetVersion reports the version of */
 	int xen;                 /* no KVM/TCG choice, no serial log copy, no DAC label */
@@ -212,13 +213,17 @@ int lv_loop_join(struct lv_state *st, char **ret_err);
 void lv_loop_leave(struct lv_state *st);
 
 /* The driver slots both flavours share (libvirt.c). */
-int lv_probe_with(const struct lv_flavor *fl, void **ret_state, char **ret_info, char **ret_err);
+int lv_probe_with(const struct lv_flavor *fl, const struct drv_host *host, void **ret_state, char **ret_info,
+                  char **ret_err);
+/* The URI `fl` uses on `host` (host->uri, else the option, else the default); NULL with
+ * -ENOTSUP in *ret_r when a remote host's URI is another flavour's. */
+const char *lv_host_uri(const struct lv_flavor *fl, const struct drv_host *host, char **ret_err);
 void lv_unprobe(void *state);
 int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **ret_inst, char **ret_err);
 int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb, char **ret_err);
 int lv_kill(struct drv_instance *inst, unsigned flags);
 void lv_destroy(struct drv_instance *inst);
-int lv_reap(void *state, const char *runs_dir, char **ret_err);
+int lv_reap(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err);
 /* Release a job's domain handles; unlink it from st->jobs and free it. */
 void lv_job_release(struct lv_job *j);
 void lv_job_unlink_free(struct lv_job *j);

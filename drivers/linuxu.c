@@ -731,11 +731,20 @@ static void linuxu_destroy(struct drv_instance *inst)
 		instance_free(inst);
 }
 
+/* This machine only. No `reap`: bubblewrap runs with --die-with-parent, so a dead
+ * daemon's programs die with it. */
+static int linuxu_probe_host(const struct drv_host *host, void **ret_state, char **ret_info, char **ret_err)
+{
+	if (host && host->uri)
+		return -ENOTSUP;
+	return linuxu_probe(ret_state, ret_info, ret_err);
+}
+
 const struct driver drv_linuxu = {
 	.name = "linuxu",
 	.platforms = DRV_PLATFORM_LINUXU,
 	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY,
-	.probe = linuxu_probe,
+	.probe = linuxu_probe_host,
 	.unprobe = linuxu_unprobe,
 	.prepare = linuxu_prepare,
 	.launch = linuxu_launch,

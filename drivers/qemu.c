@@ -728,11 +728,28 @@ static void qemu_destroy(struct drv_instance *inst)
 	free(inst);
 }
 
+/* This machine only; the state is the host's QEMU facts (qemu_probe.c). */
+static int qemu_probe_host(const struct drv_host *host, void **ret_state, char **ret_info, char **ret_err)
+{
+	if (host && host->uri)
+		return -ENOTSUP;
+	return qemu_probe(ret_state, ret_info, ret_err);
+}
+
+/* A dead daemon's QEMU processes: each wrote its pid to the run's workdir (-pidfile). */
+static int qemu_reap(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err)
+{
+	(void)state;
+	(void)ret_err;
+	return drv_reap_pidfiles(runs_dir, lost_ids, nlost, "qemu.pid");
+}
+
 const struct driver drv_qemu = {
 	.name = "qemu",
 	.platforms = DRV_PLATFORM_QEMU,
 	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY | DRV_CAP_VCPUS | DRV_CAP_INITRD,
-	.probe = qemu_probe,
+	.probe = qemu_probe_host,
+	.reap = qemu_reap,
 	.unprobe = qemu_unprobe,
 	.prepare = qemu_prepare,
 	.launch = qemu_launch,

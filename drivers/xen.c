@@ -1,8 +1,8 @@
 /*
  * xen.c — the Xen driver: Unikraft `_xen-x86_64` images (and any x86-64 ELF
  * with Xen notes) as transient domains of libvirt's libxl driver, on
- * xen:///system or the URI of runnerd's `xen-uri` setting (environment
- * UKRUN_XEN_URI).
+ * xen:///system or the URI of runnerd's `xen-uri` setting (the local host's
+ * option), or a remote host's xen+ssh:// / xen+tls:// URI.
  *
  * Everything but the domain XML is the libvirt driver's (libvirt.c,
  * libvirt_thread.c): the same libvirt thread and event loop (one per
@@ -33,7 +33,7 @@
 #include "qemu_int.h" /* qemu_build_append: the same argument rules as the qemu driver */
 
 #define XEN_DEFAULT_URI "xen:///system"
-#define XEN_URI_ENV "UKRUN_XEN_URI" /* set by runnerd from --xen-uri / runnerd.conf */
+#define XEN_URI_OPTION "xen-uri" /* the local host's option (runnerd --xen-uri / runnerd.conf) */
 
 int xen_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char **ret_xml, char **ret_err)
 {
@@ -101,20 +101,28 @@ int xen_build_xml(const struct drv_spec *spec, const struct lv_xml_opts *o, char
 	return 0;
 }
 
+/* xen:///, xen+ssh://, xen+tcp://, xen+tls://, and libvirt's test driver (the tests). */
+static int xen_uri_ok(const char *uri)
+{
+	return strncmp(uri, "xen", 3) == 0;
+}
+
 static const struct lv_flavor xen_flavor = {
 	.name = "xen",
 	.default_uri = XEN_DEFAULT_URI,
-	.uri_env = XEN_URI_ENV,
+	.uri_option = XEN_URI_OPTION,
+	.uri_ok = xen_uri_ok,
 	.local_uri = "xen:///",
 	.hv_name = "Xen",
 	.xen = 1,
 	.build_xml = xen_build_xml,
 };
 
-static int xen_probe(void **ret_state, char **ret_info, char **ret_err)
+static int xen_probe(const struct drv_host *host, void **ret_state, char **ret_info, char **ret_err)
 {
-	const char *env = getenv(XEN_URI_ENV);
-	const char *uri = env && *env ? env : XEN_DEFAULT_URI;
+	const char *uri = lv_host_uri(&xen_flavor, host, ret_err);
+	if (!uri)
+		return -ENOTSUP;
 	/* A local Xen host is a dom0: without /proc/xen there is no hypervisor to ask. */
 	if (strncmp(uri, "xen:///", 7) == 0 && access("/proc/xen", F_OK) != 0) {
 		*ret_err = errmsg_printf("no Xen hypervisor: /proc/xen absent (this machine is not a Xen dom0; "
@@ -122,7 +130,7 @@ static int xen_probe(void **ret_state, char **ret_info, char **ret_err)
 		return -ENODEV;
 	}
 	char *err = NULL;
-	int r = lv_probe_with(&xen_flavor, ret_state, ret_info, &err);
+	int r = lv_probe_with(&xen_flavor, host, ret_state, ret_info, &err);
 	if (r < 0) {
 		*ret_err = errmsg_printf("no usable Xen host: %s", err ? err : "unknown error");
 		free(err);

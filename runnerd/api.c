@@ -51,23 +51,18 @@ static void respond_errno(struct http_conn *conn, int r, const char *code_overri
 
 /* ---- helpers ---- */
 
-/* "/v1/runs/42/console" with prefix "/v1/runs/" → id 42, *ret_rest "/console". */
-static int parse_id(const char *path, const char *prefix, int64_t *ret_id, const char **ret_rest)
+/* A run id in a path: a positive decimal int64 with no leading zero. */
+static int parse_id(const char *seg, size_t len, int64_t *ret_id)
 {
-	size_t n = strlen(prefix);
-	if (strncmp(path, prefix, n) != 0)
-		return -ENOENT;
-	const char *p = path + n;
-	if (*p < '1' || *p > '9')
+	if (len == 0 || len > 19 || seg[0] < '1' || seg[0] > '9')
 		return -ENOENT;
 	int64_t id = 0;
-	while (*p >= '0' && *p <= '9') {
-		if (id > (INT64_MAX - 9) / 10)
+	for (size_t i = 0; i < len; i++) {
+		if (seg[i] < '0' || seg[i] > '9' || id > (INT64_MAX - 9) / 10)
 			return -ENOENT;
-		id = id * 10 + (*p++ - '0');
+		id = id * 10 + (seg[i] - '0');
 	}
 	*ret_id = id;
-	*ret_rest = p;
 	return 0;
 }
 
@@ -293,43 +288,55 @@ static void images_list(struct api *api, struct http_conn *conn)
 	http_respond_json(conn, 200, json_pack("{s:o}", "images", stored));
 }
 
-static void images_route(struct api *api, struct http_conn *conn, struct http_request *req)
+/* What a route's pattern captured: {id} (a run id) and {sha} (an image digest). */
+struct route_args {
+	int64_t id;
+	char sha[65];
+};
+
+/* {sha}: a digest, or 400 (the path named an image, badly). */
+static int image_arg_ok(struct http_conn *conn, const struct route_args *a)
 {
-	const char *sha = req->path + strlen("/v1/images/");
-	if (!image_sha256_valid(sha)) {
-		http_respond_error(conn, 400, "bad_request", "image ids are sha256 digests (64 lowercase hex digits)");
+	if (image_sha256_valid(a->sha))
+		return 1;
+	http_respond_error(conn, 400, "bad_request", "image ids are sha256 digests (64 lowercase hex digits)");
+	return 0;
+}
+
+static void image_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	if (!image_arg_ok(conn, a))
+		return;
+	if (!image_exists(api->images, a->sha)) {
+		http_respond_error(conn, 404, "image_not_found", "image %s is not stored", a->sha);
 		return;
 	}
-	switch (req->method) {
-	case HTTP_HEAD:
-	case HTTP_GET: {
-		if (!image_exists(api->images, sha)) {
-			http_respond_error(conn, 404, "image_not_found", "image %s is not stored", sha);
-			return;
-		}
-		if (req->method == HTTP_HEAD) {
-			api->images->upload_skipped++;
-			log_info("image %s already stored: 0 bytes to upload", sha);
-		}
-		http_respond_json(conn, 200, store_image_get(api->db, sha));
-		return;
+	if (req->method == HTTP_HEAD) {
+		api->images->upload_skipped++;
+		log_info("image %s already stored: 0 bytes to upload", a->sha);
 	}
-	case HTTP_PUT:
-		image_put_done(api, conn, sha);
+	http_respond_json(conn, 200, store_image_get(api->db, a->sha));
+}
+
+static void image_put(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	if (image_arg_ok(conn, a))
+		image_put_done(api, conn, a->sha);
+}
+
+static void image_del(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	if (!image_arg_ok(conn, a))
 		return;
-	case HTTP_DELETE: {
-		/* A removed image keeps its row while past runs refer to it; its file is gone, so it is not stored. */
-		int r = image_exists(api->images, sha) ? image_delete(api->images, sha) : -ENOENT;
-		if (r < 0)
-			respond_errno(conn, r, r == -ENOENT ? "image_not_found" : NULL,
-			              r == -EBUSY ? "a queued or running run uses this image" : NULL);
-		else
-			http_respond(conn, 204, "application/json", "", 0);
-		return;
-	}
-	default:
-		respond_errno(conn, -ENOSYS, NULL, "use HEAD, GET, PUT or DELETE on an image");
-	}
+	/* A removed image keeps its row while past runs refer to it; its file is gone, so it is not stored. */
+	int r = image_exists(api->images, a->sha) ? image_delete(api->images, a->sha) : -ENOENT;
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOENT ? "image_not_found" : NULL,
+		              r == -EBUSY ? "a queued or running run uses this image" : NULL);
+	else
+		http_respond(conn, 204, "application/json", "", 0);
 }
 
 /* ---- runs ---- */
@@ -422,54 +429,59 @@ static void run_console_get(struct api *api, struct http_conn *conn, struct http
 		              r == -ENOENT ? "the run has no console log (it never started or its data was removed)" : NULL);
 }
 
-static void runs_route(struct api *api, struct http_conn *conn, struct http_request *req)
+/* {id} names a stored run, or 404. */
+static json_t *run_arg(struct api *api, struct http_conn *conn, const struct route_args *a)
 {
-	if (strcmp(req->path, "/v1/runs") == 0) {
-		if (req->method == HTTP_POST)
-			runs_post(api, conn, req);
-		else if (req->method == HTTP_GET)
-			runs_list(api, conn, req);
-		else
-			respond_errno(conn, -ENOSYS, NULL, "use GET or POST on /v1/runs");
-		return;
-	}
-	int64_t id;
-	const char *rest;
-	if (parse_id(req->path, "/v1/runs/", &id, &rest) < 0) {
-		http_respond_error(conn, 404, "not_found", "no such resource: %s", req->path);
-		return;
-	}
-	json_t *rec = store_run_get(api->db, id);
-	if (!rec) {
-		http_respond_error(conn, 404, "run_not_found", "run %lld does not exist", (long long)id);
-		return;
-	}
-	if (strcmp(rest, "") == 0 && req->method == HTTP_GET) {
+	json_t *rec = store_run_get(api->db, a->id);
+	if (!rec)
+		http_respond_error(conn, 404, "run_not_found", "run %lld does not exist", (long long)a->id);
+	return rec;
+}
+
+static void run_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	json_t *rec = run_arg(api, conn, a);
+	if (rec)
 		http_respond_json(conn, 200, rec);
+}
+
+static void run_console_route(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	json_t *rec = run_arg(api, conn, a);
+	if (!rec)
 		return;
-	}
 	json_decref(rec);
-	if (strcmp(rest, "/console") == 0 && req->method == HTTP_GET) {
-		run_console_get(api, conn, req, id);
-	} else if (strcmp(rest, "/tests") == 0 && req->method == HTTP_GET) {
-		json_t *t = store_run_tests(api->db, id);
-		http_respond_json(conn, t ? 200 : 404, t ? t : json_pack("{s:{s:s,s:s}}", "error", "code",
-		                                                       "run_not_found", "message", "no such run"));
-	} else if (strcmp(rest, "/cancel") == 0 && req->method == HTTP_POST) {
-		int r = run_cancel(api->runs, id);
-		if (r == -ENOENT)
-			respond_errno(conn, -EALREADY, NULL, "the run has already ended");
-		else if (r < 0)
-			respond_errno(conn, r, NULL, NULL);
-		else
-			http_respond_json(conn, 200, store_run_get(api->db, id));
-	} else {
-		respond_errno(conn, strcmp(rest, "") == 0 || strcmp(rest, "/console") == 0 ||
-		                            strcmp(rest, "/tests") == 0 || strcmp(rest, "/cancel") == 0
-		                        ? -ENOSYS
-		                        : -ENOENT,
-		              NULL, "no such route");
-	}
+	run_console_get(api, conn, req, a->id);
+}
+
+static void run_tests(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	json_t *rec = run_arg(api, conn, a);
+	if (!rec)
+		return;
+	json_decref(rec);
+	json_t *t = store_run_tests(api->db, a->id);
+	http_respond_json(conn, t ? 200 : 404, t ? t : json_pack("{s:{s:s,s:s}}", "error", "code",
+	                                                       "run_not_found", "message", "no such run"));
+}
+
+static void run_cancel_post(struct api *api, struct http_conn *conn, struct http_request *req,
+                            const struct route_args *a)
+{
+	(void)req;
+	json_t *rec = run_arg(api, conn, a);
+	if (!rec)
+		return;
+	json_decref(rec);
+	int r = run_cancel(api->runs, a->id);
+	if (r == -ENOENT)
+		respond_errno(conn, -EALREADY, NULL, "the run has already ended");
+	else if (r < 0)
+		respond_errno(conn, r, NULL, NULL);
+	else
+		http_respond_json(conn, 200, store_run_get(api->db, a->id));
 }
 
 /* ---- dispatch ---- */
@@ -513,32 +525,138 @@ static void on_headers(void *ctx, struct http_conn *conn, struct http_request *r
 	}
 }
 
+static void healthz(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	(void)a;
+	http_respond_json(conn, 200, json_pack("{s:s,s:s,s:i,s:i}", "status", "ok", "version", UKRUN_VERSION, "pid",
+	                                       (int)getpid(), "active", (int)run_manager_active(api->runs)));
+}
+
+static void version_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	(void)a;
+	version_info(api, conn);
+}
+
+static void metrics_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	(void)a;
+	metrics(api, conn);
+}
+
+static void hosts_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	(void)a;
+	http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
+}
+
+static void images_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	(void)a;
+	images_list(api, conn);
+}
+
+static void runs_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)a;
+	runs_list(api, conn, req);
+}
+
+static void runs_create(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)a;
+	runs_post(api, conn, req);
+}
+
+/* Every route of the API, in one table (docs/api.md lists the same). A pattern's {id}
+ * matches a run id, {sha} any one segment (its handler checks it is a digest). GET routes
+ * also answer HEAD. A path that matches a pattern with another method gets 405. */
+typedef void route_fn(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a);
+static const struct route {
+	enum http_method method;
+	const char *pattern;
+	route_fn *fn;
+} routes[] = {
+	{HTTP_GET, "/healthz", healthz},
+	{HTTP_GET, "/metrics", metrics_get},
+	{HTTP_GET, "/v1/version", version_get},
+	{HTTP_GET, "/v1/hosts", hosts_get},
+	{HTTP_GET, "/v1/images", images_get},
+	{HTTP_GET, "/v1/images/{sha}", image_get},
+	{HTTP_PUT, "/v1/images/{sha}", image_put},
+	{HTTP_DELETE, "/v1/images/{sha}", image_del},
+	{HTTP_GET, "/v1/runs", runs_get},
+	{HTTP_POST, "/v1/runs", runs_create},
+	{HTTP_GET, "/v1/runs/{id}", run_get},
+	{HTTP_GET, "/v1/runs/{id}/console", run_console_route},
+	{HTTP_GET, "/v1/runs/{id}/tests", run_tests},
+	{HTTP_POST, "/v1/runs/{id}/cancel", run_cancel_post},
+};
+
+/* 1 when `path` matches `pattern`, filling *a with what it captured. */
+static int route_match(const char *pattern, const char *path, struct route_args *a)
+{
+	while (*pattern && *path) {
+		if (*pattern == '{') {
+			const char *pend = strchr(pattern, '}');
+			size_t seg = strcspn(path, "/");
+			if (!pend)
+				return 0;
+			if (strncmp(pattern, "{id}", 4) == 0) {
+				if (parse_id(path, seg, &a->id) < 0)
+					return 0;
+			} else {
+				if (seg >= sizeof(a->sha))
+					seg = sizeof(a->sha) - 1; /* too long for a digest: its handler says 400 */
+				memcpy(a->sha, path, seg);
+				a->sha[seg] = '\0';
+				seg = strcspn(path, "/");
+			}
+			pattern = pend + 1;
+			path += seg;
+			continue;
+		}
+		if (*pattern++ != *path++)
+			return 0;
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+static const char *method_name(enum http_method m)
+{
+	return http_method_str(m);
+}
+
 static void on_message(void *ctx, struct http_conn *conn, struct http_request *req)
 {
 	struct api *api = ctx;
-	const char *p = req->path;
 	api->requests++;
 	api->last_request_ms = uv_now(api->loop);
 	log_debug("%s %s", http_method_str(req->method), req->url);
-	if (strcmp(p, "/healthz") == 0 && (req->method == HTTP_GET || req->method == HTTP_HEAD)) {
-		http_respond_json(conn, 200, json_pack("{s:s,s:s,s:i,s:i}", "status", "ok", "version",
-		                                       UKRUN_VERSION, "pid", (int)getpid(), "active",
-		                                       (int)run_manager_active(api->runs)));
-	} else if (strcmp(p, "/v1/version") == 0 && req->method == HTTP_GET) {
-		version_info(api, conn);
-	} else if (strcmp(p, "/metrics") == 0 && req->method == HTTP_GET) {
-		metrics(api, conn);
-	} else if (strcmp(p, "/v1/hosts") == 0 && req->method == HTTP_GET) {
-		http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
-	} else if (strcmp(p, "/v1/images") == 0 && req->method == HTTP_GET) {
-		images_list(api, conn);
-	} else if (strncmp(p, "/v1/images/", 11) == 0) {
-		images_route(api, conn, req);
-	} else if (strcmp(p, "/v1/runs") == 0 || strncmp(p, "/v1/runs/", 9) == 0) {
-		runs_route(api, conn, req);
-	} else {
-		http_respond_error(conn, 404, "not_found", "no such resource: %s", p);
+	char allowed[64] = "";
+	const char *matched = NULL;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		struct route_args a = {0};
+		const struct route *rt = &routes[i];
+		if (!route_match(rt->pattern, req->path, &a))
+			continue;
+		if (rt->method == req->method || (rt->method == HTTP_GET && req->method == HTTP_HEAD)) {
+			rt->fn(api, conn, req, &a);
+			return;
+		}
+		matched = rt->pattern;
+		size_t n = strlen(allowed);
+		snprintf(allowed + n, sizeof(allowed) - n, "%s%s", n ? ", " : "", method_name(rt->method));
 	}
+	if (matched)
+		http_respond_error(conn, 405, "method_not_allowed", "use %s on %s", allowed, matched);
+	else
+		http_respond_error(conn, 404, "not_found", "no such resource: %s", req->path);
 }
 
 void api_handler(struct api *api, struct http_handler *ret)

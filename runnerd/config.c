@@ -61,9 +61,9 @@ int config_apply(struct config *c, const char *key, const char *val)
 	else if (strcmp(key, "log") == 0)
 		set_str(&c->log_file, val);
 	else if (strcmp(key, "libvirt-uri") == 0)
-		setenv("UKRUN_LIBVIRT_URI", val, 1); /* read by the libvirt driver's probe */
+		set_str(&c->libvirt_uri, val); /* the local host's option for the libvirt driver's probe */
 	else if (strcmp(key, "xen-uri") == 0)
-		setenv("UKRUN_XEN_URI", val, 1); /* read by the xen driver's probe */
+		set_str(&c->xen_uri, val); /* ... and for the xen driver's */
 	else if (strcmp(key, "log-level") == 0) {
 		static const char *const lv[] = {"error", "warn", "info", "debug"};
 		for (int i = 0; i < 4; i++)
@@ -110,5 +110,7 @@ void config_free(struct config *c)
 	free(c->tls_key);
 	free(c->log_file);
 	free(c->config_file);
+	free(c->libvirt_uri);
+	free(c->xen_uri);
 	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->tls_cert = c->tls_key = c->log_file = c->config_file = NULL;
 }

@@ -20,6 +20,8 @@ struct config {
 	char *tls_key;        /* its PEM private key */
 	char *log_file;
 	char *config_file;
+	char *libvirt_uri;    /* the local host's libvirt driver URI (NULL: qemu:///system) */
+	char *xen_uri;        /* the local host's xen driver URI (NULL: xen:///system) */
 	long idle_timeout_s;  /* -1 = mode default */
 	unsigned run_timeout_s;
 	unsigned max_concurrent;

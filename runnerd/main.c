@@ -578,6 +578,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	r = image_store_init(&d.images, c->data_dir, c->max_image_size, d.db);
+	/* The local host's driver options (struct drv_host): each driver reads its own. */
+	char opt_libvirt[4200], opt_xen[4200];
+	char *local_options[3] = {NULL, NULL, NULL};
+	size_t nopt = 0;
+	if (c->libvirt_uri) {
+		snprintf(opt_libvirt, sizeof(opt_libvirt), "libvirt-uri=%s", c->libvirt_uri);
+		local_options[nopt++] = opt_libvirt;
+	}
+	if (c->xen_uri) {
+		snprintf(opt_xen, sizeof(opt_xen), "xen-uri=%s", c->xen_uri);
+		local_options[nopt++] = opt_xen;
+	}
 	struct run_config rcfg = {
 		.runs_dir = runs_dir,
 		.default_timeout_s = c->run_timeout_s,
@@ -586,6 +598,7 @@ int main(int argc, char **argv)
 		.max_queued = c->max_queued,
 		.console_cap = c->console_cap,
 		.console_grace_ms = c->console_grace_ms,
+		.local_options = local_options,
 	};
 	if (r == 0)
 		r = run_manager_init(&d.runs, d.loop, d.db, &d.images, &rcfg);

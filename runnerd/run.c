@@ -15,6 +15,7 @@
 #include "detect.h"
 #include "errmsg.h"
 #include "log.h"
+#include "mkdirp.h"
 #include "rundir.h"
 #include "testparse.h"
 #include "verdict.h"
@@ -91,12 +92,6 @@ static void strv_free(char **v)
 	free(v);
 }
 
-static int mkdir_p(const char *path)
-{
-	if (mkdir(path, 0700) == 0 || errno == EEXIST)
-		return 0;
-	return -errno;
-}
 
 char *run_console_path(const struct run_manager *mgr, int64_t id)
 {
@@ -106,55 +101,25 @@ char *run_console_path(const struct run_manager *mgr, int64_t id)
 	return p;
 }
 
-/* Kill guests a dead daemon left behind: every pidfile in the run's directory whose
- * process still names that directory on its command line (so a recycled pid is spared).
- * The directory must appear as a whole path component ("runs/1/", never "runs/12/"). */
-static void kill_leftovers(int64_t id, void *arg)
+/* The ids of the runs a dead daemon left active (collected while marking them lost). */
+struct lost_ids {
+	char **v;
+	size_t n, cap;
+};
+
+static void collect_lost(int64_t id, void *arg)
 {
-	struct run_manager *mgr = arg;
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s/%lld", mgr->cfg.runs_dir, (long long)id);
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
-		return;
+	struct lost_ids *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		char **v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return;
+		l->v = v;
+		l->cap = cap;
 	}
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		size_t n = strlen(de->d_name);
-		if (n < 5 || strcmp(de->d_name + n - 4, ".pid") != 0)
-			continue;
-		char buf[64] = "";
-		int pfd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		if (pfd < 0)
-			continue;
-		ssize_t got = read(pfd, buf, sizeof(buf) - 1);
-		close(pfd);
-		buf[got > 0 ? got : 0] = '\0';
-		long pid = got > 0 ? strtol(buf, NULL, 10) : 0;
-		if (pid <= 1)
-			continue;
-		char cmdpath[64], cmd[8192];
-		snprintf(cmdpath, sizeof(cmdpath), "/proc/%ld/cmdline", pid);
-		int fd = open(cmdpath, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		ssize_t len = read(fd, cmd, sizeof(cmd) - 1);
-		close(fd);
-		if (len <= 0)
-			continue;
-		for (ssize_t i = 0; i < len; i++)
-			if (!cmd[i])
-				cmd[i] = ' ';
-		cmd[len] = '\0';
-		if (rundir_cmdline_names(cmd, dir)) {
-			log_warn("run %lld: killing leftover guest process %ld", (long long)id, pid);
-			kill((pid_t)pid, SIGKILL);
-		}
-	}
-	closedir(d);
+	if (asprintf(&l->v[l->n], "%lld", (long long)id) >= 0)
+		l->n++;
 }
 
 int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
@@ -166,17 +131,19 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 	mgr->images = images;
 	mgr->cfg = *cfg;
 	mgr->cfg.runs_dir = strdup(cfg->runs_dir);
-	int r = mkdir_p(mgr->cfg.runs_dir);
+	int r = mkdir_exist_ok(mgr->cfg.runs_dir, 0700);
 	if (r < 0)
 		return r;
-	int lost = store_runs_mark_lost(db, kill_leftovers, mgr);
-	if (lost > 0)
-		log_warn("%d run(s) left active by a previous runnerd marked lost", lost);
+	struct lost_ids lost = {0};
+	int nlost = store_runs_mark_lost(db, collect_lost, &lost);
+	if (nlost > 0)
+		log_warn("%d run(s) left active by a previous runnerd marked lost", nlost);
+	const struct drv_host local = {.name = "local", .uri = NULL, .options = cfg->local_options};
 	for (size_t i = 0; drv_table[i] && mgr->nslots < sizeof(mgr->slots) / sizeof(mgr->slots[0]); i++) {
 		struct driver_slot *s = &mgr->slots[mgr->nslots++];
 		char *info = NULL, *err = NULL;
 		s->drv = drv_table[i];
-		r = s->drv->probe ? s->drv->probe(&s->state, &info, &err) : -ENOTSUP;
+		r = s->drv->probe ? s->drv->probe(&local, &s->state, &info, &err) : -ENOTSUP;
 		s->available = r >= 0;
 		if (s->available) {
 			s->info = info ? info : strdup("available");
@@ -187,10 +154,10 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 			free(info);
 			log_warn("driver %s unavailable: %s", s->drv->name, s->info);
 		}
-		/* libvirt domains a dead daemon left behind (the driver knows which are ours). */
+		/* Guests a dead daemon left behind (the driver knows which are ours). */
 		if (s->available && s->drv->reap) {
 			char *rerr = NULL;
-			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, &rerr);
+			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, (const char *const *)lost.v, lost.n, &rerr);
 			if (n > 0)
 				log_warn("driver %s: removed %d guest(s) left by a previous runnerd", s->drv->name, n);
 			else if (n < 0)
@@ -198,6 +165,9 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 			free(rerr);
 		}
 	}
+	for (size_t i = 0; i < lost.n; i++)
+		free(lost.v[i]);
+	free(lost.v);
 	return 0;
 }
 

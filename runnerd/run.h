@@ -28,6 +28,7 @@ struct run_config {
 	unsigned max_queued;         /* waiting runs; more get 503 */
 	uint64_t console_cap;        /* bytes per run */
 	unsigned console_grace_ms;   /* loader mode: silence after a complete libtest run that ends it */
+	char *const *local_options;  /* the local host's driver options ("libvirt-uri=..."), NULL-terminated */
 };
 
 /* A probed driver. */

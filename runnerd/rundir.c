@@ -95,12 +95,3 @@ int rundir_open_console(const char *dir)
 	close(d);
 	return r;
 }
-
-int rundir_cmdline_names(const char *cmdline, const char *dir)
-{
-	size_t n = strlen(dir);
-	for (const char *p = strstr(cmdline, dir); p; p = strstr(p + 1, dir))
-		if (p[n] == '/')
-			return 1;
-	return 0;
-}

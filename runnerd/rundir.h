@@ -30,8 +30,5 @@ int rundir_link_image(const char *dir, const char *name, const char *target, cha
 /* Open the run's console.log for appending (never through a symlink). Returns the fd. */
 int rundir_open_console(const char *dir);
 
-/* 1 when `cmdline` (a process's command line, NULs made spaces) names the run directory
- * `dir` as a whole path component, "DIR/...": run 1's directory never matches run 12's. */
-int rundir_cmdline_names(const char *cmdline, const char *dir);
 
 #endif

@@ -34,6 +34,23 @@ if [[ -d $T/data/images ]] && [[ -n $(find "$T/data/images" -type f) ]]; then
 	fail "files left in the image store after a mismatched PUT"
 fi
 
+# The route table: a known path with another method is 405 naming the methods it takes; a
+# path no route has (a run id with a leading zero, a trailing segment) is 404.
+api DELETE /v1/runs/1
+expect_error 405 method_not_allowed
+[[ $(jget error.message <<<"$API_BODY") == "use GET on /v1/runs/{id}" ]] || fail "405 message: $API_BODY"
+api PATCH /v1/runs
+expect_error 405 method_not_allowed
+[[ $(jget error.message <<<"$API_BODY") == "use GET, POST on /v1/runs" ]] || fail "405 message: $API_BODY"
+api POST "/v1/images/$zero"
+expect_error 405 method_not_allowed
+api GET /v1/runs/01
+expect_error 404 not_found
+api GET /v1/runs/1/console/more
+expect_error 404 not_found
+api GET /v1/runs/99999
+expect_error 404 run_not_found
+
 # A digest that is not a digest.
 api HEAD /v1/images/nothex -I
 [[ $HTTP_STATUS == 400 ]] || fail "HEAD of a malformed digest: $HTTP_STATUS, want 400"

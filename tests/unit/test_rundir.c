@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "log.h"
+#include "driver.h"
 #include "rundir.h"
 
 struct fixture {
@@ -149,11 +150,11 @@ static void test_cmdline_names(void **state)
 {
 	(void)state;
 	const char *dir = "/var/lib/ukrun/runs/1";
-	assert_true(rundir_cmdline_names("qemu -pidfile /var/lib/ukrun/runs/1/qemu.pid", dir));
-	assert_false(rundir_cmdline_names("qemu -pidfile /var/lib/ukrun/runs/12/qemu.pid", dir));
-	assert_false(rundir_cmdline_names("qemu -kernel /var/lib/ukrun/runs/1", dir));
-	assert_true(rundir_cmdline_names("x /var/lib/ukrun/runs/12/a /var/lib/ukrun/runs/1/b", dir));
-	assert_false(rundir_cmdline_names("", dir));
+	assert_true(drv_cmdline_names("qemu -pidfile /var/lib/ukrun/runs/1/qemu.pid", dir));
+	assert_false(drv_cmdline_names("qemu -pidfile /var/lib/ukrun/runs/12/qemu.pid", dir));
+	assert_false(drv_cmdline_names("qemu -kernel /var/lib/ukrun/runs/1", dir));
+	assert_true(drv_cmdline_names("x /var/lib/ukrun/runs/12/a /var/lib/ukrun/runs/1/b", dir));
+	assert_false(drv_cmdline_names("", dir));
 }
 
 int main(void)

@@ -332,27 +332,48 @@ static void test_test_driver(void **state)
 	uv_loop_t loop;
 	assert_int_equal(uv_loop_init(&loop), 0);
 	/* Both drivers of libvirt in one process, on one libvirt thread. */
-	setenv("UKRUN_LIBVIRT_URI", "test:///default", 1);
-	setenv("UKRUN_XEN_URI", "test:///default", 1);
+	char *const options[] = {"libvirt-uri=test:///default", "xen-uri=test:///default", NULL};
+	const struct drv_host local = {.name = "local", .options = options};
 	void *lst = NULL, *xst = NULL;
 	char *info = NULL, *err = NULL;
-	if (drv_libvirt.probe(&lst, &info, &err) < 0)
+	if (drv_libvirt.probe(&local, &lst, &info, &err) < 0)
 		fail_msg("libvirt probe: %s", err);
 	free(info);
 	info = NULL;
-	if (drv_xen.probe(&xst, &info, &err) < 0)
+	if (drv_xen.probe(&local, &xst, &info, &err) < 0)
 		fail_msg("xen probe: %s", err);
 	assert_non_null(strstr(info, "at test:///default (Xen "));
 	free(info);
-	assert_true(drv_xen.reap(xst, runs, &err) >= 0);
+	assert_true(drv_xen.reap(xst, runs, NULL, 0, &err) >= 0);
 	run_once(xst, &loop, write_elf("pv-run", 1, 0), "1");
 	/* The libvirt driver lets go of the shared thread: the xen driver's runs go on. */
 	drv_libvirt.unprobe(lst);
 	run_once(xst, &loop, write_elf("pvh-run", 1, 1), "2");
 	drv_xen.unprobe(xst);
 	assert_int_equal(uv_loop_close(&loop), 0);
-	unsetenv("UKRUN_LIBVIRT_URI");
-	unsetenv("UKRUN_XEN_URI");
+}
+
+/* A remote host's URI picks the flavour: the xen driver does not apply to a qemu+tcp://
+ * host, nor the libvirt driver to a xen+ssh:// one, and the local-only drivers to neither. */
+static void test_probe_remote_flavour(void **state)
+{
+	(void)state;
+	const struct drv_host kvm_host = {.name = "kvm1", .uri = "qemu+tcp://127.0.0.1:1/system"};
+	const struct drv_host xen_host = {.name = "xen1", .uri = "xen+ssh://root@xen1/system"};
+	void *st = NULL;
+	char *info = NULL, *err = NULL;
+	assert_int_equal(drv_xen.probe(&kvm_host, &st, &info, &err), -ENOTSUP);
+	assert_non_null(strstr(err, "host kvm1's URI qemu+tcp://127.0.0.1:1/system is not for this driver"));
+	free(err);
+	err = NULL;
+	assert_int_equal(drv_libvirt.probe(&xen_host, &st, &info, &err), -ENOTSUP);
+	free(err);
+	err = NULL;
+	assert_int_equal(drv_qemu.probe(&kvm_host, &st, &info, &err), -ENOTSUP);
+	assert_int_equal(drv_linuxu.probe(&kvm_host, &st, &info, &err), -ENOTSUP);
+	assert_null(st);
+	assert_null(info);
+	free(err);
 }
 
 /* Without a Xen host: unavailable, with a reason that names Xen and what is missing. */
@@ -363,10 +384,10 @@ static void test_probe_no_xen(void **state)
 		print_message("skipped: this machine is a Xen host (/proc/xen exists)\n");
 		skip();
 	}
-	unsetenv("UKRUN_XEN_URI");
+	const struct drv_host local = {.name = "local"};
 	void *st = NULL;
 	char *info = NULL, *err = NULL;
-	assert_true(drv_xen.probe(&st, &info, &err) < 0);
+	assert_true(drv_xen.probe(&local, &st, &info, &err) < 0);
 	assert_null(st);
 	assert_non_null(strstr(err, "no Xen hypervisor: /proc/xen absent"));
 	assert_null(strchr(err, '\n'));
@@ -394,6 +415,7 @@ int main(void)
 		cmocka_unit_test(test_real_image_xml), cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_end_mapping),  cmocka_unit_test(test_test_driver),
 		cmocka_unit_test(test_probe_no_xen),
+		cmocka_unit_test(test_probe_remote_flavour),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
