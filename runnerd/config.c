@@ -82,11 +82,65 @@ struct read_ctx {
 	const char *path;
 };
 
+/* A host's name: what runs, `--host` and GET /v1/hosts call it. */
+static int host_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 63 || strcmp(s, "local") == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' ||
+		      s[i] == '-'))
+			return 0;
+	return 1;
+}
+
+/* `key = value` of section `[host NAME]`. */
+static int host_apply(struct read_ctx *x, const char *hname, const char *name, const char *value)
+{
+	struct config *c = x->c;
+	struct host_conf *h = NULL;
+	if (!host_name_ok(hname)) {
+		fprintf(stderr, "runnerd: %s: bad host name '%s' (a-z, 0-9, '.', '_', '-'; 1..63; not 'local')\n",
+		        x->path, hname);
+		return 0;
+	}
+	for (size_t i = 0; i < c->nhosts; i++)
+		if (strcmp(c->hosts[i].name, hname) == 0)
+			h = &c->hosts[i];
+	if (!h) {
+		if (c->nhosts == CONFIG_MAX_HOSTS) {
+			fprintf(stderr, "runnerd: %s: more than %d hosts\n", x->path, CONFIG_MAX_HOSTS);
+			return 0;
+		}
+		h = &c->hosts[c->nhosts++];
+		h->name = strdup(hname);
+		h->capacity = 4;
+	}
+	if (strcmp(name, "uri") == 0 && *value && !strchr(value, ' ') && strstr(value, "://")) {
+		set_str(&h->uri, value);
+		return 1;
+	}
+	if (strcmp(name, "capacity") == 0) {
+		char *end;
+		unsigned long v = strtoul(value, &end, 10);
+		if (*value && !*end && v >= 1 && v <= 1024) {
+			h->capacity = (unsigned)v;
+			return 1;
+		}
+	}
+	fprintf(stderr, "runnerd: %s: [host %s]: %s '%s'\n", x->path, hname,
+	        strcmp(name, "uri") == 0 || strcmp(name, "capacity") == 0 ? "bad value for" : "unknown key", name);
+	return 0;
+}
+
 static int ini_cb(void *user, const char *section, const char *name, const char *value)
 {
 	struct read_ctx *x = user;
+	if (section && strncmp(section, "host ", 5) == 0)
+		return host_apply(x, section + 5, name, value);
 	if (section && *section)
-		return 1; /* only top-level keys are ours: ignore the rest (0 would fail the file) */
+		return 1; /* other sections are not runnerd's: ignore them (0 would fail the file) */
 	int r = config_apply(x->c, name, value);
 	if (r < 0)
 		fprintf(stderr, "runnerd: %s: %s '%s'\n", x->path,
@@ -97,7 +151,13 @@ static int ini_cb(void *user, const char *section, const char *name, const char 
 int config_read(struct config *c, const char *path)
 {
 	struct read_ctx x = { .c = c, .path = path };
-	return ini_parse(path, ini_cb, &x);
+	int r = ini_parse(path, ini_cb, &x);
+	for (size_t i = 0; r == 0 && i < c->nhosts; i++)
+		if (!c->hosts[i].uri) {
+			fprintf(stderr, "runnerd: %s: [host %s] has no uri\n", path, c->hosts[i].name);
+			r = 1; /* invalid, as a bad line is */
+		}
+	return r;
 }
 
 void config_free(struct config *c)
@@ -111,6 +171,10 @@ void config_free(struct config *c)
 	free(c->log_file);
 	free(c->config_file);
 	free(c->libvirt_uri);
+	for (size_t i = 0; i < c->nhosts; i++) {
+		free(c->hosts[i].name);
+		free(c->hosts[i].uri);
+	}
 	free(c->xen_uri);
 	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->tls_cert = c->tls_key = c->log_file = c->config_file = NULL;
 }

@@ -1,14 +1,25 @@
 /*
  * config.h — runnerd's settings and how they are read: one setting by name
  * (a command-line flag or a runnerd.conf key, the same names), and runnerd.conf
- * itself (libinih `key = value`; only top-level keys; an unknown key or a bad
+ * itself (libinih `key = value`: top-level keys, and `[host NAME]` sections with
+ * `uri` and `capacity` for remote libvirt hosts, other sections ignored; an unknown key or a bad
  * value is reported on stderr and fails the file). Defaults per mode stay in
  * main.c, which knows the mode.
  */
 #ifndef RUNNERD_CONFIG_H
 #define RUNNERD_CONFIG_H
 
+#include <stddef.h>
+
 #include "log.h"
+
+/* A remote host from a `[host NAME]` section of runnerd.conf. */
+#define CONFIG_MAX_HOSTS 63
+struct host_conf {
+	char *name;        /* [a-z0-9._-], 1..63, not "local" */
+	char *uri;         /* its libvirt URI (qemu+tcp://, qemu+tls://, qemu+ssh://, xen+ssh://, ...) */
+	unsigned capacity; /* guests at once (default 4) */
+};
 
 struct config {
 	int user_mode;
@@ -34,6 +45,8 @@ struct config {
 	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
 	unsigned max_connections;     /* per listener (0 = no cap) */
 	enum log_level log_level;
+	struct host_conf hosts[CONFIG_MAX_HOSTS];
+	size_t nhosts;
 };
 
 /* Set `key` (a long option's name without "--") to `val`. 0, -ENOENT for an unknown

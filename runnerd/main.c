@@ -590,6 +590,9 @@ int main(int argc, char **argv)
 		snprintf(opt_xen, sizeof(opt_xen), "xen-uri=%s", c->xen_uri);
 		local_options[nopt++] = opt_xen;
 	}
+	struct run_host_config hosts[CONFIG_MAX_HOSTS];
+	for (size_t i = 0; i < c->nhosts; i++)
+		hosts[i] = (struct run_host_config){c->hosts[i].name, c->hosts[i].uri, c->hosts[i].capacity};
 	struct run_config rcfg = {
 		.runs_dir = runs_dir,
 		.default_timeout_s = c->run_timeout_s,
@@ -599,6 +602,8 @@ int main(int argc, char **argv)
 		.console_cap = c->console_cap,
 		.console_grace_ms = c->console_grace_ms,
 		.local_options = local_options,
+		.hosts = hosts,
+		.nhosts = c->nhosts,
 	};
 	if (r == 0)
 		r = run_manager_init(&d.runs, d.loop, d.db, &d.images, &rcfg);

@@ -31,6 +31,7 @@ struct run {
 	int64_t id;
 	char id_str[24];
 	enum run_state state;
+	struct run_host *host;
 	struct driver_slot *slot;
 	struct drv_instance *inst;
 	struct drv_spec spec;
@@ -67,13 +68,21 @@ struct run {
 /* From this many test cases on, they are written off the loop (a worker thread). */
 #define RUN_TESTS_OFFLOOP 200
 
-/* The slot named `driver` when given (it must serve the platform), else the first serving it. */
-static struct driver_slot *slot_for(struct run_manager *mgr, enum drv_platform platform, const char *driver)
+/* The slot of `host` named `driver` when given (it must serve the platform), else the first serving it. */
+static struct driver_slot *slot_for(struct run_host *host, enum drv_platform platform, const char *driver)
 {
-	for (size_t i = 0; i < mgr->nslots; i++)
-		if ((mgr->slots[i].drv->platforms & (unsigned)platform) &&
-		    (!driver || strcmp(mgr->slots[i].drv->name, driver) == 0))
-			return &mgr->slots[i];
+	for (size_t i = 0; i < host->nslots; i++)
+		if ((host->slots[i].drv->platforms & (unsigned)platform) &&
+		    (!driver || strcmp(host->slots[i].drv->name, driver) == 0))
+			return &host->slots[i];
+	return NULL;
+}
+
+static struct run_host *host_named(struct run_manager *mgr, const char *name)
+{
+	for (size_t i = 0; i < mgr->nhosts; i++)
+		if (strcmp(mgr->hosts[i].name, name) == 0)
+			return &mgr->hosts[i];
 	return NULL;
 }
 
@@ -122,6 +131,47 @@ static void collect_lost(int64_t id, void *arg)
 		l->n++;
 }
 
+/* Probe every driver for `host` (those that do not apply to a remote host are left out),
+ * then let each remove what a dead daemon left behind there. */
+static void probe_host(struct run_manager *mgr, struct run_host *host, const struct drv_host *dh,
+                       const struct lost_ids *lost)
+{
+	for (size_t i = 0; drv_table[i] && host->nslots < sizeof(host->slots) / sizeof(host->slots[0]); i++) {
+		struct driver_slot *s = &host->slots[host->nslots];
+		char *info = NULL, *err = NULL;
+		*s = (struct driver_slot){.drv = drv_table[i]};
+		int r = s->drv->probe ? s->drv->probe(dh, &s->state, &info, &err) : -ENOTSUP;
+		if (r == -ENOTSUP && dh->uri) { /* does not apply to this host */
+			free(info);
+			free(err);
+			continue;
+		}
+		host->nslots++;
+		s->available = r >= 0;
+		if (s->available) {
+			s->info = info ? info : strdup("available");
+			free(err);
+			log_info("host %s: driver %s: %s", host->name, s->drv->name, s->info);
+		} else {
+			s->info = err ? err : strdup(strerror(-r));
+			free(info);
+			log_warn("host %s: driver %s unavailable: %s", host->name, s->drv->name, s->info);
+		}
+		/* Guests a dead daemon left behind (the driver knows which are ours). */
+		if (s->available && s->drv->reap) {
+			char *rerr = NULL;
+			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, (const char *const *)lost->v, lost->n, &rerr);
+			if (n > 0)
+				log_warn("host %s: driver %s: removed %d guest(s) left by a previous runnerd", host->name,
+				         s->drv->name, n);
+			else if (n < 0)
+				log_warn("host %s: driver %s: cannot remove leftover guests: %s", host->name, s->drv->name,
+				         rerr ? rerr : strerror(-n));
+			free(rerr);
+		}
+	}
+}
+
 int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
                      struct image_store *images, const struct run_config *cfg)
 {
@@ -139,31 +189,17 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 	if (nlost > 0)
 		log_warn("%d run(s) left active by a previous runnerd marked lost", nlost);
 	const struct drv_host local = {.name = "local", .uri = NULL, .options = cfg->local_options};
-	for (size_t i = 0; drv_table[i] && mgr->nslots < sizeof(mgr->slots) / sizeof(mgr->slots[0]); i++) {
-		struct driver_slot *s = &mgr->slots[mgr->nslots++];
-		char *info = NULL, *err = NULL;
-		s->drv = drv_table[i];
-		r = s->drv->probe ? s->drv->probe(&local, &s->state, &info, &err) : -ENOTSUP;
-		s->available = r >= 0;
-		if (s->available) {
-			s->info = info ? info : strdup("available");
-			free(err);
-			log_info("driver %s: %s", s->drv->name, s->info);
-		} else {
-			s->info = err ? err : strdup(strerror(-r));
-			free(info);
-			log_warn("driver %s unavailable: %s", s->drv->name, s->info);
-		}
-		/* Guests a dead daemon left behind (the driver knows which are ours). */
-		if (s->available && s->drv->reap) {
-			char *rerr = NULL;
-			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, (const char *const *)lost.v, lost.n, &rerr);
-			if (n > 0)
-				log_warn("driver %s: removed %d guest(s) left by a previous runnerd", s->drv->name, n);
-			else if (n < 0)
-				log_warn("driver %s: cannot remove leftover guests: %s", s->drv->name, rerr ? rerr : strerror(-n));
-			free(rerr);
-		}
+	mgr->hosts[0] = (struct run_host){.name = strdup("local"), .capacity = cfg->max_concurrent};
+	mgr->nhosts = 1;
+	probe_host(mgr, &mgr->hosts[0], &local, &lost);
+	for (size_t h = 0; h < cfg->nhosts && mgr->nhosts < RUN_MAX_HOSTS; h++) {
+		const struct run_host_config *hc = &cfg->hosts[h];
+		struct run_host *host = &mgr->hosts[mgr->nhosts++];
+		*host = (struct run_host){.name = strdup(hc->name), .uri = strdup(hc->uri), .capacity = hc->capacity};
+		if (store_host_put(db, hc->name, hc->uri, hc->capacity) < 0)
+			log_warn("host %s: cannot record it in the store", hc->name);
+		const struct drv_host dh = {.name = hc->name, .uri = hc->uri};
+		probe_host(mgr, host, &dh, &lost);
 	}
 	for (size_t i = 0; i < lost.n; i++)
 		free(lost.v[i]);
@@ -179,12 +215,12 @@ void run_manager_stats(const struct run_manager *mgr, struct run_stats *ret)
 	ret->running = mgr->nrunning;
 }
 
-json_t *run_manager_drivers(const struct run_manager *mgr)
+static json_t *host_drivers(const struct run_host *host)
 {
 	static const enum drv_platform platforms[] = {DRV_PLATFORM_QEMU, DRV_PLATFORM_LINUXU, DRV_PLATFORM_XEN};
 	json_t *drivers = json_array();
-	for (size_t i = 0; i < mgr->nslots; i++) {
-		const struct driver_slot *s = &mgr->slots[i];
+	for (size_t i = 0; i < host->nslots; i++) {
+		const struct driver_slot *s = &host->slots[i];
 		json_t *pl = json_array();
 		for (size_t p = 0; p < sizeof(platforms) / sizeof(platforms[0]); p++)
 			if (s->drv->platforms & (unsigned)platforms[p])
@@ -196,12 +232,24 @@ json_t *run_manager_drivers(const struct run_manager *mgr)
 	return drivers;
 }
 
+json_t *run_manager_drivers(const struct run_manager *mgr)
+{
+	return host_drivers(&mgr->hosts[0]);
+}
+
 json_t *run_manager_hosts(const struct run_manager *mgr)
 {
-	json_t *local = json_pack("{s:s,s:n,s:i,s:i,s:i,s:o}", "name", "local", "uri", "capacity",
-	                          (int)mgr->cfg.max_concurrent, "active", (int)mgr->nrunning, "queued",
-	                          (int)mgr->nqueued, "drivers", run_manager_drivers(mgr));
-	return json_pack("[o]", local);
+	json_t *hosts = json_array();
+	for (size_t i = 0; i < mgr->nhosts; i++) {
+		const struct run_host *h = &mgr->hosts[i];
+		int queued = 0;
+		for (const struct run *r = mgr->runs; r; r = r->next)
+			queued += r->host == h && r->state == RS_QUEUED;
+		json_array_append_new(hosts, json_pack("{s:s,s:s?,s:i,s:i,s:i,s:o}", "name", h->name, "uri", h->uri,
+		                                       "capacity", (int)h->capacity, "active", (int)h->nrunning,
+		                                       "queued", queued, "drivers", host_drivers(h)));
+	}
+	return hosts;
 }
 
 unsigned run_manager_active(const struct run_manager *mgr)
@@ -371,10 +419,12 @@ static void tests_done(uv_work_t *w, int status)
 static void run_end(struct run *run, enum run_state state, const struct verdict *v)
 {
 	struct run_manager *mgr = run->mgr;
-	if (run->state == RS_QUEUED)
+	if (run->state == RS_QUEUED) {
 		mgr->nqueued--;
-	else
+	} else {
 		mgr->nrunning--;
+		run->host->nrunning--;
+	}
 	run->state = state;
 	run->final_v = *v;
 	testparse_finish(run->tp);
@@ -573,6 +623,7 @@ static void start(struct run *run)
 	char *err = NULL;
 	mgr->nqueued--;
 	mgr->nrunning++;
+	run->host->nrunning++;
 	run->state = RS_STARTING;
 	store_run_set_state(mgr->db, run->id, "starting");
 	/* Only now does the run hold a descriptor: queued runs hold none. */
@@ -598,7 +649,7 @@ static void start(struct run *run)
 		return;
 	}
 	free(err);
-	log_info("run %s started on %s", run->id_str, drv->name);
+	log_info("run %s started on %s (host %s)", run->id_str, drv->name, run->host->name);
 }
 
 /* Guests see the image's path as argv[0]: QEMU puts the kernel path first on the multiboot
@@ -616,18 +667,28 @@ static void name_image(struct run *run)
 	}
 }
 
+/* Start queued runs, oldest first, while their hosts have room. Re-entered from a start
+ * that fails at once (its end schedules again): the outer pass just looks again. */
 static void schedule(struct run_manager *mgr)
 {
-	while (!mgr->stopping && mgr->nrunning < mgr->cfg.max_concurrent && mgr->nqueued) {
-		/* Oldest queued first: the list is newest-first, so take the last queued. */
+	if (mgr->scheduling) {
+		mgr->reschedule = 1;
+		return;
+	}
+	mgr->scheduling = 1;
+	do {
+		mgr->reschedule = 0;
+		/* The list is newest-first: the last fitting queued run is the oldest. */
 		struct run *pick = NULL;
 		for (struct run *r = mgr->runs; r; r = r->next)
-			if (r->state == RS_QUEUED)
+			if (r->state == RS_QUEUED && r->host->nrunning < r->host->capacity)
 				pick = r;
-		if (!pick)
-			break;
-		start(pick);
-	}
+		if (pick && !mgr->stopping) {
+			start(pick);
+			mgr->reschedule = 1;
+		}
+	} while (mgr->reschedule && !mgr->stopping);
+	mgr->scheduling = 0;
 }
 
 /* The stored, verified record of an image: platform and DETECT_* flags. */
@@ -653,6 +714,7 @@ static int image_info(struct run_manager *mgr, const char *sha, enum drv_platfor
  * the driver and the verdict need. */
 struct run_plan {
 	enum drv_platform platform;
+	struct run_host *host;
 	struct driver_slot *slot;
 	unsigned vflags, dflags; /* VERDICT_F_*, DRV_F_* */
 	unsigned timeout_s;
@@ -709,12 +771,20 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		}
 		free(summary);
 	}
-	struct driver_slot *slot = slot_for(mgr, platform, req->driver);
+	struct run_host *host = host_named(mgr, req->host ? req->host : "local");
+	if (!host) {
+		char names[512] = "";
+		for (size_t i = 0, n = 0; i < mgr->nhosts && n < sizeof(names); i++)
+			n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "", mgr->hosts[i].name);
+		return errmsg_fail(ret_err, -EINVAL, "unknown host '%s' (this runnerd has: %s)", req->host, names);
+	}
+	struct driver_slot *slot = slot_for(host, platform, req->driver);
 	if (!slot && req->driver)
-		return errmsg_fail(ret_err, -ENODEV, "no driver named %s serves platform %s", req->driver,
-		            drv_platform_name(platform));
+		return errmsg_fail(ret_err, -ENODEV, "no driver named %s serves platform %s on host %s", req->driver,
+		            drv_platform_name(platform), host->name);
 	if (!slot)
-		return errmsg_fail(ret_err, -ENODEV, "no driver serves platform %s", drv_platform_name(platform));
+		return errmsg_fail(ret_err, -ENODEV, "no driver serves platform %s on host %s", drv_platform_name(platform),
+		                   host->name);
 	if (!slot->available)
 		return errmsg_fail(ret_err, -ENODEV, "driver %s is not usable here: %s", slot->drv->name, slot->info);
 	if (!loader && img_platform != platform && img_platform != DRV_PLATFORM_NONE &&
@@ -739,6 +809,7 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		            mgr->cfg.max_timeout_s);
 	*ret = (struct run_plan){
 		.platform = platform,
+		.host = host,
 		.slot = slot,
 		.vflags = vflags,
 		.dflags = dflags,
@@ -770,6 +841,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.name = req->name,
 		.platform = drv_platform_name(platform),
 		.driver = slot->drv->name,
+		.host = plan.host->name,
 		.machine = req->machine,
 		.accel = platform == DRV_PLATFORM_QEMU ? accel_names[req->accel] : NULL,
 		.memory_mb = req->memory_mb,
@@ -795,6 +867,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->id = id;
 	snprintf(run->id_str, sizeof(run->id_str), "%lld", (long long)id);
 	run->slot = slot;
+	run->host = plan.host;
 	run->vflags = vflags;
 	run->success_code = req->success_code;
 	run->timeout_s = timeout;
@@ -927,11 +1000,16 @@ void run_manager_stop(struct run_manager *mgr)
 
 void run_manager_fini(struct run_manager *mgr)
 {
-	for (size_t i = 0; i < mgr->nslots; i++) {
-		struct driver_slot *s = &mgr->slots[i];
-		if (s->available && s->drv->unprobe)
-			s->drv->unprobe(s->state);
-		free(s->info);
+	for (size_t h = 0; h < mgr->nhosts; h++) {
+		struct run_host *host = &mgr->hosts[h];
+		for (size_t i = 0; i < host->nslots; i++) {
+			struct driver_slot *s = &host->slots[i];
+			if (s->available && s->drv->unprobe)
+				s->drv->unprobe(s->state);
+			free(s->info);
+		}
+		free(host->name);
+		free(host->uri);
 	}
 	while (mgr->pending) {
 		struct pending_end *p = mgr->pending;

@@ -29,6 +29,15 @@ struct run_config {
 	uint64_t console_cap;        /* bytes per run */
 	unsigned console_grace_ms;   /* loader mode: silence after a complete libtest run that ends it */
 	char *const *local_options;  /* the local host's driver options ("libvirt-uri=..."), NULL-terminated */
+	const struct run_host_config *hosts; /* remote libvirt hosts (runnerd.conf [host NAME]) */
+	size_t nhosts;
+};
+
+/* A remote host as configured. */
+struct run_host_config {
+	const char *name;
+	const char *uri;   /* libvirt URI */
+	unsigned capacity; /* guests at once */
 };
 
 /* A probed driver. */
@@ -39,6 +48,19 @@ struct driver_slot {
 	char *info;  /* probe summary, or why unavailable */
 };
 
+/* A host runs are placed on: "local" (this machine: every local driver, capacity =
+ * max_concurrent) or a remote libvirt host (the drivers that apply to its URI). */
+struct run_host {
+	char *name;
+	char *uri;         /* NULL: this machine */
+	unsigned capacity; /* guests at once */
+	unsigned nrunning; /* starting or running here */
+	struct driver_slot slots[8];
+	size_t nslots;
+};
+
+#define RUN_MAX_HOSTS 64
+
 struct run;
 struct pending_end;
 
@@ -47,8 +69,9 @@ struct run_manager {
 	struct store *db;
 	struct image_store *images;
 	struct run_config cfg;
-	struct driver_slot slots[8];
-	size_t nslots;
+	struct run_host hosts[RUN_MAX_HOSTS]; /* hosts[0] is "local" */
+	size_t nhosts;
+	int scheduling, reschedule;  /* schedule() is running / must look again */
 	struct run *runs;            /* queued and active runs */
 	struct pending_end *pending; /* ended runs whose end could not be stored yet (disk full) */
 	unsigned nrunning, nqueued;
@@ -74,7 +97,8 @@ struct run_request {
 	unsigned memory_mb, vcpus, timeout_s; /* 0 = defaults */
 	enum drv_accel accel;
 	const char *machine;
-	const char *driver;         /* NULL = the first driver serving the platform */
+	const char *driver;         /* NULL = the host's first driver serving the platform */
+	const char *host;           /* NULL = "local" */
 	int success_code;           /* -1 = none */
 	json_t *labels;             /* object of strings or NULL */
 };

@@ -182,9 +182,12 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	}
 	if ((r = str_field(root, "host", &s, ret_err)) < 0)
 		goto cleanup;
-	if (s && strcmp(s, "local") != 0) {
-		r = errmsg_fail(ret_err, -EINVAL, "unknown host '%s' (this runnerd has: local)", s);
-		goto cleanup;
+	if (s) {
+		if (!charset_ok(s, "._-", 63)) {
+			r = errmsg_fail(ret_err, -EINVAL, "'host' must be a host name such as local (GET /v1/hosts lists them)");
+			goto cleanup;
+		}
+		req->host = strdup(s);
 	}
 	size_t bytes = 0;
 	if ((r = strv_from(json_object_get(root, "args"), "args", &req->args, &req->nargs, &bytes,
@@ -231,6 +234,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if ((req->name == NULL && json_object_get(root, "name") && !json_is_null(json_object_get(root, "name"))) ||
 	    (req->machine == NULL && json_object_get(root, "machine") && !json_is_null(json_object_get(root, "machine"))) ||
 	    (req->driver == NULL && json_object_get(root, "driver") && !json_is_null(json_object_get(root, "driver"))) ||
+	    (req->host == NULL && json_object_get(root, "host") && !json_is_null(json_object_get(root, "host"))) ||
 	    !req->args || !req->uk_params)
 		r = -ENOMEM;
 cleanup:
@@ -252,6 +256,7 @@ void runspec_free(struct run_request *req)
 	free((char *)req->name);
 	free((char *)req->machine);
 	free((char *)req->driver);
+	free((char *)req->host);
 	strv_free(req->args);
 	strv_free(req->uk_params);
 	json_decref(req->labels);

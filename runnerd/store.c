@@ -435,6 +435,19 @@ int store_image_touch(struct store *st, const char *sha256)
 	return r < 0 ? r : 0;
 }
 
+/* ---- hosts ---- */
+
+int store_host_put(struct store *st, const char *name, const char *uri, unsigned capacity)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st,
+	                "INSERT INTO hosts (name, uri, capacity, created_at) VALUES (?1, ?2, ?3, ?4) "
+	                "ON CONFLICT(name) DO UPDATE SET uri = excluded.uri, capacity = excluded.capacity",
+	                "ttit", name, uri, (int64_t)capacity, now);
+	return r < 0 ? r : 0;
+}
+
 /* ---- runs ---- */
 
 int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_id)
@@ -446,12 +459,13 @@ int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_i
 		return r;
 	r = run_sql(st,
 	            "INSERT INTO runs (image, loader, name, mode, platform, driver, state, accel, machine, "
-	            "memory_mb, vcpus, timeout_s, success_code, flags, created_at, daemon_pid) VALUES "
-	            "(?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-	            "ttttttttiiiiiti", row->image, row->loader, row->name,
+	            "memory_mb, vcpus, timeout_s, success_code, flags, created_at, daemon_pid, host) VALUES "
+	            "(?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+	            "ttttttttiiiiitit", row->image, row->loader, row->name,
 	            row->loader ? "loader" : "direct", row->platform, row->driver, row->accel,
 	            row->machine, (int64_t)row->memory_mb, (int64_t)row->vcpus, (int64_t)row->timeout_s,
-	            (int64_t)row->success_code, (int64_t)row->flags, now, (int64_t)getpid());
+	            (int64_t)row->success_code, (int64_t)row->flags, now, (int64_t)getpid(),
+	            row->host ? row->host : "local");
 	int64_t id = sqlite3_last_insert_rowid(st->db);
 	if (r >= 0 && row->success_code < 0)
 		r = run_sql(st, "UPDATE runs SET success_code = NULL WHERE id = ?1", "i", id);

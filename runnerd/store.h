@@ -49,6 +49,7 @@ struct run_row {
 	const char *name;
 	const char *platform;
 	const char *driver;
+	const char *host;      /* NULL = "local" (a row of hosts: store_host_put) */
 	const char *machine;   /* NULL = default */
 	const char *accel;     /* requested: auto|kvm|tcg */
 	unsigned memory_mb, vcpus, timeout_s;
@@ -97,6 +98,8 @@ int store_image_touch(struct store *st, const char *sha256);
 
 /* Insert a queued run; *ret_id gets its id. */
 int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_id);
+/* Record (or update) a host runs can name: its URI (NULL = this machine) and capacity. */
+int store_host_put(struct store *st, const char *name, const char *uri, unsigned capacity);
 /* state ∈ starting|running; records started_at when it becomes running. */
 int store_run_set_state(struct store *st, int64_t id, const char *state);
 /* Record a fact a driver reported ("accel" → "tcg", "command" → argv); accel and

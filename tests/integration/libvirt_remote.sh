@@ -58,13 +58,34 @@ for _ in $(seq 150); do
 done
 virsh -q -c "$RURI" version >/dev/null 2>&1 || { cat "$T/remote-libvirtd.log" >&2; fail "the second libvirtd does not answer"; }
 
-start_daemon runnerd --libvirt-uri "$RURI"
+# The same libvirtd is also configured as a host of its own, `[host remote1]` (capacity 1): runs pinned to it
+# with --host go there through its first driver for the platform (libvirt), one at a time.
+cat >"$T/runnerd.conf" <<CONF
+[host remote1]
+uri = $RURI
+capacity = 1
+CONF
+start_daemon runnerd --libvirt-uri "$RURI" --config "$T/runnerd.conf"
 grep -q "driver libvirt: libvirt .* at $RURI .* remote host" "$T/runnerd.log" ||
 	{ cat "$T/runnerd.log" >&2; fail "the libvirt driver did not probe the remote URI"; }
 
-expect_run hello 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
-expect_out hello $'Hello from mb_hello\n'
-expect_err_grep hello 'image uploaded to .*volume'
+# remote_hello NAME ARGS...: mb_hello on the remote host, exit 0 and its exact console. Known limit (docs/design.md,
+# libvirt): on a remote host the console's last bytes can be lost when the guest ends at once after printing (no
+# serial log to recover them from): tolerated once, never twice in a row.
+remote_hello() {
+	local name=$1
+	shift
+	expect_run "$name" 0 lifecycle qemu/libvirt "$@" "$FX/mb_hello"
+	if [[ $(cat "$T/$name.out") != "Hello from mb_hello" ]]; then
+		log "$name: the remote console lost its tail ($(wc -c <"$T/$name.out") bytes arrived); running it again"
+		cp "$T/$name.err" "$T/$name.first.err"
+		expect_run "$name" 0 lifecycle qemu/libvirt "$@" "$FX/mb_hello"
+	fi
+	expect_out "$name" $'Hello from mb_hello\n'
+}
+remote_hello hello --driver libvirt
+grep -qs 'image uploaded to .*volume' "$T/hello.first.err" "$T/hello.err" ||
+	fail "hello: no note of the image's upload"
 sha=$(sql "SELECT image FROM runs WHERE id = $RUN_ID")
 virsh -q -c "$RURI" vol-list ukrun | grep -q "$sha" || fail "no volume named $sha in the remote pool"
 
@@ -85,6 +106,54 @@ if [[ -n $S && -f $S/helloworld_qemu-x86_64-norng ]]; then
 	fi
 	tr -d '\r' <"$T/uk.out" | grep -Eq '^Arguments: +"[^"]*" "foo" "bar"$' || { cat "$T/uk.out" >&2; fail "uk: arguments"; }
 fi
+
+# Pinned to the configured host: listed with its URI, capacity and only the drivers that apply to it.
+api GET /v1/hosts
+"$PYTHON" - "$API_BODY" "$RURI" <<'PY' || fail "GET /v1/hosts with [host remote1]: $API_BODY"
+import json, sys
+h = {x["name"]: x for x in json.loads(sys.argv[1])["hosts"]}
+assert list(h) == ["local", "remote1"], h
+r = h["remote1"]
+assert r["uri"] == sys.argv[2] and r["capacity"] == 1 and r["active"] == 0, r
+assert [d["name"] for d in r["drivers"]] == ["libvirt"], r
+assert r["drivers"][0]["available"] is True and "remote host" in r["drivers"][0]["info"], r
+assert h["local"]["uri"] is None, h
+PY
+remote_hello pinned --host remote1
+[[ $(sql "SELECT host FROM runs WHERE id = $RUN_ID") == remote1 ]] || fail "pinned: the run is not recorded on remote1"
+run_ukrun nosuch --host farm-7 "$FX/mb_hello"
+expect_rc nosuch 125
+expect_err_grep nosuch "unknown host 'farm-7' \\(this runnerd has: local, remote1\\)"
+# Capacity 1: a second pinned run waits queued while the first runs, then runs.
+prev=$(last_run_id)
+"$UKRUN" --host remote1 --timeout 300 "$FX/mb_hang" >"$T/cap1.out" 2>"$T/cap1.err" &
+cap1=$!
+for _ in $(seq 300); do
+	id1=$(last_run_id)
+	((id1 > prev)) && break
+	sleep 0.1
+done
+wait_state "$id1" running 60
+"$UKRUN" --host remote1 "$FX/mb_hello" >"$T/cap2.out" 2>"$T/cap2.err" &
+cap2=$!
+for _ in $(seq 300); do
+	id2=$(last_run_id)
+	((id2 > id1)) && break
+	sleep 0.1
+done
+sleep 1
+[[ $(sql "SELECT state FROM runs WHERE id = $id2") == queued ]] || fail "capacity 1: run $id2 did not wait for run $id1"
+api GET /v1/hosts
+"$PYTHON" - "$API_BODY" <<'PY' || fail "GET /v1/hosts at capacity: $API_BODY"
+import json, sys
+r = {x["name"]: x for x in json.loads(sys.argv[1])["hosts"]}["remote1"]
+assert r["active"] == 1 and r["queued"] == 1, r
+PY
+"$UKRUN" cancel "$id1" >/dev/null
+wait_rc "$cap1"
+[[ $RC == 130 ]] || fail "capacity: the cancelled run exited $RC"
+wait_rc "$cap2"
+[[ $RC == 0 ]] || { cat "$T/cap2.err" >&2; fail "capacity: the queued run exited $RC after the first ended"; }
 
 run_ukrun hang --driver libvirt --timeout 2 "$FX/mb_hang"
 expect_rc hang 124

@@ -108,6 +108,46 @@ static void test_read_file(void **state)
 	config_free(&c);
 }
 
+/* [host NAME] sections: remote libvirt hosts with a URI and a capacity. */
+static void test_read_hosts(void **state)
+{
+	struct config c = {0};
+	char path[64];
+	(void)state;
+	write_conf(path, sizeof(path),
+	           "[host kvm-1]\nuri = qemu+tcp://10.0.0.1/system\ncapacity = 8\n"
+	           "[host kvm-2]\nuri = qemu+ssh://ci@10.0.0.2/system\n");
+	assert_int_equal(config_read(&c, path), 0);
+	assert_int_equal(c.nhosts, 2);
+	assert_string_equal(c.hosts[0].name, "kvm-1");
+	assert_string_equal(c.hosts[0].uri, "qemu+tcp://10.0.0.1/system");
+	assert_int_equal(c.hosts[0].capacity, 8);
+	assert_string_equal(c.hosts[1].uri, "qemu+ssh://ci@10.0.0.2/system");
+	assert_int_equal(c.hosts[1].capacity, 4);
+	unlink(path);
+	config_free(&c);
+	memset(&c, 0, sizeof(c));
+	write_conf(path, sizeof(path), "[host local]\nuri = qemu+tcp://x/system\n"); /* "local" is this machine */
+	assert_int_equal(config_read(&c, path), 2);
+	unlink(path);
+	config_free(&c);
+	memset(&c, 0, sizeof(c));
+	write_conf(path, sizeof(path), "[host a]\nuri = qemu+tcp://x/system\ncapacity = 0\n");
+	assert_int_equal(config_read(&c, path), 3);
+	unlink(path);
+	config_free(&c);
+	memset(&c, 0, sizeof(c));
+	write_conf(path, sizeof(path), "[host a]\ncapacity = 2\n"); /* no uri */
+	assert_int_equal(config_read(&c, path), 1);
+	unlink(path);
+	config_free(&c);
+	memset(&c, 0, sizeof(c));
+	write_conf(path, sizeof(path), "[host a]\nuri = qemu+tcp://x/system\nlabel = kvm\n");
+	assert_int_equal(config_read(&c, path), 3);
+	unlink(path);
+	config_free(&c);
+}
+
 static void test_read_bad_lines(void **state)
 {
 	struct config c = {0};
@@ -133,6 +173,7 @@ int main(void)
 		cmocka_unit_test(test_apply_numbers),
 		cmocka_unit_test(test_apply_strings),
 		cmocka_unit_test(test_read_file),
+		cmocka_unit_test(test_read_hosts),
 		cmocka_unit_test(test_read_bad_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -151,7 +151,7 @@ static void test_field_types_and_ranges(void **state)
 		{ ",\"platform\":1", "'platform'" },
 		{ ",\"accel\":\"hvf\"", "accel 'hvf'" },
 		{ ",\"accel\":{}", "'accel'" },
-		{ ",\"host\":\"remote1\"", "host 'remote1'" },
+		{ ",\"host\":\"remote 1\"", "'host' must be a host name" }, /* which hosts exist: run.c */
 		{ ",\"host\":false", "'host'" },
 		{ ",\"loader\":\"abc\"", "'loader'" },
 		{ ",\"loader\":7", "'loader'" },
@@ -449,7 +449,7 @@ static void test_partial_failures_free(void **state)
 		"{\"image\":\"" SHA_A "\",\"name\":\"n\",\"machine\":\"pc\",\"args\":[\"a\"],\"labels\":{\"k\":2}}",
 		"{\"image\":\"" SHA_A "\",\"name\":\"n\",\"machine\":\"pc\",\"args\":[\"a\"],\"success_code\":-5}",
 		"{\"image\":\"" SHA_A "\",\"name\":\"n\",\"machine\":\"pc,x\"}",
-		"{\"image\":\"" SHA_A "\",\"name\":\"n\",\"host\":\"other\"}",
+		"{\"image\":\"" SHA_A "\",\"name\":\"n\",\"host\":\"a/b\"}",
 	};
 	for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
 		struct run_request req;
