@@ -28,6 +28,9 @@ struct httpc {
 	char *auth_header;                  /* "Authorization: Bearer ..." or NULL */
 	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
 	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
+	/* httpc_stream: when set, the body goes here instead of out_fd (0 or -errno). */
+	int (*sink)(void *ctx, const char *p, size_t n);
+	void *sink_ctx;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
