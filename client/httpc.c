@@ -174,7 +174,13 @@ static size_t on_stream(char *p, size_t size, size_t nmemb, void *data)
 	}
 	if (!x->passthrough)
 		return buf_append(&x->body, p, n) < 0 ? 0 : n;
-	r = write_all(x, p, n);
+	if (x->h->sink) {
+		r = x->h->sink(x->h->sink_ctx, p, n);
+		if (r == 0)
+			*x->io_bytes += (uint64_t)n;
+	} else {
+		r = write_all(x, p, n);
+	}
 	if (r < 0) {
 		x->werr = -r;
 		return 0;

@@ -31,6 +31,9 @@ struct httpc {
 	const volatile sig_atomic_t *abort_flag; /* non-zero: abortable transfers stop (may be NULL) */
 	long timeout_ms;                    /* total limit for JSON requests; 0 = default */
 	const char *progress_name;          /* non-NULL: httpc_put_fd draws a progress bar on stderr naming it */
+	/* httpc_stream: when set, the body goes here instead of out_fd (0 or -errno). */
+	int (*sink)(void *ctx, const char *p, size_t n);
+	void *sink_ctx;
 	char errbuf[CURL_ERROR_SIZE];
 };
 

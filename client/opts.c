@@ -38,6 +38,8 @@ enum opt_id {
 	OPT_SUCCESS_CODE,
 	OPT_UK_PARAM,
 	OPT_LABEL,
+	OPT_ENV,
+	OPT_CONSOLE,
 	OPT_LOADER,
 	OPT_JUNIT,
 	OPT_SOCKET,
@@ -67,6 +69,8 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
+	{ .name = "env", .has_arg = true, .id = OPT_ENV },
+	{ .name = "console", .has_arg = true, .id = OPT_CONSOLE },
 	{ .name = "loader", .has_arg = true, .id = OPT_LOADER },
 	{ .name = "junit", .has_arg = true, .id = OPT_JUNIT },
 	{ .name = "socket", .has_arg = true, .id = OPT_SOCKET },
@@ -252,6 +256,20 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 				    val);
 		o->labels[o->nlabels++] = val;
 		return 0;
+	case OPT_ENV:
+		if (opts_check_env(val, true) < 0)
+			return fail(err, errlen, "--env: expected NAME=value or NAME (NAME of A-Z a-z 0-9 _, not starting "
+				    "with a digit), got '%.64s'", val);
+		o->envs[o->nenvs++] = val;
+		return 0;
+	case OPT_CONSOLE:
+		if (!strcmp(val, "raw"))
+			o->console = OPTS_CONSOLE_RAW;
+		else if (!strcmp(val, "app"))
+			o->console = OPTS_CONSOLE_APP;
+		else
+			return fail(err, errlen, "--console: expected raw or app, got '%s'", val);
+		return 0;
 	case OPT_LOADER:
 		if (!*val)
 			return fail(err, errlen, "--loader: expected the path of an elfloader kernel");
@@ -341,7 +359,8 @@ int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
 	o->success_code = -1;
 	o->uk_params = calloc(cap, sizeof(*o->uk_params));
 	o->labels = calloc(cap, sizeof(*o->labels));
-	if (!o->uk_params || !o->labels)
+	o->envs = calloc(cap, sizeof(*o->envs));
+	if (!o->uk_params || !o->labels || !o->envs)
 		return -ENOMEM;
 
 	for (i = 1; i < argc; i++) {
@@ -366,6 +385,12 @@ int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
 		return fail(err, errlen, "IMAGE is empty");
 	o->args = argv + i + 1;
 	o->nargs = (size_t)(argc - i - 1);
+	/* `--uk-param P IMAGE -- ARGS`: that `--` is the kernel command line's separator,
+	 * which the driver writes itself; kept, the guest would see a second one. */
+	if (o->nuk_params && o->nargs && !strcmp(o->args[0], "--")) {
+		o->args++;
+		o->nargs--;
+	}
 	if (o->loader && o->platform && strcmp(o->platform, "qemu"))
 		return fail(err, errlen, "--loader runs the program inside a qemu kernel; --platform %s conflicts",
 			    o->platform);
@@ -453,6 +478,22 @@ int opts_apply_env(struct opts *o, char *err, size_t errlen)
 		o->verbosity = OPTS_QUIET;
 	if ((r = env_labels(o, err, errlen)) < 0)
 		return r;
+	if ((v = env_nonempty("UKRUN_ENV"))) {
+		char word[1024];
+		for (const char *p = v; *p;) {
+			size_t n;
+			p += strspn(p, " \t\n");
+			n = strcspn(p, " \t\n");
+			if (!n)
+				break;
+			snprintf(word, sizeof(word), "%.*s", (int)(n < sizeof(word) ? n : sizeof(word) - 1), p);
+			if (n >= sizeof(word) || opts_check_env(word, true) < 0)
+				return fail(err, errlen, "$UKRUN_ENV: expected blank-separated NAME=value or NAME words, got '%.64s'",
+					    word);
+			p += n;
+		}
+		o->env_list = v;
+	}
 	if (o->loader && o->platform && strcmp(o->platform, "qemu"))
 		return fail(err, errlen, "loader mode runs the program inside a qemu kernel; platform %s conflicts",
 			    o->platform);
@@ -466,9 +507,12 @@ void opts_free(struct opts *o)
 	for (size_t i = 0; i < o->nenv_labels; i++)
 		free(o->env_labels[i]);
 	free(o->env_labels);
+	free(o->envs);
 	o->uk_params = NULL;
 	o->labels = NULL;
 	o->env_labels = NULL;
+	o->envs = NULL;
+	o->nenvs = 0;
 	o->nuk_params = o->nlabels = o->nenv_labels = 0;
 }
 
@@ -549,11 +593,120 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 	if (o->nlabels || o->nenv_labels)
 		r |= set_new(spec, "labels", labels_object((const char *const *)o->env_labels, o->nenv_labels,
 							   o->labels, o->nlabels));
+	{
+		extern char **environ;
+		json_t *env = opts_env_object(o, environ);
+
+		if (!env)
+			r = -1;
+		else if (json_object_size(env))
+			r |= set_new(spec, "env", env);
+		else
+			json_decref(env);
+	}
 	if (r) {
 		json_decref(spec);
 		return NULL;
 	}
 	return spec;
+}
+
+int opts_check_env(const char *word, bool bare)
+{
+	size_t n = strcspn(word, "=");
+
+	if (!n || n > 128 || isdigit((unsigned char)word[0]) || (!word[n] && !bare))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)word[i]) && word[i] != '_')
+			return -EINVAL;
+	return 0;
+}
+
+bool opts_console_app(const struct opts *o)
+{
+	if (o->console != OPTS_CONSOLE_AUTO)
+		return o->console == OPTS_CONSOLE_APP;
+	for (size_t i = 0; i < o->nargs; i++)
+		if (!strcmp(o->args[i], "--list"))
+			return true;
+	return false;
+}
+
+/* envp's value of the name that `word` starts with (up to '=' or its end), or NULL. */
+static const char *env_lookup(char *const *envp, const char *word, size_t n)
+{
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (!strncmp(envp[i], word, n) && envp[i][n] == '=')
+			return envp[i] + n + 1;
+	return NULL;
+}
+
+/* Add one NAME=value or NAME word unless NAME is already there. */
+static int env_add(json_t *obj, const char *word, size_t len, char *const *envp)
+{
+	size_t n = strcspn(word, "=");
+	char name[129];
+	const char *val;
+
+	if (n > len)
+		n = len;
+	if (n == 0 || n >= sizeof(name))
+		return 0;
+	memcpy(name, word, n);
+	name[n] = '\0';
+	if (json_object_get(obj, name))
+		return 0;
+	if (n < len && word[n] == '=') {
+		json_t *s = json_stringn(word + n + 1, len - n - 1);
+		return s ? json_object_set_new(obj, name, s) : -1;
+	}
+	val = env_lookup(envp, name, n);
+	return val ? json_object_set_new(obj, name, json_string(val)) : 0;
+}
+
+static bool forwarded(const char *entry)
+{
+	static const char *const names[] = { OPTS_FORWARD_ENV };
+	size_t n = strcspn(entry, "=");
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t k = strlen(names[i]);
+
+		if (names[i][k - 1] == '*' ? n >= k - 1 && !strncmp(entry, names[i], k - 1)
+					   : n == k && !strncmp(entry, names[i], k))
+			return true;
+	}
+	return false;
+}
+
+json_t *opts_env_object(const struct opts *o, char *const *envp)
+{
+	json_t *obj = json_object();
+	int r = 0;
+
+	if (!obj)
+		return NULL;
+	for (size_t i = 0; i < o->nenvs; i++)
+		r |= env_add(obj, o->envs[i], strlen(o->envs[i]), envp);
+	for (const char *p = o->env_list; p && *p;) {
+		size_t n;
+
+		p += strspn(p, " \t\n");
+		n = strcspn(p, " \t\n");
+		if (!n)
+			break;
+		r |= env_add(obj, p, n, envp);
+		p += n;
+	}
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (forwarded(envp[i]))
+			r |= env_add(obj, envp[i], strlen(envp[i]), envp);
+	if (r) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
 }
 
 int opts_socket_path(const char *explicit_path, char *buf, size_t len)

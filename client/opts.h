@@ -31,6 +31,17 @@
 #define OPTS_NORMAL 0
 #define OPTS_VERBOSE 1   /* -v: progress on stderr */
 
+/* --console: what ukrun's stdout carries. */
+#define OPTS_CONSOLE_AUTO 0 /* app for a list request (`--list` among the arguments), else raw */
+#define OPTS_CONSOLE_RAW 1  /* the console byte-exact */
+#define OPTS_CONSOLE_APP 2  /* the program's lines only: LF line ends, no Unikraft banner or kernel log */
+
+/* Variables of the caller's environment that reach the program without --env
+ * (cargo's and libtest's): exact names, then prefixes ending in '*'. */
+#define OPTS_FORWARD_ENV                                                                            \
+	"RUST_BACKTRACE", "RUST_LIB_BACKTRACE", "RUST_TEST_THREADS", "RUST_TEST_NOCAPTURE", "RUST_MIN_STACK", \
+		"RUSTC_BOOTSTRAP", "CARGO_*", "NEXTEST*"
+
 struct opts {
 	const char *platform;    /* "qemu" | "linuxu"; NULL = the daemon detects */
 	long timeout_s;          /* -1 = daemon default */
@@ -47,6 +58,10 @@ struct opts {
 	size_t nlabels;
 	char **env_labels;       /* "key=value" from $UKRUN_LABELS and CI variables (owned) */
 	size_t nenv_labels;
+	const char **envs;       /* --env NAME=value or NAME (borrowed strings, validated) */
+	size_t nenvs;
+	const char *env_list;    /* $UKRUN_ENV: the same words, blank-separated (borrowed) */
+	int console;             /* OPTS_CONSOLE_* */
 	const char *loader;      /* loader mode: the elfloader kernel; NULL = off */
 	const char *socket;      /* --socket; NULL = resolved from the environment */
 	const char *junit;       /* --junit FILE: the run's tests as JUnit XML after it ends; NULL = none */
@@ -90,6 +105,19 @@ int opts_check_label(const char *kv);
  * in loader mode), its file `name`, `loader_sha` (NULL unless loader mode).
  * Only options that were given appear. Returns a new reference or NULL (ENOMEM). */
 json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *name, const char *loader_sha);
+
+/* Is NAME=value (or NAME alone when `bare` is allowed) a valid --env word?
+ * NAME is [A-Za-z_][A-Za-z0-9_]* of at most 128 bytes. Returns 0 or -EINVAL. */
+int opts_check_env(const char *word, bool bare);
+
+/* Does this command line get the app view of the console? */
+bool opts_console_app(const struct opts *o);
+
+/* The "env" object of the run: --env words first, then $UKRUN_ENV's, then the
+ * forwarded variables of `envp` (OPTS_FORWARD_ENV); the first occurrence of a
+ * name wins. NAME alone takes its value from `envp` (skipped when unset).
+ * Returns a new reference (maybe empty) or NULL (ENOMEM). */
+json_t *opts_env_object(const struct opts *o, char *const *envp);
 
 /* The daemon's Unix socket: `explicit_path` (--socket), else $UKRUN_SOCKET,
  * else $XDG_RUNTIME_DIR/ukrun/runnerd.sock, else /tmp/ukrun-$UID/runnerd.sock;

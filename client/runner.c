@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conview.h"
 #include "detect.h"
 #include "testreport.h"
 #include "upload.h"
@@ -341,10 +342,19 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 	uint64_t offset = 0;
 	json_t *rec = NULL;
 	int status = UKRUN_EXIT_INFRA;
+	static struct conview view; /* one run per process; its line buffer is large */
 
+	conview_init(&view, STDOUT_FILENO, opts_console_app(o), h->abort_flag);
+	if (view.app) {
+		h->sink = conview_write;
+		h->sink_ctx = &view;
+	}
 	for (int round = 0;; round++) {
 		bool final;
 		int r = runner_console(h, id, true, STDOUT_FILENO, &offset);
+
+		if (r == 0 && (r = conview_flush(&view)) < 0 && r != -EPIPE && r != -EINTR)
+			r = 0; /* a last line that cannot be written changes no verdict */
 
 		if (r == -EINTR || interrupted(h)) {
 			cancel_run(h, id, o->verbosity);
@@ -376,6 +386,7 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 		}
 		sleep_ms(SETTLE_STEP_MS);
 	}
+	h->sink = NULL;
 	status = report(o, id, rec);
 	/* A report that cannot be written fails a passing run; a failing run keeps its status. */
 	if (o->junit && write_junit(h, o->junit, id, rec) && status == 0)

@@ -24,6 +24,7 @@ struct cmd {
 	uv_stdio_container_t stdio[CMD_MAX_FDS];
 	int nstdio;
 	int pdeathsig;
+	char *cwd; /* NULL = the daemon's (/) */
 };
 
 static void *xrealloc(void *p, size_t n)
@@ -79,6 +80,7 @@ void cmd_free(struct cmd *cmd)
 		free(cmd->env[i]);
 	free(cmd->argv);
 	free(cmd->env);
+	free(cmd->cwd);
 	free(cmd);
 }
 
@@ -97,6 +99,12 @@ void cmd_argf(struct cmd *cmd, const char *fmt, ...)
 	if (r < 0)
 		abort();
 	vec_push(&cmd->argv, &cmd->argc, &cmd->argv_cap, s);
+}
+
+void cmd_cwd(struct cmd *cmd, const char *dir)
+{
+	free(cmd->cwd);
+	cmd->cwd = dir ? xstrdup(dir) : NULL;
 }
 
 void cmd_env(struct cmd *cmd, const char *name, const char *value)
@@ -174,6 +182,7 @@ int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb e
 		.file = argv[0],
 		.args = argv,
 		.env = cmd->env,
+		.cwd = cmd->cwd,
 		.stdio = cmd->stdio,
 		.stdio_count = cmd->nstdio,
 		/* Own session + process group: kill(-pid) reaches the whole tree. */

@@ -22,6 +22,9 @@ void cmd_arg(struct cmd *cmd, const char *arg);
 /* Append one printf-formatted argument. */
 void cmd_argf(struct cmd *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Start the child in `dir` (copied; NULL = the daemon's working directory). */
+void cmd_cwd(struct cmd *cmd, const char *dir);
+
 /* Add "NAME=value" to the child's environment. The environment starts with only
  * PATH (inherited), HOME and LANG=C.UTF-8; nothing else leaks from the daemon. */
 void cmd_env(struct cmd *cmd, const char *name, const char *value);

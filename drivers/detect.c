@@ -41,6 +41,7 @@ struct elf_facts {
 	bool xen_note;
 	bool phys32_note;
 	bool uk_section;
+	bool uk_env_param; /* a libparam section of libposix_environ */
 	bool header_ok; /* class, machine and type were read */
 	const char *bad; /* set when the ELF cannot be loaded; static string */
 };
@@ -236,6 +237,12 @@ static void scan_shdrs(const unsigned char *b, size_t len, uint64_t shoff, unsig
 
 		if (name < strsize && strsize - name >= 4 && memcmp(b + stroff + name, ".uk_", 4) == 0)
 			f->uk_section = true;
+		/* ".uk_libparam_params_libposix_environ" (0.16); "__param_arg" sections in older releases. */
+		const char *sname = name < strsize ? (const char *)b + stroff + name : NULL;
+		size_t slen = sname ? strnlen(sname, strsize - name) : 0;
+		if (sname && memmem(sname, slen, "posix_environ", 13) &&
+		    (memmem(sname, slen, "uk_libparam", 11) || memmem(sname, slen, "__param", 7)))
+			f->uk_env_param = true;
 		if (type == SHT_NOTE) {
 			uint64_t off, size, align;
 			if (f->elf64) {
@@ -404,6 +411,8 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 	if (f.uk_section || name_uk ||
 	    ((mb || f.is_elf) && (memmem(b, len, "Unikraft", 8) || memmem(b, len, "Powered by", 10))))
 		ret->flags |= DETECT_UNIKRAFT;
+	if (f.uk_env_param)
+		ret->flags |= DETECT_UK_ENV;
 
 	/* Only a loadable x86-64 ELF64 counts; a multiboot wrapper need not be. */
 	linux_exec = f.is_elf && !f.bad && f.elf64 && f.machine == EM_X86_64 &&

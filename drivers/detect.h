@@ -32,6 +32,7 @@
 #define DETECT_UNIKRAFT (1u << 7)      /* .uk_* section, "Unikraft"/"Powered by" bytes or a Unikraft name suffix */
 #define DETECT_ELF32_WRAPPER (1u << 8) /* ELF32 around a multiboot kernel (Unikraft >= 0.16.2 qemu images) */
 #define DETECT_MULTIBOOT2 (1u << 9)    /* multiboot2 header (i386): magic, valid checksum, 8-aligned, first 32 KiB */
+#define DETECT_UK_ENV (1u << 10)        /* Unikraft library parameters of posix_environ (`env.vars=[...]`) */
 
 /* Bytes detect_file reads at most; ELF parts past this are treated as absent. */
 #define DETECT_MAX_READ (64u << 20)

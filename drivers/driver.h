@@ -30,6 +30,7 @@
 /* Flags of a drv_spec. */
 #define DRV_F_UNIKRAFT (1u << 0) /* image is a Unikraft kernel: `--` argument rule, 41/42 meaning of 0x501 */
 #define DRV_F_LOADER (1u << 1)   /* loader mode: image = elfloader kernel, initrd = Linux program */
+#define DRV_F_ENV (1u << 2)      /* the Unikraft kernel takes `env.vars=[...]` (posix_environ's libparam) */
 
 /* Accelerator request for hardware-virtualising drivers. */
 enum drv_accel {
@@ -49,6 +50,9 @@ struct drv_spec {
 	size_t nargs;
 	char *const *uk_params;   /* Unikraft library parameters, placed before `--` */
 	size_t nuk_params;
+	char *const *env;         /* "NAME=value" for the program; the core passes it only where it can
+	                           * arrive: a plain Linux program on linuxu, or DRV_F_ENV */
+	size_t nenv;
 	unsigned memory_mb;       /* 0 = driver default */
 	unsigned vcpus;           /* 0 = driver default (1) */
 	enum drv_accel accel;

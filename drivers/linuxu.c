@@ -85,10 +85,18 @@ static int has_heap_param(const struct drv_spec *spec)
 void linuxu_append_guest_args(struct cmd *cmd, const struct drv_spec *spec, int libparam,
                               unsigned heap_mb)
 {
-	int split = (spec->flags & DRV_F_UNIKRAFT) && (libparam || spec->nuk_params > 0);
+	int env = (spec->flags & (DRV_F_UNIKRAFT | DRV_F_ENV)) == (DRV_F_UNIKRAFT | DRV_F_ENV);
+	int split = (spec->flags & DRV_F_UNIKRAFT) && (libparam || env || spec->nuk_params > 0);
 	if (split) {
 		for (size_t i = 0; i < spec->nuk_params; i++)
 			cmd_arg(cmd, spec->uk_params[i]);
+		if (env) {
+			/* argv words as uklibparam tokenises them: `env.vars=[` NAME=value... `]` */
+			cmd_arg(cmd, "env.vars=[");
+			for (size_t i = 0; i < spec->nenv; i++)
+				cmd_arg(cmd, spec->env[i]);
+			cmd_arg(cmd, "]");
+		}
 		if (libparam && heap_mb > 0 && !has_heap_param(spec))
 			cmd_argf(cmd, "linuxu.heap_size=%u", heap_mb);
 		cmd_arg(cmd, "--");
@@ -311,6 +319,9 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		.limit_bytes = limit,
 		.nproc = inst->nproc,
 		.uid = inst->uid,
+		/* A Unikraft image's environment travels as a library parameter instead. */
+		.env = (spec->flags & DRV_F_UNIKRAFT) ? NULL : spec->env,
+		.nenv = (spec->flags & DRV_F_UNIKRAFT) ? 0 : spec->nenv,
 	};
 	struct cmd *c = linuxu_sandbox_cmd(st, &box);
 	linuxu_append_guest_args(c, spec, libparam, heap_mb);

@@ -56,6 +56,8 @@ struct linuxu_sandbox {
 	unsigned long long limit_bytes; /* data size, each writable tmpfs; file size + 1 MiB */
 	unsigned nproc;                 /* processes (RLIMIT_NPROC, set inside the user namespace) */
 	unsigned uid;                   /* LINUXU_LIMITS_UID: run as this uid; else 0 */
+	char *const *env;               /* "NAME=value" set in the process environment */
+	size_t nenv;
 };
 
 /* One run: the command, its libuv handles and what bwrap reported. */

@@ -318,8 +318,21 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 		add(c, "--ro-bind", sb->image_path, NULL);
 	}
 	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, sb->name);
-	add(c, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", LINUXU_GUEST_PATH,
-	    "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8", NULL);
+	add(c, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG",
+	    "C.UTF-8", NULL);
+	/* The caller's variables (they may replace HOME and LANG), then PATH, which must
+	 * stay ours: NAME is found through it. */
+	for (size_t i = 0; i < sb->nenv; i++) {
+		const char *eq = strchr(sb->env[i], '=');
+		if (!eq || ((size_t)(eq - sb->env[i]) == 4 && strncmp(sb->env[i], "PATH", 4) == 0))
+			continue;
+		char *name = strndup(sb->env[i], (size_t)(eq - sb->env[i]));
+		if (!name)
+			continue;
+		add(c, "--setenv", name, eq + 1, NULL);
+		free(name);
+	}
+	add(c, "--setenv", "PATH", LINUXU_GUEST_PATH, NULL);
 	if (sb->use_pty)
 		add(c, "--setenv", "TERM", "dumb", NULL);
 	add(c, "--json-status-fd", NULL);

@@ -139,6 +139,16 @@ static int uk_quote(FILE *f, const char *arg)
 	return 0;
 }
 
+/* One word that must stay one word (an env.vars item): in double quotes when it
+ * has no '"' of its own, else uk_quote's pieces. */
+static int uk_quote_word(FILE *f, const char *arg)
+{
+	if (strchr(arg, '"'))
+		return uk_quote(f, arg);
+	fprintf(f, "\"%s\"", arg);
+	return 0;
+}
+
 int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret_err)
 {
 	char *buf = NULL;
@@ -156,7 +166,17 @@ int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret
 			fputs(sep++ ? " " : "", f);
 			r = uk_quote(f, spec->uk_params[i]);
 		}
-		if (spec->nuk_params)
+		/* posix_environ's parameter; on such a kernel a `--` among plain arguments
+		 * swallows the words before it, so the list (even empty) and `--` always go first. */
+		if (spec->flags & DRV_F_ENV) {
+			fputs(sep++ ? " env.vars=[" : "env.vars=[", f);
+			for (size_t i = 0; i < spec->nenv && r == 0; i++) {
+				fputc(' ', f);
+				r = uk_quote_word(f, spec->env[i]);
+			}
+			fputs(" ]", f);
+		}
+		if (spec->nuk_params || (spec->flags & DRV_F_ENV))
 			fputs(" --", f);
 		for (size_t i = 0; i < spec->nargs && r == 0; i++) {
 			fputs(sep++ ? " " : "", f);
@@ -274,8 +294,21 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 		cmd_arg(c, "on");
 	}
 
+	/* Unikraft's argv[0] is the -kernel string QEMU passes on: the user's file name
+	 * (the run's link to the image, run.c) from the link's directory, not a daemon path. */
+	const char *kslash = strrchr(spec->image_path, '/');
+	const char *kernel = spec->image_path;
+	if (unikraft && kslash && kslash != spec->image_path && spec->image_name &&
+	    strcmp(kslash + 1, spec->image_name) == 0 && !strpbrk(kslash + 1, " \t\n\r\v\"'")) {
+		char *dir = strndup(spec->image_path, (size_t)(kslash - spec->image_path));
+		if (dir) {
+			cmd_cwd(c, dir);
+			kernel = kslash + 1;
+		}
+		free(dir);
+	}
 	cmd_arg(c, "-kernel");
-	cmd_arg(c, spec->image_path);
+	cmd_arg(c, kernel);
 	if (spec->initrd_path) {
 		cmd_arg(c, "-initrd");
 		cmd_arg(c, spec->initrd_path);

@@ -53,7 +53,7 @@ struct run {
 	size_t cur_len;
 	char cur_line[240];
 	char *name, *image_path, *initrd_path, *workdir, *machine;
-	char **args, **uk_params;
+	char **args, **uk_params, **env;
 	struct verdict final_v; /* decided at the end, recorded by record_end */
 	json_t *cases;          /* test cases being written */
 	uv_work_t tests_work;
@@ -85,6 +85,8 @@ static struct run_host *host_named(struct run_manager *mgr, const char *name)
 			return &mgr->hosts[i];
 	return NULL;
 }
+
+#define RUN_UK_ENV_MAX 8 /* Unikraft's default LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT */
 
 static char **strv_dup(char *const *v, size_t n)
 {
@@ -273,6 +275,7 @@ static void run_free(struct run *run)
 	free(run->machine);
 	strv_free(run->args);
 	strv_free(run->uk_params);
+	strv_free(run->env);
 	free(run);
 }
 
@@ -759,6 +762,8 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		platform = DRV_PLATFORM_QEMU;
 		vflags |= VERDICT_F_LOADER | VERDICT_F_UNIKRAFT;
 		dflags |= DRV_F_LOADER | DRV_F_UNIKRAFT;
+		if (krn_flags & DETECT_UK_ENV)
+			dflags |= DRV_F_ENV;
 	} else {
 		if (img_platform == DRV_PLATFORM_NONE && req->platform == DRV_PLATFORM_NONE) {
 			int r = errmsg_fail(ret_err, -ENOEXEC, "image is not runnable: %s", summary ? summary : "unknown format");
@@ -769,6 +774,8 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 			vflags |= VERDICT_F_UNIKRAFT;
 			dflags |= DRV_F_UNIKRAFT;
 		}
+		if ((img_flags & (DETECT_UNIKRAFT | DETECT_UK_ENV)) == (DETECT_UNIKRAFT | DETECT_UK_ENV))
+			dflags |= DRV_F_ENV;
 		free(summary);
 	}
 	struct run_host *host = host_named(mgr, req->host ? req->host : "local");
@@ -816,6 +823,32 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		.timeout_s = timeout,
 	};
 	return 0;
+}
+
+/* How much of the request's environment can reach the program: all of it for a plain Linux
+ * program on linuxu (its process environment) and for a Unikraft kernel with posix_environ's
+ * `env.vars` parameter; none elsewhere, which one note on the run says. */
+static size_t env_plan(struct run_manager *mgr, int64_t id, enum drv_platform platform, unsigned dflags,
+                       const struct run_request *req)
+{
+	char msg[256];
+	if (!req->nenv)
+		return 0;
+	if (platform == DRV_PLATFORM_LINUXU && !(dflags & DRV_F_UNIKRAFT))
+		return req->nenv;
+	if (!(dflags & DRV_F_ENV)) {
+		snprintf(msg, sizeof(msg), "the %s cannot take an environment (no env.vars library parameter): "
+		         "%zu variable(s) not passed", (dflags & DRV_F_LOADER) ? "loader kernel" : "image", req->nenv);
+		store_run_add_note(mgr->db, id, msg);
+		return 0;
+	}
+	if (req->nenv > RUN_UK_ENV_MAX) {
+		snprintf(msg, sizeof(msg), "Unikraft keeps the first %d variables of env.vars by default "
+		         "(LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT): %zu were passed, from %.60s on they may be dropped",
+		         RUN_UK_ENV_MAX, req->nenv, req->env[RUN_UK_ENV_MAX]);
+		store_run_add_note(mgr->db, id, msg);
+	}
+	return req->nenv;
 }
 
 int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *ret_id,
@@ -883,6 +916,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->machine = req->machine ? strdup(req->machine) : NULL;
 	run->args = strv_dup(req->args, req->nargs);
 	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
+	size_t nenv = env_plan(mgr, id, platform, dflags, req);
+	run->env = strv_dup(req->env, nenv);
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
 	uv_timer_init(mgr->loop, &run->throttle_timer);
@@ -898,6 +933,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.nargs = req->nargs,
 		.uk_params = run->uk_params,
 		.nuk_params = req->nuk_params,
+		.env = run->env,
+		.nenv = nenv,
 		.memory_mb = req->memory_mb,
 		.vcpus = req->vcpus,
 		.accel = req->accel,
@@ -922,7 +959,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	/* The run's directory and its empty console log exist from now on (followers of a
 	 * queued run read it); the write side is opened when the run starts. */
 	char *cpath = run_console_path(mgr, id);
-	r = run->image_path && run->args && run->uk_params && cpath ? 0 : -ENOMEM;
+	r = run->image_path && run->args && run->uk_params && run->env && cpath ? 0 : -ENOMEM;
 	if (r == 0)
 		r = rundir_create(mgr->cfg.runs_dir, id, &run->workdir);
 	run->spec.workdir = run->workdir;

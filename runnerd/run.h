@@ -94,6 +94,8 @@ struct run_request {
 	size_t nargs;
 	char **uk_params;
 	size_t nuk_params;
+	char **env;                 /* "NAME=value", in the request's order */
+	size_t nenv;
 	unsigned memory_mb, vcpus, timeout_s; /* 0 = defaults */
 	enum drv_accel accel;
 	const char *machine;

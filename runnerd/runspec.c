@@ -83,9 +83,52 @@ static int str_field(json_t *root, const char *field, const char **ret, char **r
 	return 0;
 }
 
+/* "env": an object of NAME: value strings into "NAME=value" words. Names are C
+ * identifiers (what a shell can export); values any bytes but NUL. Counted into
+ * the arguments' byte budget: they travel on the same kernel command line. */
+static int env_from(json_t *obj, char ***ret, size_t *ret_n, size_t *bytes, char **ret_err)
+{
+	*ret_n = 0;
+	if (obj && !json_is_null(obj) && !json_is_object(obj))
+		return errmsg_fail(ret_err, -EINVAL, "'env' must be an object of NAME: \"value\" strings");
+	size_t n = obj && json_is_object(obj) ? json_object_size(obj) : 0;
+	if (n > RUNSPEC_MAX_ENV)
+		return errmsg_fail(ret_err, -EINVAL, "'env' has %zu variables (at most %d)", n, RUNSPEC_MAX_ENV);
+	char **v = calloc(n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	*ret = v;
+	if (!n)
+		return 0;
+	const char *key;
+	json_t *val;
+	json_object_foreach(obj, key, val) {
+		size_t klen = strlen(key);
+		int ok = klen > 0 && klen <= RUNSPEC_MAX_ENV_NAME && !(key[0] >= '0' && key[0] <= '9');
+		for (const char *p = key; ok && *p; p++)
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_';
+		if (!ok)
+			return errmsg_fail(ret_err, -EINVAL, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)",
+			                   key, RUNSPEC_MAX_ENV_NAME);
+		if (!json_is_string(val) || json_string_length(val) != strlen(json_string_value(val)) ||
+		    json_string_length(val) > RUNSPEC_MAX_ENV_VALUE)
+			return errmsg_fail(ret_err, -EINVAL, "env: the value of %s must be a string without NUL of at most %d bytes",
+			                   key, RUNSPEC_MAX_ENV_VALUE);
+		*bytes += klen + json_string_length(val) + 2;
+		if (*bytes > RUNSPEC_MAX_ARGS_BYTES)
+			return errmsg_fail(ret_err, -EINVAL, "arguments and environment exceed %d bytes in all", RUNSPEC_MAX_ARGS_BYTES);
+		if (asprintf(&v[*ret_n], "%s=%s", key, json_string_value(val)) < 0) {
+			v[*ret_n] = NULL;
+			return -ENOMEM;
+		}
+		(*ret_n)++;
+	}
+	return 0;
+}
+
 static const char *const known_fields[] = {
 	"image", "loader", "name", "platform", "args", "uk_params", "memory_mb", "vcpus",
-	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", NULL,
+	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", "env", NULL,
 };
 
 int runspec_parse(const char *text, size_t len, struct run_request *req, char **ret_err)
@@ -196,6 +239,8 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if ((r = strv_from(json_object_get(root, "uk_params"), "uk_params", &req->uk_params,
 	                   &req->nuk_params, &bytes, ret_err)) < 0)
 		goto cleanup;
+	if ((r = env_from(json_object_get(root, "env"), &req->env, &req->nenv, &bytes, ret_err)) < 0)
+		goto cleanup;
 	for (size_t i = 0; i < req->nuk_params; i++) {
 		if (!strchr(req->uk_params[i], '=') || strchr(req->uk_params[i], ' ') ||
 		    strcmp(req->uk_params[i], "--") == 0) {
@@ -235,7 +280,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	    (req->machine == NULL && json_object_get(root, "machine") && !json_is_null(json_object_get(root, "machine"))) ||
 	    (req->driver == NULL && json_object_get(root, "driver") && !json_is_null(json_object_get(root, "driver"))) ||
 	    (req->host == NULL && json_object_get(root, "host") && !json_is_null(json_object_get(root, "host"))) ||
-	    !req->args || !req->uk_params)
+	    !req->args || !req->uk_params || !req->env)
 		r = -ENOMEM;
 cleanup:
 	json_decref(root);
@@ -259,6 +304,7 @@ void runspec_free(struct run_request *req)
 	free((char *)req->host);
 	strv_free(req->args);
 	strv_free(req->uk_params);
+	strv_free(req->env);
 	json_decref(req->labels);
 	memset(req, 0, sizeof(*req));
 	req->success_code = -1;

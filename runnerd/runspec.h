@@ -16,6 +16,9 @@
 #define RUNSPEC_MAX_LABELS 64
 #define RUNSPEC_MAX_MEMORY_MB (64 * 1024)
 #define RUNSPEC_MAX_VCPUS 64
+#define RUNSPEC_MAX_ENV 256            /* environment variables */
+#define RUNSPEC_MAX_ENV_NAME 128       /* bytes of one variable name */
+#define RUNSPEC_MAX_ENV_VALUE 4096     /* bytes of one value */
 
 /* Parse `len` bytes of JSON into *ret (owned strings; free with runspec_free).
  * Returns 0 or -EINVAL with *ret_err naming the offending field. */

@@ -23,11 +23,18 @@ expect_hello() {
 
 run_ukrun qemu "$S/helloworld_qemu-x86_64-norng" foo bar
 expect_rc qemu 0
-# argv[0] is the kernel path QEMU passes (the daemon's copy of the image): never the user's args.
-expect_hello qemu '"[^"]*"'
+# argv[0] is the user's file name (QEMU passes the -kernel string on), as on linuxu: not a daemon path.
+expect_hello qemu '"helloworld_qemu-x86_64-norng"'
 id=$(last_run_id)
 [[ $(sql "SELECT state || '/' || exit_code FROM runs WHERE id = $id") == done/0 ]] || fail "qemu: record not done/0"
 [[ $(sql "SELECT platform FROM runs WHERE id = $id") == qemu ]] || fail "qemu: not detected as a qemu image"
+
+# `--uk-param P IMAGE -- ARGS`: the user's `--` is the kernel command line's one separator, not a second one
+# (this image has no libparam, so main sees the parameter and that one `--`).
+run_ukrun ukp --uk-param foo.bar=1 "$S/helloworld_qemu-x86_64-norng" -- a b
+expect_rc ukp 0
+tr -d '\r' <"$T/ukp.out" | grep -Eq '^Arguments: +"helloworld_qemu-x86_64-norng" "foo.bar=1" "--" "a" "b"$' ||
+	{ cat "$T/ukp.out" >&2; fail "ukp: not exactly one -- between the parameter and the arguments"; }
 
 run_ukrun linuxu "$S/helloworld_linuxu-x86_64" foo bar
 expect_rc linuxu 0
