@@ -38,7 +38,7 @@ static const char help_text[] =
 	"  --accel auto|kvm|tcg    qemu accelerator (auto: KVM when usable, else TCG)\n"
 	"  --machine M             qemu machine type (microvm, pc, q35, ...)\n"
 	"  --driver NAME           run on this driver (qemu, linuxu, libvirt); default from the platform\n"
-	"  --host NAME             run on this host (`ukrun hosts` lists them; today: local)\n"
+	"  --host NAME             run on this host: local (default) or a runnerd.conf [host NAME] (`ukrun hosts`)\n"
 	"  --success-code V        treat isa-debug-exit value V as success (exit 0)\n"
 	"  --uk-param P            Unikraft library parameter, placed before `--` on the\n"
 	"                          kernel command line (repeatable)\n"
