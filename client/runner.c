@@ -231,9 +231,11 @@ static int create_run(struct httpc *h, const struct opts *o, const struct image 
 	id = json_string_value(json_object_get(resp.json, "id"));
 	if (resp.status != 201 && resp.status != 200) {
 		fprintf(stderr, "ukrun: %s\n", httpc_resp_message(&resp, msg, sizeof(msg)));
+		/* 400: runnerd refused what the options asked (an unknown host or driver, vcpus a
+		 * driver cannot honour, a timeout over its limit): a usage error, not a failure. */
 		status = !strcmp(httpc_resp_code(&resp), "image_not_runnable") || resp.status == 422
 				 ? UKRUN_EXIT_NOTRUN
-				 : UKRUN_EXIT_INFRA;
+				 : resp.status == 400 ? UKRUN_EXIT_USAGE : UKRUN_EXIT_INFRA;
 	} else if (!runner_id_valid(id)) {
 		fprintf(stderr, "ukrun: runnerd answered without a valid run id\n");
 		status = UKRUN_EXIT_INFRA;

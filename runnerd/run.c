@@ -787,7 +787,7 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 	}
 	struct driver_slot *slot = slot_for(host, platform, req->driver);
 	if (!slot && req->driver)
-		return errmsg_fail(ret_err, -ENODEV, "no driver named %s serves platform %s on host %s", req->driver,
+		return errmsg_fail(ret_err, -EINVAL, "no driver named %s serves platform %s on host %s", req->driver,
 		            drv_platform_name(platform), host->name);
 	if (!slot)
 		return errmsg_fail(ret_err, -ENODEV, "no driver serves platform %s on host %s", drv_platform_name(platform),

@@ -164,7 +164,7 @@ expect_rc noimage 2
 
 # What a driver cannot honour is refused, not ignored: linuxu runs one process, so vcpus > 1 is a 400 naming it.
 run_ukrun vcpus --vcpus 2 "$FX/lx_exit" 3
-expect_rc vcpus 125
+expect_rc vcpus 2 # a usage error: runnerd refused what the options asked
 expect_err_grep vcpus 'driver linuxu cannot honour vcpus 2'
 lx_sha=$(sha256sum "$FX/lx_exit" | cut -d' ' -f1)
 api POST /v1/runs -H 'Content-Type: application/json' -d "{\"image\": \"$lx_sha\", \"vcpus\": 4}"

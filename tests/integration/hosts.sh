@@ -34,6 +34,6 @@ expect_err_grep refused 'driver qemu is not usable here: .*no-such-qemu'
 run_ukrun pinned --host local "$FX/lx_exit" 4
 expect_rc pinned 4
 run_ukrun elsewhere --host farm-7 "$FX/lx_exit" 4
-expect_rc elsewhere 125
+expect_rc elsewhere 2
 expect_err_grep elsewhere "unknown host 'farm-7' \\(this runnerd has: local\\)"
 log "ok"

@@ -69,5 +69,7 @@ lv_wait_no_domains 10 || fail "cancel: a domain is left: $(lv_owned_domains)"
 # The default driver of a qemu image is still qemu; an unknown driver name is refused.
 expect_run default 0 lifecycle qemu/qemu "$FX/mb_hello"
 run_ukrun nodrv --driver nosuch "$FX/mb_hello"
-expect_rc nodrv 125
+expect_rc nodrv 2
+api POST /v1/runs -H 'Content-Type: application/json' -d "{\"image\": \"$(sha256sum "$FX/mb_hello" | cut -d' ' -f1)\", \"driver\": \"nosuch\"}"
+[[ $HTTP_STATUS == 400 ]] || fail "an unknown driver: $HTTP_STATUS, want 400 ($API_BODY)"
 expect_err_grep nodrv 'no driver named nosuch'

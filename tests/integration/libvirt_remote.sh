@@ -122,7 +122,7 @@ PY
 remote_hello pinned --host remote1
 [[ $(sql "SELECT host FROM runs WHERE id = $RUN_ID") == remote1 ]] || fail "pinned: the run is not recorded on remote1"
 run_ukrun nosuch --host farm-7 "$FX/mb_hello"
-expect_rc nosuch 125
+expect_rc nosuch 2
 expect_err_grep nosuch "unknown host 'farm-7' \\(this runnerd has: local, remote1\\)"
 # Capacity 1: a second pinned run waits queued while the first runs, then runs.
 prev=$(last_run_id)
