@@ -143,6 +143,22 @@ static void metrics(struct api *api, struct http_conn *conn)
 		fprintf(f, "ukrun_driver_available{driver=\"%s\"} %d\n", json_string_value(json_object_get(d, "name")),
 		        json_is_true(json_object_get(d, "available")));
 	json_decref(drivers);
+	/* Per host (names are [a-z0-9._-]: safe as label values). */
+	json_t *hosts = run_manager_hosts(api->runs), *hh;
+	fprintf(f, "# HELP ukrun_host_capacity Guests a host runs at once.\n# TYPE ukrun_host_capacity gauge\n");
+	json_array_foreach(hosts, i, hh)
+		fprintf(f, "ukrun_host_capacity{host=\"%s\"} %lld\n", json_string_value(json_object_get(hh, "name")),
+		        (long long)json_integer_value(json_object_get(hh, "capacity")));
+	fprintf(f, "# HELP ukrun_host_runs Runs placed on a host, running (or starting) and queued.\n"
+	           "# TYPE ukrun_host_runs gauge\n");
+	json_array_foreach(hosts, i, hh) {
+		const char *hn = json_string_value(json_object_get(hh, "name"));
+		fprintf(f, "ukrun_host_runs{host=\"%s\",state=\"running\"} %lld\n", hn,
+		        (long long)json_integer_value(json_object_get(hh, "active")));
+		fprintf(f, "ukrun_host_runs{host=\"%s\",state=\"queued\"} %lld\n", hn,
+		        (long long)json_integer_value(json_object_get(hh, "queued")));
+	}
+	json_decref(hosts);
 	fclose(f);
 	http_respond(conn, 200, "text/plain; version=0.0.4", buf, len);
 	free(buf);

@@ -27,6 +27,9 @@ assert d["qemu"]["available"] is False and "no-such-qemu" in d["qemu"]["reason"]
 assert "\n" not in d["qemu"]["reason"], d
 assert d["linuxu"]["available"] is True, d
 PY
+api GET /metrics
+grep -qx 'ukrun_host_capacity{host="local"} 3' <<<"$API_BODY" || fail "metrics: local capacity: $API_BODY"
+grep -qx 'ukrun_host_runs{host="local",state="queued"} 0' <<<"$API_BODY" || fail "metrics: local queued: $API_BODY"
 run_ukrun refused --socket "$T/noqemu.sock" "$FX/mb_hello"
 expect_rc refused 125
 expect_err_grep refused 'driver qemu is not usable here: .*no-such-qemu'

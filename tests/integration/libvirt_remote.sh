@@ -149,6 +149,10 @@ import json, sys
 r = {x["name"]: x for x in json.loads(sys.argv[1])["hosts"]}["remote1"]
 assert r["active"] == 1 and r["queued"] == 1, r
 PY
+api GET /metrics
+grep -qx 'ukrun_host_capacity{host="remote1"} 1' <<<"$API_BODY" || fail "metrics: no capacity of remote1: $API_BODY"
+grep -qx 'ukrun_host_runs{host="remote1",state="running"} 1' <<<"$API_BODY" || fail "metrics: remote1 running: $API_BODY"
+grep -qx 'ukrun_host_runs{host="remote1",state="queued"} 1' <<<"$API_BODY" || fail "metrics: remote1 queued: $API_BODY"
 "$UKRUN" cancel "$id1" >/dev/null
 wait_rc "$cap1"
 [[ $RC == 130 ]] || fail "capacity: the cancelled run exited $RC"
