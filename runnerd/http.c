@@ -240,6 +240,18 @@ static void timer_update(struct http_conn *conn)
 		uv_timer_start(&conn->timer, on_timeout, due > now ? due - now : 0, 0);
 }
 
+
+/* A whole response written as a connection's last words (a timeout, a refusal): status
+ * line, JSON body, Connection: close. Returns its length (it fits: callers' bodies are short). */
+static size_t last_words(char *msg, size_t size, const char *status, const char *body)
+{
+	int n = snprintf(msg, size,
+	                 "HTTP/1.1 %s\r\nServer: runnerd/" UKRUN_VERSION
+	                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	                 "Connection: close\r\n\r\n%s",
+	                 status, strlen(body), body);
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
 static void on_timeout(uv_timer_t *t)
 {
 	struct http_conn *conn = t->data;
@@ -251,15 +263,11 @@ static void on_timeout(uv_timer_t *t)
 	/* A request that had begun gets a 408 if it fits into the socket now (nothing waits
 	 * for a peer that stalls); then the connection closes. */
 	if (conn->started && !conn->responded) {
-		static const char body[] = "{\"error\":{\"code\":\"request_timeout\",\"message\":"
-		                           "\"the request did not arrive in time\"}}\n";
 		char msg[512];
-		int n = snprintf(msg, sizeof(msg),
-		                 "HTTP/1.1 408 Request Timeout\r\nServer: runnerd/" UKRUN_VERSION
-		                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-		                 "Connection: close\r\n\r\n%s",
-		                 sizeof(body) - 1, body);
-		try_send(conn, msg, (size_t)n);
+		size_t n = last_words(msg, sizeof(msg), "408 Request Timeout",
+		                      "{\"error\":{\"code\":\"request_timeout\",\"message\":"
+		                      "\"the request did not arrive in time\"}}\n");
+		try_send(conn, msg, n);
 	}
 	log_debug("closing a %s connection: %s", conn->tls ? "TLS" : conn->is_tcp ? "TCP" : "Unix",
 	          !conn->head_done && !conn->msg_done && (conn->started || !conn->requests)
@@ -890,14 +898,10 @@ static void input(struct http_conn *conn, const char *buf, size_t len)
 /* Plain HTTP on the TLS port: say so in plain HTTP (what the peer can read), then close. */
 static void refuse_plaintext(struct http_conn *conn)
 {
-	static const char body[] = "{\"error\":{\"code\":\"tls_required\",\"message\":"
-	                           "\"this port speaks HTTPS only\"}}\n";
 	char msg[512];
-	int n = snprintf(msg, sizeof(msg),
-	                 "HTTP/1.1 400 Bad Request\r\nServer: runnerd/" UKRUN_VERSION
-	                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	                 "Connection: close\r\n\r\n%s",
-	                 sizeof(body) - 1, body);
+	size_t n = last_words(msg, sizeof(msg), "400 Bad Request",
+	                      "{\"error\":{\"code\":\"tls_required\",\"message\":"
+	                      "\"this port speaks HTTPS only\"}}\n");
 	uv_buf_t b = uv_buf_init(msg, (unsigned)n);
 	(void)uv_try_write((uv_stream_t *)&conn->h, &b, 1);
 	log_debug("closing a TLS connection: %s", tls_session_error(conn->tls));
