@@ -40,7 +40,13 @@ struct cmd_args {
 	const char *image;  /* ps --image, rm IMAGE: a sha256 or a file */
 	const char *before; /* ps --before ID */
 	const char *id;     /* show/logs/cancel */
-	const char *action; /* daemon start|stop|status */
+	const char *action; /* daemon start|stop|status, hosts add|rm */
+	const char *pos[2]; /* hosts add NAME URI, hosts rm NAME */
+	size_t npos;
+	long capacity, memory_mb, image_quota_mb; /* hosts add; -1 = the daemon's default */
+	const char *host_labels[16];
+	size_t nhost_labels;
+	bool drain;         /* hosts rm --drain */
 };
 
 struct cmd_def {
@@ -51,6 +57,7 @@ struct cmd_def {
 	bool needs_id;
 	bool needs_image;  /* rm IMAGE */
 	const char *actions; /* daemon: "start stop status" */
+	bool action_optional; /* hosts: no action lists */
 	bool spawn;        /* start runnerd when it is not running */
 	int (*fn)(struct httpc *h, const struct cmd_args *a);
 };
@@ -638,13 +645,89 @@ static void host_cells(const json_t *rec, const char *cells[MAX_COLS], char scra
 	cells[6] = scratch[4];
 }
 
+static int hosts_add(struct httpc *h, const struct cmd_args *a)
+{
+	struct httpc_resp resp;
+	json_t *body = json_pack("{s:s,s:s}", "name", a->pos[0], "uri", a->pos[1]), *labels = json_array();
+	int r, status = 0;
+
+	for (size_t i = 0; i < a->nhost_labels; i++)
+		json_array_append_new(labels, json_string(a->host_labels[i]));
+	json_object_set_new(body, "labels", labels);
+	if (a->capacity >= 0)
+		json_object_set_new(body, "capacity", json_integer(a->capacity));
+	if (a->memory_mb >= 0)
+		json_object_set_new(body, "memory_mb", json_integer(a->memory_mb));
+	if (a->image_quota_mb >= 0)
+		json_object_set_new(body, "image_quota_mb", json_integer(a->image_quota_mb));
+	r = httpc_json(h, "POST", "/v1/hosts", body, &resp);
+	json_decref(body);
+	if (r < 0) {
+		transport_error(h, r);
+		return UKRUN_EXIT_INFRA;
+	}
+	if (resp.status == 400 || resp.status == 409) {
+		const char *msg = json_string_value(json_object_get(json_object_get(resp.json, "error"), "message"));
+
+		fprintf(stderr, "ukrun: hosts add: %s\n", msg ? msg : "refused");
+		status = EXIT_REFUSED;
+	} else if (resp.status != 201) {
+		status = http_error(&resp);
+	} else if (a->json) {
+		print_json(resp.json);
+	} else {
+		printf("host %s added (%s): probing\n", a->pos[0], a->pos[1]);
+	}
+	httpc_resp_clear(&resp);
+	return status;
+}
+
+static int hosts_rm(struct httpc *h, const struct cmd_args *a)
+{
+	struct httpc_resp resp;
+	char path[160];
+	int r, status = 0;
+
+	if (strlen(a->pos[0]) > 63 || strspn(a->pos[0], "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(a->pos[0])) {
+		fprintf(stderr, "ukrun: no host %.64s\n", a->pos[0]);
+		return EXIT_REFUSED;
+	}
+	snprintf(path, sizeof(path), "/v1/hosts/%s%s", a->pos[0], a->drain ? "?drain=1" : "");
+	r = httpc_json(h, "DELETE", path, NULL, &resp);
+	if (r < 0) {
+		transport_error(h, r);
+		return UKRUN_EXIT_INFRA;
+	}
+	if (resp.status == 404 || resp.status == 409) {
+		const char *msg = json_string_value(json_object_get(json_object_get(resp.json, "error"), "message"));
+
+		fprintf(stderr, "ukrun: hosts rm: %s\n", msg ? msg : "refused");
+		status = EXIT_REFUSED;
+	} else if (resp.status != 200 && resp.status != 202) {
+		status = http_error(&resp);
+	} else if (a->json) {
+		print_json(resp.json);
+	} else {
+		printf(resp.status == 202 ? "host %s draining: removed after its running runs\n" : "host %s removed\n",
+		       a->pos[0]);
+	}
+	httpc_resp_clear(&resp);
+	return status;
+}
+
 static int cmd_hosts(struct httpc *h, const struct cmd_args *a)
 {
 	static const char *const heads[] = { "HOST", "HEALTH", "CAPACITY", "ACTIVE", "QUEUED", "LABELS", "DRIVERS" };
 	struct httpc_resp resp;
-	int status = get_json(h, "/v1/hosts", &resp);
+	int status;
 	const json_t *host, *d;
 	size_t i, j;
+
+	if (a->action && !strcmp(a->action, "add"))
+		return hosts_add(h, a);
+	if (a->action)
+		return hosts_rm(h, a);
+	status = get_json(h, "/v1/hosts", &resp);
 
 	if (!status && a->json) {
 		print_json(resp.json);
@@ -852,8 +935,10 @@ static const struct cmd_def cmd_defs[] = {
 	  .fn = cmd_images },
 	{ .name = "rm", .usage = "IMAGE (a file, its sha256 or a unique prefix of 4+ digits)",
 	  .summary = "remove a stored image", .flags = "", .needs_image = true, .spawn = true, .fn = cmd_rm },
-	{ .name = "hosts", .usage = "", .summary = "hosts and their drivers", .flags = "", .spawn = true,
-	  .fn = cmd_hosts },
+	{ .name = "hosts",
+	  .usage = "| add NAME URI [--capacity N] [--memory MB] [--label L]... [--image-quota MB] | rm NAME [--drain]",
+	  .summary = "the farm's hosts and their drivers; add or remove one at run time", .flags = "H",
+	  .actions = " add rm ", .action_optional = true, .spawn = true, .fn = cmd_hosts },
 	{ .name = "version", .usage = "", .summary = "client, daemon and driver versions", .flags = "", .spawn = true,
 	  .fn = cmd_version },
 	{ .name = "ping", .usage = "", .summary = "is runnerd up? (never starts it)", .flags = "", .spawn = false,
@@ -946,6 +1031,18 @@ static bool state_known(const char *s)
 	return false;
 }
 
+/* A number option of `hosts add`: 0, or the usage error printed (nonzero). */
+static int host_number(const struct cmd_def *d, const char *opt, const char *v, long lo, long hi, long *ret)
+{
+	char *end;
+
+	errno = 0;
+	*ret = strtol(v, &end, 10);
+	if (errno || *end || !*v || *ret < lo || *ret > hi)
+		return usage_error(d->name, "%s: expected %ld..%ld, got '%s'", opt, lo, hi, v);
+	return 0;
+}
+
 static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args *a)
 {
 	for (int i = 1; i < argc; i++) {
@@ -993,7 +1090,22 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			if (!*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
 				return usage_error(d->name, "--before: expected a run ID (a number), got '%s'", v);
 			a->before = v;
-		} else if (missing)
+		} else if (strchr(d->flags, 'H') && (v = value_of("--capacity", argc, argv, &i, &missing))) {
+			if (host_number(d, "--capacity", v, 1, 1024, &a->capacity))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--memory", argc, argv, &i, &missing))) {
+			if (host_number(d, "--memory", v, 0, 64L << 20, &a->memory_mb))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--image-quota", argc, argv, &i, &missing))) {
+			if (host_number(d, "--image-quota", v, 0, 64L << 20, &a->image_quota_mb))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--label", argc, argv, &i, &missing))) {
+			if (a->nhost_labels == sizeof(a->host_labels) / sizeof(a->host_labels[0]))
+				return usage_error(d->name, "--label: at most 16 labels");
+			a->host_labels[a->nhost_labels++] = v;
+		} else if (strchr(d->flags, 'H') && !strcmp(arg, "--drain"))
+			a->drain = true;
+		else if (missing)
 			return usage_error(d->name, "option '%s' needs a value", arg);
 		else if (arg[0] == '-' && arg[1])
 			return usage_error(d->name, "unknown option '%s'", arg);
@@ -1003,6 +1115,8 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->image = arg;
 		else if (d->actions && !a->action)
 			a->action = arg;
+		else if (d->action_optional && a->npos < 2)
+			a->pos[a->npos++] = arg;
 		else
 			return usage_error(d->name, "unexpected argument '%s'", arg);
 	}
@@ -1012,14 +1126,40 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 		return usage_error(d->name, "missing run ID");
 	if (d->needs_image && (!a->image || !*a->image))
 		return usage_error(d->name, "missing IMAGE");
-	if (d->actions) {
-		char word[32];
+	if (d->actions && (a->action || !d->action_optional)) {
+		char word[32], list[64];
+		size_t n = 0;
 
+		/* " start stop status " → "start, stop or status" */
+		for (const char *w = d->actions; *w && n < sizeof(list) - 8;) {
+			size_t len;
+
+			w += strspn(w, " ");
+			len = strcspn(w, " ");
+			if (!len)
+				break;
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%.*s", n ? (w[len + 1] ? ", " : " or ") : "",
+					      (int)len, w);
+			w += len;
+		}
 		if (!a->action)
-			return usage_error(d->name, "expected start, stop or status");
+			return usage_error(d->name, "expected %s", list);
 		snprintf(word, sizeof(word), " %s ", a->action);
 		if (strlen(a->action) > 16 || !strstr(d->actions, word))
-			return usage_error(d->name, "expected start, stop or status, got '%s'", a->action);
+			return usage_error(d->name, "expected %s, got '%s'", list, a->action);
+	}
+	if (d->action_optional) {
+		size_t want = !a->action ? 0 : !strcmp(a->action, "add") ? 2 : 1;
+
+		if (a->npos < want)
+			return usage_error(d->name, want == 2 && a->npos ? "missing URI" : "missing host NAME");
+		if (a->npos > want)
+			return usage_error(d->name, "unexpected argument '%s'", a->pos[want]);
+		if ((a->capacity >= 0 || a->memory_mb >= 0 || a->image_quota_mb >= 0 || a->nhost_labels) &&
+		    (!a->action || strcmp(a->action, "add")))
+			return usage_error(d->name, "--capacity, --memory, --image-quota and --label go with 'hosts add'");
+		if (a->drain && (!a->action || strcmp(a->action, "rm")))
+			return usage_error(d->name, "--drain goes with 'hosts rm'");
 	}
 	return 0;
 }
@@ -1027,7 +1167,7 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 int cmds_main(int argc, char **argv, const volatile sig_atomic_t *stop)
 {
 	const struct cmd_def *d = NULL;
-	struct cmd_args a = { 0 };
+	struct cmd_args a = { .capacity = -1, .memory_mb = -1, .image_quota_mb = -1 };
 	struct httpc h;
 	int r, status;
 

@@ -162,6 +162,29 @@ static void metrics(struct api *api, struct http_conn *conn)
 		fprintf(f, "ukrun_host_runs{host=\"%s\",state=\"queued\"} %lld\n", hn,
 		        (long long)json_integer_value(json_object_get(hh, "queued")));
 	}
+	fprintf(f, "# HELP ukrun_host_up The host takes runs (1), or is down or being probed (0).\n"
+	           "# TYPE ukrun_host_up gauge\n");
+	json_array_foreach(hosts, i, hh)
+		fprintf(f, "ukrun_host_up{host=\"%s\"} %d\n", json_string_value(json_object_get(hh, "name")),
+		        strcmp(json_string_value(json_object_get(hh, "health")), "up") == 0);
+	static const struct {
+		const char *metric, *field, *help;
+	} counters[] = {
+		{"ukrun_host_image_uploads_total", "uploads", "Images uploaded to a host's storage pool."},
+		{"ukrun_host_image_bytes_sent_total", "bytes_sent", "Image bytes uploaded to a host."},
+		{"ukrun_host_image_cache_hits_total", "cache_hits", "Runs whose image the host already had."},
+	};
+	for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+		fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", counters[c].metric, counters[c].help, counters[c].metric);
+		json_array_foreach(hosts, i, hh)
+			fprintf(f, "%s{host=\"%s\"} %lld\n", counters[c].metric, json_string_value(json_object_get(hh, "name")),
+			        (long long)json_integer_value(json_object_get(json_object_get(hh, "images"), counters[c].field)));
+	}
+	fprintf(f, "# HELP ukrun_host_lost_runs_total Runs whose host was lost under them (ended lost or retried).\n"
+	           "# TYPE ukrun_host_lost_runs_total counter\n");
+	json_array_foreach(hosts, i, hh)
+		fprintf(f, "ukrun_host_lost_runs_total{host=\"%s\"} %lld\n", json_string_value(json_object_get(hh, "name")),
+		        (long long)json_integer_value(json_object_get(hh, "lost_runs")));
 	json_decref(hosts);
 	fclose(f);
 	http_respond(conn, 200, "text/plain; version=0.0.4", buf, len);

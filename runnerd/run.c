@@ -1136,6 +1136,11 @@ static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 	struct run *run = ctx;
 	if (run->exited)
 		return;
+	/* The driver saw its host go: no run goes there until it is probed again. */
+	if (o->end == DRV_END_HOST_LOST && run->slot && run->slot->available && run->slot->drv->health) {
+		log_warn("host %s: driver %s is down: %s", run->host->name, run->drv->name, o->message ? o->message : "lost");
+		slot_down(run->mgr, run->slot, o->message ? o->message : "the host was lost");
+	}
 	if (o->end == DRV_END_HOST_LOST && run->retries_left &&
 	    !(run->vflags & (VERDICT_F_CANCEL | VERDICT_F_TIMEOUT | VERDICT_F_STOP)) && !run->mgr->stopping) {
 		retry_run(run, o);
@@ -1537,7 +1542,7 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 		else if (!s)
 			r = errmsg_fail(&err, -ENODEV, "no driver serves platform %s on host %s", drv_platform_name(platform),
 			                h->name);
-		else if (!s->available && !(h->uri && s->drv->health))
+		else if (!s->available && !s->backoff_ms) /* not one that is down and probed again */
 			r = errmsg_fail(&err, -ENODEV, "driver %s is not usable here: %s", s->drv->name, s->info);
 		else if ((need & DRV_CAP_INITRD) && !(s->drv->caps & DRV_CAP_INITRD))
 			r = errmsg_fail(&err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",

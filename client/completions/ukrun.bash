@@ -16,7 +16,7 @@ _ukrun() {
 		cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
 	fi
 	local subcommands='ps runs show logs cancel images rm hosts version ping daemon tests'
-	local run_opts='--platform --timeout --memory --vcpus --accel --machine --driver --host --success-code
+	local run_opts='--platform --timeout --memory --vcpus --accel --machine --driver --host --require --priority --retries --success-code
 		--uk-param --label --loader --socket --quiet --verbose --help --version'
 	local common='--json --socket --verbose --help'
 
@@ -51,7 +51,11 @@ _ukrun() {
 	daemon)
 		mapfile -t COMPREPLY < <(compgen -W "start stop status $common" -- "$cur")
 		return ;;
-	images | hosts | version | ping)
+	hosts)
+		case $prev in --capacity | --memory | --label | --image-quota) return ;; esac
+		mapfile -t COMPREPLY < <(compgen -W "add rm $common --capacity --memory --label --image-quota --drain" -- "$cur")
+		return ;;
+	images | version | ping)
 		mapfile -t COMPREPLY < <(compgen -W "$common" -- "$cur")
 		return ;;
 	esac
@@ -60,7 +64,8 @@ _ukrun() {
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
 		--) break ;;
-		--platform | --timeout | --memory | --vcpus | --accel | --machine | --driver | --host | --success-code | \
+		--platform | --timeout | --memory | --vcpus | --accel | --machine | --driver | --host | --require | --priority | \
+			--retries | --success-code | \
 			--uk-param | --label | --loader | --socket) ((i++)) ;;
 		-*) ;;
 		*) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
