@@ -282,6 +282,46 @@ void linuxu_unprobe(void *state)
 
 /* ---- command ---- */
 
+int linuxu_path_within(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
+}
+
+static int under_a_bind(const struct linuxu_sandbox *sb, const char *path)
+{
+	for (size_t i = 0; i < sb->nbinds; i++)
+		if (linuxu_path_within(path, sb->binds[i]))
+			return 1;
+	return 0;
+}
+
+/* The caller's directories, read-only at the same path; what of runnerd lies under
+ * them shadowed again: a directory by an empty read-only tmpfs, a socket or file by
+ * /dev/null. */
+static void append_binds(struct cmd *c, const struct linuxu_sandbox *sb)
+{
+	for (size_t i = 0; i < sb->nbinds; i++)
+		add(c, "--ro-bind", sb->binds[i], sb->binds[i], NULL);
+	for (size_t i = 0; i < sb->nhide; i++) {
+		struct stat st;
+		if (!under_a_bind(sb, sb->hide[i]) || lstat(sb->hide[i], &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			add(c, "--size", "4096", "--tmpfs", sb->hide[i], "--remount-ro", sb->hide[i], NULL);
+		else
+			add(c, "--ro-bind", "/dev/null", sb->hide[i], NULL);
+	}
+}
+
+/* Where the program starts: the caller's directory when the sandbox shows it. */
+static const char *start_dir(const struct linuxu_sandbox *sb)
+{
+	return sb->cwd && under_a_bind(sb, sb->cwd) ? sb->cwd : "/tmp";
+}
+
 static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
 	/* Run by root, bwrap would keep the caller's capabilities in the sandbox. */
@@ -307,6 +347,7 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 	add(c, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--size", NULL);
 	cmd_argf(c, "%llu", sb->limit_bytes);
 	add(c, "--tmpfs", "/tmp", NULL);
+	append_binds(c, sb);
 	if (sb->copy_image) {
 		/* Not executable on the host (or not reachable by the run's uid):
 		 * bwrap copies it into the sandbox as 0555 (a read-only bind keeps
@@ -318,7 +359,7 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 		add(c, "--ro-bind", sb->image_path, NULL);
 	}
 	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, sb->name);
-	add(c, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG",
+	add(c, "--remount-ro", "/", "--chdir", start_dir(sb), "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG",
 	    "C.UTF-8", NULL);
 	/* The caller's variables (they may replace HOME and LANG), then PATH, which must
 	 * stay ours: NAME is found through it. */

@@ -355,7 +355,7 @@ static void on_refused_exit(void *ctx, const struct drv_outcome *o)
 	snprintf(refused_message, sizeof(refused_message), "%s", o->message ? o->message : "");
 }
 
-static void on_console_unused(void *ctx, const char *buf, size_t len)
+static void on_console_unused(void *ctx, enum drv_stream stream, const char *buf, size_t len)
 {
 	fail_msg("console bytes from a refused image");
 }
