@@ -202,12 +202,64 @@ cleanup:
 
 /* ---- prepare ---- */
 
+int linuxu_dir_open_to_others(const char *path)
+{
+	char *real = realpath(path, NULL);
+	struct stat sb;
+	int ok = real != NULL;
+	for (char *p = real ? real + 1 : NULL; ok; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		ok = stat(real, &sb) == 0 && (sb.st_mode & S_IXOTH) && (c || (sb.st_mode & S_IROTH));
+		*p = c;
+		if (!c)
+			break;
+	}
+	free(real);
+	return ok;
+}
+
+/* The binds the run can use: all of them, except under a per-run uid those it could not
+ * reach (a home directory of mode 0700); *ret_note names the ones left out. */
+static int plan_binds(struct drv_instance *inst, const struct drv_spec *spec)
+{
+	inst->binds = calloc(spec->nbinds + 1, sizeof(*inst->binds));
+	if (!inst->binds)
+		return -ENOMEM;
+	char *left = NULL;
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		if (inst->uid && !linuxu_dir_open_to_others(spec->binds[i])) {
+			char *more = NULL;
+			if (asprintf(&more, "%s%s%s", left ? left : "", left ? ", " : "", spec->binds[i]) < 0)
+				more = NULL;
+			free(left);
+			left = more;
+			continue;
+		}
+		if (!(inst->binds[inst->nbinds] = strdup(spec->binds[i])))
+			break;
+		inst->nbinds++;
+	}
+	if (left && asprintf(&inst->bind_note, "not shown to the program: %s (runnerd runs it as a uid of its own, "
+	                     "which cannot read there: make the directory and those above it readable by others)",
+	                     left) < 0)
+		inst->bind_note = NULL;
+	free(left);
+	return 0;
+}
+
 static void instance_free(struct drv_instance *inst)
 {
 	linuxu_uid_release(inst->st, inst->uid);
 	cmd_free(inst->cmd);
 	free(inst->image_path);
 	free(inst->note);
+	free(inst->bind_note);
+	for (size_t i = 0; inst->binds && inst->binds[i]; i++)
+		free(inst->binds[i]);
+	free(inst->binds);
 	free(inst->refusal);
 	free(inst->limits_note);
 	free(inst);
@@ -317,6 +369,11 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		inst->note = NULL;
 
 	inst->nproc = linuxu_nproc(limits, mem);
+	if (plan_binds(inst, spec) < 0) {
+		free(name);
+		instance_free(inst);
+		return -ENOMEM;
+	}
 	struct linuxu_sandbox box = {
 		.image_path = inst->image_path ? inst->image_path : spec->image_path,
 		.name = name,
@@ -328,8 +385,8 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		/* A Unikraft image's environment travels as a library parameter instead. */
 		.env = (spec->flags & DRV_F_UNIKRAFT) ? NULL : spec->env,
 		.nenv = (spec->flags & DRV_F_UNIKRAFT) ? 0 : spec->nenv,
-		.binds = spec->binds,
-		.nbinds = spec->nbinds,
+		.binds = inst->binds,
+		.nbinds = inst->nbinds,
 		.cwd = spec->cwd,
 		.hide = spec->hide,
 		.nhide = spec->nhide,
@@ -786,6 +843,8 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	}
 	if (inst->note && cb->note)
 		cb->note(cb->ctx, NULL, NULL, inst->note);
+	if (inst->bind_note && cb->note)
+		cb->note(cb->ctx, NULL, NULL, inst->bind_note);
 	return 0;
 
 fail:

@@ -71,6 +71,9 @@ struct drv_instance {
 	struct cmd *cmd;
 	char *image_path;
 	char *note; /* told to the user at launch */
+	char *bind_note; /* binds the run's uid cannot read, left out (told at launch) */
+	char **binds;    /* the binds shown (a NULL-terminated copy) */
+	size_t nbinds;
 	char *refusal; /* set: the image cannot run here; launch reports it (exit 126) */
 	int use_pty;
 	int copy_image;
@@ -167,6 +170,10 @@ int linuxu_parse_status_line(const char *line, size_t len, long *ret_child_pid, 
 
 /* Map bwrap's exit code to an outcome (128+s of a fatal signal = DRV_END_SIGNAL s). */
 void linuxu_map_exit_code(int code, struct drv_outcome *o);
+
+/* 1 when a process of a uid of its own (neither owner nor group) can reach and list
+ * directory `path`: every directory on the way searchable by others, itself readable. */
+int linuxu_dir_open_to_others(const char *path);
 
 /* 1 when `path` is `dir` or below it. */
 int linuxu_path_within(const char *path, const char *dir);
