@@ -59,7 +59,7 @@ int runbind_check(const struct run_request *req, int is_tcp, int remote_binds, l
 	if (is_tcp && !remote_binds)
 		return errmsg_fail(ret_err, -EINVAL, "--bind: runnerd does not show its directories to clients over "
 		                   "the network (a path there names runnerd's machine, not yours; "
-		                   "runnerd.conf remote_binds = true allows it)");
+		                   "runnerd.conf remote-binds = true allows it)");
 	if (req->nbinds > RUNBIND_MAX)
 		return errmsg_fail(ret_err, -EINVAL, "--bind: at most %d directories", RUNBIND_MAX);
 	for (size_t i = 0; i < req->nbinds; i++) {

@@ -8,7 +8,7 @@
  *   - on the Unix socket, another uid (a system daemon): only a directory that uid can
  *     reach and read by its mode bits alone (owner, or "other"; groups are not trusted);
  *   - over TCP/TLS: refused, since the path names runnerd's filesystem, not the
- *     caller's, unless runnerd.conf sets `remote_binds = true`.
+ *     caller's, unless runnerd.conf sets `remote-binds = true`.
  * Never a path inside runnerd's data directory or its socket (run_config.hidden); those
  * under a bind are hidden again in the sandbox (drv_spec.hide).
  */
