@@ -262,7 +262,7 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		return 0;
 	case OPT_ENV:
 		if (opts_check_env(val, true) < 0)
-			return fail(err, errlen, "--env: expected NAME=value or NAME (NAME of A-Z a-z 0-9 _, not starting "
+			return fail(err, errlen, "--env: expected NAME=value or NAME (NAME of A-Z a-z 0-9 _ -, not starting "
 				    "with a digit), got '%.64s'", val);
 		o->envs[o->nenvs++] = val;
 		return 0;
@@ -693,10 +693,10 @@ int opts_check_env(const char *word, bool bare)
 {
 	size_t n = strcspn(word, "=");
 
-	if (!n || n > 128 || isdigit((unsigned char)word[0]) || (!word[n] && !bare))
+	if (!n || n > 128 || isdigit((unsigned char)word[0]) || word[0] == '-' || (!word[n] && !bare))
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)word[i]) && word[i] != '_')
+		if (!isalnum((unsigned char)word[i]) && word[i] != '_' && word[i] != '-')
 			return -EINVAL;
 	return 0;
 }

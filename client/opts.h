@@ -112,7 +112,7 @@ int opts_check_label(const char *kv);
 json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *name, const char *loader_sha);
 
 /* Is NAME=value (or NAME alone when `bare` is allowed) a valid --env word?
- * NAME is [A-Za-z_][A-Za-z0-9_]* of at most 128 bytes. Returns 0 or -EINVAL. */
+ * NAME is [A-Za-z_][A-Za-z0-9_-]* of at most 128 bytes ('-': cargo's CARGO_BIN_EXE_my-tool). Returns 0 or -EINVAL. */
 int opts_check_env(const char *word, bool bare);
 
 /* The "binds" array of the run: the package directory ($CARGO_MANIFEST_DIR, else the

@@ -352,8 +352,11 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 		/* Not executable on the host (or not reachable by the run's uid):
 		 * bwrap copies it into the sandbox as 0555 (a read-only bind keeps
 		 * the host mode, and execvp would then fall through PATH to a host
-		 * program of the same name). */
-		add(c, "--perms", "0555", "--ro-bind-data", NULL);
+		 * program of the same name). A file of the sandbox's own root, not
+		 * --ro-bind-data: that one's source is unlinked, so /proc/self/maps
+		 * would name the program "... (deleted)" and a Rust backtrace could
+		 * not find its symbols; the root is remounted read-only below. */
+		add(c, "--perms", "0555", "--file", NULL);
 		cmd_argf(c, "%d", LINUXU_FD_IMAGE);
 	} else {
 		add(c, "--ro-bind", sb->image_path, NULL);

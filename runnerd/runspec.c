@@ -105,10 +105,13 @@ static int env_from(json_t *obj, char ***ret, size_t *ret_n, size_t *bytes, char
 	json_object_foreach(obj, key, val) {
 		size_t klen = strlen(key);
 		int ok = klen > 0 && klen <= RUNSPEC_MAX_ENV_NAME && !(key[0] >= '0' && key[0] <= '9');
+		/* '-' after the first character: cargo names CARGO_BIN_EXE_<bin> after binaries such as my-tool. */
+		ok = ok && key[0] != '-';
 		for (const char *p = key; ok && *p; p++)
-			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_';
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+			     *p == '-';
 		if (!ok)
-			return errmsg_fail(ret_err, -EINVAL, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)",
+			return errmsg_fail(ret_err, -EINVAL, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_-]*, at most %d bytes)",
 			                   key, RUNSPEC_MAX_ENV_NAME);
 		if (!json_is_string(val) || json_string_length(val) != strlen(json_string_value(val)) ||
 		    json_string_length(val) > RUNSPEC_MAX_ENV_VALUE)

@@ -251,12 +251,12 @@ static void test_prepare_argv(void **unused)
 	free(all);
 	drv_linuxu.destroy(inst);
 
-	/* Not executable on the host: copied in with --ro-bind-data; Unikraft gets a terminal. */
+	/* Not executable on the host: copied in with --file; Unikraft gets a terminal. */
 	chmod(path, 0644);
 	spec.flags = DRV_F_UNIKRAFT;
 	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	all = join_from(inst->cmd, 0);
-	assert_non_null(strstr(all, "|--perms|0555|--ro-bind-data|4|/run/ukrun/my app|"));
+	assert_non_null(strstr(all, "|--perms|0555|--file|4|/run/ukrun/my app|"));
 	assert_non_null(strstr(all, "|--setenv|TERM|dumb|"));
 	assert_true(inst->use_pty);
 	free(all);
@@ -303,7 +303,7 @@ static void test_prepare_uid(void **unused)
 	         "--unshare-user|", a->uid, a->uid);
 	assert_non_null(strstr(all, want));
 	/* The store need not be readable by that uid: the image comes in through an fd. */
-	assert_non_null(strstr(all, "|--ro-bind-data|4|/run/ukrun/app|"));
+	assert_non_null(strstr(all, "|--file|4|/run/ukrun/app|"));
 	assert_non_null(strstr(all, "|--|/usr/bin/prlimit|--nproc=100|--|app"));
 	free(all);
 	unsigned ua = a->uid;
