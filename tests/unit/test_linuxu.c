@@ -419,7 +419,7 @@ static void test_prepare_binds(void **unused)
 	                        .cwd = cwd, .hide = hide, .nhide = 3, .flags = DRV_F_STREAMS | DRV_F_STDIN};
 	struct linuxu_state st = {0};
 	struct drv_instance *inst = NULL;
-	char *err = NULL, want[400];
+	char *err = NULL, want[1024];
 	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	assert_true(inst->split);
 	assert_true(inst->want_stdin);
