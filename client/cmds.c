@@ -625,15 +625,26 @@ static void host_cells(const json_t *rec, const char *cells[MAX_COLS], char scra
 		n += (size_t)w;
 	}
 	cells[0] = json_string_value(json_object_get(rec, "name"));
-	cells[1] = scratch[1];
-	cells[2] = scratch[2];
-	cells[3] = scratch[3];
-	cells[4] = scratch[4];
+	cells[1] = json_string_value(json_object_get(rec, "health"));
+	cells[2] = scratch[1];
+	cells[3] = scratch[2];
+	cells[4] = scratch[3];
+	n = 0;
+	scratch[5][0] = '\0';
+	json_array_foreach(json_object_get(rec, "labels"), i, d) {
+		int w = snprintf(scratch[5] + n, SCRATCH - n, "%s%s", n ? "," : "", json_string_value(d));
+
+		if (w < 0 || (size_t)w >= SCRATCH - n)
+			break;
+		n += (size_t)w;
+	}
+	cells[5] = scratch[5][0] ? scratch[5] : "-";
+	cells[6] = scratch[4];
 }
 
 static int cmd_hosts(struct httpc *h, const struct cmd_args *a)
 {
-	static const char *const heads[] = { "HOST", "CAPACITY", "ACTIVE", "QUEUED", "DRIVERS" };
+	static const char *const heads[] = { "HOST", "HEALTH", "CAPACITY", "ACTIVE", "QUEUED", "LABELS", "DRIVERS" };
 	struct httpc_resp resp;
 	int status = get_json(h, "/v1/hosts", &resp);
 	const json_t *host, *d;
@@ -642,19 +653,30 @@ static int cmd_hosts(struct httpc *h, const struct cmd_args *a)
 	if (!status && a->json) {
 		print_json(resp.json);
 	} else if (!status) {
-		print_table(heads, 5, json_object_get(resp.json, "hosts"), host_cells, -1);
+		print_table(heads, 7, json_object_get(resp.json, "hosts"), host_cells, -1);
 		/* Why a driver cannot run: one line each, so the table stays narrow. */
 		json_array_foreach(json_object_get(resp.json, "hosts"), i, host)
 			json_array_foreach(json_object_get(host, "drivers"), j, d) {
 				const char *reason = json_string_value(json_object_get(d, "reason"));
 
-				if (!reason)
+				if (!reason || !strcmp(json_string_value(json_object_get(host, "health")) ?: "", "down"))
 					continue;
 				printf("  %s: ", json_string_value(json_object_get(host, "name")));
 				print_cell(reason, 0, true);
 				putchar('\n');
 			}
 	}
+	/* A host that is down: why, once. */
+	if (!status && !a->json)
+		json_array_foreach(json_object_get(resp.json, "hosts"), i, host) {
+			const char *err = json_string_value(json_object_get(host, "last_error"));
+
+			if (!err || strcmp(json_string_value(json_object_get(host, "health")) ?: "", "down"))
+				continue;
+			printf("  %s: down: ", json_string_value(json_object_get(host, "name")));
+			print_cell(err, 0, true);
+			putchar('\n');
+		}
 	httpc_resp_clear(&resp);
 	return status;
 }

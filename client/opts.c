@@ -35,6 +35,9 @@ enum opt_id {
 	OPT_MACHINE,
 	OPT_DRIVER,
 	OPT_HOST,
+	OPT_REQUIRE,
+	OPT_PRIORITY,
+	OPT_RETRIES,
 	OPT_SUCCESS_CODE,
 	OPT_UK_PARAM,
 	OPT_LABEL,
@@ -68,6 +71,9 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "machine", .has_arg = true, .id = OPT_MACHINE },
 	{ .name = "driver", .has_arg = true, .id = OPT_DRIVER },
 	{ .name = "host", .has_arg = true, .id = OPT_HOST },
+	{ .name = "require", .has_arg = true, .id = OPT_REQUIRE },
+	{ .name = "priority", .has_arg = true, .id = OPT_PRIORITY },
+	{ .name = "retries", .has_arg = true, .id = OPT_RETRIES },
 	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
@@ -254,6 +260,26 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 			return fail(err, errlen, "--uk-param: expected a parameter such as vfs.fstab=...");
 		o->uk_params[o->nuk_params++] = val;
 		return 0;
+	case OPT_REQUIRE: {
+		size_t n = strlen(val), ok = n >= 1 && n <= 63;
+
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (val[i] >= 'a' && val[i] <= 'z') || (val[i] >= '0' && val[i] <= '9') || strchr("._-", val[i]);
+		if (!ok)
+			return fail(err, errlen, "--require: expected a host label such as kvm (a-z 0-9 . _ -), got '%.64s'",
+				    val);
+		o->require[o->nrequire++] = val;
+		return 0;
+	}
+	case OPT_PRIORITY:
+		if (parse_long(val, -1000, 1000, &o->priority, NULL) < 0)
+			return fail(err, errlen, "--priority: expected an integer from -1000 to 1000, got '%s'", val);
+		return 0;
+	case OPT_RETRIES:
+		if (parse_long(val, 0, 3, &o->retries, NULL) < 0)
+			return fail(err, errlen, "--retries: expected 0 to 3 (attempts again after a lost host), got '%s'",
+				    val);
+		return 0;
 	case OPT_LABEL:
 		if (opts_check_label(val) < 0)
 			return fail(err, errlen, "--label: expected key=value (key of A-Z a-z 0-9 . _ / -), got '%s'",
@@ -373,7 +399,8 @@ int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
 	o->labels = calloc(cap, sizeof(*o->labels));
 	o->envs = calloc(cap, sizeof(*o->envs));
 	o->binds = calloc(cap, sizeof(*o->binds));
-	if (!o->uk_params || !o->labels || !o->envs)
+	o->require = calloc(cap, sizeof(*o->require));
+	if (!o->uk_params || !o->labels || !o->envs || !o->binds || !o->require)
 		return -ENOMEM;
 
 	for (i = 1; i < argc; i++) {
@@ -524,6 +551,9 @@ void opts_free(struct opts *o)
 	free(o->binds);
 	o->binds = NULL;
 	o->nbinds = 0;
+	free(o->require);
+	o->require = NULL;
+	o->nrequire = 0;
 	o->uk_params = NULL;
 	o->labels = NULL;
 	o->env_labels = NULL;
@@ -604,6 +634,12 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		r |= set_new(spec, "driver", json_string(o->driver));
 	if (o->host)
 		r |= set_new(spec, "host", json_string(o->host));
+	if (o->nrequire)
+		r |= set_new(spec, "require", string_array(o->require, o->nrequire));
+	if (o->priority)
+		r |= set_new(spec, "priority", json_integer(o->priority));
+	if (o->retries)
+		r |= set_new(spec, "retries", json_integer(o->retries));
 	if (o->success_code >= 0)
 		r |= set_new(spec, "success_code", json_integer(o->success_code));
 	if (o->nlabels || o->nenv_labels)

@@ -51,6 +51,10 @@ struct opts {
 	const char *machine;     /* qemu machine type; NULL = default */
 	const char *driver;      /* driver by name ("libvirt"); NULL = the platform's default */
 	const char *host;        /* host by name ("local"); NULL = the daemon's choice */
+	const char **require;    /* --require LABEL: host labels the run needs (borrowed) */
+	size_t nrequire;
+	long priority;           /* --priority: higher first (0) */
+	long retries;            /* --retries: attempts again after a lost host (0) */
 	long success_code;       /* debug-exit value meaning success; -1 = none */
 	const char **uk_params;  /* Unikraft library parameters (borrowed strings) */
 	size_t nuk_params;

@@ -92,6 +92,9 @@ enum drv_end {
 	DRV_END_KILLED,     /* ended because the core asked (drv kill): timeout, cancel, console verdict */
 	DRV_END_ERROR,      /* could not start or run the guest; message says why. value 0: infrastructure
 	                     * failure (125); value ENOEXEC: the image cannot run on this driver (126) */
+	DRV_END_HOST_LOST,  /* the host went away under the guest (its libvirtd died or cannot be reached):
+	                     * nothing is known of how the guest ended; message names the host (125, state
+	                     * lost, or a retry elsewhere when the run allows one) */
 };
 
 struct drv_outcome {
@@ -182,6 +185,12 @@ struct driver {
 	 * spec->workdir), which tells this daemon's leftovers from another's. Returns how
 	 * many guests it removed, or a negative errno with *ret_err. */
 	int (*reap)(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err);
+
+	/* Is the host still reachable? Called on the loop about once a second; must not block.
+	 * 0, or a negative errno with *ret_err (e.g. the connection to a remote libvirtd died).
+	 * A host found down takes no new runs; once its runs are gone the core unprobes it and
+	 * probes it again, with back-off, until it answers. NULL: always healthy. */
+	int (*health)(void *state, char **ret_err);
 };
 
 extern const struct driver drv_qemu;

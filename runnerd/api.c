@@ -9,7 +9,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "console.h"
+#include "errmsg.h"
 #include "log.h"
 #include "runbind.h"
 #include "runspec.h"
@@ -22,6 +24,8 @@
 	X(ENOENT, 404, "not_found")                        \
 	X(ENOSYS, 405, "method_not_allowed")               \
 	X(EBUSY, 409, "in_use")                            \
+	X(EEXIST, 409, "exists")                           \
+	X(EPERM, 409, "not_removable")                     \
 	X(EALREADY, 409, "already_ended")                  \
 	X(EFBIG, 413, "too_large")                         \
 	X(ENOEXEC, 422, "image_not_runnable")              \
@@ -306,7 +310,8 @@ static void images_list(struct api *api, struct http_conn *conn)
 	http_respond_json(conn, 200, json_pack("{s:o}", "images", stored));
 }
 
-/* What a route's pattern captured: {id} (a run id) and {sha} (an image digest). */
+/* What a route's pattern captured: {id} (a run id), {sha} (an image digest) and {name}
+ * (a host name) — the last two in `sha`, any one segment of at most 64 bytes. */
 struct route_args {
 	int64_t id;
 	char sha[65];
@@ -388,6 +393,15 @@ static void runs_post(struct api *api, struct http_conn *conn, struct http_reque
 	http_respond_json(conn, 201, rec ? rec : json_pack("{s:I}", "id", (json_int_t)id));
 }
 
+/* A queued run's record says why it waits ("waiting for a host with label kvm"). */
+static void add_waiting(struct api *api, json_t *rec)
+{
+	const char *id = json_string_value(json_object_get(rec, "id"));
+	const char *why = id ? run_waiting(api->runs, strtoll(id, NULL, 10)) : NULL;
+	if (why)
+		json_object_set_new(rec, "waiting", json_string(why));
+}
+
 static void runs_list(struct api *api, struct http_conn *conn, struct http_request *req)
 {
 	struct run_filter f = {.limit = 50};
@@ -429,7 +443,11 @@ static void runs_list(struct api *api, struct http_conn *conn, struct http_reque
 		}
 		f.label_key = label;
 	}
-	http_respond_json(conn, 200, json_pack("{s:o}", "runs", store_run_list(api->db, &f)));
+	json_t *runs = store_run_list(api->db, &f), *rec;
+	size_t i;
+	json_array_foreach(runs, i, rec)
+		add_waiting(api, rec);
+	http_respond_json(conn, 200, json_pack("{s:o}", "runs", runs));
 cleanup:
 	free(state);
 	free(image);
@@ -488,8 +506,10 @@ static void run_get(struct api *api, struct http_conn *conn, struct http_request
 {
 	(void)req;
 	json_t *rec = run_arg(api, conn, a);
-	if (rec)
+	if (rec) {
+		add_waiting(api, rec);
 		http_respond_json(conn, 200, rec);
+	}
 }
 
 static void run_console_route(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
@@ -630,6 +650,111 @@ static void hosts_get(struct api *api, struct http_conn *conn, struct http_reque
 	http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
 }
 
+/* POST /v1/hosts {"name", "uri", "capacity", "memory_mb", "labels", "image_quota_mb"}. */
+static int host_spec(json_t *root, struct run_host_config *hc, char **labels, size_t max_labels, char **ret_err)
+{
+	static const char *const known[] = {"name", "uri", "capacity", "memory_mb", "labels", "image_quota_mb", NULL};
+	const char *key;
+	json_t *v;
+	if (!json_is_object(root))
+		return errmsg_fail(ret_err, -EINVAL, "a host must be a JSON object {\"name\", \"uri\", ...}");
+	json_object_foreach(root, key, v) {
+		int ok = 0;
+		for (size_t i = 0; known[i]; i++)
+			ok |= strcmp(key, known[i]) == 0;
+		if (!ok)
+			return errmsg_fail(ret_err, -EINVAL, "unknown field '%s'", key);
+	}
+	hc->name = json_string_value(json_object_get(root, "name"));
+	if (!hc->name || !config_label_ok(hc->name) || strcmp(hc->name, "local") == 0)
+		return errmsg_fail(ret_err, -EINVAL, "'name' must be a host name: a-z, 0-9, '.', '_', '-', 1..63 bytes, "
+		                   "not 'local'");
+	hc->uri = json_string_value(json_object_get(root, "uri"));
+	int uri_ok = hc->uri && strlen(hc->uri) <= 1024 && strstr(hc->uri, "://");
+	for (const char *c = hc->uri; uri_ok && *c; c++)
+		uri_ok = (unsigned char)*c > 0x20 && *c != 0x7f;
+	if (!uri_ok)
+		return errmsg_fail(ret_err, -EINVAL, "'uri' must be a libvirt URI such as qemu+tls://host/system");
+	struct {
+		const char *name;
+		json_int_t lo, hi, def;
+		unsigned *out;
+	} nums[] = {
+		{"capacity", 1, 1024, 4, &hc->capacity},
+		{"memory_mb", 0, 64 << 20, 0, &hc->memory_mb},
+		{"image_quota_mb", 0, 64 << 20, 0, &hc->image_quota_mb},
+	};
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		json_t *n = json_object_get(root, nums[i].name);
+		if (n && (!json_is_integer(n) || json_integer_value(n) < nums[i].lo || json_integer_value(n) > nums[i].hi))
+			return errmsg_fail(ret_err, -EINVAL, "'%s' must be an integer from %lld to %lld", nums[i].name,
+			                   (long long)nums[i].lo, (long long)nums[i].hi);
+		*nums[i].out = (unsigned)(n ? json_integer_value(n) : nums[i].def);
+	}
+	json_t *lv = json_object_get(root, "labels");
+	size_t i, n = 0;
+	if (lv && (!json_is_array(lv) || json_array_size(lv) > max_labels))
+		return errmsg_fail(ret_err, -EINVAL, "'labels' must be an array of at most %zu labels", max_labels);
+	json_array_foreach(lv, i, v) {
+		if (!json_is_string(v) || !config_label_ok(json_string_value(v)))
+			return errmsg_fail(ret_err, -EINVAL, "label %zu must be a-z, 0-9, '.', '_', '-', 1..63 bytes", i);
+		labels[n++] = (char *)json_string_value(v);
+	}
+	labels[n] = NULL;
+	hc->labels = labels;
+	return 0;
+}
+
+static void hosts_post(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)a;
+	json_error_t jerr;
+	json_t *root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		http_respond_error(conn, 400, "bad_request", "malformed JSON: %s (line %d)", jerr.text, jerr.line);
+		return;
+	}
+	struct run_host_config hc = {0};
+	char *labels[CONFIG_MAX_LABELS + 1];
+	char *err = NULL;
+	int r = host_spec(root, &hc, labels, CONFIG_MAX_LABELS, &err);
+	if (r == 0)
+		r = run_host_add(api->runs, &hc, &err);
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOSPC ? "too_many_hosts" : NULL, err);
+	else
+		http_respond_json(conn, 201, run_manager_host(api->runs, hc.name));
+	free(err);
+	json_decref(root);
+}
+
+static void host_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	json_t *h = run_manager_host(api->runs, a->sha);
+	if (h)
+		http_respond_json(conn, 200, h);
+	else
+		http_respond_error(conn, 404, "host_not_found", "no host %s (GET /v1/hosts lists them)", a->sha);
+}
+
+static void host_delete(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	uint64_t drain = 0;
+	if (query_uint(req->query, "drain", 1, &drain) < 0) {
+		http_respond_error(conn, 400, "bad_request", "drain is 0 or 1");
+		return;
+	}
+	char *err = NULL;
+	int r = run_host_remove(api->runs, a->sha, (int)drain, &err);
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOENT ? "host_not_found" : NULL, err);
+	else
+		http_respond_json(conn, r ? 202 : 200, json_pack("{s:s,s:b,s:b}", "name", a->sha, "removed", !r,
+		                                                  "draining", r > 0));
+	free(err);
+}
+
 static void images_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
 {
 	(void)req;
@@ -662,6 +787,9 @@ static const struct route {
 	{HTTP_GET, "/metrics", metrics_get},
 	{HTTP_GET, "/v1/version", version_get},
 	{HTTP_GET, "/v1/hosts", hosts_get},
+	{HTTP_POST, "/v1/hosts", hosts_post},
+	{HTTP_GET, "/v1/hosts/{name}", host_get},
+	{HTTP_DELETE, "/v1/hosts/{name}", host_delete},
 	{HTTP_GET, "/v1/images", images_get},
 	{HTTP_GET, "/v1/images/{sha}", image_get},
 	{HTTP_PUT, "/v1/images/{sha}", image_put},

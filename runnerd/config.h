@@ -13,13 +13,22 @@
 
 #include "log.h"
 
-/* A remote host from a `[host NAME]` section of runnerd.conf. */
+/* A host from a `[host NAME]` section of runnerd.conf: a remote libvirt host, or `[host local]`
+ * (this machine: no uri; capacity defaults to max-concurrent). */
 #define CONFIG_MAX_HOSTS 63
+#define CONFIG_MAX_LABELS 16
 struct host_conf {
-	char *name;        /* [a-z0-9._-], 1..63, not "local" */
-	char *uri;         /* its libvirt URI (qemu+tcp://, qemu+tls://, qemu+ssh://, xen+ssh://, ...) */
-	unsigned capacity; /* guests at once (default 4) */
+	char *name;              /* [a-z0-9._-], 1..63 */
+	char *uri;               /* its libvirt URI (qemu+tcp://, qemu+tls://, qemu+ssh://, xen+ssh://, ...) */
+	unsigned capacity;       /* guests at once (default 4; local: 0 = max-concurrent) */
+	unsigned memory_mb;      /* guest memory at once (0: not counted) */
+	unsigned image_quota_mb; /* image volumes kept in its storage pool (0: no quota) */
+	char *labels[CONFIG_MAX_LABELS + 1]; /* NULL-terminated */
+	int local;               /* the [host local] section */
 };
+
+/* A host label: [a-z0-9._-], 1..63 bytes. */
+int config_label_ok(const char *s);
 
 struct config {
 	int user_mode;

@@ -594,7 +594,14 @@ int main(int argc, char **argv)
 	char *hidden[3] = {c->data_dir, c->socket_path, NULL};
 	struct run_host_config hosts[CONFIG_MAX_HOSTS];
 	for (size_t i = 0; i < c->nhosts; i++)
-		hosts[i] = (struct run_host_config){c->hosts[i].name, c->hosts[i].uri, c->hosts[i].capacity};
+		hosts[i] = (struct run_host_config){
+			.name = c->hosts[i].name,
+			.uri = c->hosts[i].uri,
+			.capacity = c->hosts[i].capacity,
+			.memory_mb = c->hosts[i].memory_mb,
+			.image_quota_mb = c->hosts[i].image_quota_mb,
+			.labels = c->hosts[i].labels,
+		};
 	struct run_config rcfg = {
 		.runs_dir = runs_dir,
 		.default_timeout_s = c->run_timeout_s,

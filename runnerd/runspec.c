@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "errmsg.h"
 #include "image.h"
 
@@ -170,8 +171,8 @@ static int io_fields(json_t *root, struct run_request *req, char **ret_err)
 
 static const char *const known_fields[] = {
 	"image", "loader", "name", "platform", "args", "uk_params", "memory_mb", "vcpus",
-	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", "env",
-	"stdin", "binds", "cwd", NULL,
+	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", "env", "require",
+	"priority", "retries", "stdin", "binds", "cwd", NULL,
 };
 
 int runspec_parse(const char *text, size_t len, struct run_request *req, char **ret_err)
@@ -297,6 +298,43 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	    (r = uint_field(root, "vcpus", 1, RUNSPEC_MAX_VCPUS, &req->vcpus, ret_err)) < 0 ||
 	    (r = uint_field(root, "timeout_s", 1, 7 * 86400, &req->timeout_s, ret_err)) < 0)
 		goto cleanup;
+	json_t *reqv = json_object_get(root, "require");
+	if (reqv && !json_is_null(reqv)) {
+		size_t i;
+		if (!json_is_array(reqv) || json_array_size(reqv) > RUNSPEC_MAX_REQUIRE) {
+			r = errmsg_fail(ret_err, -EINVAL, "'require' must be an array of at most %d host labels",
+			                RUNSPEC_MAX_REQUIRE);
+			goto cleanup;
+		}
+		req->require = calloc(json_array_size(reqv) + 1, sizeof(char *));
+		if (!req->require) {
+			r = -ENOMEM;
+			goto cleanup;
+		}
+		json_array_foreach(reqv, i, val) {
+			if (!json_is_string(val) || !config_label_ok(json_string_value(val))) {
+				r = errmsg_fail(ret_err, -EINVAL, "'require[%zu]' must be a host label: a-z, 0-9, '.', '_', '-', "
+				                "1..63 bytes", i);
+				goto cleanup;
+			}
+			if (!(req->require[i] = strdup(json_string_value(val)))) {
+				r = -ENOMEM;
+				goto cleanup;
+			}
+		}
+	}
+	json_t *pv = json_object_get(root, "priority");
+	if (pv && !json_is_null(pv)) {
+		if (!json_is_integer(pv) || json_integer_value(pv) < -RUNSPEC_MAX_PRIORITY ||
+		    json_integer_value(pv) > RUNSPEC_MAX_PRIORITY) {
+			r = errmsg_fail(ret_err, -EINVAL, "'priority' must be an integer from %d to %d", -RUNSPEC_MAX_PRIORITY,
+			                RUNSPEC_MAX_PRIORITY);
+			goto cleanup;
+		}
+		req->priority = (int)json_integer_value(pv);
+	}
+	if ((r = uint_field(root, "retries", 0, RUNSPEC_MAX_RETRIES, &req->retries, ret_err)) < 0)
+		goto cleanup;
 	unsigned sc = 0;
 	json_t *scv = json_object_get(root, "success_code");
 	if (scv && !json_is_null(scv)) {
@@ -352,6 +390,7 @@ void runspec_free(struct run_request *req)
 	strv_free(req->env);
 	strv_free(req->binds);
 	free((char *)req->cwd);
+	strv_free(req->require);
 	json_decref(req->labels);
 	memset(req, 0, sizeof(*req));
 	req->success_code = -1;

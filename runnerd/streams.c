@@ -37,6 +37,8 @@ int streams_init(struct streams *s, const char *dir, uint64_t cap, int split)
 int streams_open(struct streams *s, const char *dir)
 {
 	for (int i = 0; s->split && i < 2; i++) {
+		if (s->con[i].fd >= 0)
+			continue; /* a retried run keeps its logs open */
 		int fd = rundir_open_log(dir, streams_file(i ? DRV_STREAM_STDERR : DRV_STREAM_STDOUT));
 		if (fd < 0)
 			return fd;

@@ -25,7 +25,7 @@ struct streams {
 /* With `split`, create the run's empty stdout.log and stderr.log in `dir` (followers can
  * attach from now on); without, nothing. 0 or -errno. */
 int streams_init(struct streams *s, const char *dir, uint64_t cap, int split);
-/* The run starts: open both logs for appending. 0 or -errno. */
+/* The run starts: open both logs for appending (those not open yet). 0 or -errno. */
 int streams_open(struct streams *s, const char *dir);
 /* Store bytes of `stream` (DRV_STREAM_CONSOLE bytes are the console's alone). */
 void streams_append(struct streams *s, enum drv_stream stream, const char *buf, size_t len);
