@@ -266,6 +266,8 @@ static int create_run(struct httpc *h, const struct opts *o, const struct image 
 
 struct side {
 	struct httpc h;
+	pthread_mutex_t busy; /* stdin: held while a POST is under way (see side_stop) */
+	bool stop;            /* stdin: the run is over, send nothing more */
 	char id[RUN_ID_MAX + 1];
 	int verbosity;
 	int result;
@@ -329,7 +331,10 @@ static void *stdin_main(void *arg)
 			/* Unreadable stdin: the program sees it end. */
 			n = 0;
 		}
-		if (stdin_post(s, buf, (size_t)n, n == 0) < 0 || n == 0)
+		pthread_mutex_lock(&s->busy);
+		int r = s->stop ? -EPIPE : stdin_post(s, buf, (size_t)n, n == 0);
+		pthread_mutex_unlock(&s->busy);
+		if (r < 0 || n == 0)
 			break;
 	}
 	return NULL;
@@ -351,6 +356,7 @@ static int side_start(struct side *s, struct httpc *h, const char *id, void *(*f
 
 	if (httpc_clone(&s->h, h) < 0)
 		return -ENOMEM;
+	pthread_mutex_init(&s->busy, NULL);
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -362,6 +368,18 @@ static int side_start(struct side *s, struct httpc *h, const char *id, void *(*f
 	}
 	s->running = true;
 	return 0;
+}
+
+/* The run is over: wait for a POST under way, and let the stdin thread (maybe blocked in
+ * read(2), never waited for) send nothing more, so the process can exit (and clean up
+ * curl) under it. */
+static void side_stop(struct side *s)
+{
+	if (!s->running)
+		return;
+	pthread_mutex_lock(&s->busy);
+	s->stop = true;
+	pthread_mutex_unlock(&s->busy);
 }
 
 static void side_join(struct side *s)
@@ -465,6 +483,9 @@ static int write_junit(struct httpc *h, const char *path, const char *id, const 
 	return status;
 }
 
+/* The stdin thread: it may outlive the run (blocked in read), so it is never joined. */
+static struct side in_side;
+
 /* Console to stdout until the run ends, then its record's verdict. A run with separate
  * streams: its stdout to ours, its stderr to ours from a second thread; stdin from a
  * third one when the program reads it. */
@@ -474,7 +495,7 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id, con
 	json_t *rec = NULL;
 	int status = UKRUN_EXIT_INFRA;
 	static struct conview view; /* one run per process; its line buffer is large */
-	static struct side err_side, in_side; /* the stdin thread may outlive the run (blocked in read) */
+	static struct side err_side;
 
 	if (io->split && side_start(&err_side, h, id, stderr_main) < 0)
 		fprintf(stderr, "ukrun: run %s: cannot follow its stderr\n", id);
@@ -573,6 +594,7 @@ int runner_run(struct httpc *h, const struct opts *o)
 		fprintf(stderr, "ukrun: run %s queued%s%s\n", id, io.split ? "; stdout and stderr apart" : "",
 			io.stdin ? "; stdin forwarded" : "");
 	status = follow_run(h, o, id, &io);
+	side_stop(&in_side);
 cleanup:
 	image_close(&prog);
 	image_close(&loader);
