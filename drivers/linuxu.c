@@ -202,54 +202,6 @@ cleanup:
 
 /* ---- prepare ---- */
 
-int linuxu_dir_open_to_others(const char *path)
-{
-	char *real = realpath(path, NULL);
-	struct stat sb;
-	int ok = real != NULL;
-	for (char *p = real ? real + 1 : NULL; ok; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		ok = stat(real, &sb) == 0 && (sb.st_mode & S_IXOTH) && (c || (sb.st_mode & S_IROTH));
-		*p = c;
-		if (!c)
-			break;
-	}
-	free(real);
-	return ok;
-}
-
-/* The binds the run can use: all of them, except under a per-run uid those it could not
- * reach (a home directory of mode 0700); *ret_note names the ones left out. */
-static int plan_binds(struct drv_instance *inst, const struct drv_spec *spec)
-{
-	inst->binds = calloc(spec->nbinds + 1, sizeof(*inst->binds));
-	if (!inst->binds)
-		return -ENOMEM;
-	char *left = NULL;
-	for (size_t i = 0; i < spec->nbinds; i++) {
-		if (inst->uid && !linuxu_dir_open_to_others(spec->binds[i])) {
-			char *more = NULL;
-			if (asprintf(&more, "%s%s%s", left ? left : "", left ? ", " : "", spec->binds[i]) < 0)
-				more = NULL;
-			free(left);
-			left = more;
-			continue;
-		}
-		if (!(inst->binds[inst->nbinds] = strdup(spec->binds[i])))
-			break;
-		inst->nbinds++;
-	}
-	if (left && asprintf(&inst->bind_note, "not shown to the program: %s (runnerd runs it as a uid of its own, "
-	                     "which cannot read there: make the directory and those above it readable by others)",
-	                     left) < 0)
-		inst->bind_note = NULL;
-	free(left);
-	return 0;
-}
-
 static void instance_free(struct drv_instance *inst)
 {
 	linuxu_uid_release(inst->st, inst->uid);
@@ -369,7 +321,7 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		inst->note = NULL;
 
 	inst->nproc = linuxu_nproc(limits, mem);
-	if (plan_binds(inst, spec) < 0) {
+	if (linuxu_plan_binds(inst, spec) < 0) {
 		free(name);
 		instance_free(inst);
 		return -ENOMEM;
@@ -413,7 +365,7 @@ static void on_handle_closed(uv_handle_t *h)
 		instance_free(inst);
 }
 
-static void close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag)
+void linuxu_close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag)
 {
 	if (!*open_flag)
 		return;
@@ -425,12 +377,12 @@ static void close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_fl
 
 static void close_io(struct drv_instance *inst)
 {
-	close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
-	close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
-	close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
-	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
-	close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
-	close_handle(inst, (uv_handle_t *)&inst->grace, &inst->grace_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->grace, &inst->grace_open);
 }
 
 /* The last "bwrap: ..." line of the console tail: bwrap's own reason. */
@@ -466,7 +418,7 @@ static void maybe_finish(struct drv_instance *inst, int force)
 		return;
 	inst->reported = 1;
 	close_io(inst);
-	close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 
 	struct drv_outcome o = {.end = DRV_END_ERROR};
 	char reason[512], msg[700];
@@ -511,7 +463,7 @@ static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 	inst->exit_status = exit_status;
 	inst->term_signal = term_signal;
 	if (inst->destroyed) {
-		close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 		return;
 	}
 	if (inst->grace_open)
@@ -542,75 +494,10 @@ static void on_console(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	if (n == 0)
 		return;
 	if (err)
-		close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
 	else
-		close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
 	maybe_finish(inst, 0);
-}
-
-/* ---- stdin ---- */
-
-struct stdin_write {
-	uv_write_t req;
-	struct drv_instance *inst;
-	size_t len;
-	char data[];
-};
-
-static void stdin_fail(struct drv_instance *inst)
-{
-	inst->stdin_eof = 1;
-	close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
-}
-
-static void on_stdin_written(uv_write_t *req, int status)
-{
-	struct stdin_write *w = (struct stdin_write *)req;
-	struct drv_instance *inst = w->inst;
-	inst->stdin_queued -= w->len;
-	free(w);
-	if (status < 0 && status != UV_ECANCELED)
-		stdin_fail(inst); /* EPIPE: the program closed its stdin or ended */
-}
-
-static void on_stdin_shutdown(uv_shutdown_t *req, int status)
-{
-	(void)status;
-	struct drv_instance *inst = req->data;
-	close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
-}
-
-static int linuxu_input(struct drv_instance *inst, const char *buf, size_t len)
-{
-	if (!inst->want_stdin || !inst->launched)
-		return -EAGAIN;
-	if (inst->stdin_eof || !inst->stdin_open || inst->exited)
-		return -EPIPE;
-	if (len == 0) {
-		inst->stdin_eof = 1;
-		inst->stdin_shutdown.data = inst;
-		/* Written bytes first, then the program reads EOF. */
-		if (uv_shutdown(&inst->stdin_shutdown, (uv_stream_t *)&inst->stdin_pipe, on_stdin_shutdown) < 0)
-			close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
-		return 0;
-	}
-	if (inst->stdin_queued >= LINUXU_STDIN_MAX)
-		return -EAGAIN;
-	struct stdin_write *w = malloc(sizeof(*w) + len);
-	if (!w)
-		return -ENOMEM;
-	w->inst = inst;
-	w->len = len;
-	memcpy(w->data, buf, len);
-	uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-	int r = uv_write(&w->req, (uv_stream_t *)&inst->stdin_pipe, &b, 1, on_stdin_written);
-	if (r < 0) {
-		free(w);
-		stdin_fail(inst);
-		return -EPIPE;
-	}
-	inst->stdin_queued += len;
-	return (int)(inst->stdin_queued > INT32_MAX ? INT32_MAX : inst->stdin_queued);
 }
 
 void linuxu_status_consume(struct drv_instance *inst)
@@ -655,7 +542,7 @@ static void on_status(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		inst->sbuf[inst->slen++] = '\n'; /* a last line without newline */
 		linuxu_status_consume(inst);
 	}
-	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
 	maybe_finish(inst, 0);
 }
 
@@ -665,7 +552,7 @@ static void on_ptym(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	/* Nothing is meant to be written to the terminal; read only so a guest
 	 * writing to it never blocks. EIO means every slave closed. */
 	if (n < 0)
-		close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
 }
 
 static int open_pty(int *ret_master, int *ret_slave)
@@ -906,7 +793,7 @@ static void linuxu_destroy(struct drv_instance *inst)
 			kill(-inst->proc.pid, SIGKILL);
 			kill(inst->proc.pid, SIGKILL);
 		} else {
-			close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+			linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 		}
 	}
 	if (inst->nhandles == 0)

@@ -1,7 +1,8 @@
 /*
  * linuxu_int.h — internals of the linuxu driver, shared between its files
  * (linuxu.c: prepare, launch and the run; linuxu_sandbox.c: probing prlimit
- * and bwrap, building their command) and its unit tests.
+ * and bwrap, which binds a run gets, building their command; linuxu_stdin.c:
+ * the program's stdin) and its unit tests.
  */
 #ifndef UKRUN_LINUXU_INT_H
 #define UKRUN_LINUXU_INT_H
@@ -147,7 +148,19 @@ void linuxu_uid_release(struct linuxu_state *st, unsigned uid);
 /* The name of a limits mechanism ("uid", "userns", "shared", "none"). */
 const char *linuxu_limits_name(enum linuxu_limits limits);
 
+/* The binds the run can use (inst->binds, a copy): all of the spec's, except under a
+ * per-run uid those it could not reach, which inst->bind_note names. 0 or -ENOMEM. */
+int linuxu_plan_binds(struct drv_instance *inst, const struct drv_spec *spec);
+
+/* ---- linuxu_stdin.c ---- */
+
+/* The driver's `input` (driver.h). */
+int linuxu_input(struct drv_instance *inst, const char *buf, size_t len);
+
 /* ---- linuxu.c ---- */
+
+/* Close one of the run's handles once (the flag says it is open); freed when all are. */
+void linuxu_close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag);
 
 /* Set *ret_err (when ret_err is not NULL) to a malloc'd message. */
 void linuxu_set_err(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -24,6 +24,9 @@
  *   outside, the limit would count every process of the uid.
  * - NAME is found through PATH (/run/ukrun first) so the guest's argv[0] is
  *   the image's base name rather than a sandbox path.
+ * - The caller's directories (drv_spec.binds) are read-only binds at the same
+ *   path, runnerd's own files under them shadowed (drv_spec.hide), and the
+ *   program starts in drv_spec.cwd when a bind shows it (else /tmp).
  */
 #include "linuxu_int.h"
 
@@ -278,6 +281,56 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
 void linuxu_unprobe(void *state)
 {
 	state_free(state);
+}
+
+/* ---- binds ---- */
+
+int linuxu_dir_open_to_others(const char *path)
+{
+	char *real = realpath(path, NULL);
+	struct stat sb;
+	int ok = real != NULL;
+	for (char *p = real ? real + 1 : NULL; ok; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		ok = stat(real, &sb) == 0 && (sb.st_mode & S_IXOTH) && (c || (sb.st_mode & S_IROTH));
+		*p = c;
+		if (!c)
+			break;
+	}
+	free(real);
+	return ok;
+}
+
+/* The binds the run can use: all of them, except under a per-run uid those it could not
+ * reach (a home directory of mode 0700); *ret_note names the ones left out. */
+int linuxu_plan_binds(struct drv_instance *inst, const struct drv_spec *spec)
+{
+	inst->binds = calloc(spec->nbinds + 1, sizeof(*inst->binds));
+	if (!inst->binds)
+		return -ENOMEM;
+	char *left = NULL;
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		if (inst->uid && !linuxu_dir_open_to_others(spec->binds[i])) {
+			char *more = NULL;
+			if (asprintf(&more, "%s%s%s", left ? left : "", left ? ", " : "", spec->binds[i]) < 0)
+				more = NULL;
+			free(left);
+			left = more;
+			continue;
+		}
+		if (!(inst->binds[inst->nbinds] = strdup(spec->binds[i])))
+			break;
+		inst->nbinds++;
+	}
+	if (left && asprintf(&inst->bind_note, "not shown to the program: %s (runnerd runs it as a uid of its own, "
+	                     "which cannot read there: make the directory and those above it readable by others)",
+	                     left) < 0)
+		inst->bind_note = NULL;
+	free(left);
+	return 0;
 }
 
 /* ---- command ---- */
