@@ -32,6 +32,8 @@ struct cmd_args {
 	bool help;
 	bool all;      /* ps --all */
 	bool follow;   /* logs -f */
+	bool out, err; /* logs --stdout, --stderr (both or neither: the console) */
+	const char *stream; /* "stdout", "stderr" or NULL (both interleaved) */
 	bool json;     /* --json: the daemon's JSON instead of a table */
 	long limit;    /* ps -n */
 	const char *state;
@@ -52,7 +54,8 @@ struct cmd_args {
 struct cmd_def {
 	const char *name;
 	const char *usage; /* after "ukrun NAME" */
-	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label i=--image b=--before J=--junit */
+	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label i=--image b=--before J=--junit
+		    * o=--stdout/--stderr */
 	const char *summary; /* one line for --help */
 	bool needs_id;
 	bool needs_image;  /* rm IMAGE */
@@ -422,7 +425,7 @@ static int logs_json(struct httpc *h, const struct cmd_args *a)
 		fprintf(stderr, "ukrun: temporary file: %s\n", strerror(errno));
 		return UKRUN_EXIT_INFRA;
 	}
-	r = runner_console(h, a->id, a->follow, fileno(tmp), &offset);
+	r = runner_console(h, a->id, a->follow, fileno(tmp), &offset, a->stream);
 	status = logs_status(r);
 	if (!status && (fseek(tmp, 0, SEEK_END) < 0 || (len = ftell(tmp)) < 0))
 		status = UKRUN_EXIT_INFRA;
@@ -444,7 +447,8 @@ static int logs_json(struct httpc *h, const struct cmd_args *a)
 					buf[i] = '?';
 			text = json_stringn(buf, (size_t)len);
 		}
-		doc = json_pack("{s:s,s:o,s:I}", "id", a->id, "console", text, "bytes", (json_int_t)offset);
+		doc = json_pack("{s:s,s:s,s:o,s:I}", "id", a->id, "stream", a->stream ? a->stream : "both", "console",
+				text, "bytes", (json_int_t)offset);
 		print_json(doc);
 		json_decref(doc);
 	}
@@ -460,7 +464,7 @@ static int cmd_logs(struct httpc *h, const struct cmd_args *a)
 
 	if (a->json)
 		return logs_json(h, a);
-	return logs_status(runner_console(h, a->id, a->follow, STDOUT_FILENO, &offset));
+	return logs_status(runner_console(h, a->id, a->follow, STDOUT_FILENO, &offset, a->stream));
 }
 
 static int cmd_cancel(struct httpc *h, const struct cmd_args *a)
@@ -925,7 +929,8 @@ static const struct cmd_def cmd_defs[] = {
 	{ .name = "runs", .usage = PS_USAGE, .summary = "same as ps", .flags = "anlsib", .spawn = true, .fn = cmd_ps },
 	{ .name = "show", .usage = "ID", .summary = "one run's record", .flags = "", .needs_id = true, .spawn = true,
 	  .fn = cmd_show },
-	{ .name = "logs", .usage = "[-f] ID", .summary = "a run's console (-f: follow until it ends)", .flags = "f",
+	{ .name = "logs", .usage = "[-f] [--stdout|--stderr] ID",
+	  .summary = "a run's console (-f: follow until it ends; --stdout, --stderr: one stream)", .flags = "fo",
 	  .needs_id = true, .spawn = true, .fn = cmd_logs },
 	{ .name = "cancel", .usage = "ID", .summary = "stop a queued or running run", .flags = "", .needs_id = true,
 	  .spawn = true, .fn = cmd_cancel },
@@ -1067,6 +1072,10 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->all = true;
 		else if (strchr(d->flags, 'f') && (!strcmp(arg, "-f") || !strcmp(arg, "--follow")))
 			a->follow = true;
+		else if (strchr(d->flags, 'o') && !strcmp(arg, "--stdout"))
+			a->out = true;
+		else if (strchr(d->flags, 'o') && !strcmp(arg, "--stderr"))
+			a->err = true;
 		else if (strchr(d->flags, 'n') && (v = value_of("-n", argc, argv, &i, &missing))) {
 			char *end;
 
@@ -1179,6 +1188,8 @@ int cmds_main(int argc, char **argv, const volatile sig_atomic_t *stop)
 	status = parse(d, argc, argv, &a);
 	if (status)
 		return status;
+	if (a.out != a.err)
+		a.stream = a.out ? "stdout" : "stderr";
 	if (a.help) {
 		printf("Usage: ukrun %s [--json] [--socket PATH] [--cacert FILE] [-v] %s\n%s.\n", d->name, d->usage, d->summary);
 		return 0;

@@ -343,7 +343,7 @@ static void on_async(uv_async_t *a)
 		m->next = NULL;
 		switch (m->type) {
 		case M_CONSOLE:
-			inst->cb.console(inst->cb.ctx, m->data, m->len);
+			inst->cb.console(inst->cb.ctx, DRV_STREAM_CONSOLE, m->data, m->len);
 			break;
 		case M_NOTE:
 			if (inst->cb.note)

@@ -13,6 +13,7 @@
 #include "console.h"
 #include "errmsg.h"
 #include "log.h"
+#include "runbind.h"
 #include "runspec.h"
 
 /* Internal error → HTTP status and JSON error code: the one table. */
@@ -31,6 +32,7 @@
 	X(ENODEV, 503, "driver_unavailable")               \
 	X(EAGAIN, 503, "queue_full")                       \
 	X(ESHUTDOWN, 503, "shutting_down")                 \
+	X(EPIPE, 409, "stdin_closed")                      \
 	X(ENOSPC, 507, "insufficient_storage")
 
 static void respond_errno(struct http_conn *conn, int r, const char *code_override, const char *msg)
@@ -395,6 +397,13 @@ static void runs_post(struct api *api, struct http_conn *conn, struct http_reque
 		free(err);
 		return;
 	}
+	if ((r = runbind_check(&rr, http_conn_is_tcp(conn), api->remote_binds, http_conn_peer_uid(conn),
+	                       api->runs->cfg.hidden, &err)) < 0) {
+		respond_errno(conn, r, r == -EINVAL ? "bind_refused" : NULL, err);
+		free(err);
+		runspec_free(&rr);
+		return;
+	}
 	int64_t id;
 	r = run_create(api->runs, &rr, &id, &err);
 	runspec_free(&rr);
@@ -472,13 +481,34 @@ static void run_console_get(struct api *api, struct http_conn *conn, struct http
                             int64_t id)
 {
 	uint64_t offset = 0, follow = 0;
-	if (query_uint(req->query, "offset", UINT64_MAX / 2, &offset) < 0 ||
+	char *sname = http_query_get(req->query, "stream");
+	enum drv_stream stream = DRV_STREAM_CONSOLE;
+	int bad = sname && strcmp(sname, "stdout") && strcmp(sname, "stderr") && strcmp(sname, "both");
+	if (sname && !bad && strcmp(sname, "both"))
+		stream = strcmp(sname, "stderr") == 0 ? DRV_STREAM_STDERR : DRV_STREAM_STDOUT;
+	free(sname);
+	if (bad || query_uint(req->query, "offset", UINT64_MAX / 2, &offset) < 0 ||
 	    query_uint(req->query, "follow", 1, &follow) < 0) {
-		http_respond_error(conn, 400, "bad_request", "offset is a byte count, follow is 0 or 1");
+		http_respond_error(conn, 400, "bad_request",
+		                   "offset is a byte count, follow is 0 or 1, stream is stdout, stderr or both");
 		return;
 	}
-	char *path = run_console_path(api->runs, id);
-	struct console *live = follow ? run_console(api->runs, id) : NULL;
+	char *path = stream == DRV_STREAM_CONSOLE ? run_console_path(api->runs, id)
+	                                          : run_stream_path(api->runs, id, stream);
+	if (path && stream != DRV_STREAM_CONSOLE && access(path, F_OK) < 0) {
+		/* One console only (qemu, a Unikraft image): it is the run's stdout, and the
+		 * run has no stderr of its own. */
+		free(path);
+		if (stream == DRV_STREAM_STDERR) {
+			http_respond(conn, 200, "application/octet-stream", "", 0);
+			return;
+		}
+		stream = DRV_STREAM_CONSOLE;
+		path = run_console_path(api->runs, id);
+	}
+	struct console *live = !follow ? NULL
+	                       : stream == DRV_STREAM_CONSOLE ? run_console(api->runs, id)
+	                                                      : run_stream_console(api->runs, id, stream);
 	int r = path ? console_follow_start(live, path, conn, offset) : -ENOMEM;
 	free(path);
 	if (r < 0)
@@ -512,6 +542,36 @@ static void run_console_route(struct api *api, struct http_conn *conn, struct ht
 		return;
 	json_decref(rec);
 	run_console_get(api, conn, req, a->id);
+}
+
+/* POST /v1/runs/{id}/stdin: the body goes to the program's stdin, in the order of the
+ * requests; ?eof=1 closes it after the body. 204 once taken; 503 stdin_not_ready: not
+ * started yet or too much still unread, nothing taken (send it again). */
+static void run_stdin_post(struct api *api, struct http_conn *conn, struct http_request *req,
+                           const struct route_args *a)
+{
+	uint64_t eof = 0;
+	if (query_uint(req->query, "eof", 1, &eof) < 0) {
+		http_respond_error(conn, 400, "bad_request", "eof is 0 or 1");
+		return;
+	}
+	json_t *rec = run_arg(api, conn, a);
+	if (!rec)
+		return;
+	json_decref(rec);
+	int r = req->body_len ? run_input(api->runs, a->id, req->body, req->body_len) : 0;
+	if (r == 0 && eof)
+		r = run_input(api->runs, a->id, NULL, 0);
+	if (r == 0)
+		http_respond(conn, 204, "application/json", "", 0);
+	else if (r == -EAGAIN)
+		respond_errno(conn, r, "stdin_not_ready", "the program cannot take more input yet: send it again");
+	else if (r == -ENOTSUP)
+		http_respond_error(conn, 409, "no_stdin", "run %lld takes no stdin", (long long)a->id);
+	else if (r == -ENOENT || r == -EPIPE)
+		respond_errno(conn, -EPIPE, NULL, "the program's stdin is closed (it ended or closed it)");
+	else
+		respond_errno(conn, r, NULL, NULL);
 }
 
 static void run_tests(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
@@ -763,6 +823,7 @@ static const struct route {
 	{HTTP_GET, "/v1/runs/{id}/console", run_console_route},
 	{HTTP_GET, "/v1/runs/{id}/tests", run_tests},
 	{HTTP_POST, "/v1/runs/{id}/cancel", run_cancel_post},
+	{HTTP_POST, "/v1/runs/{id}/stdin", run_stdin_post},
 };
 
 /* 1 when `path` matches `pattern`, filling *a with what it captured. */

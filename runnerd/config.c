@@ -46,6 +46,16 @@ int config_apply(struct config *c, const char *key, const char *val)
 	UINT_KEY("keepalive-timeout", keepalive_timeout_s, 86400)
 	UINT_KEY("max-connections", max_connections, 1000000)
 #undef UINT_KEY
+	if (strcmp(key, "remote-binds") == 0) {
+		/* A file setting, a boolean: true/false, yes/no, 1/0. */
+		if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "1"))
+			c->remote_binds = 1;
+		else if (!strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "0"))
+			c->remote_binds = 0;
+		else
+			return -EINVAL;
+		return 0;
+	}
 	if (strcmp(key, "socket") == 0)
 		set_str(&c->socket_path, val);
 	else if (strcmp(key, "data-dir") == 0)

@@ -53,6 +53,7 @@ struct config {
 	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
 	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
 	unsigned max_connections;     /* per listener (0 = no cap) */
+	unsigned remote_binds;        /* 1: honour --bind from clients over TCP/TLS (runnerd.conf only) */
 	enum log_level log_level;
 	struct host_conf hosts[CONFIG_MAX_HOSTS];
 	size_t nhosts;

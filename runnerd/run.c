@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "console.h"
+#include "streams.h"
 #include "detect.h"
 #include "errmsg.h"
 #include "log.h"
@@ -47,6 +48,7 @@ struct run {
 	struct drv_spec spec;
 	struct drv_callbacks cb;
 	struct console con;
+	struct streams io;         /* stdout.log and stderr.log when the driver splits them */
 	struct testparse *tp;
 	uv_timer_t timeout_timer;
 	uv_timer_t grace_timer;
@@ -63,7 +65,7 @@ struct run {
 	size_t cur_len;
 	char cur_line[240];
 	char *name, *image_path, *initrd_path, *workdir, *machine;
-	char **args, **uk_params, **env;
+	char **args, **uk_params, **env, **binds;
 	struct verdict final_v; /* decided at the end, recorded by record_end */
 	json_t *cases;          /* test cases being written */
 	uv_work_t tests_work;
@@ -500,6 +502,7 @@ static void run_free(struct run *run)
 	strv_free(run->args);
 	strv_free(run->uk_params);
 	strv_free(run->env);
+	strv_free(run->binds);
 	free(run);
 }
 
@@ -909,6 +912,7 @@ static void record_end(struct run *run)
 	/* Followers finish only now, so a client that saw the console end reads the final record. */
 	console_end(&run->con);
 	console_close(&run->con);
+	streams_close(&run->io);
 	if (run->inst && run->drv->destroy)
 		run->drv->destroy(run->inst);
 	run->inst = NULL;
@@ -1044,10 +1048,11 @@ static void throttle_console(struct run *run, size_t len)
 	}
 }
 
-static void on_console(void *ctx, const char *buf, size_t len)
+static void on_console(void *ctx, enum drv_stream stream, const char *buf, size_t len)
 {
 	struct run *run = ctx;
 	console_append(&run->con, buf, len);
+	streams_append(&run->io, stream, buf, len);
 	throttle_console(run, len);
 	testparse_feed(run->tp, buf, len);
 	track_lines(run, buf, len);
@@ -1230,6 +1235,12 @@ static void start(struct run *run, struct run_host *host, struct driver_slot *sl
 	}
 	if (run->con.fd < 0)
 		console_attach_fd(&run->con, r);
+	if ((r = streams_open(&run->io, run->workdir)) < 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "Failed to open the stream logs of run %s: %s", run->id_str, strerror(-r));
+		fail_run(run, DRV_END_ERROR, msg);
+		return;
+	}
 	r = drv->prepare(slot->state, &run->spec, &run->inst, &err);
 	if (r >= 0) {
 		uv_timer_start(&run->timeout_timer, on_timeout, (uint64_t)run->timeout_s * 1000, 0);
@@ -1592,6 +1603,26 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 	return 0;
 }
 
+/* The program's streams: stdout and stderr apart, and stdin from the client, where the
+ * driver can (a plain program: a Unikraft image keeps its one console and terminal). Each
+ * is a fact of the run, so a client reads from the record what to follow and feed. */
+static unsigned io_plan(struct run_manager *mgr, int64_t id, const struct driver *drv, unsigned dflags,
+                        const struct run_request *req)
+{
+	unsigned f = 0;
+	if (dflags & (DRV_F_UNIKRAFT | DRV_F_LOADER))
+		return 0;
+	if (drv->caps & DRV_CAP_STREAMS) {
+		f |= DRV_F_STREAMS;
+		store_run_set_fact(mgr->db, id, "streams", "stdout,stderr");
+	}
+	if (req->want_stdin && (drv->caps & DRV_CAP_STDIN) && drv->input) {
+		f |= DRV_F_STDIN;
+		store_run_set_fact(mgr->db, id, "stdin", "pipe");
+	}
+	return f;
+}
+
 /* How much of the request's environment can reach the program: all of it for a plain Linux
  * program on linuxu (its process environment) and for a Unikraft kernel with posix_environ's
  * `env.vars` parameter; none elsewhere, which one note on the run says. */
@@ -1703,6 +1734,9 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
 	size_t nenv = env_plan(mgr, id, platform, dflags, req);
 	run->env = strv_dup(req->env, nenv);
+	dflags |= io_plan(mgr, id, slot->drv, dflags, req);
+	size_t nbinds = (slot->drv->caps & DRV_CAP_BINDS) ? req->nbinds : 0;
+	run->binds = strv_dup(req->binds, nbinds);
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
 	uv_timer_init(mgr->loop, &run->throttle_timer);
@@ -1725,6 +1759,11 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.accel = req->accel,
 		.machine = run->machine,
 		.flags = dflags,
+		.binds = run->binds,
+		.nbinds = nbinds,
+		.cwd = nbinds ? req->cwd : NULL,
+		.hide = mgr->cfg.hidden,
+		.nhide = strv_len(mgr->cfg.hidden),
 	};
 	run->cb = (struct drv_callbacks){
 		.console = on_console,
@@ -1744,7 +1783,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	/* The run's directory and its empty console log exist from now on (followers of a
 	 * queued run read it); the write side is opened when the run starts. */
 	char *cpath = run_console_path(mgr, id);
-	r = run->image_path && run->args && run->uk_params && run->env && run->require && cpath &&
+	r = run->image_path && run->args && run->uk_params && run->env && run->binds && run->require && cpath &&
 	            (run->driver || !req->driver) ? 0 : -ENOMEM;
 	if (r == 0)
 		r = rundir_create(mgr->cfg.runs_dir, id, &run->workdir);
@@ -1753,6 +1792,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		name_image(run);
 	if (r == 0)
 		r = console_init(&run->con, cpath, mgr->cfg.console_cap);
+	if (r == 0)
+		r = streams_init(&run->io, run->workdir, mgr->cfg.console_cap, !!(dflags & DRV_F_STREAMS));
 	else
 		run->con.fd = -1;
 	free(cpath);
@@ -1786,6 +1827,35 @@ struct console *run_console(struct run_manager *mgr, int64_t id)
 {
 	struct run *run = find_run(mgr, id);
 	return run && !run->exited ? &run->con : NULL;
+}
+
+struct console *run_stream_console(struct run_manager *mgr, int64_t id, enum drv_stream stream)
+{
+	struct run *run = find_run(mgr, id);
+	return run && !run->exited ? streams_live(&run->io, stream) : NULL;
+}
+
+char *run_stream_path(const struct run_manager *mgr, int64_t id, enum drv_stream stream)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%lld/%s", mgr->cfg.runs_dir, (long long)id, streams_file(stream)) < 0)
+		return NULL;
+	return p;
+}
+
+int run_input(struct run_manager *mgr, int64_t id, const char *buf, size_t len)
+{
+	struct run *run = find_run(mgr, id);
+	if (!run || run->exited)
+		return -ENOENT;
+	if (!(run->spec.flags & DRV_F_STDIN))
+		return -ENOTSUP;
+	if (!run->inst || !run->drv || run->state == RS_QUEUED)
+		return -EAGAIN;
+	if (!run->drv->input)
+		return -ENOTSUP;
+	int r = run->drv->input(run->inst, buf, len);
+	return r < 0 ? r : 0;
 }
 
 /* End active runs as stopped (125): queued ones always, running ones when `running`. */

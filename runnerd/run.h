@@ -30,6 +30,7 @@ struct run_config {
 	unsigned console_grace_ms;   /* loader mode: silence after a complete libtest run that ends it */
 	char *const *local_options;  /* the local host's driver options ("libvirt-uri=..."), NULL-terminated */
 	const struct run_host_config *hosts; /* runnerd.conf [host NAME]: remote libvirt hosts, and "local" */
+	char *const *hidden;         /* paths no sandbox may see (data dir, socket), NULL-terminated */
 	size_t nhosts;
 };
 
@@ -138,6 +139,10 @@ struct run_request {
 	unsigned retries;           /* attempts allowed again after a lost host */
 	int success_code;           /* -1 = none */
 	json_t *labels;             /* object of strings or NULL */
+	int want_stdin;             /* the client will send the program's stdin (run_input) */
+	char **binds;               /* absolute host directories shown read-only (policy checked by api.c) */
+	size_t nbinds;
+	const char *cwd;            /* absolute: where the program starts, or NULL */
 };
 
 extern const char *const run_state_names[];
@@ -194,5 +199,14 @@ int run_cancel(struct run_manager *mgr, int64_t id);
 struct console *run_console(struct run_manager *mgr, int64_t id);
 /* Path of a run's console log (malloc'd). */
 char *run_console_path(const struct run_manager *mgr, int64_t id);
+/* Path of a run's log of `stream` (DRV_STREAM_STDOUT/STDERR; malloc'd), which exists only
+ * for a run with separate streams. */
+char *run_stream_path(const struct run_manager *mgr, int64_t id, enum drv_stream stream);
+/* The live log of `stream` of an active run with separate streams, or NULL. */
+struct console *run_stream_console(struct run_manager *mgr, int64_t id, enum drv_stream stream);
+/* Feed `len` bytes to an active run's stdin; len 0 closes it (EOF). -ENOENT: no active
+ * run; -ENOTSUP: the run takes no stdin; -EAGAIN: not started yet or too much queued
+ * (nothing taken, try again); -EPIPE: its stdin is closed. */
+int run_input(struct run_manager *mgr, int64_t id, const char *buf, size_t len);
 
 #endif
