@@ -1,0 +1,474 @@
+#!/usr/bin/env python3
+"""Coordinator capacity: one runnerd driven to saturation through its HTTP API.
+
+Measures what bounds one runnerd acting as a farm coordinator (docs/farm.md):
+  runs      sustained runs/s end to end (upload once, then per run: POST /v1/runs, follow the
+            console to its end, GET the record) with C clients at once (1, 2, 4, 8, 16) for
+            lx_exit (static program, linuxu driver) and mb_exit7 (multiboot kernel, qemu driver).
+  store     sqlite: (a) through the API, POST /v1/runs rate while every run stays queued (the
+            one slot held by lx_hang) and the cancel rate of those queued runs (a finish each);
+            (b) in-process floor: python's sqlite3 on the schema files (schema/*.sql), WAL +
+            synchronous=NORMAL + foreign_keys=ON as runnerd/store.c opens the store, the same
+            statements per run as runnerd (insert transaction, image touch, state starting,
+            facts, state running, note, finish), one connection, autocommit like runnerd.
+  console   bytes/s absorbed: N lx_flood runs at once (each followed by one client), and N
+            followers of one lx_flood run.
+  hosts     runnerd.conf with H `[host hN]` sections (uri test:///default: libvirt's in-process
+            test driver, accepted by the libvirt driver's probe without any daemon): start-up
+            time, GET /v1/hosts and /metrics latency, and linuxu runs/s with H hosts configured.
+Event-loop latency: one client polls GET /healthz (keep-alive, every 20 ms) during every load;
+p50/p99/max are printed beside each figure.
+
+Numbers only; it fails only when something does not work (wrong exit code, wrong console bytes,
+runnerd does not start). --quick: fewer runs, fewer concurrency levels.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import benchlib as bl
+
+MB = 1e6
+
+
+class UConn(http.client.HTTPConnection):
+	"""HTTP/1.1 over runnerd's Unix socket."""
+
+	def __init__(self, path, timeout=600):
+		super().__init__("ukrun", timeout=timeout)
+		self.path = path
+
+	def connect(self):
+		s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+		s.settimeout(self.timeout)
+		s.connect(self.path)
+		self.sock = s
+
+
+def req(c, method, url, body=None, headers=None):
+	"""One request on connection c; returns (status, body bytes)."""
+	h = dict(headers or {})
+	if isinstance(body, (dict, list)):
+		body = json.dumps(body).encode()
+		h["Content-Type"] = "application/json"
+	c.request(method, url, body=body, headers=h)
+	r = c.getresponse()
+	return r.status, r.read()
+
+
+def upload(sock, path):
+	with open(path, "rb") as f:
+		data = f.read()
+	sha = hashlib.sha256(data).hexdigest()
+	c = UConn(sock)
+	st, b = req(c, "PUT", f"/v1/images/{sha}?name={os.path.basename(path)}", body=data)
+	bl.check(st in (200, 201), f"PUT {path}: {st} {b[:200]}")
+	c.close()
+	return sha
+
+
+def post_run(c, spec):
+	st, b = req(c, "POST", "/v1/runs", body=spec)
+	bl.check(st == 201, f"POST /v1/runs: {st} {b[:300]}")
+	return json.loads(b)["id"]
+
+
+def follow(c, rid):
+	"""Read the console with follow=1 to its end; returns the bytes."""
+	c.request("GET", f"/v1/runs/{rid}/console?follow=1")
+	r = c.getresponse()
+	bl.check(r.status == 200, f"console of run {rid}: {r.status}")
+	out = []
+	while True:
+		chunk = r.read1(1 << 16) if hasattr(r, "read1") else r.read(1 << 16)
+		if not chunk:
+			break
+		out.append(chunk)
+	return b"".join(out)
+
+
+def record(c, rid):
+	st, b = req(c, "GET", f"/v1/runs/{rid}")
+	bl.check(st == 200, f"GET run {rid}: {st}")
+	return json.loads(b)
+
+
+def one_run(c, spec, want_code, want_out=None):
+	"""POST, follow to the end, GET the record; checks the exit code (and console)."""
+	rid = post_run(c, spec)
+	out = follow(c, rid)
+	rec = record(c, rid)
+	bl.check(rec["state"] in ("done", "error") and rec["exit_code"] == want_code,
+	         f"run {rid}: state {rec['state']} exit {rec['exit_code']}, want {want_code}: {rec.get('reason')}")
+	if want_out is not None:
+		bl.check(out == want_out, f"run {rid}: console {out[:80]!r}, want {want_out[:80]!r}")
+	return rid, len(out)
+
+
+class Prober:
+	"""GET /healthz every 20 ms on one keep-alive connection; latencies per phase."""
+
+	def __init__(self, sock):
+		self.sock = sock
+		self.lat = []
+		self.stop_ev = threading.Event()
+		self.lock = threading.Lock()
+		self.t = threading.Thread(target=self.loop, daemon=True)
+		self.t.start()
+
+	def loop(self):
+		c = UConn(self.sock, timeout=60)
+		while not self.stop_ev.is_set():
+			t0 = time.perf_counter()
+			try:
+				st, _ = req(c, "GET", "/healthz")
+			except (OSError, http.client.HTTPException):
+				c.close()
+				c = UConn(self.sock, timeout=60)
+				continue
+			dt = time.perf_counter() - t0
+			if st == 200:
+				with self.lock:
+					self.lat.append(dt)
+			self.stop_ev.wait(0.02)
+		c.close()
+
+	def take(self):
+		"""Latencies since the last take (and forget them)."""
+		with self.lock:
+			xs, self.lat = self.lat, []
+		return xs
+
+	def close(self):
+		self.stop_ev.set()
+		self.t.join()
+
+
+def pct(xs, p):
+	if not xs:
+		return float("nan")
+	xs = sorted(xs)
+	return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def lat_str(xs):
+	if not xs:
+		return "healthz: no sample"
+	return (f"healthz p50 {pct(xs, 50) * 1000:6.1f} ms  p99 {pct(xs, 99) * 1000:6.1f}  "
+	        f"max {max(xs) * 1000:6.1f}  (n={len(xs)})")
+
+
+def closed_loop(sock, spec, want_code, conc, total, want_out=None):
+	"""conc clients, each running runs back to back until total runs are done; returns seconds."""
+	left = [total]
+	lock = threading.Lock()
+	errs = []
+
+	def client():
+		c = UConn(sock)
+		try:
+			while True:
+				with lock:
+					if left[0] == 0:
+						return
+					left[0] -= 1
+				one_run(c, spec, want_code, want_out)
+		except SystemExit as e:  # bl.check in a thread
+			errs.append(str(e))
+		except Exception as e:  # noqa: BLE001 - report any failure of a client
+			errs.append(repr(e))
+		finally:
+			c.close()
+
+	ts = [threading.Thread(target=client) for _ in range(conc)]
+	t0 = time.perf_counter()
+	for t in ts:
+		t.start()
+	for t in ts:
+		t.join()
+	dt = time.perf_counter() - t0
+	bl.check(not errs, f"client failed: {errs[:3]}")
+	return dt
+
+
+def bench_runs(args, d, prober, shas):
+	print("\n== runs: sustained runs/s end to end (POST + follow console to the end + GET record)")
+	print(f"   runnerd --max-concurrent {args.max_concurrent}; each level runs R runs, median of {args.reps} reps")
+	kinds = [("lx_exit (linuxu)", {"image": shas["lx_exit"], "args": ["3"]}, 3, b"exit 3\n"),
+	         ("mb_exit7 (qemu, TCG)", {"image": shas["mb_exit7"]}, 7, None)]
+	results = {}
+	for name, spec, code, out in kinds:
+		one_run(UConn(d.sock), spec, code, out)  # warm
+		prober.take()
+		for conc in args.conc:
+			total = max(args.runs_per_level, conc * 2)
+			rates = []
+			for _ in range(args.reps):
+				dt = closed_loop(d.sock, spec, code, conc, total, out)
+				rates.append(total / dt)
+			lat = prober.take()
+			results[(name, conc)] = rates
+			print(f"{name:22s} C={conc:2d}  {total:3d} runs  runs/s median {statistics.median(rates):6.2f} "
+			      f"min {min(rates):6.2f} max {max(rates):6.2f}   {lat_str(lat)}")
+	return results
+
+
+def bench_store_api(args, d, prober, shas):
+	print("\n== store through the API: POST /v1/runs while every run stays queued, then cancel them")
+	c = UConn(d.sock)
+	hang = post_run(c, {"image": shas["lx_hang"], "timeout_s": 600})
+	for _ in range(200):
+		if record(c, hang)["state"] == "running":
+			break
+		time.sleep(0.05)
+	n = args.store_n
+	prober.take()
+	ids = []
+	t0 = time.perf_counter()
+	for i in range(n):
+		ids.append(post_run(c, {"image": shas["lx_exit"], "args": [str(i % 200)], "labels": {"bench": "farm"}}))
+	dt_post = time.perf_counter() - t0
+	lat_post = prober.take()
+	t0 = time.perf_counter()
+	for rid in ids:
+		st, b = req(c, "POST", f"/v1/runs/{rid}/cancel")
+		bl.check(st == 200, f"cancel {rid}: {st} {b[:200]}")
+	dt_cancel = time.perf_counter() - t0
+	lat_cancel = prober.take()
+	req(c, "POST", f"/v1/runs/{hang}/cancel")
+	c.close()
+	print(f"POST /v1/runs (queued; insert txn: runs + 1 arg + 1 label)  {n / dt_post:7.1f} runs/s   {lat_str(lat_post)}")
+	print(f"cancel a queued run (finish UPDATE + note INSERT)          {n / dt_cancel:7.1f} runs/s   {lat_str(lat_cancel)}")
+	print("   (one client, one keep-alive connection: each figure includes the HTTP round trip and JSON)")
+	return n / dt_post, n / dt_cancel
+
+
+def store_floor(args):
+	print("\n== store floor: python sqlite3 on schema/*.sql, WAL, synchronous=NORMAL, foreign_keys=ON")
+	tmp = tempfile.mkdtemp(prefix="ukrun-bench-sqlite-")
+	path = os.path.join(tmp, "runnerd.db")
+	db = sqlite3.connect(path, isolation_level=None)
+	db.execute("PRAGMA journal_mode=WAL")
+	db.execute("PRAGMA synchronous=NORMAL")
+	db.execute("PRAGMA foreign_keys=ON")
+	sdir = os.path.join(args.source_dir, "schema")
+	for f in sorted(x for x in os.listdir(sdir) if x.endswith(".sql")):
+		with open(os.path.join(sdir, f)) as fh:
+			db.executescript("BEGIN;" + fh.read() + ";COMMIT;")
+	sha = "a" * 64
+	now = "2026-12-02T00:00:00.000Z"
+	db.execute("INSERT INTO images (sha256, size, name, platform, flags, summary, created_at) "
+	           "VALUES (?, 1, 'x', 'linuxu', 0, '', ?)", (sha, now))
+	n = args.store_n * 2
+
+	def run_lifecycle(i):
+		db.execute("BEGIN IMMEDIATE")
+		cur = db.execute("INSERT INTO runs (image, loader, name, mode, platform, driver, state, accel, machine, "
+		                 "memory_mb, vcpus, timeout_s, success_code, flags, created_at, daemon_pid, host) VALUES "
+		                 "(?, NULL, 'lx_exit', 'direct', 'linuxu', 'linuxu', 'queued', NULL, NULL, 0, 0, 300, "
+		                 "NULL, 0, ?, 1, 'local')", (sha, now))
+		rid = cur.lastrowid
+		db.execute("INSERT INTO run_args VALUES (?, 'arg', 0, '3')", (rid,))
+		db.execute("INSERT INTO labels VALUES (?, 'bench', 'farm')", (rid,))
+		db.execute("COMMIT")
+		db.execute("UPDATE images SET last_used_at = ? WHERE sha256 = ?", (now, sha))
+		db.execute("UPDATE runs SET state = 'starting', started_at = CASE WHEN 'starting' = 'running' AND "
+		           "started_at IS NULL THEN ? ELSE started_at END WHERE id = ?", (now, rid))
+		for k, v in (("accel", "tcg"), ("command", "/usr/bin/qemu-system-x86_64 -nodefaults " + "x" * 300)):
+			db.execute("INSERT INTO run_facts VALUES (?, ?, ?) ON CONFLICT(run_id, key) DO UPDATE "
+			           "SET value = excluded.value", (rid, k, v))
+		db.execute("UPDATE runs SET accel = 'tcg' WHERE id = ?", (rid,))
+		db.execute("UPDATE runs SET state = 'running', started_at = CASE WHEN 'running' = 'running' AND "
+		           "started_at IS NULL THEN ? ELSE started_at END WHERE id = ?", (now, rid))
+		db.execute("INSERT INTO run_notes VALUES (?, (SELECT coalesce(max(pos), -1) + 1 FROM run_notes "
+		           "WHERE run_id = ?), 'no usable /dev/kvm: running under TCG (slower)')", (rid, rid))
+		db.execute("UPDATE runs SET state = 'done', exit_code = 3, exit_source = 'process', reason = 'exited 3', "
+		           "ended_at = ?, console_bytes = 7, console_truncated = 0, duration_ms = "
+		           "CAST(round((julianday(?) - julianday(coalesce(started_at, created_at))) * 86400000) AS INTEGER) "
+		           "WHERE id = ?", (now, now, rid))
+
+	stmts_per_run = 11  # 1 transaction of 3 INSERTs + 8 autocommit statements
+	commits_per_run = 9  # the transaction + 8 autocommit writes (facts' UPSERTs count one each)
+	rates = []
+	for _ in range(3):
+		t0 = time.perf_counter()
+		for i in range(n):
+			run_lifecycle(i)
+		rates.append(n / (time.perf_counter() - t0))
+	rows = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+	db.close()
+	subprocess.run(["rm", "-rf", tmp])
+	m = statistics.median(rates)
+	print(f"run lifecycle ({stmts_per_run} statements, {commits_per_run} commits): median {m:8.1f} runs/s "
+	      f"(min {min(rates):.1f} max {max(rates):.1f}) = {m * commits_per_run:8.0f} commits/s, "
+	      f"{m * stmts_per_run:8.0f} statements/s; {rows} runs in the table at the end")
+	return m
+
+
+def bench_console(args, d, prober, shas):
+	print("\n== console: bytes/s runnerd absorbs (lx_flood, linuxu; MB = 10^6 bytes)")
+	lines = args.flood_lines
+	want = b"".join(b"line %06d abcdefghijklmnopqrstuvwxyz0123456789\n" % i for i in range(1, lines + 1)) + b"flood done\n"
+	spec = {"image": shas["lx_flood"], "args": [str(lines)]}
+	one_run(UConn(d.sock), spec, 0, want)
+	prober.take()
+	for n in args.flood_n:
+		t0 = time.perf_counter()
+		dt = closed_loop(d.sock, spec, 0, n, n, want)
+		lat = prober.take()
+		print(f"{n:2d} floods at once, each followed by 1 client: {n * len(want) / dt / MB:7.2f} MB/s "
+		      f"({n} x {len(want)} B in {dt * 1000:.0f} ms)   {lat_str(lat)}")
+		del t0
+	for f in args.followers:
+		c = UConn(d.sock)
+		# One run that floods, read by f followers from byte 0.
+		rid = post_run(c, spec)
+		got = [None] * f
+		errs = []
+
+		def reader(k):
+			cc = UConn(d.sock)
+			try:
+				got[k] = len(follow(cc, rid))
+			except Exception as e:  # noqa: BLE001
+				errs.append(repr(e))
+			cc.close()
+
+		ts = [threading.Thread(target=reader, args=(k,)) for k in range(f)]
+		t0 = time.perf_counter()
+		for t in ts:
+			t.start()
+		for t in ts:
+			t.join()
+		dt = time.perf_counter() - t0
+		lat = prober.take()
+		rec = record(c, rid)
+		c.close()
+		bl.check(not errs and all(g == len(want) for g in got), f"followers: {errs[:2]} {got[:4]}")
+		bl.check(rec["exit_code"] == 0, f"flood run {rid} exit {rec['exit_code']}")
+		print(f"1 flood, {f:2d} followers: {f * len(want) / dt / MB:7.2f} MB/s delivered "
+		      f"({f} x {len(want)} B in {dt * 1000:.0f} ms)   {lat_str(lat)}")
+
+
+def bench_hosts(args, shas_files):
+	print("\n== hosts: runnerd.conf with H [host hN] sections, uri test:///default (libvirt test driver)")
+	for h in args.hosts:
+		tmp = tempfile.mkdtemp(prefix="ukrun-bench-conf-")
+		conf = os.path.join(tmp, "runnerd.conf")
+		with open(conf, "w") as f:
+			for i in range(h):
+				f.write(f"[host h{i}]\nuri = test:///default\ncapacity = 4\n")
+		t0 = time.perf_counter()
+		d = bl.Daemon(args, ["--config", conf, "--max-concurrent", str(args.max_concurrent)])
+		t_start = time.perf_counter() - t0
+		try:
+			c = UConn(d.sock)
+			lat_hosts, lat_metrics = [], []
+			nh = None
+			for _ in range(20):
+				t1 = time.perf_counter()
+				st, b = req(c, "GET", "/v1/hosts")
+				lat_hosts.append(time.perf_counter() - t1)
+				bl.check(st == 200, f"GET /v1/hosts: {st}")
+				nh = json.loads(b)["hosts"]
+				t1 = time.perf_counter()
+				st, _ = req(c, "GET", "/metrics")
+				lat_metrics.append(time.perf_counter() - t1)
+			bl.check(len(nh) == h + 1, f"GET /v1/hosts lists {len(nh)} hosts, want {h + 1}")
+			avail = sum(1 for x in nh[1:] if any(dd.get("available") for dd in x.get("drivers", [])))
+			c.close()
+			shas = {k: upload(d.sock, p) for k, p in shas_files.items() if k == "lx_exit"}
+			spec = {"image": shas["lx_exit"], "args": ["3"]}
+			prober = Prober(d.sock)
+			rates = []
+			for _ in range(args.reps):
+				dt = closed_loop(d.sock, spec, 3, 4, args.runs_per_level, b"exit 3\n")
+				rates.append(args.runs_per_level / dt)
+			lat = prober.take()
+			prober.close()
+			print(f"H={h:3d}: start to first answer {t_start * 1000:7.0f} ms; hosts with an available driver "
+			      f"{avail}/{h}; GET /v1/hosts median {statistics.median(lat_hosts) * 1000:5.1f} ms "
+			      f"({len(json.dumps(nh))} B); /metrics median {statistics.median(lat_metrics) * 1000:5.1f} ms; "
+			      f"lx_exit C=4 runs/s median {statistics.median(rates):6.2f} "
+			      f"(min {min(rates):.2f} max {max(rates):.2f}); {lat_str(lat)}")
+		finally:
+			d.stop()
+			subprocess.run(["rm", "-rf", tmp])
+
+
+def machine_line():
+	load = open("/proc/loadavg").read().split()[:3]
+	model = ""
+	with open("/proc/cpuinfo") as f:
+		for line in f:
+			if line.startswith("model name"):
+				model = line.split(":", 1)[1].strip()
+				break
+	mem = ""
+	with open("/proc/meminfo") as f:
+		mem = f.readline().split()[1]
+	return f"# CPU {model}; {int(mem) // 1024} MiB RAM; load average at start {' '.join(load)}; sqlite {sqlite3.sqlite_version}"
+
+
+def extra(p):
+	p.add_argument("--quick", action="store_true", help="fewer runs and levels (a minute or two)")
+	p.add_argument("--only", default="runs,store,console,hosts", help="comma list of parts to run")
+	p.add_argument("--hosts", default=None, help="comma list of [host] counts (default 0,20,50,63)")
+
+
+def main():
+	args = bl.parse_args(__doc__.split("\n")[0], extra=extra, default_n=3)
+	q = args.quick
+	args.reps = 1 if q else max(1, args.n)
+	args.conc = [1, 4, 16] if q else [1, 2, 4, 8, 16]
+	args.runs_per_level = 16 if q else 48
+	args.max_concurrent = 16
+	args.store_n = 200 if q else 1000
+	args.flood_lines = 20000 if q else 200000
+	args.flood_n = [1, 4] if q else [1, 2, 4, 8]
+	args.followers = [1, 8] if q else [1, 4, 16]
+	args.hosts = [int(x) for x in args.hosts.split(",")] if args.hosts else ([0, 63] if q else [0, 20, 50, 63])
+	only = set(args.only.split(","))
+	print(bl.host_line())
+	print(machine_line())
+	files = {k: os.path.join(args.fixtures, k) for k in ("lx_exit", "lx_hang", "lx_flood", "mb_exit7")}
+	for k, p in files.items():
+		bl.check(os.path.exists(p), f"fixture {p} missing (build first)")
+	if "store" in only:
+		store_floor(args)
+	if only & {"runs", "console"}:
+		with bl.Daemon(args, ["--max-concurrent", str(args.max_concurrent)]) as d:
+			shas = {k: upload(d.sock, p) for k, p in files.items()}
+			prober = Prober(d.sock)
+			time.sleep(0.5)
+			print(f"\n== idle: {lat_str(prober.take())}")
+			if "runs" in only:
+				bench_runs(args, d, prober, shas)
+			if "console" in only:
+				bench_console(args, d, prober, shas)
+			prober.close()
+			print(f"\nrunnerd memory: VmHWM {d.status('VmHWM')} kB, VmRSS {d.status('VmRSS')} kB")
+	if "store" in only:
+		# One slot: every POSTed run stays queued behind lx_hang.
+		with bl.Daemon(args, ["--max-concurrent", "1", "--max-queued", str(args.store_n + 10)]) as d:
+			shas = {k: upload(d.sock, p) for k, p in files.items()}
+			prober = Prober(d.sock)
+			bench_store_api(args, d, prober, shas)
+			prober.close()
+	if "hosts" in only:
+		bench_hosts(args, files)
+	return 0
+
+
+if __name__ == "__main__":
+	sys.exit(main())
