@@ -108,7 +108,8 @@ def one_run(c, spec, want_code, want_out=None):
 	rid = post_run(c, spec)
 	out = follow(c, rid)
 	rec = record(c, rid)
-	bl.check(rec["state"] in ("done", "error") and rec["exit_code"] == want_code,
+	ok = rec["state"] == "done" if want_code is None else rec["state"] in ("done", "error") and rec["exit_code"] == want_code
+	bl.check(ok,
 	         f"run {rid}: state {rec['state']} exit {rec['exit_code']}, want {want_code}: {rec.get('reason')}")
 	if want_out is not None:
 		bl.check(out == want_out, f"run {rid}: console {out[:80]!r}, want {want_out[:80]!r}")
@@ -406,6 +407,200 @@ def bench_hosts(args, shas_files):
 			subprocess.run(["rm", "-rf", tmp])
 
 
+REMOTE_SH = """set -e
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib/libvirt
+mkdir -p /etc/libvirt/storage
+mount -t tmpfs tmpfs /etc/libvirt/storage
+mkdir -p /run/libvirt /run/lock /var/lib/libvirt/images /var/lib/libvirt/qemu
+chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu && chmod 0751 /var/lib/libvirt/qemu
+virtlogd & echo $! >"$D/virtlogd.pid"
+libvirtd --listen -f "$D/libvirtd.conf" & echo $! >"$D/libvirtd.pid"
+wait
+"""
+
+
+class RemoteLibvirtd:
+	"""A libvirtd in a private mount namespace on a loopback TCP port (as tests/integration/libvirt_remote.sh)."""
+
+	def __init__(self):
+		self.dir = tempfile.mkdtemp(prefix="ukrun-bench-lv-")
+		s = socket.socket()
+		s.bind(("127.0.0.1", 0))
+		self.port = s.getsockname()[1]
+		s.close()
+		self.uri = f"qemu+tcp://127.0.0.1:{self.port}/system"
+		with open(os.path.join(self.dir, "libvirtd.conf"), "w") as f:
+			f.write(f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "127.0.0.1"\ntcp_port = "{self.port}"\n'
+			        'auth_tcp = "none"\n')
+		self.log = open(os.path.join(self.dir, "libvirtd.log"), "wb")
+		self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "bash", "-c", REMOTE_SH],
+		                             env={**os.environ, "D": self.dir}, stdin=subprocess.DEVNULL,
+		                             stdout=self.log, stderr=self.log)
+		for _ in range(150):
+			if subprocess.run(["virsh", "-q", "-c", self.uri, "version"], capture_output=True).returncode == 0:
+				return
+			if self.proc.poll() is not None:
+				break
+			time.sleep(0.1)
+		self.stop()
+		raise RuntimeError(f"libvirtd at {self.uri} did not answer (log {self.dir}/libvirtd.log)")
+
+	def stop(self):
+		for f in ("libvirtd", "virtlogd"):
+			try:
+				with open(os.path.join(self.dir, f + ".pid")) as fh:
+					os.kill(int(fh.read()), 15)
+			except (OSError, ValueError):
+				pass
+		try:
+			self.proc.wait(20)
+		except subprocess.TimeoutExpired:
+			self.proc.kill()
+			self.proc.wait()
+		self.log.close()
+		subprocess.run(["rm", "-rf", self.dir])
+
+
+def padded_kernel(src, mb, tmp):
+	"""mb_exit7 with MB MiB of zeros appended (ELF: trailing bytes are never loaded): a big image."""
+	path = os.path.join(tmp, f"mb_exit7_pad{mb}")
+	with open(src, "rb") as f, open(path, "wb") as g:
+		g.write(f.read())
+		g.write(b"\0" * (mb << 20))
+	return path
+
+
+def bench_remote(args, files):
+	k = args.remote
+	print(f"\n== remote hosts: {k} extra libvirtd reached as qemu+tcp://127.0.0.1:PORT/system (loopback, TCG or KVM)")
+	if os.getuid() != 0 or not shutil_which("unshare") or not shutil_which("libvirtd"):
+		print("skipped: needs root, unshare and libvirtd")
+		return
+	hosts = []
+	tmp = tempfile.mkdtemp(prefix="ukrun-bench-remote-")
+	d = None
+	try:
+		for _ in range(k):
+			hosts.append(RemoteLibvirtd())
+		conf = os.path.join(tmp, "runnerd.conf")
+		with open(conf, "w") as f:
+			for i, h in enumerate(hosts):
+				f.write(f"[host r{i}]\nuri = {h.uri}\ncapacity = 8\n")
+		t0 = time.perf_counter()
+		d = bl.Daemon(args, ["--config", conf, "--max-concurrent", str(args.max_concurrent)])
+		print(f"start to first answer with {k} remote hosts: {(time.perf_counter() - t0) * 1000:.0f} ms "
+		      "(probe: connect, storage pool, domain capabilities per host)")
+		sha = upload(d.sock, files["mb_exit7"])
+		prober = Prober(d.sock)
+		# accel tcg: on this machine libvirt's KVM guests took ~4.5 s to reach isa-debug-exit, TCG ~1.7 s
+		spec0 = {"image": sha, "host": "r0", "accel": "tcg"}
+		t0 = time.perf_counter()
+		one_run(UConn(d.sock), spec0, None)
+		t_first = time.perf_counter() - t0
+		c = UConn(d.sock)
+		lat = []
+		for _ in range(5):
+			t0 = time.perf_counter()
+			rid, _ = one_run(c, spec0, None)
+			lat.append(time.perf_counter() - t0)
+		rec = record(c, rid)
+		c.close()
+		print(f"mb_exit7 on r0: first run (with upload) {t_first * 1000:.0f} ms; warm median "
+		      f"{statistics.median(lat) * 1000:.0f} ms (exit {rec['exit_code']} via {rec['exit_source']}, accel {rec['accel']})")
+		prober.take()
+		for conc in (1, 2 * k, 4 * k):
+			specs = [{"image": sha, "host": f"r{i % k}", "accel": "tcg"} for i in range(conc)]
+			total = max(args.runs_per_level // 2, conc * 2)
+			left = [total]
+			lock = threading.Lock()
+			errs = []
+
+			def client(spec):
+				cc = UConn(d.sock)
+				try:
+					while True:
+						with lock:
+							if left[0] == 0:
+								return
+							left[0] -= 1
+						one_run(cc, spec, None)
+				except BaseException as e:  # noqa: BLE001
+					errs.append(repr(e))
+				cc.close()
+
+			ts = [threading.Thread(target=client, args=(sp,)) for sp in specs]
+			t0 = time.perf_counter()
+			for t in ts:
+				t.start()
+			for t in ts:
+				t.join()
+			dt = time.perf_counter() - t0
+			bl.check(not errs, f"remote client failed: {errs[:2]}")
+			print(f"mb_exit7 pinned round-robin over {k} hosts, C={conc:2d}: {total / dt:6.2f} runs/s   "
+			      f"{lat_str(prober.take())}")
+		# A big upload to r0 while r1 floods its console: the libvirt thread is shared, and the upload
+		# (virStorageVolUpload + virStreamSendAll, blocking) runs on it.
+		big = padded_kernel(files["mb_exit7"], args.big_mb, tmp)
+		bsha = upload(d.sock, big)
+		fsha = upload(d.sock, files["mb_flood"])
+		gaps = []  # (time a chunk arrived, seconds since the previous chunk) on r1's console
+		stop = threading.Event()
+
+		def r1_loop():
+			cc = UConn(d.sock)
+			while not stop.is_set():
+				rid = post_run(cc, {"image": fsha, "host": "r1", "accel": "tcg", "args": ["4000"]})
+				cc.request("GET", f"/v1/runs/{rid}/console?follow=1")
+				r = cc.getresponse()
+				last = None
+				while True:
+					chunk = r.read1(1 << 16)
+					now = time.perf_counter()
+					if not chunk:
+						break
+					if last is not None:
+						gaps.append((now, now - last))
+					last = now
+				record(cc, rid)
+			cc.close()
+
+		th = threading.Thread(target=r1_loop)
+		th.start()
+		time.sleep(8)
+		prober.take()
+		t_up0 = time.perf_counter()
+		rid, _ = one_run(UConn(d.sock), {"image": bsha, "host": "r0", "accel": "tcg"}, None)
+		t_up1 = time.perf_counter()
+		lat_up = prober.take()
+		time.sleep(4)
+		stop.set()
+		th.join()
+		rec = record(UConn(d.sock), rid)
+		up_s = (bl.ts(rec["started_at"]) - bl.ts(rec["created_at"]))
+		before = [g for t, g in gaps if t < t_up0]
+		during = [g for t, g in gaps if t_up0 <= t <= t_up1 + 0.5]
+		print(f"first run of a {args.big_mb} MiB image on r0: {(t_up1 - t_up0) * 1000:.0f} ms in all, created->running "
+		      f"{up_s * 1000:.0f} ms (upload to its pool over loopback: ~{args.big_mb * 1.048576 / up_s:.0f} MB/s); "
+		      f"meanwhile {lat_str(lat_up)}")
+		if before and during:
+			print(f"   r1's console (mb_flood, followed): longest gap between chunks before the upload "
+			      f"{max(before) * 1000:.0f} ms (p99 {pct(before, 99) * 1000:.0f}, n={len(before)}), "
+			      f"during it {max(during) * 1000:.0f} ms (n={len(during)})")
+		prober.close()
+	finally:
+		if d:
+			d.stop()
+		for h in hosts:
+			h.stop()
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def shutil_which(x):
+	import shutil
+	return shutil.which(x)
+
+
 def machine_line():
 	load = open("/proc/loadavg").read().split()[:3]
 	model = ""
@@ -422,7 +617,9 @@ def machine_line():
 
 def extra(p):
 	p.add_argument("--quick", action="store_true", help="fewer runs and levels (a minute or two)")
-	p.add_argument("--only", default="runs,store,console,hosts", help="comma list of parts to run")
+	p.add_argument("--only", default="runs,store,console,hosts,remote", help="comma list of parts to run")
+	p.add_argument("--remote", type=int, default=2, help="extra libvirtds for the remote part (default 2)")
+	p.add_argument("--big-mb", type=int, default=768, help="size of the big image uploaded to one remote host")
 	p.add_argument("--hosts", default=None, help="comma list of [host] counts (default 0,20,50,63)")
 
 
@@ -441,7 +638,7 @@ def main():
 	only = set(args.only.split(","))
 	print(bl.host_line())
 	print(machine_line())
-	files = {k: os.path.join(args.fixtures, k) for k in ("lx_exit", "lx_hang", "lx_flood", "mb_exit7")}
+	files = {k: os.path.join(args.fixtures, k) for k in ("lx_exit", "lx_hang", "lx_flood", "mb_exit7", "mb_flood")}
 	for k, p in files.items():
 		bl.check(os.path.exists(p), f"fixture {p} missing (build first)")
 	if "store" in only:
@@ -467,6 +664,8 @@ def main():
 			prober.close()
 	if "hosts" in only:
 		bench_hosts(args, files)
+	if "remote" in only:
+		bench_remote(args, files)
 	return 0
 
 
