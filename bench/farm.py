@@ -161,6 +161,13 @@ class Prober:
 		self.t.join()
 
 
+def cpu_s(pid):
+	"""runnerd's CPU time so far (user + system, all its threads; not its children), seconds."""
+	with open(f"/proc/{pid}/stat") as f:
+		w = f.read().rsplit(")", 1)[1].split()
+	return (int(w[11]) + int(w[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs, p):
 	if not xs:
 		return float("nan")
@@ -224,13 +231,15 @@ def bench_runs(args, d, prober, shas):
 		for conc in args.conc:
 			total = max(args.runs_per_level, conc * 2)
 			rates = []
+			cpu0 = cpu_s(d.proc.pid)
 			for _ in range(args.reps):
 				dt = closed_loop(d.sock, spec, code, conc, total, out)
 				rates.append(total / dt)
+			cpu = (cpu_s(d.proc.pid) - cpu0) / (total * args.reps)
 			lat = prober.take()
 			results[(name, conc)] = rates
 			print(f"{name:26s} C={conc:2d}  {total:3d} runs  runs/s median {statistics.median(rates):6.2f} "
-			      f"min {min(rates):6.2f} max {max(rates):6.2f}   {lat_str(lat)}")
+			      f"min {min(rates):6.2f} max {max(rates):6.2f}  runnerd CPU {cpu * 1000:5.2f} ms/run   {lat_str(lat)}")
 	return results
 
 
@@ -245,21 +254,25 @@ def bench_store_api(args, d, prober, shas):
 	n = args.store_n
 	prober.take()
 	ids = []
+	cpu0 = cpu_s(d.proc.pid)
 	t0 = time.perf_counter()
 	for i in range(n):
 		ids.append(post_run(c, {"image": shas["lx_exit"], "args": [str(i % 200)], "labels": {"bench": "farm"}}))
 	dt_post = time.perf_counter() - t0
+	cpu_post = (cpu_s(d.proc.pid) - cpu0) / n
 	lat_post = prober.take()
+	cpu0 = cpu_s(d.proc.pid)
 	t0 = time.perf_counter()
 	for rid in ids:
 		st, b = req(c, "POST", f"/v1/runs/{rid}/cancel")
 		bl.check(st == 200, f"cancel {rid}: {st} {b[:200]}")
 	dt_cancel = time.perf_counter() - t0
+	cpu_cancel = (cpu_s(d.proc.pid) - cpu0) / n
 	lat_cancel = prober.take()
 	req(c, "POST", f"/v1/runs/{hang}/cancel")
 	c.close()
-	print(f"POST /v1/runs (queued; insert txn: runs + 1 arg + 1 label)  {n / dt_post:7.1f} runs/s   {lat_str(lat_post)}")
-	print(f"cancel a queued run (finish UPDATE + note INSERT)          {n / dt_cancel:7.1f} runs/s   {lat_str(lat_cancel)}")
+	print(f"POST /v1/runs (queued; insert txn: runs + 1 arg + 1 label)  {n / dt_post:7.1f} runs/s  runnerd CPU {cpu_post * 1000:5.2f} ms/run   {lat_str(lat_post)}")
+	print(f"cancel a queued run (finish UPDATE + note INSERT)          {n / dt_cancel:7.1f} runs/s  runnerd CPU {cpu_cancel * 1000:5.2f} ms/run   {lat_str(lat_cancel)}")
 	print("   (one client, one keep-alive connection: each figure includes the HTTP round trip and JSON)")
 	return n / dt_post, n / dt_cancel
 
@@ -334,12 +347,13 @@ def bench_console(args, d, prober, shas):
 	one_run(UConn(d.sock), spec, 0, want)
 	prober.take()
 	for n in args.flood_n:
-		t0 = time.perf_counter()
+		cpu0 = cpu_s(d.proc.pid)
 		dt = closed_loop(d.sock, spec, 0, n, n, want)
+		cpu = cpu_s(d.proc.pid) - cpu0
 		lat = prober.take()
 		print(f"{n:2d} floods at once, each followed by 1 client: {n * len(want) / dt / MB:7.2f} MB/s "
-		      f"({n} x {len(want)} B in {dt * 1000:.0f} ms)   {lat_str(lat)}")
-		del t0
+		      f"({n} x {len(want)} B in {dt * 1000:.0f} ms; runnerd CPU {cpu * 1000:.0f} ms = "
+		      f"{cpu * 1e9 / (n * len(want)):.1f} ns/B)   {lat_str(lat)}")
 	for f in args.followers:
 		c = UConn(d.sock)
 		# One run that floods, read by f followers from byte 0.
@@ -356,19 +370,21 @@ def bench_console(args, d, prober, shas):
 			cc.close()
 
 		ts = [threading.Thread(target=reader, args=(k,)) for k in range(f)]
+		cpu0 = cpu_s(d.proc.pid)
 		t0 = time.perf_counter()
 		for t in ts:
 			t.start()
 		for t in ts:
 			t.join()
 		dt = time.perf_counter() - t0
+		cpu = cpu_s(d.proc.pid) - cpu0
 		lat = prober.take()
 		rec = record(c, rid)
 		c.close()
 		bl.check(not errs and all(g == len(want) for g in got), f"followers: {errs[:2]} {got[:4]}")
 		bl.check(rec["exit_code"] == 0, f"flood run {rid} exit {rec['exit_code']}")
 		print(f"1 flood, {f:2d} followers: {f * len(want) / dt / MB:7.2f} MB/s delivered "
-		      f"({f} x {len(want)} B in {dt * 1000:.0f} ms)   {lat_str(lat)}")
+		      f"({f} x {len(want)} B in {dt * 1000:.0f} ms; runnerd CPU {cpu * 1000:.0f} ms)   {lat_str(lat)}")
 
 
 def bench_hosts(args, shas_files):
@@ -540,6 +556,7 @@ def bench_remote(args, files):
 				cc.close()
 
 			ts = [threading.Thread(target=client, args=(sp,)) for sp in specs]
+			cpu0 = cpu_s(d.proc.pid)
 			t0 = time.perf_counter()
 			for t in ts:
 				t.start()
@@ -547,7 +564,9 @@ def bench_remote(args, files):
 				t.join()
 			dt = time.perf_counter() - t0
 			bl.check(not errs, f"remote client failed: {errs[:2]}")
-			print(f"mb_exit7 pinned round-robin over {k} hosts, C={conc:2d}: {total / dt:6.2f} runs/s   "
+			cpu = (cpu_s(d.proc.pid) - cpu0) / total
+			print(f"mb_exit7 pinned round-robin over {k} hosts, C={conc:2d}: {total / dt:6.2f} runs/s  "
+			      f"runnerd CPU {cpu * 1000:5.2f} ms/run   "
 			      f"{lat_str(prober.take())}")
 		# A burst: 4 runs per host POSTed at once. Domains are created one after another on the one
 		# libvirt thread (virDomainCreateXML is a blocking RPC that returns once QEMU runs on the host),
