@@ -15,7 +15,14 @@ Measures what bounds one runnerd acting as a farm coordinator (docs/farm.md):
             followers of one lx_flood run.
   hosts     runnerd.conf with H `[host hN]` sections (uri test:///default: libvirt's in-process
             test driver, accepted by the libvirt driver's probe without any daemon): start-up
-            time, GET /v1/hosts and /metrics latency, and linuxu runs/s with H hosts configured.
+            time, GET /v1/hosts and /metrics latency, linuxu runs/s with H hosts configured, and a
+            burst of 2 runs pinned per test host (ended by a 1 s timeout): the libvirt thread's own
+            cost per start, with no network and no QEMU.
+  remote    (root, unshare, libvirtd) --remote N extra libvirtds in private mount namespaces, reached
+            only as qemu+tcp://127.0.0.1:PORT/system (as tests/integration/libvirt_remote.sh): pinned
+            runs round-robin, a burst of starts (their spacing on the one libvirt thread), the same
+            burst split over two runnerds, and another host's console gaps while a --big-mb image
+            uploads to one host.
 Event-loop latency: one client polls GET /healthz (keep-alive, every 20 ms) during every load;
 p50/p99/max are printed beside each figure.
 
