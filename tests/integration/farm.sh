@@ -197,7 +197,8 @@ done
 sql "SELECT message FROM run_notes WHERE run_id = $retryid" | grep -q "attempt 1 on host r1 lost" ||
 	fail "no note of the retry"
 api GET /v1/hosts/r1
-[[ $(jget health <<<"$API_BODY") == down && $(jget last_error <<<"$API_BODY") == *"lost the connection"* ]] ||
+# (last_error: the lost connection, or by now the failed re-probe: either names r1's URI)
+[[ $(jget health <<<"$API_BODY") == down && $(jget last_error <<<"$API_BODY") == *"$R1"* ]] ||
 	fail "r1 is not shown down: $API_BODY"
 # Everything else goes on: r2's run, the local run, the API.
 [[ $(sql "SELECT state FROM runs WHERE id = $p2id") == running ]] || fail "r2's run did not survive r1's loss"
@@ -225,3 +226,21 @@ for _ in $(seq 200); do
 	sleep 0.1
 done
 [[ -z $(lv_remote_domains r1) ]] || fail "domains left on r1: $(lv_remote_domains r1)"
+
+# ---- an image quota: a host keeps at most image_quota_mb of image volumes, the least recently used go first ----
+cp "$FX/mb_hello" "$T/big_a" && truncate -s 700K "$T/big_a"
+cp "$FX/mb_hello" "$T/big_b" && printf 'b' >>"$T/big_b" && truncate -s 700K "$T/big_b"
+run_ukrun addq1 hosts add q1 "$R2" --capacity 1 --image-quota 1 --label quota
+expect_rc addq1 0
+expect_run biga 0 lifecycle qemu/libvirt --host q1 "$T/big_a"
+sha_a=$(sql "SELECT image FROM runs WHERE id = $RUN_ID")
+virsh -q -c "$R2" vol-list ukrun | grep -q "$sha_a" || fail "quota: big_a's volume is not in r2's pool"
+expect_run bigb 0 lifecycle qemu/libvirt --host q1 "$T/big_b"
+sha_b=$(sql "SELECT image FROM runs WHERE id = $RUN_ID")
+vols=$(virsh -q -c "$R2" vol-list ukrun | awk '{print $1}')
+grep -qx "$sha_b" <<<"$vols" || fail "quota: the newest image's volume was removed: $vols"
+grep -qx "$sha_a" <<<"$vols" && fail "quota: the least recently used volume is still there: $vols"
+grep -q "image quota of .*removed" "$T/bigb.err" || grep -q "image quota of .*removed" <(sql "SELECT message FROM run_notes WHERE run_id = $RUN_ID") ||
+	fail "quota: no note of the removed volumes"
+run_ukrun rmq1 hosts rm q1
+expect_rc rmq1 0

@@ -7,56 +7,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_libvirt.sh"
 
-[[ $(id -u) == 0 ]] || skip "a second libvirtd needs root"
-command -v unshare >/dev/null || skip "unshare (util-linux) is not installed"
-port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RURI="qemu+tcp://127.0.0.1:$port/system"
-cat >"$T/libvirtd.conf" <<CONF
-listen_tls = 0
-listen_tcp = 1
-listen_addr = "127.0.0.1"
-tcp_port = "$port"
-auth_tcp = "none"
-CONF
-cat >"$T/remote.sh" <<'SH'
-set -e
-mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /var/lib/libvirt
-mkdir -p /etc/libvirt/storage
-mount -t tmpfs tmpfs /etc/libvirt/storage # the pool it defines stays with it
-mkdir -p /run/libvirt /run/lock /var/lib/libvirt/images /var/lib/libvirt/qemu
-chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu && chmod 0751 /var/lib/libvirt/qemu
-virtlogd & echo $! >"$T/virtlogd.pid"
-libvirtd --listen -f "$T/libvirtd.conf" & echo $! >"$T/libvirtd.pid"
-wait
-SH
-unshare --mount --propagation private bash "$T/remote.sh" >"$T/remote-libvirtd.log" 2>&1 &
-ns_pid=$!
-
-remote_destroy_all() {
-	local d
-	for d in $(virsh -q -c "$RURI" list --name 2>/dev/null | grep '^ukrun-' || true); do
-		virsh -q -c "$RURI" destroy "$d" >/dev/null 2>&1 || true
-	done
-}
-_remote_cleanup() {
-	local rc=$?
-	set +e
-	for p in "${_daemon_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait_pid_gone "$p" 20; done
-	remote_destroy_all
-	for f in libvirtd virtlogd; do [[ -s $T/$f.pid ]] && kill -TERM "$(cat "$T/$f.pid")" 2>/dev/null; done
-	wait_pid_gone "$ns_pid" 20 || kill -KILL "$ns_pid" 2>/dev/null
-	(exit "$rc")
-	_lv_cleanup
-}
-trap _remote_cleanup EXIT
-
-for _ in $(seq 150); do
-	virsh -q -c "$RURI" version >/dev/null 2>&1 && break
-	kill -0 "$ns_pid" 2>/dev/null || { cat "$T/remote-libvirtd.log" >&2; skip "the second libvirtd cannot run here"; }
-	sleep 0.1
-done
-virsh -q -c "$RURI" version >/dev/null 2>&1 || { cat "$T/remote-libvirtd.log" >&2; fail "the second libvirtd does not answer"; }
+lv_remote_start remote
+RURI=${LV_REMOTE_URI[remote]}
 
 # The same libvirtd is also configured as a host of its own, `[host remote1]` (capacity 1): runs pinned to it
 # with --host go there through its first driver for the platform (libvirt), one at a time.
@@ -174,7 +126,7 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 wait_state "$id" running 60
-lpid=$(cat "$T/libvirtd.pid")
+lpid=$(cat "$T/remote/libvirtd.pid")
 kill -STOP "$lpid"
 healthy || { kill -CONT "$lpid"; fail "runnerd stopped answering while libvirtd is stalled"; }
 for _ in $(seq 600); do
@@ -206,18 +158,11 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 wait_state "$id" running 60
-lpid=$(cat "$T/libvirtd.pid")
-kill -TERM "$lpid"
-wait_pid_gone "$lpid" 30 || fail "the remote libvirtd ignored SIGTERM"
+lv_remote_kill remote TERM
 wait_rc "$cpid"
 [[ $RC == 125 ]] || { cat "$T/restart.err" >&2; fail "restart: ukrun exit $RC, want 125"; }
 grep -qF "lost the connection to libvirtd at $RURI" "$T/restart.err" || { cat "$T/restart.err" >&2; fail "restart: the reason does not name the URI"; }
-nsenter --mount="/proc/$ns_pid/ns/mnt" -- libvirtd --listen -f "$T/libvirtd.conf" >>"$T/remote-libvirtd.log" 2>&1 &
-echo $! >"$T/libvirtd.pid"
-for _ in $(seq 150); do
-	virsh -q -c "$RURI" version >/dev/null 2>&1 && break
-	sleep 0.1
-done
+lv_remote_restart remote
 expect_run reconnect 0 lifecycle qemu/libvirt --driver libvirt "$FX/mb_hello"
 # The restarted libvirtd destroys the lost connection's autodestroy domain as it reconnects to that QEMU, on its
 # own time (once seen still there right after the reconnect run, under CI load): bounded wait, as for the stall.
