@@ -12,12 +12,15 @@
 #include "tailbuf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
@@ -204,6 +207,72 @@ int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret
 	return 0;
 }
 
+int qemu_unikraft_release(const char *buf, size_t len)
+{
+	static const char tag[] = "Unikraft ";
+	const char *p = buf, *end = buf + len;
+	while (p < end) {
+		const char *hit = memmem(p, (size_t)(end - p), tag, sizeof(tag) - 1);
+		if (!hit)
+			return -1;
+		/* "Unikraft Calypso 0.17.0~eaf6fda1" or "Unikraft Calypso (0.17.0~...)" */
+		const char *q = hit + sizeof(tag) - 1;
+		while (q < end && ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z')))
+			q++;
+		if (q > hit + sizeof(tag) - 1 && q < end && *q == ' ')
+			q++;
+		if (q < end && *q == '(')
+			q++;
+		unsigned major = 0, minor = 0, nd = 0;
+		while (q < end && *q >= '0' && *q <= '9' && nd < 3) {
+			major = major * 10 + (unsigned)(*q++ - '0');
+			nd++;
+		}
+		if (nd && q < end && *q == '.') {
+			unsigned nm = 0;
+			for (q++; q < end && *q >= '0' && *q <= '9' && nm < 3; q++, nm++)
+				minor = minor * 10 + (unsigned)(*q - '0');
+			if (nm)
+				return (int)(major * 100 + minor);
+		}
+		p = hit + 1;
+	}
+	return -1;
+}
+
+/* qemu_unikraft_release of the image file (its banner is in .rodata), -1 when unreadable. */
+static int image_unikraft_release(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat sb;
+	int rel = -1;
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 && sb.st_size <= QEMU_UK_SCAN_MAX) {
+		void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m != MAP_FAILED) {
+			rel = qemu_unikraft_release(m, (size_t)sb.st_size);
+			munmap(m, (size_t)sb.st_size);
+		}
+	}
+	close(fd);
+	return rel;
+}
+
+/* The machine profile when the run names none (DESIGN §8, chosen by measurement: bench/run,
+ * docs/performance.md). pc + qboot boots plain multiboot kernels and Unikraft ≥ 0.17 with the
+ * same console bytes as SeaBIOS, in less time (TCG) and far less under a nested KVM, where
+ * SeaBIOS alone takes seconds; Unikraft ≤ 0.16 (the elfloader kernels) trips an assertion
+ * on qboot's memory map, and a kernel whose release cannot be read keeps SeaBIOS. */
+static const char *default_machine(const struct qemu_state *st, const struct drv_spec *spec, int unikraft)
+{
+	if (!st->qboot)
+		return "pc";
+	if (!unikraft)
+		return "qboot";
+	return image_unikraft_release(spec->image_path) >= QEMU_UK_QBOOT_MIN ? "qboot" : "pc";
+}
+
 int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int kvm,
                    struct cmd **ret_cmd, char **ret_err)
 {
@@ -235,12 +304,10 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 	cmd_arg(c, "-name");
 	cmd_argf(c, "ukrun-%s", spec->run_id);
 
-	/* Machine (DESIGN §8, measured under TCG): microvm and pc+qboot are fastest,
-	 * but Unikraft ≤ 0.16 (the elfloader kernels) trips an assertion on their
-	 * memory maps, so Unikraft images get pc with a silenced SeaBIOS. */
+	/* Machine: the run's, else the fastest that boots this kind of image. */
 	const char *machine = spec->machine;
 	if (!machine)
-		machine = (!unikraft && st->qboot) ? "qboot" : "pc";
+		machine = default_machine(st, spec, unikraft);
 	cmd_arg(c, "-M");
 	if (strcmp(machine, "qboot") == 0) {
 		cmd_arg(c, "pc");
