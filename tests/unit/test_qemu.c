@@ -54,6 +54,7 @@ static void test_unikraft_argv(void **state)
 	assert_true(find(v, "-nodefaults") > 0 && find(v, "-no-reboot") > 0 && find(v, "-S") > 0);
 	assert_string_equal(opt(v, "-name"), "ukrun-r1");
 	assert_string_equal(opt(v, "-M"), "pc"); /* Unikraft ≤ 0.16 needs SeaBIOS' memory map */
+	assert_string_equal(opt(v, "-global"), "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off");
 	assert_string_equal(opt(v, "-fw_cfg"), "name=etc/sercon-port,string=0");
 	assert_string_equal(opt(v, "-accel"), "tcg");
 	assert_string_equal(opt(v, "-cpu"), "max");
@@ -102,12 +103,17 @@ static void test_plain_argv(void **state)
 	assert_string_equal(opt(v, "-bios"), QEMU_QBOOT_ROM);
 	assert_int_equal(find(v, "-fw_cfg"), -1);
 	assert_string_equal(opt(v, "-append"), "one two");
+	/* pc (either firmware) drops the ACPI PCI hotplug tables; other machines get no PIIX4 globals. */
+	assert_string_equal(opt(v, "-global"), "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off");
+	assert_string_equal(v[find(v, "-global") + 2], "-global");
+	assert_string_equal(v[find(v, "-global") + 3], "PIIX4_PM.acpi-root-pci-hotplug=off");
 	cmd_free(c);
 
 	struct drv_spec none = {.run_id = "r3", .image_path = "/k.bin", .workdir = "/w", .machine = "microvm"};
 	c = build(&none, 0);
 	v = cmd_argv(c);
 	assert_string_equal(opt(v, "-M"), "microvm");
+	assert_int_equal(find(v, "-global"), -1);
 	assert_int_equal(find(v, "-append"), -1);
 	assert_int_equal(find(v, "-fw_cfg"), -1);
 	cmd_free(c);
