@@ -728,6 +728,16 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	struct attempt *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
+	/* The console on a pipe(2), not libuv's socketpair: QEMU writes the UART's bytes a
+	 * few at a time, and a write to a socket costs far more (an skb and a wake-up each)
+	 * than to a pipe (bare QEMU, mb_flood under TCG: docs/performance.md). stderr stays
+	 * a libuv pipe: it only carries messages. */
+	int cfd[2];
+	if (pipe2(cfd, O_CLOEXEC) < 0) {
+		int e = -errno;
+		free(a);
+		return errmsg_fail(ret_err, e, "qemu: cannot create the console pipe: %s", strerror(-e));
+	}
 	a->inst = inst;
 	a->kvm = inst->kvm;
 	uv_pipe_init(inst->loop, &a->out, 0);
@@ -737,14 +747,26 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	/* A stale socket would let us connect to nothing; QEMU recreates both. */
 	unlink(inst->qmp_path);
 	unlink(inst->pid_path);
-	cmd_stdio_pipe(inst->cmd, 1, &a->out, 0);
-	cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
-	cmd_die_with_daemon(inst->cmd);
-	int r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+	int spawned = 0;
+	int r = uv_pipe_open(&a->out, cfd[0]);
+	if (r < 0) {
+		close(cfd[0]);
+		errmsg_fail(ret_err, r, "qemu: cannot watch the console pipe: %s", uv_strerror(r));
+	} else {
+		cmd_stdio_fd(inst->cmd, 1, cfd[1]);
+		cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
+		cmd_die_with_daemon(inst->cmd);
+		spawned = 1;
+		r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+	}
+	close(cfd[1]); /* the child has its own copy */
 	if (r < 0) {
 		a->inst = NULL;
 		a->exited = 1;
-		uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
+		if (spawned)
+			uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
+		else
+			a->handles--; /* no process handle was initialised */
 		attempt_close(a, (uv_handle_t *)&a->out);
 		attempt_close(a, (uv_handle_t *)&a->err);
 		return r;
