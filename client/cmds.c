@@ -32,6 +32,8 @@ struct cmd_args {
 	bool help;
 	bool all;      /* ps --all */
 	bool follow;   /* logs -f */
+	bool out, err; /* logs --stdout, --stderr (both or neither: the console) */
+	const char *stream; /* "stdout", "stderr" or NULL (both interleaved) */
 	bool json;     /* --json: the daemon's JSON instead of a table */
 	long limit;    /* ps -n */
 	const char *state;
@@ -40,17 +42,25 @@ struct cmd_args {
 	const char *image;  /* ps --image, rm IMAGE: a sha256 or a file */
 	const char *before; /* ps --before ID */
 	const char *id;     /* show/logs/cancel */
-	const char *action; /* daemon start|stop|status */
+	const char *action; /* daemon start|stop|status, hosts add|rm */
+	const char *pos[2]; /* hosts add NAME URI, hosts rm NAME */
+	size_t npos;
+	long capacity, memory_mb, image_quota_mb; /* hosts add; -1 = the daemon's default */
+	const char *host_labels[16];
+	size_t nhost_labels;
+	bool drain;         /* hosts rm --drain */
 };
 
 struct cmd_def {
 	const char *name;
 	const char *usage; /* after "ukrun NAME" */
-	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label i=--image b=--before J=--junit */
+	const char *flags; /* accepted: a=--all f=-f n=-n s=--state l=--label i=--image b=--before J=--junit
+		    * o=--stdout/--stderr */
 	const char *summary; /* one line for --help */
 	bool needs_id;
 	bool needs_image;  /* rm IMAGE */
 	const char *actions; /* daemon: "start stop status" */
+	bool action_optional; /* hosts: no action lists */
 	bool spawn;        /* start runnerd when it is not running */
 	int (*fn)(struct httpc *h, const struct cmd_args *a);
 };
@@ -415,7 +425,7 @@ static int logs_json(struct httpc *h, const struct cmd_args *a)
 		fprintf(stderr, "ukrun: temporary file: %s\n", strerror(errno));
 		return UKRUN_EXIT_INFRA;
 	}
-	r = runner_console(h, a->id, a->follow, fileno(tmp), &offset);
+	r = runner_console(h, a->id, a->follow, fileno(tmp), &offset, a->stream);
 	status = logs_status(r);
 	if (!status && (fseek(tmp, 0, SEEK_END) < 0 || (len = ftell(tmp)) < 0))
 		status = UKRUN_EXIT_INFRA;
@@ -437,7 +447,8 @@ static int logs_json(struct httpc *h, const struct cmd_args *a)
 					buf[i] = '?';
 			text = json_stringn(buf, (size_t)len);
 		}
-		doc = json_pack("{s:s,s:o,s:I}", "id", a->id, "console", text, "bytes", (json_int_t)offset);
+		doc = json_pack("{s:s,s:s,s:o,s:I}", "id", a->id, "stream", a->stream ? a->stream : "both", "console",
+				text, "bytes", (json_int_t)offset);
 		print_json(doc);
 		json_decref(doc);
 	}
@@ -453,7 +464,7 @@ static int cmd_logs(struct httpc *h, const struct cmd_args *a)
 
 	if (a->json)
 		return logs_json(h, a);
-	return logs_status(runner_console(h, a->id, a->follow, STDOUT_FILENO, &offset));
+	return logs_status(runner_console(h, a->id, a->follow, STDOUT_FILENO, &offset, a->stream));
 }
 
 static int cmd_cancel(struct httpc *h, const struct cmd_args *a)
@@ -621,36 +632,134 @@ static void host_cells(const json_t *rec, const char *cells[MAX_COLS], char scra
 		n += (size_t)w;
 	}
 	cells[0] = json_string_value(json_object_get(rec, "name"));
-	cells[1] = scratch[1];
-	cells[2] = scratch[2];
-	cells[3] = scratch[3];
-	cells[4] = scratch[4];
+	cells[1] = json_string_value(json_object_get(rec, "health"));
+	cells[2] = scratch[1];
+	cells[3] = scratch[2];
+	cells[4] = scratch[3];
+	n = 0;
+	scratch[5][0] = '\0';
+	json_array_foreach(json_object_get(rec, "labels"), i, d) {
+		int w = snprintf(scratch[5] + n, SCRATCH - n, "%s%s", n ? "," : "", json_string_value(d));
+
+		if (w < 0 || (size_t)w >= SCRATCH - n)
+			break;
+		n += (size_t)w;
+	}
+	cells[5] = scratch[5][0] ? scratch[5] : "-";
+	cells[6] = scratch[4];
+}
+
+static int hosts_add(struct httpc *h, const struct cmd_args *a)
+{
+	struct httpc_resp resp;
+	json_t *body = json_pack("{s:s,s:s}", "name", a->pos[0], "uri", a->pos[1]), *labels = json_array();
+	int r, status = 0;
+
+	for (size_t i = 0; i < a->nhost_labels; i++)
+		json_array_append_new(labels, json_string(a->host_labels[i]));
+	json_object_set_new(body, "labels", labels);
+	if (a->capacity >= 0)
+		json_object_set_new(body, "capacity", json_integer(a->capacity));
+	if (a->memory_mb >= 0)
+		json_object_set_new(body, "memory_mb", json_integer(a->memory_mb));
+	if (a->image_quota_mb >= 0)
+		json_object_set_new(body, "image_quota_mb", json_integer(a->image_quota_mb));
+	r = httpc_json(h, "POST", "/v1/hosts", body, &resp);
+	json_decref(body);
+	if (r < 0) {
+		transport_error(h, r);
+		return UKRUN_EXIT_INFRA;
+	}
+	if (resp.status == 400 || resp.status == 409) {
+		const char *msg = json_string_value(json_object_get(json_object_get(resp.json, "error"), "message"));
+
+		fprintf(stderr, "ukrun: hosts add: %s\n", msg ? msg : "refused");
+		status = EXIT_REFUSED;
+	} else if (resp.status != 201) {
+		status = http_error(&resp);
+	} else if (a->json) {
+		print_json(resp.json);
+	} else {
+		printf("host %s added (%s): probing\n", a->pos[0], a->pos[1]);
+	}
+	httpc_resp_clear(&resp);
+	return status;
+}
+
+static int hosts_rm(struct httpc *h, const struct cmd_args *a)
+{
+	struct httpc_resp resp;
+	char path[160];
+	int r, status = 0;
+
+	if (strlen(a->pos[0]) > 63 || strspn(a->pos[0], "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(a->pos[0])) {
+		fprintf(stderr, "ukrun: no host %.64s\n", a->pos[0]);
+		return EXIT_REFUSED;
+	}
+	snprintf(path, sizeof(path), "/v1/hosts/%s%s", a->pos[0], a->drain ? "?drain=1" : "");
+	r = httpc_json(h, "DELETE", path, NULL, &resp);
+	if (r < 0) {
+		transport_error(h, r);
+		return UKRUN_EXIT_INFRA;
+	}
+	if (resp.status == 404 || resp.status == 409) {
+		const char *msg = json_string_value(json_object_get(json_object_get(resp.json, "error"), "message"));
+
+		fprintf(stderr, "ukrun: hosts rm: %s\n", msg ? msg : "refused");
+		status = EXIT_REFUSED;
+	} else if (resp.status != 200 && resp.status != 202) {
+		status = http_error(&resp);
+	} else if (a->json) {
+		print_json(resp.json);
+	} else {
+		printf(resp.status == 202 ? "host %s draining: removed after its running runs\n" : "host %s removed\n",
+		       a->pos[0]);
+	}
+	httpc_resp_clear(&resp);
+	return status;
 }
 
 static int cmd_hosts(struct httpc *h, const struct cmd_args *a)
 {
-	static const char *const heads[] = { "HOST", "CAPACITY", "ACTIVE", "QUEUED", "DRIVERS" };
+	static const char *const heads[] = { "HOST", "HEALTH", "CAPACITY", "ACTIVE", "QUEUED", "LABELS", "DRIVERS" };
 	struct httpc_resp resp;
-	int status = get_json(h, "/v1/hosts", &resp);
+	int status;
 	const json_t *host, *d;
 	size_t i, j;
+
+	if (a->action && !strcmp(a->action, "add"))
+		return hosts_add(h, a);
+	if (a->action)
+		return hosts_rm(h, a);
+	status = get_json(h, "/v1/hosts", &resp);
 
 	if (!status && a->json) {
 		print_json(resp.json);
 	} else if (!status) {
-		print_table(heads, 5, json_object_get(resp.json, "hosts"), host_cells, -1);
+		print_table(heads, 7, json_object_get(resp.json, "hosts"), host_cells, -1);
 		/* Why a driver cannot run: one line each, so the table stays narrow. */
 		json_array_foreach(json_object_get(resp.json, "hosts"), i, host)
 			json_array_foreach(json_object_get(host, "drivers"), j, d) {
 				const char *reason = json_string_value(json_object_get(d, "reason"));
 
-				if (!reason)
+				if (!reason || !strcmp(json_string_value(json_object_get(host, "health")) ?: "", "down"))
 					continue;
 				printf("  %s: ", json_string_value(json_object_get(host, "name")));
 				print_cell(reason, 0, true);
 				putchar('\n');
 			}
 	}
+	/* A host that is down: why, once. */
+	if (!status && !a->json)
+		json_array_foreach(json_object_get(resp.json, "hosts"), i, host) {
+			const char *err = json_string_value(json_object_get(host, "last_error"));
+
+			if (!err || strcmp(json_string_value(json_object_get(host, "health")) ?: "", "down"))
+				continue;
+			printf("  %s: down: ", json_string_value(json_object_get(host, "name")));
+			print_cell(err, 0, true);
+			putchar('\n');
+		}
 	httpc_resp_clear(&resp);
 	return status;
 }
@@ -820,7 +929,8 @@ static const struct cmd_def cmd_defs[] = {
 	{ .name = "runs", .usage = PS_USAGE, .summary = "same as ps", .flags = "anlsib", .spawn = true, .fn = cmd_ps },
 	{ .name = "show", .usage = "ID", .summary = "one run's record", .flags = "", .needs_id = true, .spawn = true,
 	  .fn = cmd_show },
-	{ .name = "logs", .usage = "[-f] ID", .summary = "a run's console (-f: follow until it ends)", .flags = "f",
+	{ .name = "logs", .usage = "[-f] [--stdout|--stderr] ID",
+	  .summary = "a run's console (-f: follow until it ends; --stdout, --stderr: one stream)", .flags = "fo",
 	  .needs_id = true, .spawn = true, .fn = cmd_logs },
 	{ .name = "cancel", .usage = "ID", .summary = "stop a queued or running run", .flags = "", .needs_id = true,
 	  .spawn = true, .fn = cmd_cancel },
@@ -830,8 +940,10 @@ static const struct cmd_def cmd_defs[] = {
 	  .fn = cmd_images },
 	{ .name = "rm", .usage = "IMAGE (a file, its sha256 or a unique prefix of 4+ digits)",
 	  .summary = "remove a stored image", .flags = "", .needs_image = true, .spawn = true, .fn = cmd_rm },
-	{ .name = "hosts", .usage = "", .summary = "hosts and their drivers", .flags = "", .spawn = true,
-	  .fn = cmd_hosts },
+	{ .name = "hosts",
+	  .usage = "| add NAME URI [--capacity N] [--memory MB] [--label L]... [--image-quota MB] | rm NAME [--drain]",
+	  .summary = "the farm's hosts and their drivers; add or remove one at run time", .flags = "H",
+	  .actions = " add rm ", .action_optional = true, .spawn = true, .fn = cmd_hosts },
 	{ .name = "version", .usage = "", .summary = "client, daemon and driver versions", .flags = "", .spawn = true,
 	  .fn = cmd_version },
 	{ .name = "ping", .usage = "", .summary = "is runnerd up? (never starts it)", .flags = "", .spawn = false,
@@ -924,6 +1036,18 @@ static bool state_known(const char *s)
 	return false;
 }
 
+/* A number option of `hosts add`: 0, or the usage error printed (nonzero). */
+static int host_number(const struct cmd_def *d, const char *opt, const char *v, long lo, long hi, long *ret)
+{
+	char *end;
+
+	errno = 0;
+	*ret = strtol(v, &end, 10);
+	if (errno || *end || !*v || *ret < lo || *ret > hi)
+		return usage_error(d->name, "%s: expected %ld..%ld, got '%s'", opt, lo, hi, v);
+	return 0;
+}
+
 static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args *a)
 {
 	for (int i = 1; i < argc; i++) {
@@ -948,6 +1072,10 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->all = true;
 		else if (strchr(d->flags, 'f') && (!strcmp(arg, "-f") || !strcmp(arg, "--follow")))
 			a->follow = true;
+		else if (strchr(d->flags, 'o') && !strcmp(arg, "--stdout"))
+			a->out = true;
+		else if (strchr(d->flags, 'o') && !strcmp(arg, "--stderr"))
+			a->err = true;
 		else if (strchr(d->flags, 'n') && (v = value_of("-n", argc, argv, &i, &missing))) {
 			char *end;
 
@@ -971,7 +1099,22 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			if (!*v || strlen(v) > 19 || strspn(v, "0123456789") != strlen(v))
 				return usage_error(d->name, "--before: expected a run ID (a number), got '%s'", v);
 			a->before = v;
-		} else if (missing)
+		} else if (strchr(d->flags, 'H') && (v = value_of("--capacity", argc, argv, &i, &missing))) {
+			if (host_number(d, "--capacity", v, 1, 1024, &a->capacity))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--memory", argc, argv, &i, &missing))) {
+			if (host_number(d, "--memory", v, 0, 64L << 20, &a->memory_mb))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--image-quota", argc, argv, &i, &missing))) {
+			if (host_number(d, "--image-quota", v, 0, 64L << 20, &a->image_quota_mb))
+				return UKRUN_EXIT_USAGE;
+		} else if (strchr(d->flags, 'H') && (v = value_of("--label", argc, argv, &i, &missing))) {
+			if (a->nhost_labels == sizeof(a->host_labels) / sizeof(a->host_labels[0]))
+				return usage_error(d->name, "--label: at most 16 labels");
+			a->host_labels[a->nhost_labels++] = v;
+		} else if (strchr(d->flags, 'H') && !strcmp(arg, "--drain"))
+			a->drain = true;
+		else if (missing)
 			return usage_error(d->name, "option '%s' needs a value", arg);
 		else if (arg[0] == '-' && arg[1])
 			return usage_error(d->name, "unknown option '%s'", arg);
@@ -981,6 +1124,8 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 			a->image = arg;
 		else if (d->actions && !a->action)
 			a->action = arg;
+		else if (d->action_optional && a->npos < 2)
+			a->pos[a->npos++] = arg;
 		else
 			return usage_error(d->name, "unexpected argument '%s'", arg);
 	}
@@ -990,14 +1135,40 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 		return usage_error(d->name, "missing run ID");
 	if (d->needs_image && (!a->image || !*a->image))
 		return usage_error(d->name, "missing IMAGE");
-	if (d->actions) {
-		char word[32];
+	if (d->actions && (a->action || !d->action_optional)) {
+		char word[32], list[64];
+		size_t n = 0;
 
+		/* " start stop status " → "start, stop or status" */
+		for (const char *w = d->actions; *w && n < sizeof(list) - 8;) {
+			size_t len;
+
+			w += strspn(w, " ");
+			len = strcspn(w, " ");
+			if (!len)
+				break;
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%.*s", n ? (w[len + 1] ? ", " : " or ") : "",
+					      (int)len, w);
+			w += len;
+		}
 		if (!a->action)
-			return usage_error(d->name, "expected start, stop or status");
+			return usage_error(d->name, "expected %s", list);
 		snprintf(word, sizeof(word), " %s ", a->action);
 		if (strlen(a->action) > 16 || !strstr(d->actions, word))
-			return usage_error(d->name, "expected start, stop or status, got '%s'", a->action);
+			return usage_error(d->name, "expected %s, got '%s'", list, a->action);
+	}
+	if (d->action_optional) {
+		size_t want = !a->action ? 0 : !strcmp(a->action, "add") ? 2 : 1;
+
+		if (a->npos < want)
+			return usage_error(d->name, want == 2 && a->npos ? "missing URI" : "missing host NAME");
+		if (a->npos > want)
+			return usage_error(d->name, "unexpected argument '%s'", a->pos[want]);
+		if ((a->capacity >= 0 || a->memory_mb >= 0 || a->image_quota_mb >= 0 || a->nhost_labels) &&
+		    (!a->action || strcmp(a->action, "add")))
+			return usage_error(d->name, "--capacity, --memory, --image-quota and --label go with 'hosts add'");
+		if (a->drain && (!a->action || strcmp(a->action, "rm")))
+			return usage_error(d->name, "--drain goes with 'hosts rm'");
 	}
 	return 0;
 }
@@ -1005,7 +1176,7 @@ static int parse(const struct cmd_def *d, int argc, char **argv, struct cmd_args
 int cmds_main(int argc, char **argv, const volatile sig_atomic_t *stop)
 {
 	const struct cmd_def *d = NULL;
-	struct cmd_args a = { 0 };
+	struct cmd_args a = { .capacity = -1, .memory_mb = -1, .image_quota_mb = -1 };
 	struct httpc h;
 	int r, status;
 
@@ -1017,6 +1188,8 @@ int cmds_main(int argc, char **argv, const volatile sig_atomic_t *stop)
 	status = parse(d, argc, argv, &a);
 	if (status)
 		return status;
+	if (a.out != a.err)
+		a.stream = a.out ? "stdout" : "stderr";
 	if (a.help) {
 		printf("Usage: ukrun %s [--json] [--socket PATH] [--cacert FILE] [-v] %s\n%s.\n", d->name, d->usage, d->summary);
 		return 0;

@@ -414,6 +414,46 @@ int httpc_json(struct httpc *h, const char *method, const char *path, json_t *bo
 	return r;
 }
 
+int httpc_post_data(struct httpc *h, const char *path, const char *data, size_t len, struct httpc_resp *ret)
+{
+	struct xfer x = { .h = h };
+	struct curl_slist *headers = NULL;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = setup(&x, path, &headers);
+	if (r >= 0)
+		r = add_header(&headers, "Content-Type: application/octet-stream");
+	if (r >= 0)
+		r = add_header(&headers, "Expect:");
+	if (r < 0) {
+		curl_slist_free_all(headers);
+		return r;
+	}
+	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, len ? data : "");
+	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms > 0 ? h->timeout_ms : JSON_TIMEOUT_MS);
+	return perform(&x, headers, ret);
+}
+
+int httpc_clone(struct httpc *dst, const struct httpc *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	dst->curl = curl_easy_init();
+	dst->unix_path = src->unix_path ? strdup(src->unix_path) : NULL;
+	dst->base = strdup(src->base);
+	dst->auth_header = src->auth_header ? strdup(src->auth_header) : NULL;
+	dst->ca_file = src->ca_file ? strdup(src->ca_file) : NULL;
+	dst->abort_flag = src->abort_flag;
+	dst->timeout_ms = src->timeout_ms;
+	if (!dst->curl || !dst->base || (src->unix_path && !dst->unix_path) ||
+	    (src->auth_header && !dst->auth_header) || (src->ca_file && !dst->ca_file)) {
+		httpc_free(dst);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 int httpc_head(struct httpc *h, const char *path, long *ret_status)
 {
 	struct xfer x = { .h = h };

@@ -60,6 +60,13 @@ const char *httpc_where(const struct httpc *h);
  * must complete so its result is known. */
 int httpc_json(struct httpc *h, const char *method, const char *path, json_t *body, struct httpc_resp *ret);
 
+/* POST `len` bytes of `data` to `path` as application/octet-stream. Not abortable. */
+int httpc_post_data(struct httpc *h, const char *path, const char *data, size_t len, struct httpc_resp *ret);
+
+/* A second channel to the same runnerd (its own connection), for another thread. 0 or
+ * -ENOMEM; free with httpc_free. */
+int httpc_clone(struct httpc *dst, const struct httpc *src);
+
 /* HEAD `path`: *ret_status gets the status. */
 int httpc_head(struct httpc *h, const char *path, long *ret_status);
 

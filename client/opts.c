@@ -35,10 +35,15 @@ enum opt_id {
 	OPT_MACHINE,
 	OPT_DRIVER,
 	OPT_HOST,
+	OPT_REQUIRE,
+	OPT_PRIORITY,
+	OPT_RETRIES,
 	OPT_SUCCESS_CODE,
 	OPT_UK_PARAM,
 	OPT_LABEL,
 	OPT_ENV,
+	OPT_BIND,
+	OPT_NO_BIND,
 	OPT_CONSOLE,
 	OPT_LOADER,
 	OPT_JUNIT,
@@ -66,10 +71,15 @@ static const struct opt_def opt_defs[] = {
 	{ .name = "machine", .has_arg = true, .id = OPT_MACHINE },
 	{ .name = "driver", .has_arg = true, .id = OPT_DRIVER },
 	{ .name = "host", .has_arg = true, .id = OPT_HOST },
+	{ .name = "require", .has_arg = true, .id = OPT_REQUIRE },
+	{ .name = "priority", .has_arg = true, .id = OPT_PRIORITY },
+	{ .name = "retries", .has_arg = true, .id = OPT_RETRIES },
 	{ .name = "success-code", .has_arg = true, .id = OPT_SUCCESS_CODE },
 	{ .name = "uk-param", .has_arg = true, .id = OPT_UK_PARAM },
 	{ .name = "label", .has_arg = true, .id = OPT_LABEL },
 	{ .name = "env", .has_arg = true, .id = OPT_ENV },
+	{ .name = "bind", .has_arg = true, .id = OPT_BIND },
+	{ .name = "no-bind", .id = OPT_NO_BIND },
 	{ .name = "console", .has_arg = true, .id = OPT_CONSOLE },
 	{ .name = "loader", .has_arg = true, .id = OPT_LOADER },
 	{ .name = "junit", .has_arg = true, .id = OPT_JUNIT },
@@ -250,6 +260,26 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 			return fail(err, errlen, "--uk-param: expected a parameter such as vfs.fstab=...");
 		o->uk_params[o->nuk_params++] = val;
 		return 0;
+	case OPT_REQUIRE: {
+		size_t n = strlen(val), ok = n >= 1 && n <= 63;
+
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (val[i] >= 'a' && val[i] <= 'z') || (val[i] >= '0' && val[i] <= '9') || strchr("._-", val[i]);
+		if (!ok)
+			return fail(err, errlen, "--require: expected a host label such as kvm (a-z 0-9 . _ -), got '%.64s'",
+				    val);
+		o->require[o->nrequire++] = val;
+		return 0;
+	}
+	case OPT_PRIORITY:
+		if (parse_long(val, -1000, 1000, &o->priority, NULL) < 0)
+			return fail(err, errlen, "--priority: expected an integer from -1000 to 1000, got '%s'", val);
+		return 0;
+	case OPT_RETRIES:
+		if (parse_long(val, 0, 3, &o->retries, NULL) < 0)
+			return fail(err, errlen, "--retries: expected 0 to 3 (attempts again after a lost host), got '%s'",
+				    val);
+		return 0;
 	case OPT_LABEL:
 		if (opts_check_label(val) < 0)
 			return fail(err, errlen, "--label: expected key=value (key of A-Z a-z 0-9 . _ / -), got '%s'",
@@ -258,9 +288,17 @@ static int apply(struct opts *o, const struct opt_def *d, const char *val, char 
 		return 0;
 	case OPT_ENV:
 		if (opts_check_env(val, true) < 0)
-			return fail(err, errlen, "--env: expected NAME=value or NAME (NAME of A-Z a-z 0-9 _, not starting "
+			return fail(err, errlen, "--env: expected NAME=value or NAME (NAME of A-Z a-z 0-9 _ -, not starting "
 				    "with a digit), got '%.64s'", val);
 		o->envs[o->nenvs++] = val;
+		return 0;
+	case OPT_BIND:
+		if (!*val || strlen(val) >= PATH_MAX)
+			return fail(err, errlen, "--bind: expected a directory");
+		o->binds[o->nbinds++] = val;
+		return 0;
+	case OPT_NO_BIND:
+		o->no_bind = true;
 		return 0;
 	case OPT_CONSOLE:
 		if (!strcmp(val, "raw"))
@@ -360,7 +398,9 @@ int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
 	o->uk_params = calloc(cap, sizeof(*o->uk_params));
 	o->labels = calloc(cap, sizeof(*o->labels));
 	o->envs = calloc(cap, sizeof(*o->envs));
-	if (!o->uk_params || !o->labels || !o->envs)
+	o->binds = calloc(cap, sizeof(*o->binds));
+	o->require = calloc(cap, sizeof(*o->require));
+	if (!o->uk_params || !o->labels || !o->envs || !o->binds || !o->require)
 		return -ENOMEM;
 
 	for (i = 1; i < argc; i++) {
@@ -508,6 +548,12 @@ void opts_free(struct opts *o)
 		free(o->env_labels[i]);
 	free(o->env_labels);
 	free(o->envs);
+	free(o->binds);
+	o->binds = NULL;
+	o->nbinds = 0;
+	free(o->require);
+	o->require = NULL;
+	o->nrequire = 0;
 	o->uk_params = NULL;
 	o->labels = NULL;
 	o->env_labels = NULL;
@@ -588,6 +634,12 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		r |= set_new(spec, "driver", json_string(o->driver));
 	if (o->host)
 		r |= set_new(spec, "host", json_string(o->host));
+	if (o->nrequire)
+		r |= set_new(spec, "require", string_array(o->require, o->nrequire));
+	if (o->priority)
+		r |= set_new(spec, "priority", json_integer(o->priority));
+	if (o->retries)
+		r |= set_new(spec, "retries", json_integer(o->retries));
 	if (o->success_code >= 0)
 		r |= set_new(spec, "success_code", json_integer(o->success_code));
 	if (o->nlabels || o->nenv_labels)
@@ -604,6 +656,21 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 		else
 			json_decref(env);
 	}
+	{
+		json_t *binds = opts_binds(o);
+		char cwd[PATH_MAX];
+
+		if (!binds)
+			r = -1;
+		else if (json_array_size(binds)) {
+			r |= set_new(spec, "binds", binds);
+			if (getcwd(cwd, sizeof(cwd)))
+				r |= set_new(spec, "cwd", json_string(cwd));
+		} else
+			json_decref(binds);
+	}
+	if (o->want_stdin)
+		r |= set_new(spec, "stdin", json_true());
 	if (r) {
 		json_decref(spec);
 		return NULL;
@@ -611,14 +678,61 @@ json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *n
 	return spec;
 }
 
+/* `dir` made absolute against the working directory (canonical when it exists). */
+static json_t *abs_dir(const char *dir)
+{
+	char buf[PATH_MAX], cwd[PATH_MAX];
+
+	if (realpath(dir, buf))
+		return json_string(buf);
+	if (dir[0] == '/')
+		return json_string(dir);
+	if (!getcwd(cwd, sizeof(cwd)) || (size_t)snprintf(buf, sizeof(buf), "%s/%s", cwd, dir) >= sizeof(buf))
+		return json_string(dir);
+	return json_string(buf);
+}
+
+static void push_unique(json_t *arr, json_t *s)
+{
+	size_t i;
+	json_t *v;
+
+	if (!s)
+		return;
+	json_array_foreach(arr, i, v)
+		if (json_equal(v, s)) {
+			json_decref(s);
+			return;
+		}
+	json_array_append_new(arr, s);
+}
+
+json_t *opts_binds(const struct opts *o)
+{
+	json_t *arr = json_array();
+	const char *pkg = getenv("CARGO_MANIFEST_DIR");
+
+	if (!arr)
+		return NULL;
+	if (!o->no_bind && !o->remote) {
+		if (pkg && pkg[0] == '/')
+			push_unique(arr, json_string(pkg));
+		else
+			push_unique(arr, abs_dir("."));
+	}
+	for (size_t i = 0; i < o->nbinds; i++)
+		push_unique(arr, abs_dir(o->binds[i]));
+	return arr;
+}
+
 int opts_check_env(const char *word, bool bare)
 {
 	size_t n = strcspn(word, "=");
 
-	if (!n || n > 128 || isdigit((unsigned char)word[0]) || (!word[n] && !bare))
+	if (!n || n > 128 || isdigit((unsigned char)word[0]) || word[0] == '-' || (!word[n] && !bare))
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)word[i]) && word[i] != '_')
+		if (!isalnum((unsigned char)word[i]) && word[i] != '_' && word[i] != '-')
 			return -EINVAL;
 	return 0;
 }

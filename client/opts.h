@@ -51,6 +51,10 @@ struct opts {
 	const char *machine;     /* qemu machine type; NULL = default */
 	const char *driver;      /* driver by name ("libvirt"); NULL = the platform's default */
 	const char *host;        /* host by name ("local"); NULL = the daemon's choice */
+	const char **require;    /* --require LABEL: host labels the run needs (borrowed) */
+	size_t nrequire;
+	long priority;           /* --priority: higher first (0) */
+	long retries;            /* --retries: attempts again after a lost host (0) */
 	long success_code;       /* debug-exit value meaning success; -1 = none */
 	const char **uk_params;  /* Unikraft library parameters (borrowed strings) */
 	size_t nuk_params;
@@ -61,6 +65,11 @@ struct opts {
 	const char **envs;       /* --env NAME=value or NAME (borrowed strings, validated) */
 	size_t nenvs;
 	const char *env_list;    /* $UKRUN_ENV: the same words, blank-separated (borrowed) */
+	const char **binds;      /* --bind DIR (borrowed strings) */
+	size_t nbinds;
+	bool no_bind;            /* --no-bind: not the package directory by default */
+	bool remote;             /* runnerd is reached over TCP/TLS: no default bind (set by the caller) */
+	bool want_stdin;         /* the program's stdin is forwarded (set by the caller) */
 	int console;             /* OPTS_CONSOLE_* */
 	const char *loader;      /* loader mode: the elfloader kernel; NULL = off */
 	const char *socket;      /* --socket; NULL = resolved from the environment */
@@ -107,8 +116,13 @@ int opts_check_label(const char *kv);
 json_t *opts_run_spec(const struct opts *o, const char *image_sha, const char *name, const char *loader_sha);
 
 /* Is NAME=value (or NAME alone when `bare` is allowed) a valid --env word?
- * NAME is [A-Za-z_][A-Za-z0-9_]* of at most 128 bytes. Returns 0 or -EINVAL. */
+ * NAME is [A-Za-z_][A-Za-z0-9_-]* of at most 128 bytes ('-': cargo's CARGO_BIN_EXE_my-tool). Returns 0 or -EINVAL. */
 int opts_check_env(const char *word, bool bare);
+
+/* The "binds" array of the run: the package directory ($CARGO_MANIFEST_DIR, else the
+ * working directory) unless --no-bind or `remote`, then every --bind made absolute;
+ * duplicates dropped. Returns a new reference (maybe empty) or NULL (ENOMEM). */
+json_t *opts_binds(const struct opts *o);
 
 /* Does this command line get the app view of the console? */
 bool opts_console_app(const struct opts *o);

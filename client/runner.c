@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@
 #define RECONNECTS 3      /* console connection drops tolerated per run */
 #define SETTLE_ROUNDS 50  /* console ended but record not final yet: re-follow this often */
 #define SETTLE_STEP_MS 100
+#define STDIN_CHUNK (64 * 1024) /* bytes of stdin per POST .../stdin */
+#define STDIN_RETRY_MAX_MS 500   /* the program has not started or reads slowly: back off up to this */
 
 /* An image file opened for the run. */
 struct image {
@@ -83,14 +86,16 @@ int runner_exit_status(const json_t *rec, bool *ret_final)
 	return UKRUN_EXIT_INFRA; /* "lost" and states this client does not know */
 }
 
-int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uint64_t *io_offset)
+int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uint64_t *io_offset,
+		   const char *stream)
 {
 	struct httpc_resp resp;
-	char path[160], msg[256];
+	char path[192], msg[256];
 	int drops = 0, r;
 
 	for (;;) {
-		snprintf(path, sizeof(path), "/v1/runs/%s/console?%soffset=%llu", id, follow ? "follow=1&" : "",
+		snprintf(path, sizeof(path), "/v1/runs/%s/console?%s%s%s%soffset=%llu", id, follow ? "follow=1&" : "",
+			 stream ? "stream=" : "", stream ? stream : "", stream ? "&" : "",
 			 (unsigned long long)*io_offset);
 		r = httpc_stream(h, path, out_fd, io_offset, &resp);
 		if (r == -EINTR || (r < 0 && interrupted(h))) {
@@ -105,7 +110,8 @@ int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uin
 			continue; /* resume at the first byte not yet written */
 		}
 		if (r < 0) {
-			fprintf(stderr, "ukrun: console of run %s: %s\n", id, h->errbuf[0] ? h->errbuf : strerror(-r));
+			fprintf(stderr, "ukrun: %s of run %s: %s\n", stream ? stream : "console", id,
+				h->errbuf[0] ? h->errbuf : strerror(-r));
 			return r;
 		}
 		break;
@@ -210,8 +216,14 @@ static int hash_and_upload(struct httpc *h, const struct opts *o, struct image *
 }
 
 /* POST /v1/runs. Returns 0 with the id, or an exit status. */
+/* What the run's record says of its streams (facts "streams" and "stdin"). */
+struct run_io {
+	bool split; /* stdout and stderr apart */
+	bool stdin; /* the program reads a pipe fed by POST .../stdin */
+};
+
 static int create_run(struct httpc *h, const struct opts *o, const struct image *prog, const struct image *loader,
-		      char ret_id[RUN_ID_MAX + 1])
+		      char ret_id[RUN_ID_MAX + 1], struct run_io *ret_io)
 {
 	struct httpc_resp resp;
 	json_t *spec = opts_run_spec(o, prog->hex, prog->name, loader ? loader->hex : NULL);
@@ -240,10 +252,143 @@ static int create_run(struct httpc *h, const struct opts *o, const struct image 
 		fprintf(stderr, "ukrun: runnerd answered without a valid run id\n");
 		status = UKRUN_EXIT_INFRA;
 	} else {
+		json_t *facts = json_object_get(resp.json, "facts");
+
 		snprintf(ret_id, RUN_ID_MAX + 1, "%s", id);
+		ret_io->split = json_string_value(json_object_get(facts, "streams")) != NULL;
+		ret_io->stdin = json_string_value(json_object_get(facts, "stdin")) != NULL;
 	}
 	httpc_resp_clear(&resp);
 	return status;
+}
+
+/* ---- the other streams, each on a thread and a connection of its own ---- */
+
+struct side {
+	struct httpc h;
+	pthread_mutex_t busy; /* stdin: held while a POST is under way (see side_stop) */
+	bool stop;            /* stdin: the run is over, send nothing more */
+	char id[RUN_ID_MAX + 1];
+	int verbosity;
+	int result;
+	pthread_t thread;
+	bool running;
+};
+
+/* Is our stdin worth forwarding: open, not a terminal, not /dev/null? */
+static bool stdin_forwardable(void)
+{
+	struct stat st, null;
+
+	if (fstat(STDIN_FILENO, &st) < 0 || isatty(STDIN_FILENO))
+		return false;
+	if (S_ISCHR(st.st_mode) && stat("/dev/null", &null) == 0 && st.st_rdev == null.st_rdev)
+		return false;
+	return true;
+}
+
+/* POST one piece of stdin (eof: then close it), again while the program is not ready.
+ * 0, or -EPIPE when the program's stdin is gone (stop sending), or another -errno. */
+static int stdin_post(struct side *s, const char *buf, size_t len, bool eof)
+{
+	struct httpc_resp resp;
+	char path[128];
+	long wait_ms = 10;
+
+	snprintf(path, sizeof(path), "/v1/runs/%s/stdin%s", s->id, eof ? "?eof=1" : "");
+	for (;;) {
+		int r = httpc_post_data(&s->h, path, buf, len, &resp);
+
+		if (r < 0)
+			return r;
+		long status = resp.status;
+		bool retry = status == 503 && !strcmp(httpc_resp_code(&resp), "stdin_not_ready");
+
+		httpc_resp_clear(&resp);
+		if (status == 204)
+			return 0;
+		if (!retry)
+			return -EPIPE; /* 409: closed or no stdin; 404: gone */
+		if (interrupted(&s->h))
+			return -EINTR;
+		sleep_ms(wait_ms);
+		wait_ms = wait_ms * 2 > STDIN_RETRY_MAX_MS ? STDIN_RETRY_MAX_MS : wait_ms * 2;
+	}
+}
+
+/* Our stdin to the program until EOF (then its stdin closes) or until it stops taking it. */
+static void *stdin_main(void *arg)
+{
+	struct side *s = arg;
+	static char buf[STDIN_CHUNK];
+
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR && !interrupted(&s->h))
+			continue;
+		if (n < 0) {
+			/* Unreadable stdin: the program sees it end. */
+			n = 0;
+		}
+		pthread_mutex_lock(&s->busy);
+		int r = s->stop ? -EPIPE : stdin_post(s, buf, (size_t)n, n == 0);
+		pthread_mutex_unlock(&s->busy);
+		if (r < 0 || n == 0)
+			break;
+	}
+	return NULL;
+}
+
+static void *stderr_main(void *arg)
+{
+	struct side *s = arg;
+	uint64_t offset = 0;
+
+	s->result = runner_console(&s->h, s->id, true, STDERR_FILENO, &offset, "stderr");
+	return NULL;
+}
+
+/* Start `fn` on `s` with a second channel; signals stay with the main thread. */
+static int side_start(struct side *s, struct httpc *h, const char *id, void *(*fn)(void *))
+{
+	sigset_t all, old;
+
+	if (httpc_clone(&s->h, h) < 0)
+		return -ENOMEM;
+	pthread_mutex_init(&s->busy, NULL);
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&s->thread, NULL, fn, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		httpc_free(&s->h);
+		return -r;
+	}
+	s->running = true;
+	return 0;
+}
+
+/* The run is over: wait for a POST under way, and let the stdin thread (maybe blocked in
+ * read(2), never waited for) send nothing more, so the process can exit (and clean up
+ * curl) under it. */
+static void side_stop(struct side *s)
+{
+	if (!s->running)
+		return;
+	pthread_mutex_lock(&s->busy);
+	s->stop = true;
+	pthread_mutex_unlock(&s->busy);
+}
+
+static void side_join(struct side *s)
+{
+	if (!s->running)
+		return;
+	pthread_join(s->thread, NULL);
+	httpc_free(&s->h);
+	s->running = false;
 }
 
 static void cancel_run(struct httpc *h, const char *id, int verbosity)
@@ -338,13 +483,24 @@ static int write_junit(struct httpc *h, const char *path, const char *id, const 
 	return status;
 }
 
-/* Console to stdout until the run ends, then its record's verdict. */
-static int follow_run(struct httpc *h, const struct opts *o, const char *id)
+/* The stdin thread: it may outlive the run (blocked in read), so it is never joined. */
+static struct side in_side;
+
+/* Console to stdout until the run ends, then its record's verdict. A run with separate
+ * streams: its stdout to ours, its stderr to ours from a second thread; stdin from a
+ * third one when the program reads it. */
+static int follow_run(struct httpc *h, const struct opts *o, const char *id, const struct run_io *io)
 {
 	uint64_t offset = 0;
 	json_t *rec = NULL;
 	int status = UKRUN_EXIT_INFRA;
 	static struct conview view; /* one run per process; its line buffer is large */
+	static struct side err_side;
+
+	if (io->split && side_start(&err_side, h, id, stderr_main) < 0)
+		fprintf(stderr, "ukrun: run %s: cannot follow its stderr\n", id);
+	if (io->stdin && side_start(&in_side, h, id, stdin_main) == 0)
+		pthread_detach(in_side.thread);
 
 	conview_init(&view, STDOUT_FILENO, opts_console_app(o), h->abort_flag);
 	if (view.app) {
@@ -353,13 +509,14 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 	}
 	for (int round = 0;; round++) {
 		bool final;
-		int r = runner_console(h, id, true, STDOUT_FILENO, &offset);
+		int r = runner_console(h, id, true, STDOUT_FILENO, &offset, io->split ? "stdout" : NULL);
 
 		if (r == 0 && (r = conview_flush(&view)) < 0 && r != -EPIPE && r != -EINTR)
 			r = 0; /* a last line that cannot be written changes no verdict */
 
 		if (r == -EINTR || interrupted(h)) {
 			cancel_run(h, id, o->verbosity);
+			side_join(&err_side);
 			if (o->verbosity > OPTS_QUIET)
 				fprintf(stderr, "ukrun: interrupted; run %s cancelled\n", id);
 			return UKRUN_EXIT_CANCELLED;
@@ -367,13 +524,16 @@ static int follow_run(struct httpc *h, const struct opts *o, const char *id)
 		if (r == -EPIPE) {
 			/* Nobody reads the console any more: stop the guest, end as a SIGPIPE would. */
 			cancel_run(h, id, o->verbosity);
+			side_join(&err_side);
 			return 128 + SIGPIPE;
 		}
 		if (r < 0) {
 			/* Best effort: a guest nobody watches should not run on to its timeout. */
 			cancel_run(h, id, OPTS_QUIET);
+			side_join(&err_side);
 			return UKRUN_EXIT_INFRA;
 		}
+		side_join(&err_side); /* stderr ends with the run, as stdout did */
 		rec = get_record(h, id);
 		if (!rec)
 			return UKRUN_EXIT_INFRA;
@@ -422,12 +582,19 @@ int runner_run(struct httpc *h, const struct opts *o)
 		status = r == -EINTR || interrupted(h) ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
 		goto cleanup;
 	}
-	status = create_run(h, o, &prog, o->loader ? &loader : NULL, id);
+	struct opts ro = *o;
+	struct run_io io = { 0 };
+
+	ro.remote = h->unix_path == NULL;
+	ro.want_stdin = stdin_forwardable();
+	status = create_run(h, &ro, &prog, o->loader ? &loader : NULL, id, &io);
 	if (status)
 		goto cleanup;
 	if (o->verbosity >= OPTS_VERBOSE)
-		fprintf(stderr, "ukrun: run %s queued\n", id);
-	status = follow_run(h, o, id);
+		fprintf(stderr, "ukrun: run %s queued%s%s\n", id, io.split ? "; stdout and stderr apart" : "",
+			io.stdin ? "; stdin forwarded" : "");
+	status = follow_run(h, o, id, &io);
+	side_stop(&in_side);
 cleanup:
 	image_close(&prog);
 	image_close(&loader);

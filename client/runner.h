@@ -34,7 +34,9 @@ bool runner_id_valid(const char *id);
  * the run ends (reconnecting from the last byte written when the connection
  * drops). Returns 0, -EINTR (interrupted), -EPIPE (out_fd closed), -ENOENT
  * (no such run) or another negative errno, with a message printed for the
- * last two kinds. */
-int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uint64_t *io_offset);
+ * last two kinds. `stream`: "stdout" or "stderr" alone (a run with one console:
+ * stdout is that console, stderr is empty), NULL = the console, both interleaved. */
+int runner_console(struct httpc *h, const char *id, bool follow, int out_fd, uint64_t *io_offset,
+		   const char *stream);
 
 #endif

@@ -26,11 +26,23 @@
 #define DRV_CAP_VCPUS (1u << 2)  /* honours vcpus */
 #define DRV_CAP_INITRD (1u << 3) /* can pass an initrd (loader mode) */
 #define DRV_CAP_REMOTE (1u << 4) /* can run on another host */
+#define DRV_CAP_STREAMS (1u << 5) /* reports a plain program's stdout and stderr apart (DRV_STREAM_*) */
+#define DRV_CAP_STDIN (1u << 6)   /* forwards the caller's stdin (DRV_F_STDIN, `input`) */
+#define DRV_CAP_BINDS (1u << 7)   /* shows host directories read-only (binds) and starts in `cwd` */
 
 /* Flags of a drv_spec. */
 #define DRV_F_UNIKRAFT (1u << 0) /* image is a Unikraft kernel: `--` argument rule, 41/42 meaning of 0x501 */
 #define DRV_F_LOADER (1u << 1)   /* loader mode: image = elfloader kernel, initrd = Linux program */
 #define DRV_F_ENV (1u << 2)      /* the Unikraft kernel takes `env.vars=[...]` (posix_environ's libparam) */
+#define DRV_F_STDIN (1u << 3)    /* the program's stdin is a pipe fed through `input` (else /dev/null) */
+#define DRV_F_STREAMS (1u << 4)  /* report stdout and stderr apart (DRV_CAP_STREAMS, plain programs only) */
+
+/* Which output stream console bytes came from. */
+enum drv_stream {
+	DRV_STREAM_CONSOLE = 0, /* the one console: serial line, terminal, or stdout+stderr merged */
+	DRV_STREAM_STDOUT,      /* the program's stdout (DRV_F_STREAMS) */
+	DRV_STREAM_STDERR,      /* the program's stderr (DRV_F_STREAMS) */
+};
 
 /* Accelerator request for hardware-virtualising drivers. */
 enum drv_accel {
@@ -58,6 +70,14 @@ struct drv_spec {
 	enum drv_accel accel;
 	const char *machine;      /* qemu machine override ("microvm", "pc", ...); NULL = default */
 	unsigned flags;           /* DRV_F_* */
+	/* DRV_CAP_BINDS: host directories the program sees read-only at the same path, the
+	 * directory it starts in (NULL, or not under a bind: the driver's own), and paths under
+	 * those binds that it must not see (runnerd's data directory and socket). */
+	char *const *binds;
+	size_t nbinds;
+	const char *cwd;
+	char *const *hide;
+	size_t nhide;
 };
 
 /* How a guest ended. Exactly one is reported per launch. */
@@ -72,6 +92,9 @@ enum drv_end {
 	DRV_END_KILLED,     /* ended because the core asked (drv kill): timeout, cancel, console verdict */
 	DRV_END_ERROR,      /* could not start or run the guest; message says why. value 0: infrastructure
 	                     * failure (125); value ENOEXEC: the image cannot run on this driver (126) */
+	DRV_END_HOST_LOST,  /* the host went away under the guest (its libvirtd died or cannot be reached):
+	                     * nothing is known of how the guest ended; message names the host (125, state
+	                     * lost, or a retry elsewhere when the run allows one) */
 };
 
 struct drv_outcome {
@@ -82,8 +105,10 @@ struct drv_outcome {
 
 /* Callbacks, all called on the loop thread. `ctx` is the core's run. */
 struct drv_callbacks {
-	/* Guest console bytes, in order, byte-exact. */
-	void (*console)(void *ctx, const char *buf, size_t len);
+	/* Guest console bytes, in order within each stream, byte-exact. Without DRV_F_STREAMS
+	 * every byte is DRV_STREAM_CONSOLE; with it, the program's stdout and stderr bytes come
+	 * tagged as they are read (their order across the two streams is the order of reading). */
+	void (*console)(void *ctx, enum drv_stream stream, const char *buf, size_t len);
 	/* A one-line diagnostic worth telling the user (e.g. "KVM failed: retrying under TCG").
 	 * `key`/`value` optionally record a fact in the run (e.g. "accel", "tcg"); either may be NULL. */
 	void (*note)(void *ctx, const char *key, const char *value, const char *message);
@@ -143,6 +168,12 @@ struct driver {
 	 * daemon a core (the core throttles past the console cap). Idempotent. */
 	int (*throttle)(struct drv_instance *inst, int paused);
 
+	/* Write `len` bytes to the program's stdin (DRV_F_STDIN); len 0 closes it (EOF). The
+	 * driver copies the bytes. Returns how many bytes are queued and not yet taken by the
+	 * program (the caller holds back past a bound), -EPIPE once the program's stdin is
+	 * closed (by EOF, or the program exited or closed it). */
+	int (*input)(struct drv_instance *inst, const char *buf, size_t len);
+
 	/* Release everything. Safe after cb->exit, after a failed launch, or after prepare only.
 	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */
 	void (*destroy)(struct drv_instance *inst);
@@ -154,6 +185,12 @@ struct driver {
 	 * spec->workdir), which tells this daemon's leftovers from another's. Returns how
 	 * many guests it removed, or a negative errno with *ret_err. */
 	int (*reap)(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err);
+
+	/* Is the host still reachable? Called on the loop about once a second; must not block.
+	 * 0, or a negative errno with *ret_err (e.g. the connection to a remote libvirtd died).
+	 * A host found down takes no new runs; once its runs are gone the core unprobes it and
+	 * probes it again, with back-off, until it answers. NULL: always healthy. */
+	int (*health)(void *state, char **ret_err);
 };
 
 extern const struct driver drv_qemu;

@@ -68,7 +68,23 @@ void lv_unprobe(void *state)
 	free(st->host);
 	free(st->pool_path);
 	free(st->conn_err);
+	while (st->vol_uses) {
+		struct lv_vol_use *u = st->vol_uses;
+		st->vol_uses = u->next;
+		free(u);
+	}
 	free(st);
+}
+
+int lv_health(void *state, char **ret_err)
+{
+	struct lv_state *st = state;
+	if (!__atomic_load_n(&st->conn_dead, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&st->lock);
+	*ret_err = st->conn_err ? strdup(st->conn_err) : errmsg_printf("lost the connection to libvirtd at %s", st->uri);
+	pthread_mutex_unlock(&st->lock);
+	return -ECONNRESET;
 }
 
 const char *lv_host_uri(const struct lv_flavor *fl, const struct drv_host *host, char **ret_err)
@@ -114,6 +130,9 @@ int lv_probe_with(const struct lv_flavor *fl, const struct drv_host *host, void 
 		r = lv_conn_open(st, ret_err);
 	if (r == 0 && !st->local)
 		r = lv_pool_setup(st->conn, &st->pool_path, ret_err);
+	const char *quota = drv_host_option(host, LV_QUOTA_OPTION);
+	if (quota)
+		st->quota_bytes = strtoull(quota, NULL, 10) << 20;
 	if (r < 0) {
 		lv_unprobe(st);
 		return r;
@@ -324,7 +343,7 @@ static void on_async(uv_async_t *a)
 		m->next = NULL;
 		switch (m->type) {
 		case M_CONSOLE:
-			inst->cb.console(inst->cb.ctx, m->data, m->len);
+			inst->cb.console(inst->cb.ctx, DRV_STREAM_CONSOLE, m->data, m->len);
 			break;
 		case M_NOTE:
 			if (inst->cb.note)
@@ -458,4 +477,5 @@ const struct driver drv_libvirt = {
 	.kill = lv_kill,
 	.destroy = lv_destroy,
 	.reap = lv_reap,
+	.health = lv_health,
 };

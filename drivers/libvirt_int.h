@@ -22,6 +22,7 @@
 /* Remote hosts: the storage pool holding one volume per image digest. */
 #define LV_POOL_NAME "ukrun"
 #define LV_POOL_PATH "/var/lib/libvirt/images/ukrun"
+#define LV_QUOTA_OPTION "image-quota-mb" /* a host's option: MiB of image volumes kept in its pool */
 
 /* What the XML builder needs besides the spec. */
 struct lv_xml_opts {
@@ -96,9 +97,17 @@ void lv_classify_end(const struct lv_end_facts *f, struct drv_outcome *ret_out);
 int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err);
 
 /* The volume named `sha` in the pool, uploaded from `local_path` when absent
- * (*ret_uploaded = 1). 0 or -errno with *ret_err. */
-int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, int *ret_uploaded,
+ * (*ret_uploaded = the bytes sent, 0 when the host had it). 0 or -errno with *ret_err. */
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, long long *ret_uploaded,
                      char **ret_err);
+
+struct lv_state;
+/* A volume was used by a run now (the LRU order of lv_pool_prune). */
+void lv_volume_used(struct lv_state *st, const char *sha);
+/* Remove image volumes of the pool, least recently used first, until they hold at most
+ * `quota_bytes`; volumes of running jobs and volumes not named by a digest stay. Returns
+ * how many were removed, or -errno with *ret_err. */
+int lv_pool_prune(struct lv_state *st, unsigned long long quota_bytes, char **ret_err);
 
 /* ---- runtime (libvirt.c: loop side and probe; libvirt_thread.c: the libvirt thread) ---- */
 #include <pthread.h>
@@ -114,6 +123,13 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 #define LV_PAUSE_CHECKS 5 /* ... up to this many times (LV_PAUSE_MS apart) */
 
 struct lv_job;
+
+/* When this daemon last used a volume (a logical clock, LRU order). */
+struct lv_vol_use {
+	struct lv_vol_use *next;
+	uint64_t used;
+	char sha[];
+};
 
 struct lv_state {
 	const struct lv_flavor *fl;
@@ -136,6 +152,9 @@ struct lv_state {
 	struct lv_cmd *cmds, **cmds_tail;
 	struct drv_instance *insts;
 	struct lv_job *jobs;    /* libvirt thread only */
+	struct lv_vol_use *vol_uses; /* libvirt thread only */
+	uint64_t use_clock;
+	unsigned long long quota_bytes; /* remote hosts: image volumes kept (0: no quota) */
 	uint64_t next_token;
 };
 
@@ -166,6 +185,7 @@ struct lv_job {
 	uint64_t token;
 	char *name, *xml_kvm, *xml_tcg;
 	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
+	char *vol;         /* remote hosts: the volume the domain uses (kept from pruning) */
 	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
 	int kvm, accel_auto, unikraft;
 	virDomainPtr dom;
@@ -223,6 +243,7 @@ int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **r
 int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb, char **ret_err);
 int lv_kill(struct drv_instance *inst, unsigned flags);
 void lv_destroy(struct drv_instance *inst);
+int lv_health(void *state, char **ret_err);
 int lv_reap(void *state, const char *runs_dir, const char *const *lost_ids, size_t nlost, char **ret_err);
 /* Release a job's domain handles; unlink it from st->jobs and free it. */
 void lv_job_release(struct lv_job *j);

@@ -62,6 +62,16 @@ int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err)
 	return r;
 }
 
+/* Only volumes named like ours (64 lowercase hex digits) are ever removed. */
+static int image_name_is_digest(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+			return 0;
+	return n == 64;
+}
+
 static int send_file(virStreamPtr st, char *buf, size_t n, void *opaque)
 {
 	(void)st;
@@ -69,7 +79,7 @@ static int send_file(virStreamPtr st, char *buf, size_t n, void *opaque)
 	return r < 0 ? -1 : (int)r;
 }
 
-int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, int *ret_uploaded,
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, long long *ret_uploaded,
                      char **ret_err)
 {
 	*ret_uploaded = 0;
@@ -118,7 +128,7 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 		virStorageVolDelete(vol, 0); /* never leave a partial image under its digest */
 		goto cleanup;
 	}
-	*ret_uploaded = 1;
+	*ret_uploaded = (long long)sb.st_size;
 	r = 0;
 cleanup:
 	if (st)
@@ -131,4 +141,97 @@ cleanup:
 		close(fd);
 	virResetLastError();
 	return r;
+}
+
+/* Least recently used first; never-used (by this daemon) volumes before any used one. */
+struct vol_age {
+	virStorageVolPtr vol;
+	const char *name;
+	uint64_t used;
+	unsigned long long bytes;
+};
+
+static int by_age(const void *a, const void *b)
+{
+	const struct vol_age *x = a, *y = b;
+	if (x->used != y->used)
+		return x->used < y->used ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static uint64_t last_use(const struct lv_state *st, const char *name)
+{
+	for (const struct lv_vol_use *u = st->vol_uses; u; u = u->next)
+		if (strcmp(u->sha, name) == 0)
+			return u->used;
+	return 0;
+}
+
+static int in_use(const struct lv_state *st, const char *name)
+{
+	for (const struct lv_job *j = st->jobs; j; j = j->next)
+		if (j->vol && strcmp(j->vol, name) == 0)
+			return 1;
+	return 0;
+}
+
+void lv_volume_used(struct lv_state *st, const char *sha)
+{
+	struct lv_vol_use *u = st->vol_uses;
+	while (u && strcmp(u->sha, sha) != 0)
+		u = u->next;
+	if (!u) {
+		u = calloc(1, sizeof(*u) + strlen(sha) + 1);
+		if (!u)
+			return;
+		strcpy(u->sha, sha);
+		u->next = st->vol_uses;
+		st->vol_uses = u;
+	}
+	u->used = ++st->use_clock;
+}
+
+int lv_pool_prune(struct lv_state *st, unsigned long long quota_bytes, char **ret_err)
+{
+	virStoragePoolPtr pool = virStoragePoolLookupByName(st->conn, LV_POOL_NAME);
+	if (!pool) {
+		*ret_err = msg("storage pool is gone", LV_POOL_NAME);
+		return -ENOENT;
+	}
+	virStorageVolPtr *vols = NULL;
+	int n = virStoragePoolListAllVolumes(pool, &vols, 0);
+	if (n < 0) {
+		*ret_err = msg("cannot list the volumes of storage pool", LV_POOL_NAME);
+		virStoragePoolFree(pool);
+		return -EIO;
+	}
+	struct vol_age *ages = calloc((size_t)n + 1, sizeof(*ages));
+	unsigned long long total = 0;
+	int removed = 0;
+	for (int i = 0; ages && i < n; i++) {
+		virStorageVolInfo info;
+		ages[i].vol = vols[i];
+		ages[i].name = virStorageVolGetName(vols[i]);
+		ages[i].used = last_use(st, ages[i].name ? ages[i].name : "");
+		if (virStorageVolGetInfo(vols[i], &info) == 0)
+			ages[i].bytes = info.capacity;
+		total += ages[i].bytes;
+	}
+	if (ages)
+		qsort(ages, (size_t)n, sizeof(*ages), by_age);
+	for (int i = 0; ages && i < n && total > quota_bytes; i++) {
+		if (!ages[i].name || !image_name_is_digest(ages[i].name) || in_use(st, ages[i].name))
+			continue;
+		if (virStorageVolDelete(ages[i].vol, 0) == 0) {
+			total -= ages[i].bytes;
+			removed++;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		virStorageVolFree(vols[i]);
+	free(vols);
+	free(ages);
+	virStoragePoolFree(pool);
+	virResetLastError();
+	return removed;
 }

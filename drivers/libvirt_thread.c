@@ -87,6 +87,7 @@ void lv_job_discard(struct lv_job *j)
 	free(j->xml_kvm);
 	free(j->xml_tcg);
 	free(j->sha);
+	free(j->vol);
 	free(j->image);
 	free(j->serial_log);
 	free(j);
@@ -130,12 +131,15 @@ void lv_job_release(struct lv_job *j)
 	j->dom = NULL;
 }
 
+/* A job that cannot go on: an error of its own, or (the host's libvirtd unreachable) a lost host. */
 static void job_fail(struct lv_job *j, int err, const char *msg)
 {
 	if (j->dom && virDomainDestroy(j->dom) < 0)
 		virResetLastError();
 	lv_job_release(j);
-	struct drv_outcome o = {.end = DRV_END_ERROR, .value = err, .message = msg};
+	struct drv_outcome o = {.end = err == -ECONNREFUSED || err == -ECONNRESET ? DRV_END_HOST_LOST : DRV_END_ERROR,
+	                        .value = err,
+	                        .message = msg};
 	post_exit(j, &o);
 	lv_job_unlink_free(j);
 }
@@ -355,16 +359,19 @@ static void on_conn_close(virConnectPtr c, int reason, void *opaque)
 	struct lv_state *st = opaque;
 	static const char *const why[] = {"an I/O error", "end of file", "keepalive timeout", "a client request"};
 	(void)c;
-	if (st->conn_dead)
+	if (__atomic_load_n(&st->conn_dead, __ATOMIC_ACQUIRE))
 		return;
-	st->conn_dead = 1;
+	char *err = errmsg_printf("lost the connection to libvirtd at %s (%s)", st->uri,
+	                          reason >= 0 && reason < 4 ? why[reason] : "closed");
+	pthread_mutex_lock(&st->lock); /* lv_health reads it on the loop */
 	free(st->conn_err);
-	st->conn_err = errmsg_printf("lost the connection to libvirtd at %s (%s)", st->uri,
-	                           reason >= 0 && reason < 4 ? why[reason] : "closed");
+	st->conn_err = err;
+	pthread_mutex_unlock(&st->lock);
+	__atomic_store_n(&st->conn_dead, 1, __ATOMIC_RELEASE);
 	while (st->jobs) {
 		struct lv_job *j = st->jobs;
 		lv_job_release(j);
-		struct drv_outcome o = {.end = DRV_END_ERROR, .value = -ECONNRESET, .message = st->conn_err};
+		struct drv_outcome o = {.end = DRV_END_HOST_LOST, .value = -ECONNRESET, .message = err};
 		post_exit(j, &o);
 		lv_job_unlink_free(j);
 	}
@@ -388,10 +395,10 @@ void lv_conn_close(struct lv_state *st)
 /* Open (or reopen after a loss) the connection with keepalive and our event callbacks. */
 int lv_conn_open(struct lv_state *st, char **ret_err)
 {
-	if (st->conn && !st->conn_dead)
+	if (st->conn && !__atomic_load_n(&st->conn_dead, __ATOMIC_ACQUIRE))
 		return 0;
 	lv_conn_close(st);
-	st->conn_dead = 0;
+	__atomic_store_n(&st->conn_dead, 0, __ATOMIC_RELEASE);
 	st->conn = virConnectOpen(st->uri);
 	if (!st->conn) {
 		*ret_err = errmsg_printf("libvirtd unreachable at %s: %s", st->uri, lv_error());
@@ -431,20 +438,37 @@ static void job_create(struct lv_job *j)
 		return;
 	}
 	if (j->sha) {
-		int uploaded = 0;
+		long long uploaded = 0;
 		r = lv_volume_ensure(st->conn, j->sha, j->image, &uploaded, &err);
 		if (r < 0) {
 			job_fail(j, r, err);
 			free(err);
 			return;
 		}
+		/* The facts image_upload (bytes sent) and image_cache are counted per host (/metrics). */
+		char bytes[32];
+		snprintf(bytes, sizeof(bytes), "%lld", uploaded);
 		if (uploaded) {
 			msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
-			post_note(j, NULL, NULL, msg);
+			post_note(j, "image_upload", bytes, msg);
 			free(msg);
+		} else {
+			post_note(j, "image_cache", "hit", NULL);
 		}
-		free(j->sha); /* the volume is there for a TCG rerun too */
+		lv_volume_used(st, j->sha);
+		j->vol = j->sha; /* the volume is there for a TCG rerun too */
 		j->sha = NULL;
+		if (uploaded && st->quota_bytes) {
+			int n = lv_pool_prune(st, st->quota_bytes, &err);
+			if (n > 0) {
+				msg = errmsg_printf("image quota of %s (%llu MiB): removed %d least recently used volume(s)",
+				                    st->uri, st->quota_bytes >> 20, n);
+				post_note(j, NULL, NULL, msg);
+				free(msg);
+			}
+			free(err);
+			err = NULL;
+		}
 	}
 	/* libvirt's test:/// driver (the xen driver's tests) runs no guest and refuses
 	 * both flags: its domain is created running, with nothing to resume. */

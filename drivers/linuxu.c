@@ -18,9 +18,13 @@
  * DRV_END_ERROR / ENOEXEC (exit 126) and detect's description of it, rather
  * than reaching execvp, which would hand it to /bin/sh.
  *
- * stdout and stderr share one pipe so their relative order survives. Unikraft
- * linuxu images refuse to start without a terminal on stdin, so they get the
- * slave of a pseudo-terminal there; plain programs get /dev/null.
+ * A plain program's stdout and stderr go to two pipes when the core asks for
+ * them apart (DRV_F_STREAMS), each reported with its tag; their order across the
+ * two is the order the loop reads them in. Otherwise (and always for a Unikraft
+ * image, whose console is one stream) they share one pipe. Unikraft linuxu images
+ * refuse to start without a terminal on stdin, so they get the slave of a
+ * pseudo-terminal there; plain programs get a pipe fed by `input` (DRV_F_STDIN)
+ * or /dev/null.
  */
 #include "linuxu_int.h"
 #include "detect.h"
@@ -204,6 +208,10 @@ static void instance_free(struct drv_instance *inst)
 	cmd_free(inst->cmd);
 	free(inst->image_path);
 	free(inst->note);
+	free(inst->bind_note);
+	for (size_t i = 0; inst->binds && inst->binds[i]; i++)
+		free(inst->binds[i]);
+	free(inst->binds);
 	free(inst->refusal);
 	free(inst->limits_note);
 	free(inst);
@@ -270,6 +278,8 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 	/* bwrap resolves a relative bind source against its own cwd. */
 	inst->image_path = realpath(spec->image_path, NULL);
 	inst->use_pty = !!(spec->flags & DRV_F_UNIKRAFT);
+	inst->split = !inst->use_pty && (spec->flags & DRV_F_STREAMS);
+	inst->want_stdin = !inst->use_pty && (spec->flags & DRV_F_STDIN);
 	inst->copy_image = (sb.st_mode & 0111) == 0 || access(spec->image_path, X_OK) < 0;
 	int r = image_check(spec->image_path, name, &inst->refusal);
 	if (r < 0 && r != -ENOEXEC) {
@@ -311,6 +321,11 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		inst->note = NULL;
 
 	inst->nproc = linuxu_nproc(limits, mem);
+	if (linuxu_plan_binds(inst, spec) < 0) {
+		free(name);
+		instance_free(inst);
+		return -ENOMEM;
+	}
 	struct linuxu_sandbox box = {
 		.image_path = inst->image_path ? inst->image_path : spec->image_path,
 		.name = name,
@@ -322,6 +337,11 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 		/* A Unikraft image's environment travels as a library parameter instead. */
 		.env = (spec->flags & DRV_F_UNIKRAFT) ? NULL : spec->env,
 		.nenv = (spec->flags & DRV_F_UNIKRAFT) ? 0 : spec->nenv,
+		.binds = inst->binds,
+		.nbinds = inst->nbinds,
+		.cwd = spec->cwd,
+		.hide = spec->hide,
+		.nhide = spec->nhide,
 	};
 	struct cmd *c = linuxu_sandbox_cmd(st, &box);
 	linuxu_append_guest_args(c, spec, libparam, heap_mb);
@@ -345,7 +365,7 @@ static void on_handle_closed(uv_handle_t *h)
 		instance_free(inst);
 }
 
-static void close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag)
+void linuxu_close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag)
 {
 	if (!*open_flag)
 		return;
@@ -357,10 +377,12 @@ static void close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_fl
 
 static void close_io(struct drv_instance *inst)
 {
-	close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
-	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
-	close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
-	close_handle(inst, (uv_handle_t *)&inst->grace, &inst->grace_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->stdin_pipe, &inst->stdin_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->grace, &inst->grace_open);
 }
 
 /* The last "bwrap: ..." line of the console tail: bwrap's own reason. */
@@ -392,11 +414,11 @@ static void maybe_finish(struct drv_instance *inst, int force)
 {
 	if (inst->reported || inst->destroyed || !inst->exited)
 		return;
-	if (!force && (inst->console_open || inst->status_open))
+	if (!force && (inst->console_open || inst->err_open || inst->status_open))
 		return;
 	inst->reported = 1;
 	close_io(inst);
-	close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 
 	struct drv_outcome o = {.end = DRV_END_ERROR};
 	char reason[512], msg[700];
@@ -441,7 +463,7 @@ static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 	inst->exit_status = exit_status;
 	inst->term_signal = term_signal;
 	if (inst->destroyed) {
-		close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 		return;
 	}
 	if (inst->grace_open)
@@ -452,7 +474,7 @@ static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct drv_instance *inst = h->data;
-	if (h == (uv_handle_t *)&inst->console)
+	if (h == (uv_handle_t *)&inst->console || h == (uv_handle_t *)&inst->errpipe)
 		*buf = uv_buf_init(inst->rbuf, sizeof(inst->rbuf));
 	else
 		*buf = uv_buf_init(inst->pbuf, sizeof(inst->pbuf));
@@ -461,15 +483,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_console(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
 	struct drv_instance *inst = s->data;
+	int err = s == (uv_stream_t *)&inst->errpipe;
 	if (n > 0) {
+		enum drv_stream tag = !inst->split ? DRV_STREAM_CONSOLE : err ? DRV_STREAM_STDERR : DRV_STREAM_STDOUT;
 		tailbuf_append(inst->tail, sizeof(inst->tail), &inst->tail_len, buf->base, (size_t)n);
 		if (!inst->destroyed && !inst->reported)
-			inst->cb.console(inst->cb.ctx, buf->base, (size_t)n);
+			inst->cb.console(inst->cb.ctx, tag, buf->base, (size_t)n);
 		return;
 	}
 	if (n == 0)
 		return;
-	close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
+	if (err)
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->errpipe, &inst->err_open);
+	else
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->console, &inst->console_open);
 	maybe_finish(inst, 0);
 }
 
@@ -515,7 +542,7 @@ static void on_status(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		inst->sbuf[inst->slen++] = '\n'; /* a last line without newline */
 		linuxu_status_consume(inst);
 	}
-	close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
+	linuxu_close_handle(inst, (uv_handle_t *)&inst->status, &inst->status_open);
 	maybe_finish(inst, 0);
 }
 
@@ -525,7 +552,7 @@ static void on_ptym(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 	/* Nothing is meant to be written to the terminal; read only so a guest
 	 * writing to it never blocks. EIO means every slave closed. */
 	if (n < 0)
-		close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
+		linuxu_close_handle(inst, (uv_handle_t *)&inst->ptym, &inst->ptym_open);
 }
 
 static int open_pty(int *ret_master, int *ret_slave)
@@ -582,7 +609,7 @@ static void close_fd(int *fd)
 static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
                          char **ret_err)
 {
-	int out[2] = {-1, -1}, st[2] = {-1, -1}, ptm = -1, pts = -1, img = -1;
+	int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, st[2] = {-1, -1}, ptm = -1, pts = -1, img = -1;
 	int r;
 	if (inst->launched) {
 		linuxu_set_err(ret_err, "linuxu: instance already launched");
@@ -604,7 +631,9 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		return uv_timer_start(&inst->grace, on_refused, 0, 0);
 	}
 	const char *what = "console pipe";
-	if (pipe2(out, O_CLOEXEC) < 0 || (what = "status pipe", pipe2(st, O_CLOEXEC) < 0)) {
+	if (pipe2(out, O_CLOEXEC) < 0 || (what = "status pipe", pipe2(st, O_CLOEXEC) < 0) ||
+	    (what = "stderr pipe", inst->split && pipe2(errp, O_CLOEXEC) < 0) ||
+	    (what = "stdin pipe", inst->want_stdin && pipe2(in, O_CLOEXEC) < 0)) {
 		r = -errno;
 		linuxu_set_err(ret_err, "linuxu: cannot create %s: %s", what, strerror(-r));
 		goto fail;
@@ -621,8 +650,10 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 
 	if (pts >= 0)
 		cmd_stdio_fd(inst->cmd, 0, pts);
+	else if (in[0] >= 0)
+		cmd_stdio_fd(inst->cmd, 0, in[0]);
 	cmd_stdio_fd(inst->cmd, 1, out[1]);
-	cmd_stdio_fd(inst->cmd, 2, out[1]);
+	cmd_stdio_fd(inst->cmd, 2, errp[1] >= 0 ? errp[1] : out[1]);
 	cmd_stdio_fd(inst->cmd, LINUXU_FD_STATUS, st[1]);
 	if (img >= 0)
 		cmd_stdio_fd(inst->cmd, LINUXU_FD_IMAGE, img);
@@ -644,6 +675,8 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	inst->launched = 1;
 	/* The child holds its copies; ours would keep EOF from ever coming. */
 	close_fd(&out[1]);
+	close_fd(&errp[1]);
+	close_fd(&in[0]);
 	close_fd(&st[1]);
 	close_fd(&pts);
 	close_fd(&img);
@@ -658,6 +691,16 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	}
 	if (r >= 0)
 		r = uv_read_start((uv_stream_t *)&inst->status, on_alloc, on_status);
+	if (r >= 0 && errp[0] >= 0) {
+		r = open_pipe_handle(inst, &inst->errpipe, errp[0], &inst->err_open);
+		errp[0] = -1;
+		if (r >= 0)
+			r = uv_read_start((uv_stream_t *)&inst->errpipe, on_alloc, on_console);
+	}
+	if (r >= 0 && in[1] >= 0) {
+		r = open_pipe_handle(inst, &inst->stdin_pipe, in[1], &inst->stdin_open);
+		in[1] = -1;
+	}
 	if (r >= 0 && ptm >= 0) {
 		r = open_pipe_handle(inst, &inst->ptym, ptm, &inst->ptym_open);
 		ptm = -1;
@@ -671,6 +714,8 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		uv_process_kill(&inst->proc, SIGKILL);
 		kill(-inst->proc.pid, SIGKILL);
 		close_fd(&out[0]);
+		close_fd(&errp[0]);
+		close_fd(&in[1]);
 		close_fd(&st[0]);
 		close_fd(&ptm);
 		return r;
@@ -685,11 +730,17 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	}
 	if (inst->note && cb->note)
 		cb->note(cb->ctx, NULL, NULL, inst->note);
+	if (inst->bind_note && cb->note)
+		cb->note(cb->ctx, NULL, NULL, inst->bind_note);
 	return 0;
 
 fail:
 	close_fd(&out[0]);
 	close_fd(&out[1]);
+	close_fd(&errp[0]);
+	close_fd(&errp[1]);
+	close_fd(&in[0]);
+	close_fd(&in[1]);
 	close_fd(&st[0]);
 	close_fd(&st[1]);
 	close_fd(&ptm);
@@ -698,14 +749,21 @@ fail:
 	return r;
 }
 
-static int linuxu_throttle(struct drv_instance *inst, int paused)
+static int throttle_pipe(uv_pipe_t *p, int open, int paused)
 {
-	if (!inst->console_open || uv_is_closing((uv_handle_t *)&inst->console))
+	if (!open || uv_is_closing((uv_handle_t *)p))
 		return 0;
 	if (paused)
-		return uv_read_stop((uv_stream_t *)&inst->console);
-	int r = uv_read_start((uv_stream_t *)&inst->console, on_alloc, on_console);
+		return uv_read_stop((uv_stream_t *)p);
+	int r = uv_read_start((uv_stream_t *)p, on_alloc, on_console);
 	return r == UV_EALREADY ? 0 : r;
+}
+
+static int linuxu_throttle(struct drv_instance *inst, int paused)
+{
+	int r = throttle_pipe(&inst->console, inst->console_open, paused);
+	int r2 = throttle_pipe(&inst->errpipe, inst->err_open, paused);
+	return r < 0 ? r : r2;
 }
 
 static int linuxu_kill(struct drv_instance *inst, unsigned flags)
@@ -735,7 +793,7 @@ static void linuxu_destroy(struct drv_instance *inst)
 			kill(-inst->proc.pid, SIGKILL);
 			kill(inst->proc.pid, SIGKILL);
 		} else {
-			close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+			linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 		}
 	}
 	if (inst->nhandles == 0)
@@ -754,12 +812,13 @@ static int linuxu_probe_host(const struct drv_host *host, void **ret_state, char
 const struct driver drv_linuxu = {
 	.name = "linuxu",
 	.platforms = DRV_PLATFORM_LINUXU,
-	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY,
+	.caps = DRV_CAP_ARGS | DRV_CAP_MEMORY | DRV_CAP_STREAMS | DRV_CAP_STDIN | DRV_CAP_BINDS,
 	.probe = linuxu_probe_host,
 	.unprobe = linuxu_unprobe,
 	.prepare = linuxu_prepare,
 	.launch = linuxu_launch,
 	.kill = linuxu_kill,
 	.throttle = linuxu_throttle,
+	.input = linuxu_input,
 	.destroy = linuxu_destroy,
 };

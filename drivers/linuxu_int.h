@@ -1,7 +1,8 @@
 /*
  * linuxu_int.h — internals of the linuxu driver, shared between its files
  * (linuxu.c: prepare, launch and the run; linuxu_sandbox.c: probing prlimit
- * and bwrap, building their command) and its unit tests.
+ * and bwrap, which binds a run gets, building their command; linuxu_stdin.c:
+ * the program's stdin) and its unit tests.
  */
 #ifndef UKRUN_LINUXU_INT_H
 #define UKRUN_LINUXU_INT_H
@@ -15,6 +16,7 @@
 #define LINUXU_STATUS_MAX 4096 /* bwrap writes two short JSON lines */
 #define LINUXU_TAIL_MAX 1024   /* console tail kept to explain a sandbox failure */
 #define LINUXU_NHOST_DIRS 6    /* host top-level directories mirrored in the sandbox */
+#define LINUXU_STDIN_MAX (1u << 20) /* stdin bytes queued and not yet read by the program */
 
 /* Per-run uids of a root daemon: a reserved range above systemd's container
  * range (524288-1879048191) and below 2^31, which no distribution assigns. */
@@ -58,6 +60,11 @@ struct linuxu_sandbox {
 	unsigned uid;                   /* LINUXU_LIMITS_UID: run as this uid; else 0 */
 	char *const *env;               /* "NAME=value" set in the process environment */
 	size_t nenv;
+	char *const *binds;             /* host directories shown read-only at the same path */
+	size_t nbinds;
+	const char *cwd;                /* start here when under a bind; else /tmp */
+	char *const *hide;              /* under a bind, shadowed: directories by an empty tmpfs, others by /dev/null */
+	size_t nhide;
 };
 
 /* One run: the command, its libuv handles and what bwrap reported. */
@@ -65,9 +72,14 @@ struct drv_instance {
 	struct cmd *cmd;
 	char *image_path;
 	char *note; /* told to the user at launch */
+	char *bind_note; /* binds the run's uid cannot read, left out (told at launch) */
+	char **binds;    /* the binds shown (a NULL-terminated copy) */
+	size_t nbinds;
 	char *refusal; /* set: the image cannot run here; launch reports it (exit 126) */
 	int use_pty;
 	int copy_image;
+	int split;      /* stderr on a pipe of its own (DRV_F_STREAMS) */
+	int want_stdin; /* stdin is a pipe fed by `input` (DRV_F_STDIN) */
 	struct linuxu_state *st; /* owner of `uid` */
 	unsigned uid;            /* per-run uid taken from st, or 0 */
 	unsigned nproc;
@@ -78,11 +90,16 @@ struct drv_instance {
 	struct drv_callbacks cb;
 	uv_process_t proc;
 	uv_pipe_t console;
+	uv_pipe_t errpipe; /* the program's stderr when split */
+	uv_pipe_t stdin_pipe;
+	uv_shutdown_t stdin_shutdown;
+	size_t stdin_queued; /* bytes given to uv_write and not yet written */
+	int stdin_eof;       /* EOF asked (or the pipe failed): no more input */
 	uv_pipe_t status;
 	uv_pipe_t ptym;
 	uv_timer_t grace;
 	int nhandles; /* open uv handles; freed when 0 after destroy */
-	int proc_open, console_open, status_open, ptym_open, grace_open;
+	int proc_open, console_open, status_open, ptym_open, grace_open, err_open, stdin_open;
 
 	int launched, exited, reported, kill_requested, destroyed;
 	int64_t exit_status;
@@ -131,7 +148,19 @@ void linuxu_uid_release(struct linuxu_state *st, unsigned uid);
 /* The name of a limits mechanism ("uid", "userns", "shared", "none"). */
 const char *linuxu_limits_name(enum linuxu_limits limits);
 
+/* The binds the run can use (inst->binds, a copy): all of the spec's, except under a
+ * per-run uid those it could not reach, which inst->bind_note names. 0 or -ENOMEM. */
+int linuxu_plan_binds(struct drv_instance *inst, const struct drv_spec *spec);
+
+/* ---- linuxu_stdin.c ---- */
+
+/* The driver's `input` (driver.h). */
+int linuxu_input(struct drv_instance *inst, const char *buf, size_t len);
+
 /* ---- linuxu.c ---- */
+
+/* Close one of the run's handles once (the flag says it is open); freed when all are. */
+void linuxu_close_handle(struct drv_instance *inst, uv_handle_t *h, int *open_flag);
 
 /* Set *ret_err (when ret_err is not NULL) to a malloc'd message. */
 void linuxu_set_err(char **ret_err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -154,6 +183,13 @@ int linuxu_parse_status_line(const char *line, size_t len, long *ret_child_pid, 
 
 /* Map bwrap's exit code to an outcome (128+s of a fatal signal = DRV_END_SIGNAL s). */
 void linuxu_map_exit_code(int code, struct drv_outcome *o);
+
+/* 1 when a process of a uid of its own (neither owner nor group) can reach and list
+ * directory `path`: every directory on the way searchable by others, itself readable. */
+int linuxu_dir_open_to_others(const char *path);
+
+/* 1 when `path` is `dir` or below it. */
+int linuxu_path_within(const char *path, const char *dir);
 
 /* Consume the complete lines in inst->sbuf (calls cb.started on child-pid). */
 void linuxu_status_consume(struct drv_instance *inst);

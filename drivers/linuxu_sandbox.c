@@ -24,6 +24,9 @@
  *   outside, the limit would count every process of the uid.
  * - NAME is found through PATH (/run/ukrun first) so the guest's argv[0] is
  *   the image's base name rather than a sandbox path.
+ * - The caller's directories (drv_spec.binds) are read-only binds at the same
+ *   path, runnerd's own files under them shadowed (drv_spec.hide), and the
+ *   program starts in drv_spec.cwd when a bind shows it (else /tmp).
  */
 #include "linuxu_int.h"
 
@@ -280,7 +283,97 @@ void linuxu_unprobe(void *state)
 	state_free(state);
 }
 
+/* ---- binds ---- */
+
+int linuxu_dir_open_to_others(const char *path)
+{
+	char *real = realpath(path, NULL);
+	struct stat sb;
+	int ok = real != NULL;
+	for (char *p = real ? real + 1 : NULL; ok; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		ok = stat(real, &sb) == 0 && (sb.st_mode & S_IXOTH) && (c || (sb.st_mode & S_IROTH));
+		*p = c;
+		if (!c)
+			break;
+	}
+	free(real);
+	return ok;
+}
+
+/* The binds the run can use: all of them, except under a per-run uid those it could not
+ * reach (a home directory of mode 0700); *ret_note names the ones left out. */
+int linuxu_plan_binds(struct drv_instance *inst, const struct drv_spec *spec)
+{
+	inst->binds = calloc(spec->nbinds + 1, sizeof(*inst->binds));
+	if (!inst->binds)
+		return -ENOMEM;
+	char *left = NULL;
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		if (inst->uid && !linuxu_dir_open_to_others(spec->binds[i])) {
+			char *more = NULL;
+			if (asprintf(&more, "%s%s%s", left ? left : "", left ? ", " : "", spec->binds[i]) < 0)
+				more = NULL;
+			free(left);
+			left = more;
+			continue;
+		}
+		if (!(inst->binds[inst->nbinds] = strdup(spec->binds[i])))
+			break;
+		inst->nbinds++;
+	}
+	if (left && asprintf(&inst->bind_note, "not shown to the program: %s (runnerd runs it as a uid of its own, "
+	                     "which cannot read there: make the directory and those above it readable by others)",
+	                     left) < 0)
+		inst->bind_note = NULL;
+	free(left);
+	return 0;
+}
+
 /* ---- command ---- */
+
+int linuxu_path_within(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--;
+	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
+}
+
+static int under_a_bind(const struct linuxu_sandbox *sb, const char *path)
+{
+	for (size_t i = 0; i < sb->nbinds; i++)
+		if (linuxu_path_within(path, sb->binds[i]))
+			return 1;
+	return 0;
+}
+
+/* The caller's directories, read-only at the same path; what of runnerd lies under
+ * them shadowed again: a directory by an empty read-only tmpfs, a socket or file by
+ * /dev/null. */
+static void append_binds(struct cmd *c, const struct linuxu_sandbox *sb)
+{
+	for (size_t i = 0; i < sb->nbinds; i++)
+		add(c, "--ro-bind", sb->binds[i], sb->binds[i], NULL);
+	for (size_t i = 0; i < sb->nhide; i++) {
+		struct stat st;
+		if (!under_a_bind(sb, sb->hide[i]) || lstat(sb->hide[i], &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			add(c, "--size", "4096", "--tmpfs", sb->hide[i], "--remount-ro", sb->hide[i], NULL);
+		else
+			add(c, "--ro-bind", "/dev/null", sb->hide[i], NULL);
+	}
+}
+
+/* Where the program starts: the caller's directory when the sandbox shows it. */
+static const char *start_dir(const struct linuxu_sandbox *sb)
+{
+	return sb->cwd && under_a_bind(sb, sb->cwd) ? sb->cwd : "/tmp";
+}
 
 static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
@@ -307,18 +400,22 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 	add(c, "--tmpfs", "/dev/shm", "--remount-ro", "/dev", "--size", NULL);
 	cmd_argf(c, "%llu", sb->limit_bytes);
 	add(c, "--tmpfs", "/tmp", NULL);
+	append_binds(c, sb);
 	if (sb->copy_image) {
 		/* Not executable on the host (or not reachable by the run's uid):
 		 * bwrap copies it into the sandbox as 0555 (a read-only bind keeps
 		 * the host mode, and execvp would then fall through PATH to a host
-		 * program of the same name). */
-		add(c, "--perms", "0555", "--ro-bind-data", NULL);
+		 * program of the same name). A file of the sandbox's own root, not
+		 * --ro-bind-data: that one's source is unlinked, so /proc/self/maps
+		 * would name the program "... (deleted)" and a Rust backtrace could
+		 * not find its symbols; the root is remounted read-only below. */
+		add(c, "--perms", "0555", "--file", NULL);
 		cmd_argf(c, "%d", LINUXU_FD_IMAGE);
 	} else {
 		add(c, "--ro-bind", sb->image_path, NULL);
 	}
 	cmd_argf(c, "%s/%s", LINUXU_SANDBOX_DIR, sb->name);
-	add(c, "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG",
+	add(c, "--remount-ro", "/", "--chdir", start_dir(sb), "--clearenv", "--setenv", "HOME", "/tmp", "--setenv", "LANG",
 	    "C.UTF-8", NULL);
 	/* The caller's variables (they may replace HOME and LANG), then PATH, which must
 	 * stay ours: NAME is found through it. */

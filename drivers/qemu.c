@@ -566,7 +566,7 @@ static void console_bytes(struct attempt *a, const char *buf, size_t len)
 	}
 	inst->delivered += len;
 	console_scan_hint(inst, buf, len);
-	inst->cb.console(inst->cb.ctx, buf, len);
+	inst->cb.console(inst->cb.ctx, DRV_STREAM_CONSOLE, buf, len);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

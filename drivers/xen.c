@@ -149,4 +149,5 @@ const struct driver drv_xen = {
 	.kill = lv_kill,
 	.destroy = lv_destroy,
 	.reap = lv_reap,
+	.health = lv_health,
 };

@@ -9,8 +9,11 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "console.h"
+#include "errmsg.h"
 #include "log.h"
+#include "runbind.h"
 #include "runspec.h"
 
 /* Internal error → HTTP status and JSON error code: the one table. */
@@ -21,12 +24,15 @@
 	X(ENOENT, 404, "not_found")                        \
 	X(ENOSYS, 405, "method_not_allowed")               \
 	X(EBUSY, 409, "in_use")                            \
+	X(EEXIST, 409, "exists")                           \
+	X(EPERM, 409, "not_removable")                     \
 	X(EALREADY, 409, "already_ended")                  \
 	X(EFBIG, 413, "too_large")                         \
 	X(ENOEXEC, 422, "image_not_runnable")              \
 	X(ENODEV, 503, "driver_unavailable")               \
 	X(EAGAIN, 503, "queue_full")                       \
 	X(ESHUTDOWN, 503, "shutting_down")                 \
+	X(EPIPE, 409, "stdin_closed")                      \
 	X(ENOSPC, 507, "insufficient_storage")
 
 static void respond_errno(struct http_conn *conn, int r, const char *code_override, const char *msg)
@@ -158,6 +164,29 @@ static void metrics(struct api *api, struct http_conn *conn)
 		fprintf(f, "ukrun_host_runs{host=\"%s\",state=\"queued\"} %lld\n", hn,
 		        (long long)json_integer_value(json_object_get(hh, "queued")));
 	}
+	fprintf(f, "# HELP ukrun_host_up The host takes runs (1), or is down or being probed (0).\n"
+	           "# TYPE ukrun_host_up gauge\n");
+	json_array_foreach(hosts, i, hh)
+		fprintf(f, "ukrun_host_up{host=\"%s\"} %d\n", json_string_value(json_object_get(hh, "name")),
+		        strcmp(json_string_value(json_object_get(hh, "health")), "up") == 0);
+	static const struct {
+		const char *metric, *field, *help;
+	} counters[] = {
+		{"ukrun_host_image_uploads_total", "uploads", "Images uploaded to a host's storage pool."},
+		{"ukrun_host_image_bytes_sent_total", "bytes_sent", "Image bytes uploaded to a host."},
+		{"ukrun_host_image_cache_hits_total", "cache_hits", "Runs whose image the host already had."},
+	};
+	for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+		fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", counters[c].metric, counters[c].help, counters[c].metric);
+		json_array_foreach(hosts, i, hh)
+			fprintf(f, "%s{host=\"%s\"} %lld\n", counters[c].metric, json_string_value(json_object_get(hh, "name")),
+			        (long long)json_integer_value(json_object_get(json_object_get(hh, "images"), counters[c].field)));
+	}
+	fprintf(f, "# HELP ukrun_host_lost_runs_total Runs whose host was lost under them (ended lost or retried).\n"
+	           "# TYPE ukrun_host_lost_runs_total counter\n");
+	json_array_foreach(hosts, i, hh)
+		fprintf(f, "ukrun_host_lost_runs_total{host=\"%s\"} %lld\n", json_string_value(json_object_get(hh, "name")),
+		        (long long)json_integer_value(json_object_get(hh, "lost_runs")));
 	json_decref(hosts);
 	fclose(f);
 	http_respond(conn, 200, "text/plain; version=0.0.4", buf, len);
@@ -304,7 +333,8 @@ static void images_list(struct api *api, struct http_conn *conn)
 	http_respond_json(conn, 200, json_pack("{s:o}", "images", stored));
 }
 
-/* What a route's pattern captured: {id} (a run id) and {sha} (an image digest). */
+/* What a route's pattern captured: {id} (a run id), {sha} (an image digest) and {name}
+ * (a host name) — the last two in `sha`, any one segment of at most 64 bytes. */
 struct route_args {
 	int64_t id;
 	char sha[65];
@@ -367,6 +397,13 @@ static void runs_post(struct api *api, struct http_conn *conn, struct http_reque
 		free(err);
 		return;
 	}
+	if ((r = runbind_check(&rr, http_conn_is_tcp(conn), api->remote_binds, http_conn_peer_uid(conn),
+	                       api->runs->cfg.hidden, &err)) < 0) {
+		respond_errno(conn, r, r == -EINVAL ? "bind_refused" : NULL, err);
+		free(err);
+		runspec_free(&rr);
+		return;
+	}
 	int64_t id;
 	r = run_create(api->runs, &rr, &id, &err);
 	runspec_free(&rr);
@@ -377,6 +414,15 @@ static void runs_post(struct api *api, struct http_conn *conn, struct http_reque
 	}
 	json_t *rec = store_run_get(api->db, id);
 	http_respond_json(conn, 201, rec ? rec : json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+/* A queued run's record says why it waits ("waiting for a host with label kvm"). */
+static void add_waiting(struct api *api, json_t *rec)
+{
+	const char *id = json_string_value(json_object_get(rec, "id"));
+	const char *why = id ? run_waiting(api->runs, strtoll(id, NULL, 10)) : NULL;
+	if (why)
+		json_object_set_new(rec, "waiting", json_string(why));
 }
 
 static void runs_list(struct api *api, struct http_conn *conn, struct http_request *req)
@@ -420,7 +466,11 @@ static void runs_list(struct api *api, struct http_conn *conn, struct http_reque
 		}
 		f.label_key = label;
 	}
-	http_respond_json(conn, 200, json_pack("{s:o}", "runs", store_run_list(api->db, &f)));
+	json_t *runs = store_run_list(api->db, &f), *rec;
+	size_t i;
+	json_array_foreach(runs, i, rec)
+		add_waiting(api, rec);
+	http_respond_json(conn, 200, json_pack("{s:o}", "runs", runs));
 cleanup:
 	free(state);
 	free(image);
@@ -431,13 +481,34 @@ static void run_console_get(struct api *api, struct http_conn *conn, struct http
                             int64_t id)
 {
 	uint64_t offset = 0, follow = 0;
-	if (query_uint(req->query, "offset", UINT64_MAX / 2, &offset) < 0 ||
+	char *sname = http_query_get(req->query, "stream");
+	enum drv_stream stream = DRV_STREAM_CONSOLE;
+	int bad = sname && strcmp(sname, "stdout") && strcmp(sname, "stderr") && strcmp(sname, "both");
+	if (sname && !bad && strcmp(sname, "both"))
+		stream = strcmp(sname, "stderr") == 0 ? DRV_STREAM_STDERR : DRV_STREAM_STDOUT;
+	free(sname);
+	if (bad || query_uint(req->query, "offset", UINT64_MAX / 2, &offset) < 0 ||
 	    query_uint(req->query, "follow", 1, &follow) < 0) {
-		http_respond_error(conn, 400, "bad_request", "offset is a byte count, follow is 0 or 1");
+		http_respond_error(conn, 400, "bad_request",
+		                   "offset is a byte count, follow is 0 or 1, stream is stdout, stderr or both");
 		return;
 	}
-	char *path = run_console_path(api->runs, id);
-	struct console *live = follow ? run_console(api->runs, id) : NULL;
+	char *path = stream == DRV_STREAM_CONSOLE ? run_console_path(api->runs, id)
+	                                          : run_stream_path(api->runs, id, stream);
+	if (path && stream != DRV_STREAM_CONSOLE && access(path, F_OK) < 0) {
+		/* One console only (qemu, a Unikraft image): it is the run's stdout, and the
+		 * run has no stderr of its own. */
+		free(path);
+		if (stream == DRV_STREAM_STDERR) {
+			http_respond(conn, 200, "application/octet-stream", "", 0);
+			return;
+		}
+		stream = DRV_STREAM_CONSOLE;
+		path = run_console_path(api->runs, id);
+	}
+	struct console *live = !follow ? NULL
+	                       : stream == DRV_STREAM_CONSOLE ? run_console(api->runs, id)
+	                                                      : run_stream_console(api->runs, id, stream);
 	int r = path ? console_follow_start(live, path, conn, offset) : -ENOMEM;
 	free(path);
 	if (r < 0)
@@ -458,8 +529,10 @@ static void run_get(struct api *api, struct http_conn *conn, struct http_request
 {
 	(void)req;
 	json_t *rec = run_arg(api, conn, a);
-	if (rec)
+	if (rec) {
+		add_waiting(api, rec);
 		http_respond_json(conn, 200, rec);
+	}
 }
 
 static void run_console_route(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
@@ -469,6 +542,36 @@ static void run_console_route(struct api *api, struct http_conn *conn, struct ht
 		return;
 	json_decref(rec);
 	run_console_get(api, conn, req, a->id);
+}
+
+/* POST /v1/runs/{id}/stdin: the body goes to the program's stdin, in the order of the
+ * requests; ?eof=1 closes it after the body. 204 once taken; 503 stdin_not_ready: not
+ * started yet or too much still unread, nothing taken (send it again). */
+static void run_stdin_post(struct api *api, struct http_conn *conn, struct http_request *req,
+                           const struct route_args *a)
+{
+	uint64_t eof = 0;
+	if (query_uint(req->query, "eof", 1, &eof) < 0) {
+		http_respond_error(conn, 400, "bad_request", "eof is 0 or 1");
+		return;
+	}
+	json_t *rec = run_arg(api, conn, a);
+	if (!rec)
+		return;
+	json_decref(rec);
+	int r = req->body_len ? run_input(api->runs, a->id, req->body, req->body_len) : 0;
+	if (r == 0 && eof)
+		r = run_input(api->runs, a->id, NULL, 0);
+	if (r == 0)
+		http_respond(conn, 204, "application/json", "", 0);
+	else if (r == -EAGAIN)
+		respond_errno(conn, r, "stdin_not_ready", "the program cannot take more input yet: send it again");
+	else if (r == -ENOTSUP)
+		http_respond_error(conn, 409, "no_stdin", "run %lld takes no stdin", (long long)a->id);
+	else if (r == -ENOENT || r == -EPIPE)
+		respond_errno(conn, -EPIPE, NULL, "the program's stdin is closed (it ended or closed it)");
+	else
+		respond_errno(conn, r, NULL, NULL);
 }
 
 static void run_tests(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
@@ -570,6 +673,111 @@ static void hosts_get(struct api *api, struct http_conn *conn, struct http_reque
 	http_respond_json(conn, 200, json_pack("{s:o}", "hosts", run_manager_hosts(api->runs)));
 }
 
+/* POST /v1/hosts {"name", "uri", "capacity", "memory_mb", "labels", "image_quota_mb"}. */
+static int host_spec(json_t *root, struct run_host_config *hc, char **labels, size_t max_labels, char **ret_err)
+{
+	static const char *const known[] = {"name", "uri", "capacity", "memory_mb", "labels", "image_quota_mb", NULL};
+	const char *key;
+	json_t *v;
+	if (!json_is_object(root))
+		return errmsg_fail(ret_err, -EINVAL, "a host must be a JSON object {\"name\", \"uri\", ...}");
+	json_object_foreach(root, key, v) {
+		int ok = 0;
+		for (size_t i = 0; known[i]; i++)
+			ok |= strcmp(key, known[i]) == 0;
+		if (!ok)
+			return errmsg_fail(ret_err, -EINVAL, "unknown field '%s'", key);
+	}
+	hc->name = json_string_value(json_object_get(root, "name"));
+	if (!hc->name || !config_label_ok(hc->name) || strcmp(hc->name, "local") == 0)
+		return errmsg_fail(ret_err, -EINVAL, "'name' must be a host name: a-z, 0-9, '.', '_', '-', 1..63 bytes, "
+		                   "not 'local'");
+	hc->uri = json_string_value(json_object_get(root, "uri"));
+	int uri_ok = hc->uri && strlen(hc->uri) <= 1024 && strstr(hc->uri, "://");
+	for (const char *c = hc->uri; uri_ok && *c; c++)
+		uri_ok = (unsigned char)*c > 0x20 && *c != 0x7f;
+	if (!uri_ok)
+		return errmsg_fail(ret_err, -EINVAL, "'uri' must be a libvirt URI such as qemu+tls://host/system");
+	struct {
+		const char *name;
+		json_int_t lo, hi, def;
+		unsigned *out;
+	} nums[] = {
+		{"capacity", 1, 1024, 4, &hc->capacity},
+		{"memory_mb", 0, 64 << 20, 0, &hc->memory_mb},
+		{"image_quota_mb", 0, 64 << 20, 0, &hc->image_quota_mb},
+	};
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		json_t *n = json_object_get(root, nums[i].name);
+		if (n && (!json_is_integer(n) || json_integer_value(n) < nums[i].lo || json_integer_value(n) > nums[i].hi))
+			return errmsg_fail(ret_err, -EINVAL, "'%s' must be an integer from %lld to %lld", nums[i].name,
+			                   (long long)nums[i].lo, (long long)nums[i].hi);
+		*nums[i].out = (unsigned)(n ? json_integer_value(n) : nums[i].def);
+	}
+	json_t *lv = json_object_get(root, "labels");
+	size_t i, n = 0;
+	if (lv && (!json_is_array(lv) || json_array_size(lv) > max_labels))
+		return errmsg_fail(ret_err, -EINVAL, "'labels' must be an array of at most %zu labels", max_labels);
+	json_array_foreach(lv, i, v) {
+		if (!json_is_string(v) || !config_label_ok(json_string_value(v)))
+			return errmsg_fail(ret_err, -EINVAL, "label %zu must be a-z, 0-9, '.', '_', '-', 1..63 bytes", i);
+		labels[n++] = (char *)json_string_value(v);
+	}
+	labels[n] = NULL;
+	hc->labels = labels;
+	return 0;
+}
+
+static void hosts_post(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)a;
+	json_error_t jerr;
+	json_t *root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		http_respond_error(conn, 400, "bad_request", "malformed JSON: %s (line %d)", jerr.text, jerr.line);
+		return;
+	}
+	struct run_host_config hc = {0};
+	char *labels[CONFIG_MAX_LABELS + 1];
+	char *err = NULL;
+	int r = host_spec(root, &hc, labels, CONFIG_MAX_LABELS, &err);
+	if (r == 0)
+		r = run_host_add(api->runs, &hc, &err);
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOSPC ? "too_many_hosts" : NULL, err);
+	else
+		http_respond_json(conn, 201, run_manager_host(api->runs, hc.name));
+	free(err);
+	json_decref(root);
+}
+
+static void host_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	(void)req;
+	json_t *h = run_manager_host(api->runs, a->sha);
+	if (h)
+		http_respond_json(conn, 200, h);
+	else
+		http_respond_error(conn, 404, "host_not_found", "no host %s (GET /v1/hosts lists them)", a->sha);
+}
+
+static void host_delete(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
+{
+	uint64_t drain = 0;
+	if (query_uint(req->query, "drain", 1, &drain) < 0) {
+		http_respond_error(conn, 400, "bad_request", "drain is 0 or 1");
+		return;
+	}
+	char *err = NULL;
+	int r = run_host_remove(api->runs, a->sha, (int)drain, &err);
+	if (r < 0)
+		respond_errno(conn, r, r == -ENOENT ? "host_not_found" : NULL, err);
+	else
+		http_respond_json(conn, r ? 202 : 200, json_pack("{s:s,s:b,s:b}", "name", a->sha, "removed", !r,
+		                                                  "draining", r > 0));
+	free(err);
+}
+
 static void images_get(struct api *api, struct http_conn *conn, struct http_request *req, const struct route_args *a)
 {
 	(void)req;
@@ -602,6 +810,9 @@ static const struct route {
 	{HTTP_GET, "/metrics", metrics_get},
 	{HTTP_GET, "/v1/version", version_get},
 	{HTTP_GET, "/v1/hosts", hosts_get},
+	{HTTP_POST, "/v1/hosts", hosts_post},
+	{HTTP_GET, "/v1/hosts/{name}", host_get},
+	{HTTP_DELETE, "/v1/hosts/{name}", host_delete},
 	{HTTP_GET, "/v1/images", images_get},
 	{HTTP_GET, "/v1/images/{sha}", image_get},
 	{HTTP_PUT, "/v1/images/{sha}", image_put},
@@ -612,6 +823,7 @@ static const struct route {
 	{HTTP_GET, "/v1/runs/{id}/console", run_console_route},
 	{HTTP_GET, "/v1/runs/{id}/tests", run_tests},
 	{HTTP_POST, "/v1/runs/{id}/cancel", run_cancel_post},
+	{HTTP_POST, "/v1/runs/{id}/stdin", run_stdin_post},
 };
 
 /* 1 when `path` matches `pattern`, filling *a with what it captured. */

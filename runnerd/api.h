@@ -23,6 +23,7 @@ struct api {
 	struct image_store *images;
 	struct store *db;
 	const char *token;        /* bearer token required on TCP connections; NULL = TCP refused */
+	int remote_binds;         /* runnerd.conf remote-binds: honour --bind over TCP/TLS too */
 	uint64_t requests;        /* served (metrics) */
 	uint64_t last_request_ms; /* uv_now of the last request (idle exit) */
 	uv_loop_t *loop;

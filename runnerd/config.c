@@ -46,6 +46,16 @@ int config_apply(struct config *c, const char *key, const char *val)
 	UINT_KEY("keepalive-timeout", keepalive_timeout_s, 86400)
 	UINT_KEY("max-connections", max_connections, 1000000)
 #undef UINT_KEY
+	if (strcmp(key, "remote-binds") == 0) {
+		/* A file setting, a boolean: true/false, yes/no, 1/0. */
+		if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "1"))
+			c->remote_binds = 1;
+		else if (!strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "0"))
+			c->remote_binds = 0;
+		else
+			return -EINVAL;
+		return 0;
+	}
 	if (strcmp(key, "socket") == 0)
 		set_str(&c->socket_path, val);
 	else if (strcmp(key, "data-dir") == 0)
@@ -95,14 +105,49 @@ static int host_name_ok(const char *s)
 	return 1;
 }
 
+int config_label_ok(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || strchr("._-", s[n])))
+			return 0;
+	return n >= 1 && n <= 63;
+}
+
+static int uint_value(const char *value, unsigned long lo, unsigned long hi, unsigned *ret)
+{
+	char *end;
+	unsigned long v = strtoul(value, &end, 10);
+	if (!*value || *end || v < lo || v > hi || *value == '-')
+		return 0;
+	*ret = (unsigned)v;
+	return 1;
+}
+
+/* "kvm, x86_64" or "kvm x86_64": each a label. */
+static int labels_value(const char *value, char **labels)
+{
+	char *copy = strdup(value), *save = NULL;
+	size_t n = 0;
+	int ok = copy != NULL;
+	for (char *t = copy ? strtok_r(copy, ", \t", &save) : NULL; ok && t; t = strtok_r(NULL, ", \t", &save)) {
+		ok = config_label_ok(t) && n < CONFIG_MAX_LABELS;
+		if (ok)
+			labels[n++] = strdup(t);
+	}
+	labels[n] = NULL;
+	free(copy);
+	return ok;
+}
+
 /* `key = value` of section `[host NAME]`. */
 static int host_apply(struct read_ctx *x, const char *hname, const char *name, const char *value)
 {
 	struct config *c = x->c;
 	struct host_conf *h = NULL;
-	if (!host_name_ok(hname)) {
-		fprintf(stderr, "runnerd: %s: bad host name '%s' (a-z, 0-9, '.', '_', '-'; 1..63; not 'local')\n",
-		        x->path, hname);
+	int local = strcmp(hname, "local") == 0;
+	if (!local && !host_name_ok(hname)) {
+		fprintf(stderr, "runnerd: %s: bad host name '%s' (a-z, 0-9, '.', '_', '-'; 1..63)\n", x->path, hname);
 		return 0;
 	}
 	for (size_t i = 0; i < c->nhosts; i++)
@@ -114,23 +159,36 @@ static int host_apply(struct read_ctx *x, const char *hname, const char *name, c
 			return 0;
 		}
 		h = &c->hosts[c->nhosts++];
+		memset(h, 0, sizeof(*h));
 		h->name = strdup(hname);
-		h->capacity = 4;
+		h->capacity = local ? 0 : 4;
+		h->local = local;
 	}
-	if (strcmp(name, "uri") == 0 && *value && !strchr(value, ' ') && strstr(value, "://")) {
-		set_str(&h->uri, value);
-		return 1;
-	}
-	if (strcmp(name, "capacity") == 0) {
-		char *end;
-		unsigned long v = strtoul(value, &end, 10);
-		if (*value && !*end && v >= 1 && v <= 1024) {
-			h->capacity = (unsigned)v;
+	int known = 1;
+	if (strcmp(name, "uri") == 0 && !local) {
+		if (*value && !strchr(value, ' ') && strstr(value, "://")) {
+			set_str(&h->uri, value);
 			return 1;
 		}
+	} else if (strcmp(name, "capacity") == 0) {
+		if (uint_value(value, local ? 0 : 1, 1024, &h->capacity))
+			return 1;
+	} else if (strcmp(name, "memory_mb") == 0) {
+		if (uint_value(value, 0, 64u << 20, &h->memory_mb))
+			return 1;
+	} else if (strcmp(name, "image_quota_mb") == 0 && !local) {
+		if (uint_value(value, 0, 64u << 20, &h->image_quota_mb))
+			return 1;
+	} else if (strcmp(name, "labels") == 0) {
+		for (size_t i = 0; h->labels[i]; i++)
+			free(h->labels[i]);
+		if (labels_value(value, h->labels))
+			return 1;
+	} else {
+		known = 0;
 	}
-	fprintf(stderr, "runnerd: %s: [host %s]: %s '%s'\n", x->path, hname,
-	        strcmp(name, "uri") == 0 || strcmp(name, "capacity") == 0 ? "bad value for" : "unknown key", name);
+	fprintf(stderr, "runnerd: %s: [host %s]: %s '%s'\n", x->path, hname, known ? "bad value for" : "unknown key",
+	        name);
 	return 0;
 }
 
@@ -153,7 +211,7 @@ int config_read(struct config *c, const char *path)
 	struct read_ctx x = { .c = c, .path = path };
 	int r = ini_parse(path, ini_cb, &x);
 	for (size_t i = 0; r == 0 && i < c->nhosts; i++)
-		if (!c->hosts[i].uri) {
+		if (!c->hosts[i].uri && !c->hosts[i].local) {
 			fprintf(stderr, "runnerd: %s: [host %s] has no uri\n", path, c->hosts[i].name);
 			r = 1; /* invalid, as a bad line is */
 		}
@@ -174,6 +232,8 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->nhosts; i++) {
 		free(c->hosts[i].name);
 		free(c->hosts[i].uri);
+		for (size_t l = 0; c->hosts[i].labels[l]; l++)
+			free(c->hosts[i].labels[l]);
 	}
 	free(c->xen_uri);
 	c->socket_path = c->data_dir = c->listen_tcp = c->token_file = c->tls_cert = c->tls_key = c->log_file = c->config_file = NULL;

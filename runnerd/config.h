@@ -13,13 +13,22 @@
 
 #include "log.h"
 
-/* A remote host from a `[host NAME]` section of runnerd.conf. */
+/* A host from a `[host NAME]` section of runnerd.conf: a remote libvirt host, or `[host local]`
+ * (this machine: no uri; capacity defaults to max-concurrent). */
 #define CONFIG_MAX_HOSTS 63
+#define CONFIG_MAX_LABELS 16
 struct host_conf {
-	char *name;        /* [a-z0-9._-], 1..63, not "local" */
-	char *uri;         /* its libvirt URI (qemu+tcp://, qemu+tls://, qemu+ssh://, xen+ssh://, ...) */
-	unsigned capacity; /* guests at once (default 4) */
+	char *name;              /* [a-z0-9._-], 1..63 */
+	char *uri;               /* its libvirt URI (qemu+tcp://, qemu+tls://, qemu+ssh://, xen+ssh://, ...) */
+	unsigned capacity;       /* guests at once (default 4; local: 0 = max-concurrent) */
+	unsigned memory_mb;      /* guest memory at once (0: not counted) */
+	unsigned image_quota_mb; /* image volumes kept in its storage pool (0: no quota) */
+	char *labels[CONFIG_MAX_LABELS + 1]; /* NULL-terminated */
+	int local;               /* the [host local] section */
 };
+
+/* A host label: [a-z0-9._-], 1..63 bytes. */
+int config_label_ok(const char *s);
 
 struct config {
 	int user_mode;
@@ -44,6 +53,7 @@ struct config {
 	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
 	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */
 	unsigned max_connections;     /* per listener (0 = no cap) */
+	unsigned remote_binds;        /* 1: honour --bind from clients over TCP/TLS (runnerd.conf only) */
 	enum log_level log_level;
 	struct host_conf hosts[CONFIG_MAX_HOSTS];
 	size_t nhosts;

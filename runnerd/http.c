@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -160,6 +161,17 @@ void http_conn_close(struct http_conn *conn)
 int http_conn_is_tcp(const struct http_conn *conn)
 {
 	return conn->is_tcp;
+}
+
+long http_conn_peer_uid(const struct http_conn *conn)
+{
+	uv_os_fd_t fd;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (conn->is_tcp || uv_fileno((const uv_handle_t *)&conn->h.pipe, &fd) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -1;
+	return (long)cred.uid;
 }
 
 void http_conn_attach(struct http_conn *conn, void *obj, void (*release)(void *obj))

@@ -93,6 +93,9 @@ void http_conn_close_all(struct http_conn_set *set);
 void http_conn_close(struct http_conn *conn);
 
 int http_conn_is_tcp(const struct http_conn *conn);
+/* The uid of the process at the other end of a Unix connection (SO_PEERCRED), or -1
+ * (TCP, or unknown). */
+long http_conn_peer_uid(const struct http_conn *conn);
 /* The object serving the connection's current request (an upload, a console follower):
  * `release(obj)` runs when the connection closes while it is attached. Attaching NULL
  * detaches without releasing. */

@@ -590,9 +590,18 @@ int main(int argc, char **argv)
 		snprintf(opt_xen, sizeof(opt_xen), "xen-uri=%s", c->xen_uri);
 		local_options[nopt++] = opt_xen;
 	}
+	/* What no sandbox may see even under a bind: runnerd's data and its socket. */
+	char *hidden[3] = {c->data_dir, c->socket_path, NULL};
 	struct run_host_config hosts[CONFIG_MAX_HOSTS];
 	for (size_t i = 0; i < c->nhosts; i++)
-		hosts[i] = (struct run_host_config){c->hosts[i].name, c->hosts[i].uri, c->hosts[i].capacity};
+		hosts[i] = (struct run_host_config){
+			.name = c->hosts[i].name,
+			.uri = c->hosts[i].uri,
+			.capacity = c->hosts[i].capacity,
+			.memory_mb = c->hosts[i].memory_mb,
+			.image_quota_mb = c->hosts[i].image_quota_mb,
+			.labels = c->hosts[i].labels,
+		};
 	struct run_config rcfg = {
 		.runs_dir = runs_dir,
 		.default_timeout_s = c->run_timeout_s,
@@ -602,6 +611,7 @@ int main(int argc, char **argv)
 		.console_cap = c->console_cap,
 		.console_grace_ms = c->console_grace_ms,
 		.local_options = local_options,
+		.hidden = hidden,
 		.hosts = hosts,
 		.nhosts = c->nhosts,
 	};
@@ -617,6 +627,7 @@ int main(int argc, char **argv)
 		.images = &d.images,
 		.db = d.db,
 		.token = d.token,
+		.remote_binds = (int)c->remote_binds,
 		.loop = d.loop,
 		.last_request_ms = uv_now(d.loop),
 	};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "console.h"
+#include "streams.h"
 #include "detect.h"
 #include "errmsg.h"
 #include "log.h"
@@ -31,12 +32,23 @@ struct run {
 	int64_t id;
 	char id_str[24];
 	enum run_state state;
-	struct run_host *host;
-	struct driver_slot *slot;
+	struct run_host *host;     /* where it runs (NULL while queued unless pinned) */
+	struct run_host *pin;      /* the host the request named, or NULL */
+	struct driver_slot *slot;  /* its driver there (NULL while queued) */
+	const struct driver *drv;  /* slot->drv, kept until the instance is destroyed */
 	struct drv_instance *inst;
+	enum drv_platform platform;
+	char *driver;              /* the driver the request named, or NULL */
+	char **require;            /* host labels it needs */
+	unsigned need_caps;        /* DRV_CAP_* the request needs */
+	int priority;
+	unsigned retries_left, attempts;
+	unsigned mem_mb;           /* guest memory it is counted for on its host */
+	char waiting[240];         /* queued: why it is not placed yet */
 	struct drv_spec spec;
 	struct drv_callbacks cb;
 	struct console con;
+	struct streams io;         /* stdout.log and stderr.log when the driver splits them */
 	struct testparse *tp;
 	uv_timer_t timeout_timer;
 	uv_timer_t grace_timer;
@@ -53,7 +65,7 @@ struct run {
 	size_t cur_len;
 	char cur_line[240];
 	char *name, *image_path, *initrd_path, *workdir, *machine;
-	char **args, **uk_params, **env;
+	char **args, **uk_params, **env, **binds;
 	struct verdict final_v; /* decided at the end, recorded by record_end */
 	json_t *cases;          /* test cases being written */
 	uv_work_t tests_work;
@@ -78,13 +90,40 @@ static struct driver_slot *slot_for(struct run_host *host, enum drv_platform pla
 	return NULL;
 }
 
-static struct run_host *host_named(struct run_manager *mgr, const char *name)
+static struct run_host *host_named(const struct run_manager *mgr, const char *name)
 {
 	for (size_t i = 0; i < mgr->nhosts; i++)
-		if (strcmp(mgr->hosts[i].name, name) == 0)
-			return &mgr->hosts[i];
+		if (strcmp(mgr->hosts[i]->name, name) == 0)
+			return mgr->hosts[i];
 	return NULL;
 }
+
+static int host_has_labels(const struct run_host *h, char *const *labels)
+{
+	for (size_t i = 0; labels && labels[i]; i++) {
+		int found = 0;
+		for (size_t j = 0; h->labels && h->labels[j] && !found; j++)
+			found = strcmp(h->labels[j], labels[i]) == 0;
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/* Probing: added at run time, first probe under way. Up: some driver there is usable (this
+ * machine is always up: its drivers say for themselves). Down: a remote host none of whose
+ * drivers answers (they are probed again with back-off). */
+static enum run_host_health host_health(const struct run_host *h)
+{
+	if (h->probing)
+		return HOST_PROBING;
+	for (size_t i = 0; i < h->nslots; i++)
+		if (h->slots[i].available)
+			return HOST_UP;
+	return h->uri ? HOST_DOWN : HOST_UP;
+}
+
+static const char *const host_health_names[] = {"up", "down", "probing"};
 
 #define RUN_UK_ENV_MAX 8 /* Unikraft's default LIBPOSIX_ENVIRON_LIBPARAM_MAXCOUNT */
 
@@ -101,6 +140,14 @@ static void strv_free(char **v)
 	for (size_t i = 0; v && v[i]; i++)
 		free(v[i]);
 	free(v);
+}
+
+static size_t strv_len(char *const *v)
+{
+	size_t n = 0;
+	while (v && v[n])
+		n++;
+	return n;
 }
 
 
@@ -133,17 +180,56 @@ static void collect_lost(int64_t id, void *arg)
 		l->n++;
 }
 
-/* Probe every driver for `host` (those that do not apply to a remote host are left out),
- * then let each remove what a dead daemon left behind there. */
-static void probe_host(struct run_manager *mgr, struct run_host *host, const struct drv_host *dh,
-                       const struct lost_ids *lost)
+#define RUN_PROBE_BACKOFF_MIN_MS 1000
+#define RUN_PROBE_BACKOFF_MAX_MS 15000
+
+static void slot_down(struct run_manager *mgr, struct driver_slot *s, const char *why)
 {
+	struct run_host *h = s->host;
+	s->available = 0;
+	free(s->info);
+	s->info = strdup(why);
+	free(h->last_error);
+	h->last_error = strdup(why);
+	s->backoff_ms = RUN_PROBE_BACKOFF_MIN_MS;
+	s->next_probe = uv_now(mgr->loop) + s->backoff_ms;
+}
+
+/* Remove what a dead daemon (or a lost connection) left behind on the slot's host. */
+static void slot_reap(struct run_manager *mgr, struct driver_slot *s, const struct lost_ids *lost)
+{
+	if (!s->available || !s->drv->reap)
+		return;
+	char *rerr = NULL;
+	int n = s->drv->reap(s->state, mgr->cfg.runs_dir, lost ? (const char *const *)lost->v : NULL,
+	                     lost ? lost->n : 0, &rerr);
+	if (n > 0)
+		log_warn("host %s: driver %s: removed %d guest(s) left by a previous runnerd", s->host->name,
+		         s->drv->name, n);
+	else if (n < 0)
+		log_warn("host %s: driver %s: cannot remove leftover guests: %s", s->host->name, s->drv->name,
+		         rerr ? rerr : strerror(-n));
+	free(rerr);
+}
+
+static void host_drv_host(const struct run_host *h, struct drv_host *ret)
+{
+	*ret = (struct drv_host){.name = h->name, .uri = h->uri, .options = h->options};
+}
+
+/* Probe every driver for `host` into host->slots (those that do not apply to a remote host
+ * are left out), then let each remove what a dead daemon left behind there. Blocking: at
+ * start-up, or on a worker thread into a host the loop does not see yet. */
+static void probe_host(struct run_manager *mgr, struct run_host *host, const struct lost_ids *lost)
+{
+	struct drv_host dh;
+	host_drv_host(host, &dh);
 	for (size_t i = 0; drv_table[i] && host->nslots < sizeof(host->slots) / sizeof(host->slots[0]); i++) {
 		struct driver_slot *s = &host->slots[host->nslots];
 		char *info = NULL, *err = NULL;
-		*s = (struct driver_slot){.drv = drv_table[i]};
-		int r = s->drv->probe ? s->drv->probe(dh, &s->state, &info, &err) : -ENOTSUP;
-		if (r == -ENOTSUP && dh->uri) { /* does not apply to this host */
+		*s = (struct driver_slot){.drv = drv_table[i], .host = host, .mgr = mgr};
+		int r = s->drv->probe ? s->drv->probe(&dh, &s->state, &info, &err) : -ENOTSUP;
+		if (r == -ENOTSUP && dh.uri) { /* does not apply to this host */
 			free(info);
 			free(err);
 			continue;
@@ -155,23 +241,127 @@ static void probe_host(struct run_manager *mgr, struct run_host *host, const str
 			free(err);
 			log_info("host %s: driver %s: %s", host->name, s->drv->name, s->info);
 		} else {
+			s->state = NULL;
 			s->info = err ? err : strdup(strerror(-r));
 			free(info);
 			log_warn("host %s: driver %s unavailable: %s", host->name, s->drv->name, s->info);
 		}
 		/* Guests a dead daemon left behind (the driver knows which are ours). */
-		if (s->available && s->drv->reap) {
-			char *rerr = NULL;
-			int n = s->drv->reap(s->state, mgr->cfg.runs_dir, (const char *const *)lost->v, lost->n, &rerr);
-			if (n > 0)
-				log_warn("host %s: driver %s: removed %d guest(s) left by a previous runnerd", host->name,
-				         s->drv->name, n);
-			else if (n < 0)
-				log_warn("host %s: driver %s: cannot remove leftover guests: %s", host->name, s->drv->name,
-				         rerr ? rerr : strerror(-n));
-			free(rerr);
-		}
+		slot_reap(mgr, s, lost);
 	}
+}
+
+/* On the loop, after a probe: a remote host's connection drivers that did not answer are
+ * probed again, with back-off. */
+static void host_probed(struct run_manager *mgr, struct run_host *host)
+{
+	for (size_t i = 0; i < host->nslots; i++) {
+		struct driver_slot *s = &host->slots[i];
+		s->host = host;
+		s->mgr = mgr;
+		if (!s->available && host->uri && s->drv->health)
+			slot_down(mgr, s, s->info);
+	}
+}
+
+static struct run_host *host_new(const struct run_host_config *hc, unsigned capacity)
+{
+	struct run_host *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	h->name = strdup(hc->name);
+	h->uri = hc->uri ? strdup(hc->uri) : NULL;
+	h->capacity = capacity;
+	h->memory_mb = hc->memory_mb;
+	h->image_quota_mb = hc->image_quota_mb;
+	h->labels = strv_dup(hc->labels, strv_len(hc->labels));
+	h->options = calloc(2, sizeof(char *));
+	if (h->options && hc->image_quota_mb && asprintf(&h->options[0], "image-quota-mb=%u", hc->image_quota_mb) < 0)
+		h->options[0] = NULL;
+	if (!h->name || (hc->uri && !h->uri) || !h->labels || !h->options) {
+		free(h->name);
+		free(h->uri);
+		strv_free(h->labels);
+		strv_free(h->options);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* After unprobe: nothing of the host's drivers is left. */
+static void host_free(struct run_host *h)
+{
+	for (size_t i = 0; i < h->nslots; i++)
+		free(h->slots[i].info);
+	free(h->name);
+	free(h->uri);
+	free(h->last_error);
+	strv_free(h->labels);
+	strv_free(h->options);
+	free(h);
+}
+
+static int host_store(struct run_manager *mgr, const struct run_host *h)
+{
+	json_t *labels = json_array();
+	for (size_t i = 0; h->labels[i]; i++)
+		json_array_append_new(labels, json_string(h->labels[i]));
+	struct host_row row = {
+		.name = h->name,
+		.uri = h->uri,
+		.capacity = h->capacity,
+		.memory_mb = h->memory_mb,
+		.labels = labels,
+		.image_quota_mb = h->image_quota_mb,
+		.api = h->api,
+	};
+	int r = store_host_put(mgr->db, &row);
+	json_decref(labels);
+	return r;
+}
+
+static const struct run_host_config *config_host(const struct run_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->nhosts; i++)
+		if (strcmp(cfg->hosts[i].name, name) == 0)
+			return &cfg->hosts[i];
+	return NULL;
+}
+
+struct restore_ctx {
+	struct run_manager *mgr;
+	const struct lost_ids *lost;
+};
+
+/* A host added through the API by an earlier runnerd (one of runnerd.conf's name wins). */
+static void restore_host(const struct host_row *row, void *arg)
+{
+	struct restore_ctx *x = arg;
+	struct run_manager *mgr = x->mgr;
+	if (host_named(mgr, row->name) || mgr->nhosts == RUN_MAX_HOSTS)
+		return;
+	char *labels[17] = {NULL};
+	size_t i, n = 0;
+	json_t *v;
+	json_array_foreach(row->labels, i, v)
+		if (json_is_string(v) && n < 16)
+			labels[n++] = (char *)json_string_value(v);
+	struct run_host_config hc = {
+		.name = row->name,
+		.uri = row->uri,
+		.memory_mb = row->memory_mb,
+		.image_quota_mb = row->image_quota_mb,
+		.labels = labels,
+	};
+	struct run_host *h = host_new(&hc, row->capacity);
+	if (!h)
+		return;
+	h->api = 1;
+	mgr->hosts[mgr->nhosts++] = h;
+	log_info("host %s: restored (added through the API)", h->name);
+	probe_host(mgr, h, x->lost);
+	host_probed(mgr, h);
 }
 
 int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
@@ -190,19 +380,33 @@ int run_manager_init(struct run_manager *mgr, uv_loop_t *loop, struct store *db,
 	int nlost = store_runs_mark_lost(db, collect_lost, &lost);
 	if (nlost > 0)
 		log_warn("%d run(s) left active by a previous runnerd marked lost", nlost);
-	const struct drv_host local = {.name = "local", .uri = NULL, .options = cfg->local_options};
-	mgr->hosts[0] = (struct run_host){.name = strdup("local"), .capacity = cfg->max_concurrent};
-	mgr->nhosts = 1;
-	probe_host(mgr, &mgr->hosts[0], &local, &lost);
-	for (size_t h = 0; h < cfg->nhosts && mgr->nhosts < RUN_MAX_HOSTS; h++) {
-		const struct run_host_config *hc = &cfg->hosts[h];
-		struct run_host *host = &mgr->hosts[mgr->nhosts++];
-		*host = (struct run_host){.name = strdup(hc->name), .uri = strdup(hc->uri), .capacity = hc->capacity};
-		if (store_host_put(db, hc->name, hc->uri, hc->capacity) < 0)
-			log_warn("host %s: cannot record it in the store", hc->name);
-		const struct drv_host dh = {.name = hc->name, .uri = hc->uri};
-		probe_host(mgr, host, &dh, &lost);
+	/* "local": runnerd's own drivers, with [host local]'s capacity, memory and labels. */
+	const struct run_host_config *lc = config_host(cfg, "local");
+	struct run_host_config local = lc ? *lc : (struct run_host_config){.name = "local"};
+	local.uri = NULL;
+	struct run_host *h = host_new(&local, lc && lc->capacity ? lc->capacity : cfg->max_concurrent);
+	if (!h)
+		return -ENOMEM;
+	strv_free(h->options);
+	h->options = strv_dup(cfg->local_options, strv_len(cfg->local_options));
+	mgr->hosts[mgr->nhosts++] = h;
+	probe_host(mgr, h, &lost);
+	host_probed(mgr, h);
+	for (size_t i = 0; i < cfg->nhosts && mgr->nhosts < RUN_MAX_HOSTS; i++) {
+		const struct run_host_config *hc = &cfg->hosts[i];
+		if (!hc->uri)
+			continue; /* [host local] */
+		if (!(h = host_new(hc, hc->capacity)))
+			return -ENOMEM;
+		mgr->hosts[mgr->nhosts++] = h;
+		if (host_store(mgr, h) < 0)
+			log_warn("host %s: cannot record it in the store", h->name);
+		probe_host(mgr, h, &lost);
+		host_probed(mgr, h);
 	}
+	struct restore_ctx x = {mgr, &lost};
+	if (store_host_list_api(db, restore_host, &x) < 0)
+		log_warn("cannot read the hosts added through the API from the store");
 	for (size_t i = 0; i < lost.n; i++)
 		free(lost.v[i]);
 	free(lost.v);
@@ -236,22 +440,42 @@ static json_t *host_drivers(const struct run_host *host)
 
 json_t *run_manager_drivers(const struct run_manager *mgr)
 {
-	return host_drivers(&mgr->hosts[0]);
+	return host_drivers(mgr->hosts[0]);
+}
+
+static json_t *host_json(const struct run_manager *mgr, const struct run_host *h)
+{
+	int queued = 0;
+	for (const struct run *r = mgr->runs; r; r = r->next)
+		queued += r->state == RS_QUEUED && r->pin == h;
+	json_t *labels = json_array();
+	for (size_t i = 0; h->labels[i]; i++)
+		json_array_append_new(labels, json_string(h->labels[i]));
+	json_t *o = json_pack("{s:s,s:s?,s:i,s:i,s:i,s:i,s:o,s:s,s:s?,s:s,s:b,s:o}", "name", h->name, "uri", h->uri,
+	                      "capacity", (int)h->capacity, "memory_mb", (int)h->memory_mb, "active", (int)h->nrunning,
+	                      "queued", queued, "labels", labels, "health", host_health_names[host_health(h)],
+	                      "last_error", h->last_error, "origin", h->api ? "api" : "config", "removing", h->removing,
+	                      "drivers", host_drivers(h));
+	json_object_set_new(o, "memory_used_mb", json_integer(h->mem_used));
+	json_object_set_new(o, "images", json_pack("{s:I,s:I,s:I,s:i}", "uploads", (json_int_t)h->uploads,
+	                                           "bytes_sent", (json_int_t)h->upload_bytes, "cache_hits",
+	                                           (json_int_t)h->cache_hits, "quota_mb", (int)h->image_quota_mb));
+	json_object_set_new(o, "lost_runs", json_integer((json_int_t)h->lost));
+	return o;
 }
 
 json_t *run_manager_hosts(const struct run_manager *mgr)
 {
 	json_t *hosts = json_array();
-	for (size_t i = 0; i < mgr->nhosts; i++) {
-		const struct run_host *h = &mgr->hosts[i];
-		int queued = 0;
-		for (const struct run *r = mgr->runs; r; r = r->next)
-			queued += r->host == h && r->state == RS_QUEUED;
-		json_array_append_new(hosts, json_pack("{s:s,s:s?,s:i,s:i,s:i,s:o}", "name", h->name, "uri", h->uri,
-		                                       "capacity", (int)h->capacity, "active", (int)h->nrunning,
-		                                       "queued", queued, "drivers", host_drivers(h)));
-	}
+	for (size_t i = 0; i < mgr->nhosts; i++)
+		json_array_append_new(hosts, host_json(mgr, mgr->hosts[i]));
 	return hosts;
+}
+
+json_t *run_manager_host(const struct run_manager *mgr, const char *name)
+{
+	const struct run_host *h = host_named(mgr, name);
+	return h ? host_json(mgr, h) : NULL;
 }
 
 unsigned run_manager_active(const struct run_manager *mgr)
@@ -269,6 +493,8 @@ static void run_free(struct run *run)
 {
 	testparse_free(run->tp);
 	free(run->name);
+	free(run->driver);
+	strv_free(run->require);
 	free(run->image_path);
 	free(run->initrd_path);
 	free(run->workdir);
@@ -276,6 +502,7 @@ static void run_free(struct run *run)
 	strv_free(run->args);
 	strv_free(run->uk_params);
 	strv_free(run->env);
+	strv_free(run->binds);
 	free(run);
 }
 
@@ -298,6 +525,30 @@ static void unlink_run(struct run *run)
 }
 
 static void schedule(struct run_manager *mgr);
+
+static void host_unref(struct run_manager *mgr, struct run_host *h);
+static void fail_run(struct run *run, enum drv_end end, const char *message);
+
+/* The run no longer occupies its slot (it ended, or goes back to the queue). */
+static void leave_slot(struct run *run)
+{
+	run->mgr->nrunning--;
+	run->host->nrunning--;
+	run->host->mem_used -= run->mem_mb;
+	run->slot->nrunning--;
+	run->slot = NULL;
+}
+
+/* After its instance is destroyed: the run lets go of its hosts. */
+static void release_hosts(struct run *run)
+{
+	struct run_host *placed = run->host, *pin = run->pin;
+	run->host = run->pin = NULL;
+	if (placed)
+		host_unref(run->mgr, placed);
+	if (pin)
+		host_unref(run->mgr, pin);
+}
 
 /* An end that could not be stored yet: kept (a copy) and written again by
  * run_manager_maintain, so no run stays `running` in the store after it ended. */
@@ -334,9 +585,110 @@ static void pending_free(struct pending_end *p)
 	free(p);
 }
 
+/* ---- host health: connection drivers probed again off the loop ---- */
+
+static void reprobe_work(uv_work_t *w)
+{
+	struct driver_slot *s = w->data;
+	struct drv_host dh;
+	host_drv_host(s->host, &dh);
+	if (s->old_state && s->drv->unprobe)
+		s->drv->unprobe(s->old_state);
+	s->old_state = NULL;
+	s->new_state = NULL;
+	s->new_info = s->new_err = NULL;
+	s->new_r = s->drv->probe(&dh, &s->new_state, &s->new_info, &s->new_err);
+	if (s->new_r >= 0 && s->drv->reap) {
+		char *rerr = NULL;
+		s->drv->reap(s->new_state, s->mgr->cfg.runs_dir, NULL, 0, &rerr); /* this daemon's leftovers there */
+		free(rerr);
+	}
+}
+
+static void host_maybe_free(struct run_manager *mgr, struct run_host *h);
+
+static void reprobe_done(uv_work_t *w, int status)
+{
+	struct driver_slot *s = w->data;
+	struct run_manager *mgr = s->mgr;
+	struct run_host *h = s->host;
+	s->probing = 0;
+	if (status == 0 && s->new_r >= 0) {
+		s->state = s->new_state;
+		s->available = 1;
+		free(s->info);
+		s->info = s->new_info ? s->new_info : strdup("available");
+		s->backoff_ms = 0;
+		free(s->new_err);
+		log_info("host %s: driver %s is back: %s", h->name, s->drv->name, s->info);
+	} else {
+		s->state = NULL;
+		free(s->info);
+		s->info = s->new_err ? s->new_err : strdup(status < 0 ? uv_strerror(status) : strerror(-s->new_r));
+		free(s->new_info);
+		free(h->last_error);
+		h->last_error = strdup(s->info);
+		s->backoff_ms = s->backoff_ms * 2 > RUN_PROBE_BACKOFF_MAX_MS ? RUN_PROBE_BACKOFF_MAX_MS
+		                                                             : s->backoff_ms * 2;
+		s->next_probe = uv_now(mgr->loop) + s->backoff_ms;
+		log_debug("host %s: driver %s still down (next try in %u ms): %s", h->name, s->drv->name, s->backoff_ms,
+		          s->info);
+	}
+	s->new_info = s->new_err = NULL;
+	s->new_state = NULL;
+	if (h->removing) {
+		host_maybe_free(mgr, h);
+		return;
+	}
+	schedule(mgr);
+}
+
+/* Probe the slot again on a worker (its old state, if any, is unprobed there first). */
+static void reprobe(struct run_manager *mgr, struct driver_slot *s)
+{
+	s->probing = 1;
+	s->old_state = s->state;
+	s->state = NULL;
+	s->work.data = s;
+	if (uv_queue_work(mgr->loop, &s->work, reprobe_work, reprobe_done) < 0) {
+		s->state = s->old_state;
+		s->old_state = NULL;
+		s->probing = 0;
+		s->next_probe = uv_now(mgr->loop) + RUN_PROBE_BACKOFF_MAX_MS;
+	}
+}
+
+/* Once a second: a usable connection driver whose health check fails is marked down (its
+ * host takes no new runs there; its runs end through their driver); a down one is probed
+ * again when it is due and no run uses it. */
+static void check_hosts(struct run_manager *mgr)
+{
+	uint64_t now = uv_now(mgr->loop);
+	for (size_t i = 0; i < mgr->nhosts; i++) {
+		struct run_host *h = mgr->hosts[i];
+		for (size_t j = 0; j < h->nslots; j++) {
+			struct driver_slot *s = &h->slots[j];
+			if (!s->drv->health || s->probing || h->removing)
+				continue;
+			if (s->available) {
+				char *err = NULL;
+				if (s->drv->health(s->state, &err) < 0) {
+					log_warn("host %s: driver %s is down: %s", h->name, s->drv->name, err ? err : "?");
+					slot_down(mgr, s, err ? err : "health check failed");
+				}
+				free(err);
+			} else if (s->backoff_ms && s->nrunning == 0 && now >= s->next_probe) {
+				reprobe(mgr, s);
+			}
+		}
+	}
+}
+
 void run_manager_maintain(struct run_manager *mgr)
 {
 	store_maintain(mgr->db);
+	if (!mgr->stopping)
+		check_hosts(mgr);
 	while (mgr->pending) {
 		struct pending_end *p = mgr->pending;
 		p->tries++;
@@ -346,6 +698,179 @@ void run_manager_maintain(struct run_manager *mgr)
 		mgr->pending = p->next;
 		pending_free(p);
 	}
+}
+
+/* ---- hosts added and removed at run time ---- */
+
+struct host_job {
+	uv_work_t work;
+	struct run_manager *mgr;
+	struct run_host *host; /* probe: a copy the loop does not see; removal: the host */
+	struct run_host *target;
+};
+
+static void host_unprobe_work(uv_work_t *w)
+{
+	struct host_job *j = w->data;
+	for (size_t i = 0; i < j->host->nslots; i++) {
+		struct driver_slot *s = &j->host->slots[i];
+		if (s->state && s->drv->unprobe)
+			s->drv->unprobe(s->state);
+		s->state = NULL;
+	}
+}
+
+static void host_unprobe_done(uv_work_t *w, int status)
+{
+	struct host_job *j = w->data;
+	(void)status;
+	log_info("host %s removed", j->host->name);
+	host_free(j->host);
+	free(j);
+}
+
+/* A removed host goes once no run names it and no probe is under way: out of the list at
+ * once, its drivers let go of off the loop. */
+static void host_maybe_free(struct run_manager *mgr, struct run_host *h)
+{
+	if (!h->removing || h->refs || h->probing)
+		return;
+	for (size_t i = 0; i < h->nslots; i++)
+		if (h->slots[i].probing)
+			return;
+	for (size_t i = 0; i < mgr->nhosts; i++) {
+		if (mgr->hosts[i] == h) {
+			memmove(&mgr->hosts[i], &mgr->hosts[i + 1], (mgr->nhosts - i - 1) * sizeof(mgr->hosts[0]));
+			mgr->nhosts--;
+			break;
+		}
+	}
+	if (store_host_remove(mgr->db, h->name) < 0)
+		log_warn("host %s: cannot record its removal", h->name);
+	struct host_job *j = calloc(1, sizeof(*j));
+	if (j) {
+		j->mgr = mgr;
+		j->host = h;
+		j->work.data = j;
+		if (uv_queue_work(mgr->loop, &j->work, host_unprobe_work, host_unprobe_done) == 0)
+			return;
+		free(j);
+	}
+	host_unprobe_work(&(uv_work_t){.data = &(struct host_job){.host = h}});
+	host_free(h);
+}
+
+static void host_unref(struct run_manager *mgr, struct run_host *h)
+{
+	h->refs--;
+	host_maybe_free(mgr, h);
+}
+
+static void host_probe_work(uv_work_t *w)
+{
+	struct host_job *j = w->data;
+	probe_host(j->mgr, j->host, NULL);
+}
+
+static void host_probe_done(uv_work_t *w, int status)
+{
+	struct host_job *j = w->data;
+	struct run_host *t = j->target;
+	(void)status;
+	memcpy(t->slots, j->host->slots, sizeof(t->slots));
+	t->nslots = j->host->nslots;
+	j->host->nslots = 0;
+	for (size_t i = 0; i < t->nslots; i++)
+		t->slots[i].probing = 0;
+	if (!t->nslots) {
+		free(t->last_error);
+		t->last_error = strdup("no driver applies to this URI (libvirt: qemu+tcp://, qemu+tls://, qemu+ssh://; "
+		                       "xen: xen+ssh://, ...)");
+	}
+	struct run_manager *mgr = j->mgr;
+	host_free(j->host);
+	free(j);
+	t->probing = 0;
+	host_probed(mgr, t);
+	for (size_t i = 0; i < t->nslots; i++)
+		if (!t->slots[i].available && !t->last_error)
+			t->last_error = strdup(t->slots[i].info);
+	log_info("host %s: probed (%s)", t->name, host_health_names[host_health(t)]);
+	if (t->removing)
+		host_maybe_free(mgr, t);
+	else
+		schedule(mgr);
+}
+
+int run_host_add(struct run_manager *mgr, const struct run_host_config *hc, char **ret_err)
+{
+	if (mgr->stopping)
+		return errmsg_fail(ret_err, -ESHUTDOWN, "runnerd is shutting down");
+	if (host_named(mgr, hc->name))
+		return errmsg_fail(ret_err, -EEXIST, "host %s exists already", hc->name);
+	if (mgr->nhosts == RUN_MAX_HOSTS)
+		return errmsg_fail(ret_err, -ENOSPC, "this runnerd has %d hosts already", RUN_MAX_HOSTS);
+	if (!hc->uri)
+		return errmsg_fail(ret_err, -EINVAL, "a host needs the URI of its libvirtd");
+	struct run_host *t = host_new(hc, hc->capacity);
+	struct run_host *copy = host_new(hc, hc->capacity);
+	struct host_job *j = calloc(1, sizeof(*j));
+	if (!t || !copy || !j) {
+		free(j);
+		if (t)
+			host_free(t);
+		if (copy)
+			host_free(copy);
+		return -ENOMEM;
+	}
+	t->api = 1;
+	t->probing = 1;
+	int r = host_store(mgr, t);
+	if (r < 0) {
+		host_free(t);
+		host_free(copy);
+		free(j);
+		return errmsg_fail(ret_err, r, "cannot record host %s: %s", hc->name, strerror(-r));
+	}
+	*j = (struct host_job){.mgr = mgr, .host = copy, .target = t};
+	j->work.data = j;
+	mgr->hosts[mgr->nhosts++] = t;
+	if (uv_queue_work(mgr->loop, &j->work, host_probe_work, host_probe_done) < 0) {
+		host_probe_work(&j->work);
+		host_probe_done(&j->work, 0);
+	}
+	log_info("host %s added (%s, capacity %u): probing", t->name, t->uri, t->capacity);
+	return 0;
+}
+
+int run_host_remove(struct run_manager *mgr, const char *name, int drain, char **ret_err)
+{
+	struct run_host *h = host_named(mgr, name);
+	if (!h || h->removing)
+		return errmsg_fail(ret_err, -ENOENT, "no host %s", name);
+	if (!h->api)
+		return errmsg_fail(ret_err, -EPERM, "host %s is %s: it cannot be removed at run time", name,
+		                   h->uri ? "defined in runnerd.conf (remove it there)" : "this machine");
+	unsigned queued = 0;
+	for (struct run *r = mgr->runs; r; r = r->next)
+		queued += r->state == RS_QUEUED && r->pin == h;
+	if ((h->nrunning || queued) && !drain)
+		return errmsg_fail(ret_err, -EBUSY, "host %s has %u running and %u queued run(s) (?drain=1 removes it "
+		                   "after its running ones)", name, h->nrunning, queued);
+	h->removing = 1;
+	/* Its queued pinned runs cannot go anywhere else. */
+	struct run *run = mgr->runs;
+	while (run) {
+		struct run *next = run->next;
+		if (run->state == RS_QUEUED && run->pin == h && !run->exited) {
+			store_run_add_note(mgr->db, run->id, "its host was removed before the run started");
+			fail_run(run, DRV_END_ERROR, "its host was removed before the run started");
+		}
+		run = next;
+	}
+	int waiting = h->refs > 0;
+	host_maybe_free(mgr, h);
+	return waiting;
 }
 
 /* Record the end, release everything, free the run once its timers are closed. */
@@ -387,9 +912,11 @@ static void record_end(struct run *run)
 	/* Followers finish only now, so a client that saw the console end reads the final record. */
 	console_end(&run->con);
 	console_close(&run->con);
-	if (run->inst && run->slot->drv->destroy)
-		run->slot->drv->destroy(run->inst);
+	streams_close(&run->io);
+	if (run->inst && run->drv->destroy)
+		run->drv->destroy(run->inst);
 	run->inst = NULL;
+	release_hosts(run);
 	unlink_run(run);
 	uv_close((uv_handle_t *)&run->timeout_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&run->grace_timer, on_handle_closed);
@@ -422,12 +949,10 @@ static void tests_done(uv_work_t *w, int status)
 static void run_end(struct run *run, enum run_state state, const struct verdict *v)
 {
 	struct run_manager *mgr = run->mgr;
-	if (run->state == RS_QUEUED) {
+	if (run->state == RS_QUEUED)
 		mgr->nqueued--;
-	} else {
-		mgr->nrunning--;
-		run->host->nrunning--;
-	}
+	else
+		leave_slot(run);
 	run->state = state;
 	run->final_v = *v;
 	testparse_finish(run->tp);
@@ -484,7 +1009,7 @@ static void on_grace(uv_timer_t *t)
 	store_run_add_note(run->mgr->db, run->id,
 	                   "the program's libtest run completed and the guest then stayed silent: "
 	                   "ended it (the kernel reports no exit status)");
-	run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+	run->drv->kill(run->inst, DRV_KILL_FORCE);
 }
 
 static void on_unthrottle(uv_timer_t *t)
@@ -492,7 +1017,7 @@ static void on_unthrottle(uv_timer_t *t)
 	struct run *run = t->data;
 	run->throttled = 0;
 	if (!run->exited && run->inst)
-		run->slot->drv->throttle(run->inst, 0);
+		run->drv->throttle(run->inst, 0);
 }
 
 /* Past the cap every byte is dropped: read the console only now and then. The guest
@@ -500,7 +1025,7 @@ static void on_unthrottle(uv_timer_t *t)
  * the test parser), it only takes longer. */
 static void throttle_console(struct run *run, size_t len)
 {
-	const struct driver *drv = run->slot->drv;
+	const struct driver *drv = run->drv;
 	if (run->throttled || run->exited || !run->inst || !drv->throttle || !run->con.cap ||
 	    run->con.size < run->con.cap)
 		return;
@@ -523,10 +1048,11 @@ static void throttle_console(struct run *run, size_t len)
 	}
 }
 
-static void on_console(void *ctx, const char *buf, size_t len)
+static void on_console(void *ctx, enum drv_stream stream, const char *buf, size_t len)
 {
 	struct run *run = ctx;
 	console_append(&run->con, buf, len);
+	streams_append(&run->io, stream, buf, len);
 	throttle_console(run, len);
 	testparse_feed(run->tp, buf, len);
 	track_lines(run, buf, len);
@@ -546,6 +1072,13 @@ static void on_console(void *ctx, const char *buf, size_t len)
 static void on_note(void *ctx, const char *key, const char *value, const char *message)
 {
 	struct run *run = ctx;
+	/* Image transfers to the run's host, for /metrics. */
+	if (key && value && run->host && strcmp(key, "image_upload") == 0) {
+		run->host->uploads++;
+		run->host->upload_bytes += strtoull(value, NULL, 10);
+	} else if (key && run->host && strcmp(key, "image_cache") == 0) {
+		run->host->cache_hits++;
+	}
 	if (key && value && store_run_set_fact(run->mgr->db, run->id, key, value) < 0)
 		log_warn("run %s: cannot record %s=%s", run->id_str, key, value);
 	if (message) {
@@ -563,11 +1096,61 @@ static void on_started(void *ctx)
 	}
 }
 
+/* The run's host was lost under it and the run allows another attempt: back to the queue,
+ * for any host that fits (its pinned host only, when it names one). The console log goes
+ * on (the new attempt's bytes follow the old ones); the test results are the new attempt's. */
+static void retry_run(struct run *run, const struct drv_outcome *o)
+{
+	struct run_manager *mgr = run->mgr;
+	char note[512];
+	snprintf(note, sizeof(note), "attempt %u on host %s lost (%s): queued again (%u retr%s left after this one)",
+	         run->attempts, run->host->name, o->message ? o->message : "host lost", run->retries_left - 1,
+	         run->retries_left - 1 == 1 ? "y" : "ies");
+	store_run_add_note(mgr->db, run->id, note);
+	log_warn("run %s: %s", run->id_str, note);
+	char off[32];
+	snprintf(off, sizeof(off), "%llu", (unsigned long long)run->con.size);
+	char key[48];
+	snprintf(key, sizeof(key), "attempt_%u_console_offset", run->attempts + 1);
+	store_run_set_fact(mgr->db, run->id, key, off);
+	run->retries_left--;
+	run->host->lost++;
+	uv_timer_stop(&run->timeout_timer);
+	uv_timer_stop(&run->grace_timer);
+	uv_timer_stop(&run->throttle_timer);
+	run->throttled = 0;
+	leave_slot(run);
+	if (run->inst && run->drv->destroy)
+		run->drv->destroy(run->inst);
+	run->inst = NULL;
+	struct run_host *placed = run->host;
+	run->host = NULL;
+	host_unref(mgr, placed);
+	testparse_free(run->tp);
+	run->tp = testparse_new();
+	run->cur_len = 0;
+	run->last_line[0] = '\0';
+	run->state = RS_QUEUED;
+	mgr->nqueued++;
+	store_run_set_state(mgr->db, run->id, "queued");
+	schedule(mgr);
+}
+
 static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 {
 	struct run *run = ctx;
 	if (run->exited)
 		return;
+	/* The driver saw its host go: no run goes there until it is probed again. */
+	if (o->end == DRV_END_HOST_LOST && run->slot && run->slot->available && run->slot->drv->health) {
+		log_warn("host %s: driver %s is down: %s", run->host->name, run->drv->name, o->message ? o->message : "lost");
+		slot_down(run->mgr, run->slot, o->message ? o->message : "the host was lost");
+	}
+	if (o->end == DRV_END_HOST_LOST && run->retries_left &&
+	    !(run->vflags & (VERDICT_F_CANCEL | VERDICT_F_TIMEOUT | VERDICT_F_STOP)) && !run->mgr->stopping) {
+		retry_run(run, o);
+		return;
+	}
 	run->exited = 1;
 	uv_timer_stop(&run->timeout_timer);
 	uv_timer_stop(&run->grace_timer);
@@ -584,6 +1167,10 @@ static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 	enum run_state st = RS_DONE;
 	if (o->end == DRV_END_ERROR)
 		st = RS_ERROR;
+	else if (o->end == DRV_END_HOST_LOST) {
+		st = RS_LOST;
+		run->host->lost++;
+	}
 	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_STOP))
 		st = RS_ERROR;
 	else if (o->end == DRV_END_KILLED && (run->vflags & VERDICT_F_CANCEL))
@@ -602,7 +1189,7 @@ static void on_timeout(uv_timer_t *t)
 	char note[96];
 	snprintf(note, sizeof(note), "timeout after %u s: guest killed", run->timeout_s);
 	store_run_add_note(run->mgr->db, run->id, note);
-	run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+	run->drv->kill(run->inst, DRV_KILL_FORCE);
 }
 
 /* End a run that never reached its driver (or whose launch failed). */
@@ -619,26 +1206,42 @@ static void fail_run(struct run *run, enum drv_end end, const char *message)
 	run_end(run, end == DRV_END_KILLED && !(run->vflags & VERDICT_F_STOP) ? RS_CANCELLED : RS_ERROR, &v);
 }
 
-static void start(struct run *run)
+static void start(struct run *run, struct run_host *host, struct driver_slot *slot)
 {
 	struct run_manager *mgr = run->mgr;
-	const struct driver *drv = run->slot->drv;
+	const struct driver *drv = slot->drv;
 	char *err = NULL;
 	mgr->nqueued--;
 	mgr->nrunning++;
-	run->host->nrunning++;
+	run->host = host;
+	run->slot = slot;
+	run->drv = drv;
+	host->refs++;
+	host->nrunning++;
+	host->mem_used += run->mem_mb;
+	slot->nrunning++;
+	run->attempts++;
+	run->waiting[0] = '\0';
 	run->state = RS_STARTING;
+	store_run_set_placement(mgr->db, run->id, host->name, drv->name);
 	store_run_set_state(mgr->db, run->id, "starting");
-	/* Only now does the run hold a descriptor: queued runs hold none. */
-	int r = rundir_open_console(run->workdir);
+	/* Only now does the run hold a descriptor: queued runs hold none (a retried run keeps its log open). */
+	int r = run->con.fd >= 0 ? 0 : rundir_open_console(run->workdir);
 	if (r < 0) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "Failed to open the console log of run %s: %s", run->id_str, strerror(-r));
 		fail_run(run, DRV_END_ERROR, msg);
 		return;
 	}
-	console_attach_fd(&run->con, r);
-	r = drv->prepare(run->slot->state, &run->spec, &run->inst, &err);
+	if (run->con.fd < 0)
+		console_attach_fd(&run->con, r);
+	if ((r = streams_open(&run->io, run->workdir)) < 0) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "Failed to open the stream logs of run %s: %s", run->id_str, strerror(-r));
+		fail_run(run, DRV_END_ERROR, msg);
+		return;
+	}
+	r = drv->prepare(slot->state, &run->spec, &run->inst, &err);
 	if (r >= 0) {
 		uv_timer_start(&run->timeout_timer, on_timeout, (uint64_t)run->timeout_s * 1000, 0);
 		r = drv->launch(run->inst, mgr->loop, &run->cb, &err);
@@ -652,7 +1255,7 @@ static void start(struct run *run)
 		return;
 	}
 	free(err);
-	log_info("run %s started on %s (host %s)", run->id_str, drv->name, run->host->name);
+	log_info("run %s started on %s (host %s)", run->id_str, drv->name, host->name);
 }
 
 /* Guests see the image's path as argv[0]: QEMU puts the kernel path first on the multiboot
@@ -670,8 +1273,115 @@ static void name_image(struct run *run)
 	}
 }
 
-/* Start queued runs, oldest first, while their hosts have room. Re-entered from a start
- * that fails at once (its end schedules again): the outer pass just looks again. */
+/* What keeps hosts from taking a run, counted over the hosts looked at. */
+struct misfit {
+	unsigned hosts, labels, nodriver, down, full, memory;
+	const struct run_host *down_host, *full_host, *mem_host;
+};
+
+static void join_labels(char *const *labels, char *buf, size_t n)
+{
+	size_t off = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; labels && labels[i] && off < n; i++)
+		off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? ", " : "", labels[i]);
+}
+
+/* Why no host takes `run` now, as the user should read it. */
+static void explain_wait(const struct run *run, const struct misfit *m, char *buf, size_t n)
+{
+	char labels[160];
+	join_labels(run->require, labels, sizeof(labels));
+	const char *pl = run->require && run->require[0] && run->require[1] ? "labels" : "label";
+	if (run->pin && m->labels)
+		snprintf(buf, n, "waiting: host %s lacks %s %s", run->pin->name, pl, labels);
+	else if (run->pin && m->down)
+		snprintf(buf, n, "waiting for host %s, which is down: %s", run->pin->name,
+		         run->pin->last_error ? run->pin->last_error : "no driver there answers");
+	else if (run->pin && m->nodriver)
+		snprintf(buf, n, "waiting: host %s has no usable driver for this run", run->pin->name);
+	else if (run->pin && m->memory)
+		snprintf(buf, n, "waiting for %u MB of guest memory on host %s (%u of %u MB in use)", run->mem_mb,
+		         run->pin->name, run->pin->mem_used, run->pin->memory_mb);
+	else if (run->pin)
+		snprintf(buf, n, "waiting for a free slot on host %s (%u of %u running)", run->pin->name,
+		         run->pin->nrunning, run->pin->capacity);
+	else if (m->labels == m->hosts)
+		snprintf(buf, n, "waiting for a host with %s %s", pl, labels);
+	else if (m->down && !m->full && !m->memory)
+		snprintf(buf, n, "waiting for a host%s%s%s: every matching host is down (%s: %s)", labels[0] ? " with " : "",
+		         labels[0] ? pl : "", labels[0] ? " " : "", m->down_host->name,
+		         m->down_host->last_error ? m->down_host->last_error : "no driver answers");
+	else if (m->full == 0 && m->memory)
+		snprintf(buf, n, "waiting for %u MB of guest memory on a matching host", run->mem_mb);
+	else if (m->full)
+		snprintf(buf, n, "waiting for a free slot: %u matching host%s full", m->full + m->memory,
+		         m->full + m->memory == 1 ? " is" : "s are");
+	else
+		snprintf(buf, n, "waiting: no host has a usable driver for this run");
+}
+
+/* Can `slot` on its host run it (drivers and capabilities; not load or health)? */
+static int slot_serves(const struct driver_slot *slot, unsigned need_caps)
+{
+	return slot && (slot->drv->caps & need_caps) == need_caps;
+}
+
+/* The host and driver that take `run` now: among the healthy hosts with its labels, a
+ * driver for its platform and room for it, the least loaded (by the share of its capacity
+ * in use; the first listed on a tie). 0, or -EAGAIN with *m saying why none. */
+static int place(struct run_manager *mgr, const struct run *run, struct run_host **ret_host,
+                 struct driver_slot **ret_slot, struct misfit *m)
+{
+	struct run_host *best = NULL;
+	struct driver_slot *best_slot = NULL;
+	memset(m, 0, sizeof(*m));
+	for (size_t i = 0; i < mgr->nhosts; i++) {
+		struct run_host *h = mgr->hosts[i];
+		if ((run->pin && h != run->pin) || h->removing)
+			continue;
+		m->hosts++;
+		if (!host_has_labels(h, run->require)) {
+			m->labels++;
+			continue;
+		}
+		struct driver_slot *slot = slot_for(h, run->platform, run->driver);
+		if (!slot_serves(slot, run->need_caps)) {
+			m->nodriver++;
+			continue;
+		}
+		if (!slot->available) {
+			m->down++;
+			m->down_host = h;
+			continue;
+		}
+		if (h->nrunning >= h->capacity) {
+			m->full++;
+			m->full_host = h;
+			continue;
+		}
+		if (h->memory_mb && h->mem_used + run->mem_mb > h->memory_mb) {
+			m->memory++;
+			m->mem_host = h;
+			continue;
+		}
+		/* h->nrunning / h->capacity < best's, without division */
+		if (!best || (uint64_t)h->nrunning * best->capacity < (uint64_t)best->nrunning * h->capacity) {
+			best = h;
+			best_slot = slot;
+		}
+	}
+	if (!best)
+		return -EAGAIN;
+	*ret_host = best;
+	*ret_slot = best_slot;
+	return 0;
+}
+
+/* Start queued runs while hosts have room: the highest priority first, the oldest first
+ * within a priority; a run no host takes now waits (its reason kept for the API) without
+ * holding back runs other hosts can take. Re-entered from a start that fails at once (its
+ * end schedules again): the outer pass just looks again. */
 static void schedule(struct run_manager *mgr)
 {
 	if (mgr->scheduling) {
@@ -681,17 +1391,39 @@ static void schedule(struct run_manager *mgr)
 	mgr->scheduling = 1;
 	do {
 		mgr->reschedule = 0;
-		/* The list is newest-first: the last fitting queued run is the oldest. */
 		struct run *pick = NULL;
-		for (struct run *r = mgr->runs; r; r = r->next)
-			if (r->state == RS_QUEUED && r->host->nrunning < r->host->capacity)
-				pick = r;
+		struct run_host *pick_host = NULL;
+		struct driver_slot *pick_slot = NULL;
+		for (struct run *r = mgr->runs; r; r = r->next) {
+			if (r->state != RS_QUEUED || r->exited)
+				continue;
+			struct run_host *h;
+			struct driver_slot *slot;
+			struct misfit m;
+			if (pick && (r->priority < pick->priority || (r->priority == pick->priority && r->id > pick->id)))
+				continue; /* cannot beat the pick: its wait reason is from the last pass */
+			if (place(mgr, r, &h, &slot, &m) < 0) {
+				explain_wait(r, &m, r->waiting, sizeof(r->waiting));
+				continue;
+			}
+			pick = r;
+			pick_host = h;
+			pick_slot = slot;
+		}
 		if (pick && !mgr->stopping) {
-			start(pick);
+			start(pick, pick_host, pick_slot);
 			mgr->reschedule = 1;
 		}
 	} while (mgr->reschedule && !mgr->stopping);
 	mgr->scheduling = 0;
+}
+
+const char *run_waiting(const struct run_manager *mgr, int64_t id)
+{
+	for (const struct run *r = mgr->runs; r; r = r->next)
+		if (r->id == id)
+			return r->state == RS_QUEUED && r->waiting[0] ? r->waiting : NULL;
+	return NULL;
 }
 
 /* The stored, verified record of an image: platform and DETECT_* flags. */
@@ -717,8 +1449,11 @@ static int image_info(struct run_manager *mgr, const char *sha, enum drv_platfor
  * the driver and the verdict need. */
 struct run_plan {
 	enum drv_platform platform;
-	struct run_host *host;
-	struct driver_slot *slot;
+	struct run_host *host;      /* the first host that can take it (its record's host while queued) */
+	struct run_host *pin;       /* the host the request names, or NULL */
+	struct driver_slot *slot;   /* its driver there */
+	unsigned need_caps;         /* DRV_CAP_* the request needs */
+	unsigned mem_mb;            /* guest memory counted on its host */
 	unsigned vflags, dflags; /* VERDICT_F_*, DRV_F_* */
 	unsigned timeout_s;
 };
@@ -778,38 +1513,78 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 			dflags |= DRV_F_ENV;
 		free(summary);
 	}
-	struct run_host *host = host_named(mgr, req->host ? req->host : "local");
-	if (!host) {
-		char names[512] = "";
-		for (size_t i = 0, n = 0; i < mgr->nhosts && n < sizeof(names); i++)
-			n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "", mgr->hosts[i].name);
-		return errmsg_fail(ret_err, -EINVAL, "unknown host '%s' (this runnerd has: %s)", req->host, names);
-	}
-	struct driver_slot *slot = slot_for(host, platform, req->driver);
-	if (!slot && req->driver)
-		return errmsg_fail(ret_err, -EINVAL, "no driver named %s serves platform %s on host %s", req->driver,
-		            drv_platform_name(platform), host->name);
-	if (!slot)
-		return errmsg_fail(ret_err, -ENODEV, "no driver serves platform %s on host %s", drv_platform_name(platform),
-		                   host->name);
-	if (!slot->available)
-		return errmsg_fail(ret_err, -ENODEV, "driver %s is not usable here: %s", slot->drv->name, slot->info);
 	if (!loader && img_platform != platform && img_platform != DRV_PLATFORM_NONE &&
 	    !(platform == DRV_PLATFORM_QEMU && img_platform == DRV_PLATFORM_XEN))
 		return errmsg_fail(ret_err, -ENOEXEC, "image is a %s image, not runnable on %s",
 		            drv_platform_name(img_platform), drv_platform_name(platform));
-	/* What the request asks of the driver: honoured, or refused — never silently ignored. */
-	unsigned caps = slot->drv->caps;
-	if (loader && !(caps & DRV_CAP_INITRD))
-		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",
-		            slot->drv->name);
-	if (req->nargs && !(caps & DRV_CAP_ARGS))
-		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot pass arguments to the guest", slot->drv->name);
-	if (req->memory_mb && !(caps & DRV_CAP_MEMORY))
-		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot honour memory_mb", slot->drv->name);
-	if (req->vcpus > 1 && !(caps & DRV_CAP_VCPUS))
-		return errmsg_fail(ret_err, -EINVAL, "driver %s cannot honour vcpus %u (it runs one process, not a VM)",
-		            slot->drv->name, req->vcpus);
+	struct run_host *pin = NULL;
+	if (req->host) {
+		pin = host_named(mgr, req->host);
+		if (!pin || pin->removing) {
+			char names[512] = "";
+			for (size_t i = 0, n = 0; i < mgr->nhosts && n < sizeof(names); i++)
+				if (!mgr->hosts[i]->removing)
+					n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s", n ? ", " : "",
+					                      mgr->hosts[i]->name);
+			return errmsg_fail(ret_err, -EINVAL, "%s host '%s' (this runnerd has: %s)",
+			                   pin ? "removing" : "unknown", req->host, names);
+		}
+	}
+	unsigned need = (loader ? DRV_CAP_INITRD : 0) | (req->nargs ? DRV_CAP_ARGS : 0) |
+	                (req->memory_mb ? DRV_CAP_MEMORY : 0) | (req->vcpus > 1 ? DRV_CAP_VCPUS : 0);
+	unsigned mem = req->memory_mb ? req->memory_mb : platform == DRV_PLATFORM_LINUXU ? 0 : loader ? 256 : 128;
+	/* Some host must be able to take it some day (a remote host that is down may come back;
+	 * a local driver that is unusable will not): else it is refused now, with the first
+	 * host's reason (the pinned host, or "local"). */
+	struct run_host *host = NULL;
+	struct driver_slot *slot = NULL;
+	int first_r = 0;
+	char *first_err = NULL;
+	for (size_t i = 0; i < mgr->nhosts && !slot; i++) {
+		struct run_host *h = mgr->hosts[i];
+		if ((pin && h != pin) || h->removing)
+			continue;
+		struct driver_slot *s = slot_for(h, platform, req->driver);
+		int r = 0;
+		char *err = NULL;
+		if (!s && req->driver)
+			r = errmsg_fail(&err, -EINVAL, "no driver named %s serves platform %s on host %s", req->driver,
+			                drv_platform_name(platform), h->name);
+		else if (!s)
+			r = errmsg_fail(&err, -ENODEV, "no driver serves platform %s on host %s", drv_platform_name(platform),
+			                h->name);
+		else if (!s->available && !s->backoff_ms) /* not one that is down and probed again */
+			r = errmsg_fail(&err, -ENODEV, "driver %s is not usable here: %s", s->drv->name, s->info);
+		else if ((need & DRV_CAP_INITRD) && !(s->drv->caps & DRV_CAP_INITRD))
+			r = errmsg_fail(&err, -EINVAL, "driver %s cannot pass a program to a loader kernel (loader mode)",
+			                s->drv->name);
+		else if ((need & DRV_CAP_ARGS) && !(s->drv->caps & DRV_CAP_ARGS))
+			r = errmsg_fail(&err, -EINVAL, "driver %s cannot pass arguments to the guest", s->drv->name);
+		else if ((need & DRV_CAP_MEMORY) && !(s->drv->caps & DRV_CAP_MEMORY))
+			r = errmsg_fail(&err, -EINVAL, "driver %s cannot honour memory_mb", s->drv->name);
+		else if ((need & DRV_CAP_VCPUS) && !(s->drv->caps & DRV_CAP_VCPUS))
+			r = errmsg_fail(&err, -EINVAL, "driver %s cannot honour vcpus %u (it runs one process, not a VM)",
+			                s->drv->name, req->vcpus);
+		else if (h->memory_mb && mem > h->memory_mb)
+			r = errmsg_fail(&err, -EINVAL, "the run needs %u MB of guest memory: host %s holds %u MB", mem,
+			                h->name, h->memory_mb);
+		if (r == 0) {
+			host = h;
+			slot = s;
+		} else if (!first_r) {
+			first_r = r;
+			first_err = err;
+		} else {
+			free(err);
+		}
+	}
+	if (!slot && first_r) {
+		*ret_err = first_err;
+		return first_r;
+	}
+	free(first_err);
+	if (!slot)
+		return errmsg_fail(ret_err, -ENODEV, "no host here serves platform %s", drv_platform_name(platform));
 	unsigned timeout = req->timeout_s ? req->timeout_s : mgr->cfg.default_timeout_s;
 	if (timeout > mgr->cfg.max_timeout_s)
 		return errmsg_fail(ret_err, -EINVAL, "timeout_s %u is over the limit of %u", timeout,
@@ -817,12 +1592,35 @@ static int run_resolve(struct run_manager *mgr, const struct run_request *req, s
 	*ret = (struct run_plan){
 		.platform = platform,
 		.host = host,
+		.pin = pin,
 		.slot = slot,
+		.need_caps = need,
+		.mem_mb = mem,
 		.vflags = vflags,
 		.dflags = dflags,
 		.timeout_s = timeout,
 	};
 	return 0;
+}
+
+/* The program's streams: stdout and stderr apart, and stdin from the client, where the
+ * driver can (a plain program: a Unikraft image keeps its one console and terminal). Each
+ * is a fact of the run, so a client reads from the record what to follow and feed. */
+static unsigned io_plan(struct run_manager *mgr, int64_t id, const struct driver *drv, unsigned dflags,
+                        const struct run_request *req)
+{
+	unsigned f = 0;
+	if (dflags & (DRV_F_UNIKRAFT | DRV_F_LOADER))
+		return 0;
+	if (drv->caps & DRV_CAP_STREAMS) {
+		f |= DRV_F_STREAMS;
+		store_run_set_fact(mgr->db, id, "streams", "stdout,stderr");
+	}
+	if (req->want_stdin && (drv->caps & DRV_CAP_STDIN) && drv->input) {
+		f |= DRV_F_STDIN;
+		store_run_set_fact(mgr->db, id, "stdin", "pipe");
+	}
+	return f;
 }
 
 /* How much of the request's environment can reach the program: all of it for a plain Linux
@@ -868,6 +1666,12 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	unsigned vflags = plan.vflags, dflags = plan.dflags, timeout = plan.timeout_s;
 
 	static const char *const accel_names[] = {"auto", "kvm", "tcg"};
+	json_t *require = NULL;
+	if (req->require && req->require[0]) {
+		require = json_array();
+		for (size_t i = 0; req->require[i]; i++)
+			json_array_append_new(require, json_string(req->require[i]));
+	}
 	struct run_row row = {
 		.image = req->image,
 		.loader = loader ? req->loader : NULL,
@@ -887,9 +1691,13 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.uk_params = req->uk_params,
 		.nuk_params = req->nuk_params,
 		.labels = req->labels,
+		.priority = req->priority,
+		.retries = req->retries,
+		.require = require,
 	};
 	int64_t id;
 	r = store_run_insert(mgr->db, &row, &id);
+	json_decref(require);
 	if (r < 0)
 		return errmsg_fail(ret_err, r, "Failed to record the run: %s", strerror(-r));
 
@@ -899,8 +1707,16 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->mgr = mgr;
 	run->id = id;
 	snprintf(run->id_str, sizeof(run->id_str), "%lld", (long long)id);
-	run->slot = slot;
-	run->host = plan.host;
+	run->pin = plan.pin;
+	if (run->pin)
+		run->pin->refs++;
+	run->platform = platform;
+	run->driver = req->driver ? strdup(req->driver) : NULL;
+	run->require = strv_dup(req->require, strv_len(req->require));
+	run->need_caps = plan.need_caps;
+	run->mem_mb = plan.mem_mb;
+	run->priority = req->priority;
+	run->retries_left = req->retries;
 	run->vflags = vflags;
 	run->success_code = req->success_code;
 	run->timeout_s = timeout;
@@ -918,6 +1734,9 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->uk_params = strv_dup(req->uk_params, req->nuk_params);
 	size_t nenv = env_plan(mgr, id, platform, dflags, req);
 	run->env = strv_dup(req->env, nenv);
+	dflags |= io_plan(mgr, id, slot->drv, dflags, req);
+	size_t nbinds = (slot->drv->caps & DRV_CAP_BINDS) ? req->nbinds : 0;
+	run->binds = strv_dup(req->binds, nbinds);
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
 	uv_timer_init(mgr->loop, &run->throttle_timer);
@@ -940,6 +1759,11 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.accel = req->accel,
 		.machine = run->machine,
 		.flags = dflags,
+		.binds = run->binds,
+		.nbinds = nbinds,
+		.cwd = nbinds ? req->cwd : NULL,
+		.hide = mgr->cfg.hidden,
+		.nhide = strv_len(mgr->cfg.hidden),
 	};
 	run->cb = (struct drv_callbacks){
 		.console = on_console,
@@ -959,7 +1783,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	/* The run's directory and its empty console log exist from now on (followers of a
 	 * queued run read it); the write side is opened when the run starts. */
 	char *cpath = run_console_path(mgr, id);
-	r = run->image_path && run->args && run->uk_params && run->env && cpath ? 0 : -ENOMEM;
+	r = run->image_path && run->args && run->uk_params && run->env && run->binds && run->require && cpath &&
+	            (run->driver || !req->driver) ? 0 : -ENOMEM;
 	if (r == 0)
 		r = rundir_create(mgr->cfg.runs_dir, id, &run->workdir);
 	run->spec.workdir = run->workdir;
@@ -967,6 +1792,8 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		name_image(run);
 	if (r == 0)
 		r = console_init(&run->con, cpath, mgr->cfg.console_cap);
+	if (r == 0)
+		r = streams_init(&run->io, run->workdir, mgr->cfg.console_cap, !!(dflags & DRV_F_STREAMS));
 	else
 		run->con.fd = -1;
 	free(cpath);
@@ -993,13 +1820,42 @@ int run_cancel(struct run_manager *mgr, int64_t id)
 		fail_run(run, DRV_END_KILLED, "cancelled before it started");
 		return 0;
 	}
-	return run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+	return run->drv->kill(run->inst, DRV_KILL_FORCE);
 }
 
 struct console *run_console(struct run_manager *mgr, int64_t id)
 {
 	struct run *run = find_run(mgr, id);
 	return run && !run->exited ? &run->con : NULL;
+}
+
+struct console *run_stream_console(struct run_manager *mgr, int64_t id, enum drv_stream stream)
+{
+	struct run *run = find_run(mgr, id);
+	return run && !run->exited ? streams_live(&run->io, stream) : NULL;
+}
+
+char *run_stream_path(const struct run_manager *mgr, int64_t id, enum drv_stream stream)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%lld/%s", mgr->cfg.runs_dir, (long long)id, streams_file(stream)) < 0)
+		return NULL;
+	return p;
+}
+
+int run_input(struct run_manager *mgr, int64_t id, const char *buf, size_t len)
+{
+	struct run *run = find_run(mgr, id);
+	if (!run || run->exited)
+		return -ENOENT;
+	if (!(run->spec.flags & DRV_F_STDIN))
+		return -ENOTSUP;
+	if (!run->inst || !run->drv || run->state == RS_QUEUED)
+		return -EAGAIN;
+	if (!run->drv->input)
+		return -ENOTSUP;
+	int r = run->drv->input(run->inst, buf, len);
+	return r < 0 ? r : 0;
 }
 
 /* End active runs as stopped (125): queued ones always, running ones when `running`. */
@@ -1016,7 +1872,7 @@ static void stop_runs(struct run_manager *mgr, int running)
 				fail_run(run, DRV_END_KILLED, "runnerd stopped before the run started");
 			} else {
 				store_run_add_note(mgr->db, run->id, "runnerd stopped: guest killed");
-				run->slot->drv->kill(run->inst, DRV_KILL_FORCE);
+				run->drv->kill(run->inst, DRV_KILL_FORCE);
 			}
 		}
 		run = next;
@@ -1038,16 +1894,20 @@ void run_manager_stop(struct run_manager *mgr)
 void run_manager_fini(struct run_manager *mgr)
 {
 	for (size_t h = 0; h < mgr->nhosts; h++) {
-		struct run_host *host = &mgr->hosts[h];
+		struct run_host *host = mgr->hosts[h];
+		int busy = host->probing;
+		for (size_t i = 0; i < host->nslots; i++)
+			busy |= host->slots[i].probing;
+		if (busy)
+			continue; /* a worker still probes it: left to the process's exit */
 		for (size_t i = 0; i < host->nslots; i++) {
 			struct driver_slot *s = &host->slots[i];
-			if (s->available && s->drv->unprobe)
+			if (s->state && s->drv->unprobe)
 				s->drv->unprobe(s->state);
-			free(s->info);
 		}
-		free(host->name);
-		free(host->uri);
+		host_free(host);
 	}
+	mgr->nhosts = 0;
 	while (mgr->pending) {
 		struct pending_end *p = mgr->pending;
 		mgr->pending = p->next;

@@ -85,13 +85,31 @@ int rundir_link_image(const char *dir, const char *name, const char *target, cha
 	return r;
 }
 
-int rundir_open_console(const char *dir)
+int rundir_open_log(const char *dir, const char *name)
 {
 	int d = open_dir(dir);
 	if (d < 0)
 		return d;
-	int fd = openat(d, RUNDIR_CONSOLE, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	int fd = openat(d, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
 	int r = fd < 0 ? -errno : fd;
+	close(d);
+	return r;
+}
+
+int rundir_open_console(const char *dir)
+{
+	return rundir_open_log(dir, RUNDIR_CONSOLE);
+}
+
+int rundir_create_log(const char *dir, const char *name)
+{
+	int d = open_dir(dir);
+	if (d < 0)
+		return d;
+	int fd = openat(d, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int r = fd < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
 	close(d);
 	return r;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "errmsg.h"
 #include "image.h"
 
@@ -105,10 +106,13 @@ static int env_from(json_t *obj, char ***ret, size_t *ret_n, size_t *bytes, char
 	json_object_foreach(obj, key, val) {
 		size_t klen = strlen(key);
 		int ok = klen > 0 && klen <= RUNSPEC_MAX_ENV_NAME && !(key[0] >= '0' && key[0] <= '9');
+		/* '-' after the first character: cargo names CARGO_BIN_EXE_<bin> after binaries such as my-tool. */
+		ok = ok && key[0] != '-';
 		for (const char *p = key; ok && *p; p++)
-			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_';
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+			     *p == '-';
 		if (!ok)
-			return errmsg_fail(ret_err, -EINVAL, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)",
+			return errmsg_fail(ret_err, -EINVAL, "env: '%.64s' is not a variable name ([A-Za-z_][A-Za-z0-9_-]*, at most %d bytes)",
 			                   key, RUNSPEC_MAX_ENV_NAME);
 		if (!json_is_string(val) || json_string_length(val) != strlen(json_string_value(val)) ||
 		    json_string_length(val) > RUNSPEC_MAX_ENV_VALUE)
@@ -126,9 +130,49 @@ static int env_from(json_t *obj, char ***ret, size_t *ret_n, size_t *bytes, char
 	return 0;
 }
 
+/* An absolute path without NUL, "." or ".." components, at most PATH_MAX bytes. */
+static int abs_path_ok(const char *p, size_t len)
+{
+	if (len == 0 || len >= 4096 || p[0] != '/' || strlen(p) != len)
+		return 0;
+	for (const char *c = p; *c; c++) {
+		if (c[0] != '/')
+			continue;
+		if (c[1] == '.' && (c[2] == '/' || c[2] == '\0' || (c[2] == '.' && (c[3] == '/' || c[3] == '\0'))))
+			return 0;
+	}
+	return 1;
+}
+
+/* "stdin", "binds", "cwd": what the program reads and sees of the caller's files. */
+static int io_fields(json_t *root, struct run_request *req, char **ret_err)
+{
+	json_t *v = json_object_get(root, "stdin");
+	if (v && !json_is_null(v) && !json_is_boolean(v))
+		return errmsg_fail(ret_err, -EINVAL, "'stdin' must be true or false");
+	req->want_stdin = json_is_true(v);
+	size_t bytes = 0;
+	int r = strv_from(json_object_get(root, "binds"), "binds", &req->binds, &req->nbinds, &bytes, ret_err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < req->nbinds; i++)
+		if (!abs_path_ok(req->binds[i], json_string_length(json_array_get(json_object_get(root, "binds"), i))))
+			return errmsg_fail(ret_err, -EINVAL, "--bind %.200s: an absolute directory path is needed "
+			                   "(no '.' or '..' parts)", req->binds[i]);
+	const char *cwd;
+	if ((r = str_field(root, "cwd", &cwd, ret_err)) < 0)
+		return r;
+	if (cwd && !abs_path_ok(cwd, json_string_length(json_object_get(root, "cwd"))))
+		return errmsg_fail(ret_err, -EINVAL, "'cwd' must be an absolute path (no '.' or '..' parts)");
+	if (cwd && !(req->cwd = strdup(cwd)))
+		return -ENOMEM;
+	return 0;
+}
+
 static const char *const known_fields[] = {
 	"image", "loader", "name", "platform", "args", "uk_params", "memory_mb", "vcpus",
-	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", "env", NULL,
+	"timeout_s", "accel", "machine", "success_code", "labels", "host", "driver", "env", "require",
+	"priority", "retries", "stdin", "binds", "cwd", NULL,
 };
 
 int runspec_parse(const char *text, size_t len, struct run_request *req, char **ret_err)
@@ -241,6 +285,8 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 		goto cleanup;
 	if ((r = env_from(json_object_get(root, "env"), &req->env, &req->nenv, &bytes, ret_err)) < 0)
 		goto cleanup;
+	if ((r = io_fields(root, req, ret_err)) < 0)
+		goto cleanup;
 	for (size_t i = 0; i < req->nuk_params; i++) {
 		if (!strchr(req->uk_params[i], '=') || strchr(req->uk_params[i], ' ') ||
 		    strcmp(req->uk_params[i], "--") == 0) {
@@ -251,6 +297,43 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	if ((r = uint_field(root, "memory_mb", 1, RUNSPEC_MAX_MEMORY_MB, &req->memory_mb, ret_err)) < 0 ||
 	    (r = uint_field(root, "vcpus", 1, RUNSPEC_MAX_VCPUS, &req->vcpus, ret_err)) < 0 ||
 	    (r = uint_field(root, "timeout_s", 1, 7 * 86400, &req->timeout_s, ret_err)) < 0)
+		goto cleanup;
+	json_t *reqv = json_object_get(root, "require");
+	if (reqv && !json_is_null(reqv)) {
+		size_t i;
+		if (!json_is_array(reqv) || json_array_size(reqv) > RUNSPEC_MAX_REQUIRE) {
+			r = errmsg_fail(ret_err, -EINVAL, "'require' must be an array of at most %d host labels",
+			                RUNSPEC_MAX_REQUIRE);
+			goto cleanup;
+		}
+		req->require = calloc(json_array_size(reqv) + 1, sizeof(char *));
+		if (!req->require) {
+			r = -ENOMEM;
+			goto cleanup;
+		}
+		json_array_foreach(reqv, i, val) {
+			if (!json_is_string(val) || !config_label_ok(json_string_value(val))) {
+				r = errmsg_fail(ret_err, -EINVAL, "'require[%zu]' must be a host label: a-z, 0-9, '.', '_', '-', "
+				                "1..63 bytes", i);
+				goto cleanup;
+			}
+			if (!(req->require[i] = strdup(json_string_value(val)))) {
+				r = -ENOMEM;
+				goto cleanup;
+			}
+		}
+	}
+	json_t *pv = json_object_get(root, "priority");
+	if (pv && !json_is_null(pv)) {
+		if (!json_is_integer(pv) || json_integer_value(pv) < -RUNSPEC_MAX_PRIORITY ||
+		    json_integer_value(pv) > RUNSPEC_MAX_PRIORITY) {
+			r = errmsg_fail(ret_err, -EINVAL, "'priority' must be an integer from %d to %d", -RUNSPEC_MAX_PRIORITY,
+			                RUNSPEC_MAX_PRIORITY);
+			goto cleanup;
+		}
+		req->priority = (int)json_integer_value(pv);
+	}
+	if ((r = uint_field(root, "retries", 0, RUNSPEC_MAX_RETRIES, &req->retries, ret_err)) < 0)
 		goto cleanup;
 	unsigned sc = 0;
 	json_t *scv = json_object_get(root, "success_code");
@@ -280,7 +363,7 @@ int runspec_parse(const char *text, size_t len, struct run_request *req, char **
 	    (req->machine == NULL && json_object_get(root, "machine") && !json_is_null(json_object_get(root, "machine"))) ||
 	    (req->driver == NULL && json_object_get(root, "driver") && !json_is_null(json_object_get(root, "driver"))) ||
 	    (req->host == NULL && json_object_get(root, "host") && !json_is_null(json_object_get(root, "host"))) ||
-	    !req->args || !req->uk_params || !req->env)
+	    !req->args || !req->uk_params || !req->env || !req->binds)
 		r = -ENOMEM;
 cleanup:
 	json_decref(root);
@@ -305,6 +388,9 @@ void runspec_free(struct run_request *req)
 	strv_free(req->args);
 	strv_free(req->uk_params);
 	strv_free(req->env);
+	strv_free(req->binds);
+	free((char *)req->cwd);
+	strv_free(req->require);
 	json_decref(req->labels);
 	memset(req, 0, sizeof(*req));
 	req->success_code = -1;

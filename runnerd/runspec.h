@@ -16,6 +16,9 @@
 #define RUNSPEC_MAX_LABELS 64
 #define RUNSPEC_MAX_MEMORY_MB (64 * 1024)
 #define RUNSPEC_MAX_VCPUS 64
+#define RUNSPEC_MAX_REQUIRE 16          /* host labels a run requires */
+#define RUNSPEC_MAX_PRIORITY 1000        /* priority: -1000..1000 */
+#define RUNSPEC_MAX_RETRIES 3            /* attempts again after a lost host */
 #define RUNSPEC_MAX_ENV 256            /* environment variables */
 #define RUNSPEC_MAX_ENV_NAME 128       /* bytes of one variable name */
 #define RUNSPEC_MAX_ENV_VALUE 4096     /* bytes of one value */

@@ -437,15 +437,58 @@ int store_image_touch(struct store *st, const char *sha256)
 
 /* ---- hosts ---- */
 
-int store_host_put(struct store *st, const char *name, const char *uri, unsigned capacity)
+int store_host_put(struct store *st, const struct host_row *h)
 {
 	char now[32];
 	now_iso(now);
+	char *labels = h->labels ? json_dumps(h->labels, JSON_COMPACT) : NULL;
 	int r = run_sql(st,
-	                "INSERT INTO hosts (name, uri, capacity, created_at) VALUES (?1, ?2, ?3, ?4) "
-	                "ON CONFLICT(name) DO UPDATE SET uri = excluded.uri, capacity = excluded.capacity",
-	                "ttit", name, uri, (int64_t)capacity, now);
+	                "INSERT INTO hosts (name, uri, capacity, created_at, memory_mb, labels, origin, image_quota_mb) "
+	                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(name) DO UPDATE SET uri = excluded.uri, "
+	                "capacity = excluded.capacity, memory_mb = excluded.memory_mb, labels = excluded.labels, "
+	                "origin = excluded.origin, image_quota_mb = excluded.image_quota_mb, removed_at = NULL",
+	                "ttititti", h->name, h->uri, (int64_t)h->capacity, now, (int64_t)h->memory_mb, labels,
+	                h->api ? "api" : "config", (int64_t)h->image_quota_mb);
+	free(labels);
 	return r < 0 ? r : 0;
+}
+
+int store_host_remove(struct store *st, const char *name)
+{
+	char now[32];
+	now_iso(now);
+	int r = run_sql(st, "UPDATE hosts SET removed_at = ?2 WHERE name = ?1 AND removed_at IS NULL", "tt", name, now);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+int store_host_list_api(struct store *st, void (*cb)(const struct host_row *h, void *arg), void *arg)
+{
+	sqlite3_stmt *stmt;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT name, uri, capacity, memory_mb, labels, image_quota_mb FROM hosts "
+	                       "WHERE origin = 'api' AND removed_at IS NULL ORDER BY created_at, name",
+	                       -1, &stmt, NULL) != SQLITE_OK)
+		return -EIO;
+	int n = 0;
+	while (sqlite3_step(stmt) == SQLITE_ROW) {
+		const char *labels = (const char *)sqlite3_column_text(stmt, 4);
+		struct host_row h = {
+			.name = (const char *)sqlite3_column_text(stmt, 0),
+			.uri = (const char *)sqlite3_column_text(stmt, 1),
+			.capacity = (unsigned)sqlite3_column_int64(stmt, 2),
+			.memory_mb = (unsigned)sqlite3_column_int64(stmt, 3),
+			.labels = labels ? json_loads(labels, 0, NULL) : NULL,
+			.image_quota_mb = (unsigned)sqlite3_column_int64(stmt, 5),
+			.api = 1,
+		};
+		if (h.name && h.uri) {
+			cb(&h, arg);
+			n++;
+		}
+		json_decref(h.labels);
+	}
+	sqlite3_finalize(stmt);
+	return n;
 }
 
 /* ---- runs ---- */
@@ -469,6 +512,12 @@ int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_i
 	int64_t id = sqlite3_last_insert_rowid(st->db);
 	if (r >= 0 && row->success_code < 0)
 		r = run_sql(st, "UPDATE runs SET success_code = NULL WHERE id = ?1", "i", id);
+	if (r >= 0 && (row->priority || row->retries || row->require)) {
+		char *req = row->require ? json_dumps(row->require, JSON_COMPACT) : NULL;
+		r = run_sql(st, "UPDATE runs SET priority = ?2, retries = ?3, require = ?4 WHERE id = ?1", "iiit", id,
+		            (int64_t)row->priority, (int64_t)row->retries, req);
+		free(req);
+	}
 	for (size_t i = 0; r >= 0 && i < row->nargs; i++)
 		r = run_sql(st, "INSERT INTO run_args VALUES (?1, 'arg', ?2, ?3)", "iit", id, (int64_t)i,
 		            row->args[i]);
@@ -505,6 +554,13 @@ int store_run_set_state(struct store *st, int64_t id, const char *state)
 	                "UPDATE runs SET state = ?2, started_at = CASE WHEN ?2 = 'running' AND started_at "
 	                "IS NULL THEN ?3 ELSE started_at END WHERE id = ?1",
 	                "itt", id, state, now);
+	return r < 0 ? r : 0;
+}
+
+int store_run_set_placement(struct store *st, int64_t id, const char *host, const char *driver)
+{
+	int r = run_sql(st, "UPDATE runs SET host = ?2, driver = ?3, attempts = attempts + 1 WHERE id = ?1", "itt", id,
+	                host, driver);
 	return r < 0 ? r : 0;
 }
 
@@ -663,7 +719,8 @@ int store_run_set_tests_at(const char *db_path, int64_t id, const json_t *tests)
 #define RUN_COLS                                                                                     \
 	"CAST(id AS TEXT) AS id, state, exit_code, exit_source, reason, image, loader, name, mode, "  \
 	"platform, driver, host, accel, machine, memory_mb, vcpus, timeout_s, success_code, "         \
-	"created_at, started_at, ended_at, duration_ms, console_bytes, console_truncated"
+	"created_at, started_at, ended_at, duration_ms, console_bytes, console_truncated, priority, retries, " \
+	"attempts, require"
 
 static void strings_into(struct store *st, json_t *o, const char *field, const char *sql, int64_t id)
 {
@@ -684,6 +741,9 @@ static json_t *run_json(struct store *st, sqlite3_stmt *stmt)
 	int64_t id = strtoll(json_string_value(json_object_get(o, "id")), NULL, 10);
 	json_object_set_new(o, "console_truncated",
 	                    json_boolean(json_integer_value(json_object_get(o, "console_truncated"))));
+	const char *req = json_string_value(json_object_get(o, "require"));
+	json_t *reqv = req ? json_loads(req, 0, NULL) : NULL;
+	json_object_set_new(o, "require", reqv ? reqv : json_array());
 	strings_into(st, o, "args", "SELECT value FROM run_args WHERE run_id = ?1 AND kind = 'arg' ORDER BY pos",
 	             id);
 	strings_into(st, o, "uk_params",

@@ -60,6 +60,20 @@ struct run_row {
 	char *const *uk_params;
 	size_t nuk_params;
 	json_t *labels;        /* object of strings or NULL */
+	int priority;          /* higher runs first */
+	unsigned retries;      /* attempts allowed after a lost host */
+	json_t *require;       /* array of host labels the run needs, or NULL */
+};
+
+/* A host as stored (strings borrowed). */
+struct host_row {
+	const char *name;
+	const char *uri;         /* NULL = this machine */
+	unsigned capacity;       /* guests at once */
+	unsigned memory_mb;      /* guest memory at once, 0 = not counted */
+	json_t *labels;          /* array of strings or NULL */
+	unsigned image_quota_mb; /* 0 = no quota */
+	int api;                 /* added through POST /v1/hosts (restored at start), else runnerd.conf */
 };
 
 /* The end of a run. */
@@ -98,8 +112,15 @@ int store_image_touch(struct store *st, const char *sha256);
 
 /* Insert a queued run; *ret_id gets its id. */
 int store_run_insert(struct store *st, const struct run_row *row, int64_t *ret_id);
-/* Record (or update) a host runs can name: its URI (NULL = this machine) and capacity. */
-int store_host_put(struct store *st, const char *name, const char *uri, unsigned capacity);
+/* Record (or update, and un-remove) a host runs can name. */
+int store_host_put(struct store *st, const struct host_row *h);
+/* DELETE /v1/hosts: the row stays (runs name it) with removed_at set. -ENOENT when absent. */
+int store_host_remove(struct store *st, const char *name);
+/* Every host added through the API and not removed, oldest first: `cb` per host (row valid
+ * during the call). Returns how many, or -errno. */
+int store_host_list_api(struct store *st, void (*cb)(const struct host_row *h, void *arg), void *arg);
+/* Where a run was placed when it started (host, driver); counts an attempt. */
+int store_run_set_placement(struct store *st, int64_t id, const char *host, const char *driver);
 /* state ∈ starting|running; records started_at when it becomes running. */
 int store_run_set_state(struct store *st, int64_t id, const char *state);
 /* Record a fact a driver reported ("accel" → "tcg", "command" → argv); accel and

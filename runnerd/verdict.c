@@ -247,6 +247,9 @@ void verdict_decide(const struct drv_outcome *o, const struct tp_summary *consol
 		}
 		set(ret, 125, "runner", "%s", o->message && *o->message ? o->message : "the driver failed to run the guest");
 		break;
+	case DRV_END_HOST_LOST:
+		set(ret, 125, "host", "%s", o->message && *o->message ? o->message : "the host was lost");
+		break;
 	default:
 		set(ret, 125, "runner", "%s", o->message && *o->message ? o->message : "the driver failed to run the guest");
 		break;

@@ -16,8 +16,9 @@ _ukrun() {
 		cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
 	fi
 	local subcommands='ps runs show logs cancel images rm hosts version ping daemon tests'
-	local run_opts='--platform --timeout --memory --vcpus --accel --machine --driver --host --success-code
-		--uk-param --label --loader --socket --quiet --verbose --help --version'
+	local run_opts='--platform --timeout --memory --vcpus --accel --machine --driver --host --require --priority --retries --success-code
+		--uk-param --label --loader --socket --quiet --verbose --help --version --env --bind --no-bind --console
+		--junit --cacert'
 	local common='--json --socket --verbose --help'
 
 	if ((cword == 1)); then
@@ -40,7 +41,9 @@ _ukrun() {
 		return ;;
 	show | logs | cancel | tests)
 		if [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W "$common -f --follow" -- "$cur")
+			local extra='-f --follow'
+			[[ $sub == logs ]] && extra+=' --stdout --stderr'
+			mapfile -t COMPREPLY < <(compgen -W "$common $extra" -- "$cur")
 		else
 			mapfile -t COMPREPLY < <(compgen -W "$(_ukrun_run_ids)" -- "$cur")
 		fi
@@ -51,7 +54,11 @@ _ukrun() {
 	daemon)
 		mapfile -t COMPREPLY < <(compgen -W "start stop status $common" -- "$cur")
 		return ;;
-	images | hosts | version | ping)
+	hosts)
+		case $prev in --capacity | --memory | --label | --image-quota) return ;; esac
+		mapfile -t COMPREPLY < <(compgen -W "add rm $common --capacity --memory --label --image-quota --drain" -- "$cur")
+		return ;;
+	images | version | ping)
 		mapfile -t COMPREPLY < <(compgen -W "$common" -- "$cur")
 		return ;;
 	esac
@@ -60,8 +67,9 @@ _ukrun() {
 	for ((i = 1; i < cword; i++)); do
 		case ${words[i]} in
 		--) break ;;
-		--platform | --timeout | --memory | --vcpus | --accel | --machine | --driver | --host | --success-code | \
-			--uk-param | --label | --loader | --socket) ((i++)) ;;
+		--platform | --timeout | --memory | --vcpus | --accel | --machine | --driver | --host | --require | --priority | --retries | \
+			--success-code | \
+			--uk-param | --label | --loader | --socket | --env | --bind | --console | --junit | --cacert) ((i++)) ;;
 		-*) ;;
 		*) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
 		esac
@@ -70,7 +78,10 @@ _ukrun() {
 	--platform) mapfile -t COMPREPLY < <(compgen -W 'qemu linuxu' -- "$cur"); return ;;
 	--accel) mapfile -t COMPREPLY < <(compgen -W 'auto kvm tcg' -- "$cur"); return ;;
 	--driver) mapfile -t COMPREPLY < <(compgen -W 'qemu linuxu libvirt xen' -- "$cur"); return ;;
-	--loader | --socket) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+	--loader | --socket | --junit | --cacert) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+	--bind) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+	--console) mapfile -t COMPREPLY < <(compgen -W 'raw app' -- "$cur"); return ;;
+	--env) mapfile -t COMPREPLY < <(compgen -v -- "$cur"); return ;;
 	--timeout | --memory | --vcpus | --machine | --host | --success-code | --uk-param | --label) return ;;
 	esac
 	if [[ $cur == -* ]]; then

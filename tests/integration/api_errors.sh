@@ -63,8 +63,9 @@ expect_error 400 bad_request
 grep -q bogus <<<"$API_BODY" || fail "the unknown-field error does not name the field: $API_BODY"
 api POST /v1/runs -H 'Content-Type: application/json' --data-binary "{\"image\":\"$text_sha\",\"args\":\"notalist\"}"
 expect_error 400 bad_request
-# env: names are identifiers, values strings without NUL, bounded.
-for bad in '{"1A":"x"}' '{"A-B":"x"}' '{"A":1}' '{"A":"x\u0000y"}' '["A=1"]' "{\"A\":\"$(head -c 5000 /dev/zero | tr '\0' x)\"}"; do
+# env: names are identifiers (and '-' after the first character: cargo's CARGO_BIN_EXE_my-bin), values strings
+# without NUL, bounded.
+for bad in '{"1A":"x"}' '{"-A":"x"}' '{"A=B":"x"}' '{"A.B":"x"}' '{"A":1}' '{"A":"x\u0000y"}' '["A=1"]' "{\"A\":\"$(head -c 5000 /dev/zero | tr '\0' x)\"}"; do
 	api POST /v1/runs -H 'Content-Type: application/json' --data-binary "{\"image\":\"$text_sha\",\"env\":$bad}"
 	expect_error 400 bad_request
 	grep -Eq "env|NUL" <<<"$API_BODY" || fail "the env error does not name env: $API_BODY"

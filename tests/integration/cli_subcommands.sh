@@ -76,7 +76,7 @@ run_ukrun images_json images --json
 [[ $(json images_json 'sorted(i["name"] for i in d["images"])') == "['lx_exit', 'lx_hello']" ]] || fail "images --json"
 run_ukrun hosts hosts
 expect_rc hosts 0
-grep -Eq '^local +[0-9]+ +0 +0 +.*linuxu' "$T/hosts.out" || { cat "$T/hosts.out" >&2; fail "hosts: no local row"; }
+grep -Eq '^local +up +[0-9]+ +0 +0 +- +.*linuxu' "$T/hosts.out" || { cat "$T/hosts.out" >&2; fail "hosts: no local row"; }
 run_ukrun hosts_json hosts --json
 [[ $(json hosts_json 'd["hosts"][0]["name"]') == local ]] || fail "hosts --json"
 run_ukrun version version

@@ -71,7 +71,9 @@ soft=$(awk '/^Max open files/ {print $4}' "/proc/$raise_pid/limits")
 stop_daemon "$raise_pid"
 
 # ---- timeouts, caps, auth: one daemon with small limits ----
-start_daemon runnerd --header-timeout 1 --keepalive-timeout 1 --max-connections 3 \
+# Cap 4: a following ukrun of a linuxu program holds two connections (its stdout and stderr streams), and the
+# cancel below needs one more beside it.
+start_daemon runnerd --header-timeout 1 --keepalive-timeout 1 --max-connections 4 \
 	--listen "tcp://127.0.0.1:$PORT" --token-file "$T/token"
 SOCK=$T/runnerd.sock
 
@@ -92,7 +94,7 @@ bearer() {
 # served all along, and the header timeout frees the TCP listener again.
 py '
 port, sock = int(sys.argv[1]), sys.argv[2]
-idle = [c.tcp(port) for _ in range(3)]
+idle = [c.tcp(port) for _ in range(4)]
 time.sleep(0.3)  # let the daemon accept them (the next connect is then over the cap)
 over = c.tcp(port)
 data = c.read_until_eof(over)
@@ -121,7 +123,7 @@ if c.read_until_eof(u) is None: c.fail("an idle keep-alive Unix connection was n
 # The same on the Unix socket, and a slow head (a byte every 0.2 s) is cut off at the header timeout with 408.
 py '
 sock = sys.argv[1]
-idle = [c.unix(sock) for _ in range(3)]
+idle = [c.unix(sock) for _ in range(4)]
 time.sleep(0.3)
 over = c.unix(sock)
 data = c.read_until_eof(over)

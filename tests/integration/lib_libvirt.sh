@@ -48,3 +48,95 @@ _lv_cleanup() {
 	_cleanup
 }
 trap _lv_cleanup EXIT
+
+# ---- remote hosts: more libvirtds on this machine, reached only through qemu+tcp:// ----
+# lv_remote_start NAME: a libvirtd (with its virtlogd) in a private mount namespace (tmpfs over /run,
+# /var/lib/libvirt and /etc/libvirt/storage), listening on a free loopback port with auth none. Sets
+# LV_REMOTE_URI[NAME]; its pids are in $T/NAME/{libvirtd,virtlogd,ns}.pid. Skips when it cannot run here.
+declare -A LV_REMOTE_URI=()
+LV_REMOTES=()
+lv_remote_start() {
+	local name=$1 dir=$T/$1 port
+	[[ $(id -u) == 0 ]] || skip "a second libvirtd needs root"
+	command -v unshare >/dev/null || skip "unshare (util-linux) is not installed"
+	mkdir -p "$dir"
+	port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	cat >"$dir/libvirtd.conf" <<CONF
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "127.0.0.1"
+tcp_port = "$port"
+auth_tcp = "none"
+CONF
+	cat >"$dir/ns.sh" <<'SH'
+set -e
+dir=$1
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib/libvirt
+mkdir -p /etc/libvirt/storage
+mount -t tmpfs tmpfs /etc/libvirt/storage # the pool it defines stays with it
+mkdir -p /run/libvirt /run/lock /var/lib/libvirt/images /var/lib/libvirt/qemu
+chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu && chmod 0751 /var/lib/libvirt/qemu
+virtlogd & echo $! >"$dir/virtlogd.pid"
+libvirtd --listen -f "$dir/libvirtd.conf" & echo $! >"$dir/libvirtd.pid"
+wait
+SH
+	unshare --mount --propagation private bash "$dir/ns.sh" "$dir" >"$dir/libvirtd.log" 2>&1 &
+	echo $! >"$dir/ns.pid"
+	LV_REMOTE_URI[$name]="qemu+tcp://127.0.0.1:$port/system"
+	LV_REMOTES+=("$name")
+	lv_remote_wait "$name" || { cat "$dir/libvirtd.log" >&2; skip "a second libvirtd cannot run here"; }
+}
+
+# lv_remote_wait NAME: bounded wait (15 s) until its libvirtd answers.
+lv_remote_wait() {
+	for _ in $(seq 150); do
+		virsh -q -c "${LV_REMOTE_URI[$1]}" version >/dev/null 2>&1 && return 0
+		kill -0 "$(cat "$T/$1/ns.pid")" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# lv_remote_kill NAME [SIGNAL]: its libvirtd (only: virtlogd and the guests' QEMU stay) gets SIGNAL (KILL).
+lv_remote_kill() {
+	local pid
+	pid=$(cat "$T/$1/libvirtd.pid")
+	kill "-${2:-KILL}" "$pid"
+	wait_pid_gone "$pid" 30 || fail "the libvirtd of $1 did not go"
+}
+
+# lv_remote_restart NAME: a new libvirtd in the same namespace (after lv_remote_kill); waits until it answers.
+lv_remote_restart() {
+	local dir=$T/$1
+	nsenter --mount="/proc/$(cat "$dir/ns.pid")/ns/mnt" -- libvirtd --listen -f "$dir/libvirtd.conf" \
+		>>"$dir/libvirtd.log" 2>&1 &
+	echo $! >"$dir/libvirtd.pid"
+	lv_remote_wait "$1" || fail "the restarted libvirtd of $1 does not answer"
+}
+
+# lv_remote_domains NAME: active ukrun domains there.
+lv_remote_domains() {
+	virsh -q -c "${LV_REMOTE_URI[$1]}" list --name 2>/dev/null | grep '^ukrun-' || true
+}
+
+# lv_remote_stop_all: runnerds first (their guests end with their connections), then every remote libvirtd;
+# used by the EXIT trap below.
+lv_remote_stop_all() {
+	local p n d
+	for p in "${_daemon_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait_pid_gone "$p" 20; done
+	for n in "${LV_REMOTES[@]}"; do
+		for d in $(lv_remote_domains "$n"); do virsh -q -c "${LV_REMOTE_URI[$n]}" destroy "$d" >/dev/null 2>&1; done
+		for f in libvirtd virtlogd; do [[ -s $T/$n/$f.pid ]] && kill -TERM "$(cat "$T/$n/$f.pid")" 2>/dev/null; done
+		wait_pid_gone "$(cat "$T/$n/ns.pid")" 20 || kill -KILL "$(cat "$T/$n/ns.pid")" 2>/dev/null
+	done
+	return 0
+}
+_lv_remote_cleanup() {
+	local rc=$?
+	set +e
+	((${#LV_REMOTES[@]})) && lv_remote_stop_all
+	(exit "$rc")
+	_lv_cleanup
+}
+trap _lv_remote_cleanup EXIT

@@ -162,9 +162,9 @@ wait_rc "$cap2"
 run_ukrun hang --driver libvirt --timeout 2 "$FX/mb_hang"
 expect_rc hang 124
 
-# A libvirtd that stops answering (SIGSTOP): keepalive cuts it off, the run fails naming the URI, runnerd keeps
-# serving meanwhile; once libvirtd runs again it destroys the domain of the closed connection, and the next run
-# reconnects.
+# A libvirtd that stops answering (SIGSTOP): keepalive cuts it off, the run ends lost naming the URI, runnerd keeps
+# serving meanwhile; once libvirtd runs again it destroys the domain of the closed connection, runnerd probes the
+# driver again (with back-off) and the next run waits for that, then runs.
 prev=$(last_run_id)
 "$UKRUN" --driver libvirt --timeout 300 "$FX/mb_hang" >"$T/stall.out" 2>"$T/stall.err" &
 cpid=$!
@@ -187,7 +187,8 @@ wait_rc "$cpid"
 [[ $RC == 125 ]] || { cat "$T/stall.err" >&2; fail "stall: ukrun exit $RC, want 125"; }
 grep -q "lost the connection to libvirtd at $RURI (keepalive timeout)" "$T/stall.err" ||
 	{ cat "$T/stall.err" >&2; fail "stall: the reason does not name the URI and the keepalive"; }
-[[ $(sql "SELECT state FROM runs WHERE id = $id") == error ]] || fail "stall: run $id not recorded as error"
+[[ $(sql "SELECT state || ' ' || exit_source FROM runs WHERE id = $id") == "lost host" ]] ||
+	fail "stall: run $id not recorded as lost (host): $(sql "SELECT state, exit_source FROM runs WHERE id = $id")"
 for _ in $(seq 200); do
 	[[ -z $(virsh -q -c "$RURI" list --name | grep '^ukrun-' || true) ]] && break
 	sleep 0.1

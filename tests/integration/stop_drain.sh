@@ -80,6 +80,22 @@ kill -0 "$d" 2>/dev/null || fail "runnerd did not wait for its running run"
 stop_daemon "$d"
 expect_client "$c5" hang3 125 'runnerd stopped before the run ended'
 
+# 3b. The same on qemu: a stopped daemon's client exits 125 "runnerd stopped", never 130 "cancelled".
+if command -v qemu-system-x86_64 >/dev/null; then
+	start_daemon runnerd
+	client qhang --timeout 60 "$FX/mb_hang"
+	c6=$CLIENT
+	wait_out qhang hanging
+	qid=$(last_run_id)
+	stop_daemon "$DAEMON_PID"
+	expect_client "$c6" qhang 125 'runnerd stopped before the run ended'
+	! grep -q 'cancelled' "$T/qhang.err" || fail "qhang: the client speaks of a cancel: $(cat "$T/qhang.err")"
+	[[ $(sql "SELECT state || '|' || exit_code || '|' || exit_source FROM runs WHERE id = $qid") == 'error|125|runner' ]] ||
+		fail "qemu run $qid: $(sql "SELECT state, exit_code, exit_source FROM runs WHERE id = $qid")"
+else
+	log "qemu-system-x86_64 not installed: the qemu stop case is skipped"
+fi
+
 # 4. SIGHUP reopens the log (logrotate moved it away).
 start_daemon runnerd --log "$T/hup.log"
 mv "$T/hup.log" "$T/hup.log.1"

@@ -479,10 +479,58 @@ static void test_sha256(void **state)
 	free(buf);
 }
 
+/* --bind, --no-bind and the package directory: what the run spec's "binds" and "cwd" hold. */
+static void test_binds(void **state)
+{
+	char *argv[] = { "ukrun", "--bind", "/srv/data", "--bind", "rel", "img" };
+	char *argv_nb[] = { "ukrun", "--no-bind", "img" };
+	char cwd[4096], want[4200];
+	struct opts o;
+	char err[OPTS_ERR_MAX];
+	json_t *b, *spec;
+
+	(void)state;
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	unsetenv("CARGO_MANIFEST_DIR");
+	assert_int_equal(opts_parse(&o, ARGC(argv), argv, err, sizeof(err)), 0);
+	b = opts_binds(&o);
+	assert_int_equal(json_array_size(b), 3);
+	assert_string_equal(json_string_value(json_array_get(b, 0)), cwd); /* the working directory first */
+	assert_string_equal(json_string_value(json_array_get(b, 1)), "/srv/data");
+	snprintf(want, sizeof(want), "%s/rel", cwd);
+	assert_string_equal(json_string_value(json_array_get(b, 2)), want); /* made absolute */
+	json_decref(b);
+	setenv("CARGO_MANIFEST_DIR", "/pkg/dir", 1);
+	b = opts_binds(&o);
+	assert_string_equal(json_string_value(json_array_get(b, 0)), "/pkg/dir");
+	json_decref(b);
+	spec = opts_run_spec(&o, "aa", "img", NULL);
+	assert_string_equal(json_string_value(json_object_get(spec, "cwd")), cwd);
+	assert_null(json_object_get(spec, "stdin"));
+	json_decref(spec);
+	o.remote = true; /* over TCP: only what --bind names */
+	o.want_stdin = true;
+	spec = opts_run_spec(&o, "aa", "img", NULL);
+	assert_int_equal(json_array_size(json_object_get(spec, "binds")), 2);
+	assert_true(json_is_true(json_object_get(spec, "stdin")));
+	json_decref(spec);
+	opts_free(&o);
+
+	assert_int_equal(opts_parse(&o, ARGC(argv_nb), argv_nb, err, sizeof(err)), 0);
+	assert_true(o.no_bind);
+	spec = opts_run_spec(&o, "aa", "img", NULL);
+	assert_null(json_object_get(spec, "binds")); /* nothing to show: no binds, no cwd */
+	assert_null(json_object_get(spec, "cwd"));
+	json_decref(spec);
+	opts_free(&o);
+	unsetenv("CARGO_MANIFEST_DIR");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_options_then_image_then_guest_args, setup),
+		cmocka_unit_test_setup(test_binds, setup),
 		cmocka_unit_test_setup(test_cargo_style_invocation, setup),
 		cmocka_unit_test_setup(test_double_dash_ends_options, setup),
 		cmocka_unit_test_setup(test_repeatable_and_no_args, setup),

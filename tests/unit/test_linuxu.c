@@ -251,12 +251,12 @@ static void test_prepare_argv(void **unused)
 	free(all);
 	drv_linuxu.destroy(inst);
 
-	/* Not executable on the host: copied in with --ro-bind-data; Unikraft gets a terminal. */
+	/* Not executable on the host: copied in with --file; Unikraft gets a terminal. */
 	chmod(path, 0644);
 	spec.flags = DRV_F_UNIKRAFT;
 	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	all = join_from(inst->cmd, 0);
-	assert_non_null(strstr(all, "|--perms|0555|--ro-bind-data|4|/run/ukrun/my app|"));
+	assert_non_null(strstr(all, "|--perms|0555|--file|4|/run/ukrun/my app|"));
 	assert_non_null(strstr(all, "|--setenv|TERM|dumb|"));
 	assert_true(inst->use_pty);
 	free(all);
@@ -303,7 +303,7 @@ static void test_prepare_uid(void **unused)
 	         "--unshare-user|", a->uid, a->uid);
 	assert_non_null(strstr(all, want));
 	/* The store need not be readable by that uid: the image comes in through an fd. */
-	assert_non_null(strstr(all, "|--ro-bind-data|4|/run/ukrun/app|"));
+	assert_non_null(strstr(all, "|--file|4|/run/ukrun/app|"));
 	assert_non_null(strstr(all, "|--|/usr/bin/prlimit|--nproc=100|--|app"));
 	free(all);
 	unsigned ua = a->uid;
@@ -355,7 +355,7 @@ static void on_refused_exit(void *ctx, const struct drv_outcome *o)
 	snprintf(refused_message, sizeof(refused_message), "%s", o->message ? o->message : "");
 }
 
-static void on_console_unused(void *ctx, const char *buf, size_t len)
+static void on_console_unused(void *ctx, enum drv_stream stream, const char *buf, size_t len)
 {
 	fail_msg("console bytes from a refused image");
 }
@@ -392,6 +392,75 @@ static void test_refused(void **unused)
 	unlink(path);
 }
 
+/* Binds: read-only at the same path, runnerd's own files under them shadowed, the start directory the
+ * caller's only when a bind shows it; under a per-run uid a directory closed to others is left out. */
+static void test_prepare_binds(void **unused)
+{
+	char path[] = "/tmp/test_linuxu_imgXXXXXX", top[] = "/tmp/test_linuxu_bindXXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	write_elf(path, ".text");
+	chmod(path, 0755);
+	assert_non_null(mkdtemp(top));
+	chmod(top, 0755);
+	char data[64], sock[64], closed[64], cwd[64];
+	snprintf(data, sizeof(data), "%s/data", top);
+	snprintf(sock, sizeof(sock), "%s/s.sock", top);
+	snprintf(closed, sizeof(closed), "%s/closed", top);
+	snprintf(cwd, sizeof(cwd), "%s/sub", top);
+	assert_int_equal(mkdir(data, 0700), 0);
+	assert_int_equal(mkdir(closed, 0700), 0);
+	fd = open(sock, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	char *binds[] = {top, closed, NULL};
+	char *hide[] = {data, sock, "/elsewhere", NULL};
+	struct drv_spec spec = {.image_path = path, .image_name = "app", .binds = binds, .nbinds = 2,
+	                        .cwd = cwd, .hide = hide, .nhide = 3, .flags = DRV_F_STREAMS | DRV_F_STDIN};
+	struct linuxu_state st = {0};
+	struct drv_instance *inst = NULL;
+	char *err = NULL, want[1024];
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	assert_true(inst->split);
+	assert_true(inst->want_stdin);
+	char *all = join_from(inst->cmd, 0);
+	snprintf(want, sizeof(want), "|--ro-bind|%s|%s|--ro-bind|%s|%s|--size|4096|--tmpfs|%s|--remount-ro|%s|"
+	         "--ro-bind|/dev/null|%s|", top, top, closed, closed, data, data, sock);
+	assert_non_null(strstr(all, want));
+	assert_null(strstr(all, "/elsewhere")); /* not under a bind: nothing to hide */
+	snprintf(want, sizeof(want), "|--chdir|%s|", cwd);
+	assert_non_null(strstr(all, want));
+	free(all);
+	drv_linuxu.destroy(inst);
+
+	/* Not under a bind: the sandbox's /tmp. A Unikraft image keeps one stream and its terminal. */
+	spec.cwd = "/not/shown";
+	spec.flags = DRV_F_UNIKRAFT | DRV_F_STREAMS | DRV_F_STDIN;
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	assert_false(inst->split);
+	assert_false(inst->want_stdin);
+	all = join_from(inst->cmd, 0);
+	assert_non_null(strstr(all, "|--chdir|/tmp|"));
+	free(all);
+	drv_linuxu.destroy(inst);
+
+	/* A per-run uid cannot reach a 0700 directory: left out, with a note naming it. */
+	st.limits = LINUXU_LIMITS_UID;
+	spec.flags = 0;
+	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
+	assert_int_equal(inst->nbinds, 1);
+	assert_string_equal(inst->binds[0], top);
+	assert_non_null(inst->bind_note);
+	assert_non_null(strstr(inst->bind_note, closed));
+	drv_linuxu.destroy(inst);
+
+	unlink(sock);
+	rmdir(data);
+	rmdir(closed);
+	rmdir(top);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -399,6 +468,7 @@ int main(void)
 		cmocka_unit_test(test_status_json),    cmocka_unit_test(test_status_stream),
 		cmocka_unit_test(test_exit_mapping),   cmocka_unit_test(test_libparam_detect),
 		cmocka_unit_test(test_prepare_argv),   cmocka_unit_test(test_prepare_uid),
+		cmocka_unit_test(test_prepare_binds),
 		cmocka_unit_test(test_uid_pool),       cmocka_unit_test(test_nproc),
 		cmocka_unit_test(test_refused),
 	};

@@ -109,7 +109,7 @@ static void test_open_creates_schema(void **state)
 	assert_true(schema_migrations_count >= 1);
 	assert_int_equal(schema_migrations[0].version, 1);
 	assert_int_equal(user_version(fx->path), schema_migrations[schema_migrations_count - 1].version);
-	assert_int_equal(user_version(fx->path), 3);
+	assert_int_equal(user_version(fx->path), 4);
 	put_image(fx->st, SHA_A, "a.elf");
 	int64_t id = insert_run(fx->st, SHA_A, NULL);
 	store_close(fx->st);
@@ -119,7 +119,7 @@ static void test_open_creates_schema(void **state)
 	char *err = NULL;
 	assert_int_equal(store_open(fx->path, &fx->st, &err), 0);
 	assert_null(err);
-	assert_int_equal(user_version(fx->path), 3);
+	assert_int_equal(user_version(fx->path), 4);
 	json_t *img = store_image_get(fx->st, SHA_A);
 	assert_non_null(img);
 	json_decref(img);
@@ -660,6 +660,56 @@ static void test_tests_json(void **state)
 	json_decref(t);
 }
 
+static void collect_host(const struct host_row *h, void *arg)
+{
+	json_t *out = arg;
+	json_array_append_new(out, json_pack("{s:s,s:s,s:i,s:i,s:O,s:i}", "name", h->name, "uri", h->uri, "capacity",
+	                                     (int)h->capacity, "memory_mb", (int)h->memory_mb, "labels",
+	                                     h->labels ? h->labels : json_null(), "quota", (int)h->image_quota_mb));
+}
+
+/* Hosts added through the API come back after a restart, removed ones do not (their row
+ * stays: runs name it); a runnerd.conf host is never listed as an API host. */
+static void test_hosts_api(void **state)
+{
+	struct fixture *fx = *state;
+	json_t *labels = json_pack("[s,s]", "kvm", "x86_64");
+	struct host_row a = {.name = "farm1", .uri = "qemu+tcp://10.0.0.1/system", .capacity = 8, .memory_mb = 4096,
+	                     .labels = labels, .image_quota_mb = 512, .api = 1};
+	struct host_row b = {.name = "conf1", .uri = "qemu+tcp://10.0.0.2/system", .capacity = 2};
+	assert_int_equal(store_host_put(fx->st, &a), 0);
+	assert_int_equal(store_host_put(fx->st, &b), 0);
+	json_t *out = json_array();
+	assert_int_equal(store_host_list_api(fx->st, collect_host, out), 1);
+	json_t *h = json_array_get(out, 0);
+	assert_string_equal(sget(h, "name"), "farm1");
+	assert_int_equal(json_integer_value(json_object_get(h, "capacity")), 8);
+	assert_int_equal(json_integer_value(json_object_get(h, "memory_mb")), 4096);
+	assert_int_equal(json_integer_value(json_object_get(h, "quota")), 512);
+	assert_true(json_equal(json_object_get(h, "labels"), labels));
+	json_decref(out);
+	/* A run placed there keeps the row alive through a removal. */
+	put_image(fx->st, SHA_A, "a.elf");
+	int64_t id = insert_run(fx->st, SHA_A, NULL);
+	assert_int_equal(store_run_set_placement(fx->st, id, "farm1", "libvirt"), 0);
+	assert_int_equal(store_host_remove(fx->st, "farm1"), 0);
+	assert_int_equal(store_host_remove(fx->st, "farm1"), -ENOENT);
+	out = json_array();
+	assert_int_equal(store_host_list_api(fx->st, collect_host, out), 0);
+	json_decref(out);
+	json_t *run = store_run_get(fx->st, id);
+	assert_string_equal(sget(run, "host"), "farm1");
+	assert_string_equal(sget(run, "driver"), "libvirt");
+	assert_int_equal(json_integer_value(json_object_get(run, "attempts")), 1);
+	json_decref(run);
+	/* Added again: listed again. */
+	assert_int_equal(store_host_put(fx->st, &a), 0);
+	out = json_array();
+	assert_int_equal(store_host_list_api(fx->st, collect_host, out), 1);
+	json_decref(out);
+	json_decref(labels);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +724,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_run_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tests_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hosts_api, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -228,9 +228,10 @@ struct run {
 	char notes[2048];
 };
 
-static void cb_console(void *ctx, const char *buf, size_t len)
+static void cb_console(void *ctx, enum drv_stream stream, const char *buf, size_t len)
 {
 	(void)ctx;
+	(void)stream;
 	(void)buf;
 	(void)len;
 }
