@@ -137,8 +137,8 @@ class Daemon:
 def run_id_of(stderr):
 	for line in stderr.decode(errors="replace").splitlines():
 		w = line.split()
-		# "ukrun: run N queued"
-		if len(w) >= 4 and w[0] == "ukrun:" and w[1] == "run" and w[3] == "queued":
+		# "ukrun: run N queued" (or "... queued; stdout and stderr apart")
+		if len(w) >= 4 and w[0] == "ukrun:" and w[1] == "run" and w[3].rstrip(";,") == "queued":
 			return w[2]
 	return None
 

@@ -12,12 +12,15 @@
 #include "tailbuf.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
@@ -204,6 +207,72 @@ int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret
 	return 0;
 }
 
+int qemu_unikraft_release(const char *buf, size_t len)
+{
+	static const char tag[] = "Unikraft ";
+	const char *p = buf, *end = buf + len;
+	while (p < end) {
+		const char *hit = memmem(p, (size_t)(end - p), tag, sizeof(tag) - 1);
+		if (!hit)
+			return -1;
+		/* "Unikraft Calypso 0.17.0~eaf6fda1" or "Unikraft Calypso (0.17.0~...)" */
+		const char *q = hit + sizeof(tag) - 1;
+		while (q < end && ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z')))
+			q++;
+		if (q > hit + sizeof(tag) - 1 && q < end && *q == ' ')
+			q++;
+		if (q < end && *q == '(')
+			q++;
+		unsigned major = 0, minor = 0, nd = 0;
+		while (q < end && *q >= '0' && *q <= '9' && nd < 3) {
+			major = major * 10 + (unsigned)(*q++ - '0');
+			nd++;
+		}
+		if (nd && q < end && *q == '.') {
+			unsigned nm = 0;
+			for (q++; q < end && *q >= '0' && *q <= '9' && nm < 3; q++, nm++)
+				minor = minor * 10 + (unsigned)(*q - '0');
+			if (nm)
+				return (int)(major * 100 + minor);
+		}
+		p = hit + 1;
+	}
+	return -1;
+}
+
+/* qemu_unikraft_release of the image file (its banner is in .rodata), -1 when unreadable. */
+static int image_unikraft_release(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat sb;
+	int rel = -1;
+	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 && sb.st_size <= QEMU_UK_SCAN_MAX) {
+		void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (m != MAP_FAILED) {
+			rel = qemu_unikraft_release(m, (size_t)sb.st_size);
+			munmap(m, (size_t)sb.st_size);
+		}
+	}
+	close(fd);
+	return rel;
+}
+
+/* The machine profile when the run names none (DESIGN §8, chosen by measurement: bench/run,
+ * docs/performance.md). pc + qboot boots plain multiboot kernels and Unikraft ≥ 0.17 with the
+ * same console bytes as SeaBIOS, in less time (TCG) and far less under a nested KVM, where
+ * SeaBIOS alone takes seconds; Unikraft ≤ 0.16 (the elfloader kernels) trips an assertion
+ * on qboot's memory map, and a kernel whose release cannot be read keeps SeaBIOS. */
+static const char *default_machine(const struct qemu_state *st, const struct drv_spec *spec, int unikraft)
+{
+	if (!st->qboot)
+		return "pc";
+	if (!unikraft)
+		return "qboot";
+	return image_unikraft_release(spec->image_path) >= QEMU_UK_QBOOT_MIN ? "qboot" : "pc";
+}
+
 int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int kvm,
                    struct cmd **ret_cmd, char **ret_err)
 {
@@ -235,12 +304,10 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 	cmd_arg(c, "-name");
 	cmd_argf(c, "ukrun-%s", spec->run_id);
 
-	/* Machine (DESIGN §8, measured under TCG): microvm and pc+qboot are fastest,
-	 * but Unikraft ≤ 0.16 (the elfloader kernels) trips an assertion on their
-	 * memory maps, so Unikraft images get pc with a silenced SeaBIOS. */
+	/* Machine: the run's, else the fastest that boots this kind of image. */
 	const char *machine = spec->machine;
 	if (!machine)
-		machine = (!unikraft && st->qboot) ? "qboot" : "pc";
+		machine = default_machine(st, spec, unikraft);
 	cmd_arg(c, "-M");
 	if (strcmp(machine, "qboot") == 0) {
 		cmd_arg(c, "pc");
@@ -253,6 +320,15 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
 			cmd_arg(c, "-fw_cfg");
 			cmd_arg(c, "name=etc/sercon-port,string=0");
 		}
+	}
+	if (strcmp(machine, "qboot") == 0 || strcmp(machine, "pc") == 0) {
+		/* No ACPI PCI hotplug AML: nothing is ever hot-plugged into a run, and QEMU
+		 * builds those tables (again when the firmware reads them) in ≈ 35 ms of CPU
+		 * per boot here (docs/performance.md). Power-off through PIIX4 PM stays. */
+		cmd_arg(c, "-global");
+		cmd_arg(c, "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off");
+		cmd_arg(c, "-global");
+		cmd_arg(c, "PIIX4_PM.acpi-root-pci-hotplug=off");
 	}
 
 	cmd_arg(c, "-accel");
@@ -652,6 +728,16 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	struct attempt *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
+	/* The console on a pipe(2), not libuv's socketpair: QEMU writes the UART's bytes a
+	 * few at a time, and a write to a socket costs far more (an skb and a wake-up each)
+	 * than to a pipe (bare QEMU, mb_flood under TCG: docs/performance.md). stderr stays
+	 * a libuv pipe: it only carries messages. */
+	int cfd[2];
+	if (pipe2(cfd, O_CLOEXEC) < 0) {
+		int e = -errno;
+		free(a);
+		return errmsg_fail(ret_err, e, "qemu: cannot create the console pipe: %s", strerror(-e));
+	}
 	a->inst = inst;
 	a->kvm = inst->kvm;
 	uv_pipe_init(inst->loop, &a->out, 0);
@@ -661,14 +747,26 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	/* A stale socket would let us connect to nothing; QEMU recreates both. */
 	unlink(inst->qmp_path);
 	unlink(inst->pid_path);
-	cmd_stdio_pipe(inst->cmd, 1, &a->out, 0);
-	cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
-	cmd_die_with_daemon(inst->cmd);
-	int r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+	int spawned = 0;
+	int r = uv_pipe_open(&a->out, cfd[0]);
+	if (r < 0) {
+		close(cfd[0]);
+		errmsg_fail(ret_err, r, "qemu: cannot watch the console pipe: %s", uv_strerror(r));
+	} else {
+		cmd_stdio_fd(inst->cmd, 1, cfd[1]);
+		cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
+		cmd_die_with_daemon(inst->cmd);
+		spawned = 1;
+		r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+	}
+	close(cfd[1]); /* the child has its own copy */
 	if (r < 0) {
 		a->inst = NULL;
 		a->exited = 1;
-		uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
+		if (spawned)
+			uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
+		else
+			a->handles--; /* no process handle was initialised */
 		attempt_close(a, (uv_handle_t *)&a->out);
 		attempt_close(a, (uv_handle_t *)&a->err);
 		return r;

@@ -46,6 +46,15 @@ int qemu_build_cmd(const struct qemu_state *st, const struct drv_spec *spec, int
  * Returns 0 or -EINVAL (an argument Unikraft's parser cannot carry, e.g. an empty one). */
 int qemu_build_append(const struct drv_spec *spec, char **ret_append, char **ret_err);
 
+/* The Unikraft release named by the first "Unikraft <Codename> M.N" (or "(M.N") in buf, as
+ * 100 * M + N (0.17.0 → 17), or -1 when there is none. */
+int qemu_unikraft_release(const char *buf, size_t len);
+
+/* Unikraft images from this release on boot on pc + qboot (0.16.3 asserts there). */
+#define QEMU_UK_QBOOT_MIN 17
+/* Larger images are not scanned for their release (they keep SeaBIOS). */
+#define QEMU_UK_SCAN_MAX (256LL << 20)
+
 /* 1 when QEMU's stderr text shows that KVM could not run the guest. */
 int qemu_kvm_failure(const char *text, size_t len);
 

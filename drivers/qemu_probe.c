@@ -83,7 +83,10 @@ static int probe_boot(const struct qemu_state *st, const char *kernel, int kvm, 
 	struct cmd *c = cmd_new(st->binary);
 	const char *args[] = {"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "pc",
 	                      "-m", "32", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel", kernel,
-	                      "-accel", kvm ? "kvm" : "tcg"};
+	                      "-accel", kvm ? "kvm" : "tcg",
+	                      /* as qemu_build_cmd: no ACPI PCI hotplug tables to build */
+	                      "-global", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off",
+	                      "-global", "PIIX4_PM.acpi-root-pci-hotplug=off"};
 	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
 		cmd_arg(c, args[i]);
 	if (st->qboot) {

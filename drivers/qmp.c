@@ -10,13 +10,17 @@
 
 /* QMP replies and events are small; anything longer is dropped, not buffered. */
 #define QMP_LINE_MAX (64 * 1024)
-#define QMP_RETRY_MS 5
+/* QEMU with `wait=on` blocks right after creating the socket until someone connects, so the
+ * poll interval adds straight to its start-up: 1 ms while QEMU normally appears, 5 ms later. */
+#define QMP_RETRY_MS 1
+#define QMP_RETRY_SLOW_MS 5
+#define QMP_RETRY_FAST_FOR_MS 500
 
 enum qmp_phase {
 	QMP_CONNECTING,
 	QMP_GREETING, /* connected, waiting for {"QMP": ...} */
-	QMP_CAPS,     /* qmp_capabilities sent */
-	QMP_CONT,     /* cont sent */
+	QMP_CAPS,     /* qmp_capabilities and cont sent */
+	QMP_CONT,     /* qmp_capabilities answered, cont pending */
 	QMP_RUNNING,  /* events only */
 };
 
@@ -25,6 +29,7 @@ struct qmp {
 	struct qmp_callbacks cb;
 	struct sockaddr_un addr;
 	uint64_t deadline;
+	uint64_t fast_until; /* poll the socket every QMP_RETRY_MS until then */
 	enum qmp_phase phase;
 	uv_timer_t timer;
 	uv_pipe_t pipe;
@@ -96,14 +101,15 @@ static void handle_line(struct qmp *q, const char *text, size_t len)
 		if (q->cb.event)
 			q->cb.event(q->cb.ctx, json_string_value(ev), json_object_get(msg, "data"));
 	} else if (json_object_get(msg, "QMP") && q->phase == QMP_GREETING) {
+		/* Both commands in one write: QEMU dispatches a monitor's commands in order, so
+		 * `cont` runs once negotiation is over (one round trip less before the guest runs). */
 		q->phase = QMP_CAPS;
-		send_cmd(q, "{\"execute\":\"qmp_capabilities\"}\n");
+		send_cmd(q, "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"cont\"}\n");
 	} else if (json_object_get(msg, "error")) {
 		finish(q, -EPROTO);
 	} else if (json_object_get(msg, "return")) {
 		if (q->phase == QMP_CAPS) {
-			q->phase = QMP_CONT;
-			send_cmd(q, "{\"execute\":\"cont\"}\n");
+			q->phase = QMP_CONT; /* cont went with qmp_capabilities */
 		} else if (q->phase == QMP_CONT) {
 			q->phase = QMP_RUNNING;
 			if (q->cb.ready)
@@ -170,7 +176,7 @@ static void on_retry(uv_timer_t *t)
 		} else if (now_ms(q) >= q->deadline) {
 			finish(q, -ETIMEDOUT);
 		} else {
-			uv_timer_start(&q->timer, on_retry, QMP_RETRY_MS, 0);
+			uv_timer_start(&q->timer, on_retry, now_ms(q) < q->fast_until ? QMP_RETRY_MS : QMP_RETRY_SLOW_MS, 0);
 		}
 		return;
 	}
@@ -216,6 +222,7 @@ int qmp_connect(uv_loop_t *loop, const char *path, unsigned timeout_ms,
 	strcpy(q->addr.sun_path, path);
 	uv_update_time(loop);
 	q->deadline = uv_now(loop) + timeout_ms;
+	q->fast_until = uv_now(loop) + QMP_RETRY_FAST_FOR_MS;
 	uv_timer_init(loop, &q->timer);
 	q->timer.data = q;
 	q->open_handles = 1;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -53,6 +54,7 @@ static void test_unikraft_argv(void **state)
 	assert_true(find(v, "-nodefaults") > 0 && find(v, "-no-reboot") > 0 && find(v, "-S") > 0);
 	assert_string_equal(opt(v, "-name"), "ukrun-r1");
 	assert_string_equal(opt(v, "-M"), "pc"); /* Unikraft ≤ 0.16 needs SeaBIOS' memory map */
+	assert_string_equal(opt(v, "-global"), "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off");
 	assert_string_equal(opt(v, "-fw_cfg"), "name=etc/sercon-port,string=0");
 	assert_string_equal(opt(v, "-accel"), "tcg");
 	assert_string_equal(opt(v, "-cpu"), "max");
@@ -101,12 +103,17 @@ static void test_plain_argv(void **state)
 	assert_string_equal(opt(v, "-bios"), QEMU_QBOOT_ROM);
 	assert_int_equal(find(v, "-fw_cfg"), -1);
 	assert_string_equal(opt(v, "-append"), "one two");
+	/* pc (either firmware) drops the ACPI PCI hotplug tables; other machines get no PIIX4 globals. */
+	assert_string_equal(opt(v, "-global"), "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off");
+	assert_string_equal(v[find(v, "-global") + 2], "-global");
+	assert_string_equal(v[find(v, "-global") + 3], "PIIX4_PM.acpi-root-pci-hotplug=off");
 	cmd_free(c);
 
 	struct drv_spec none = {.run_id = "r3", .image_path = "/k.bin", .workdir = "/w", .machine = "microvm"};
 	c = build(&none, 0);
 	v = cmd_argv(c);
 	assert_string_equal(opt(v, "-M"), "microvm");
+	assert_int_equal(find(v, "-global"), -1);
 	assert_int_equal(find(v, "-append"), -1);
 	assert_int_equal(find(v, "-fw_cfg"), -1);
 	cmd_free(c);
@@ -126,6 +133,52 @@ static void test_loader_argv(void **state)
 	/* elfloader (raw ELF mode): every word becomes argv[1..], `--` included. */
 	assert_string_equal(opt(v, "-append"), "--nocapture \"x y\"");
 	cmd_free(c);
+}
+
+/* The default machine follows the Unikraft release in the image's banner: pc + qboot from 0.17
+ * (same console as SeaBIOS, faster), pc + SeaBIOS for 0.16 (asserts on qboot) and unknown. */
+static void test_unikraft_release(void **state)
+{
+	static const char a[] = "\0junk Unikraft halted\0Powered by Unikraft Telesto (0.16.3~e453b74a)\0";
+	static const char b[] = "xx Unikraft Calypso 0.17.0~eaf6fda1 yy";
+	static const char c[] = "Unikraft Unikraft 1.2";
+	static const char none[] = "Unikraft halted. Unikraft";
+	assert_int_equal(qemu_unikraft_release(a, sizeof(a) - 1), 16);
+	assert_int_equal(qemu_unikraft_release(b, sizeof(b) - 1), 17);
+	assert_int_equal(qemu_unikraft_release(c, sizeof(c) - 1), 102);
+	assert_int_equal(qemu_unikraft_release(none, sizeof(none) - 1), -1);
+	assert_int_equal(qemu_unikraft_release(b, 22), -1); /* the buffer ends at "0." */
+
+	const char *const banners[] = {"Unikraft Calypso 0.17.0~eaf6fda1", "Unikraft Telesto 0.16.3~e453b74a", ""};
+	const char *const want_bios[] = {QEMU_QBOOT_ROM, NULL, NULL};
+	for (int i = 0; i < 3; i++) {
+		char path[] = "/tmp/ukrun-test-qemu-XXXXXX";
+		int fd = mkstemp(path);
+		assert_true(fd >= 0);
+		assert_true(write(fd, "\177ELF", 4) == 4);
+		assert_true(write(fd, banners[i], strlen(banners[i]) + 1) == (ssize_t)strlen(banners[i]) + 1);
+		close(fd);
+		struct drv_spec s = {.run_id = "r9", .image_path = path, .workdir = "/w", .flags = DRV_F_UNIKRAFT};
+		struct cmd *cm = build(&s, 1);
+		char *const *v = cmd_argv(cm);
+		assert_string_equal(opt(v, "-M"), "pc");
+		if (want_bios[i]) {
+			assert_string_equal(opt(v, "-bios"), want_bios[i]);
+			assert_int_equal(find(v, "-fw_cfg"), -1);
+		} else {
+			assert_int_equal(find(v, "-bios"), -1);
+			assert_string_equal(opt(v, "-fw_cfg"), "name=etc/sercon-port,string=0");
+		}
+		cmd_free(cm);
+		/* The same kernel in loader mode follows the same rule. */
+		s.flags = DRV_F_LOADER;
+		s.initrd_path = "/store/prog";
+		cm = build(&s, 0);
+		v = cmd_argv(cm);
+		assert_int_equal(find(v, "-bios") >= 0, want_bios[i] != NULL);
+		cmd_free(cm);
+		unlink(path);
+	}
 }
 
 static void test_bad_specs(void **state)
@@ -236,7 +289,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unikraft_argv),   cmocka_unit_test(test_unikraft_params_and_kvm),
 		cmocka_unit_test(test_plain_argv),      cmocka_unit_test(test_loader_argv),
-		cmocka_unit_test(test_bad_specs),       cmocka_unit_test(test_qmp_classify),
+		cmocka_unit_test(test_unikraft_release), cmocka_unit_test(test_bad_specs),       cmocka_unit_test(test_qmp_classify),
 		cmocka_unit_test(test_kvm_failure_matcher), cmocka_unit_test(test_kernel_refused_matcher), cmocka_unit_test(test_exit_classify),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
