@@ -164,6 +164,9 @@ struct lv_state {
 	int up_quit;            /* the worker stops, an upload in progress is aborted (atomic) */
 	pthread_cond_t up_cond; /* a job queued or up_quit */
 	struct lv_job *up_queue, **up_queue_tail, *up_done;
+	/* The connection died under a worker's call (libvirt called on_conn_close there):
+	 * the libvirt thread ends the runs (under lock). */
+	int conn_lost_pending, conn_lost_reason;
 	uint64_t use_clock;
 	unsigned long long quota_bytes; /* remote hosts: image volumes kept (0: no quota) */
 	uint64_t next_token;

@@ -364,12 +364,14 @@ static void on_reboot(virConnectPtr c, virDomainPtr dom, void *opaque)
 		virResetLastError();
 }
 
-/* The connection died (keepalive timeout, libvirtd gone): every run on it fails. */
-static void on_conn_close(virConnectPtr c, int reason, void *opaque)
+static __thread int on_libvirt_thread; /* set by loop_main */
+
+/* The connection died (keepalive timeout, libvirtd gone): every run on it fails,
+ * but a run at its upload, which the worker holds: it ends host-lost when it comes
+ * back. The libvirt thread only. */
+static void conn_lost(struct lv_state *st, int reason)
 {
-	struct lv_state *st = opaque;
 	static const char *const why[] = {"an I/O error", "end of file", "keepalive timeout", "a client request"};
-	(void)c;
 	if (__atomic_load_n(&st->conn_dead, __ATOMIC_ACQUIRE))
 		return;
 	char *err = errmsg_printf("lost the connection to libvirtd at %s (%s)", st->uri,
@@ -382,9 +384,9 @@ static void on_conn_close(virConnectPtr c, int reason, void *opaque)
 	struct lv_job **p = &st->jobs;
 	while (*p) {
 		struct lv_job *j = *p;
-		if (j->uploading) { /* the worker's: it ends host-lost when it comes back */
+		if (j->uploading) {
 			if (!j->lost)
-				j->lost = strdup(err);
+				j->lost = strdup(err ? err : "lost the connection to libvirtd");
 			p = &j->next;
 			continue;
 		}
@@ -393,6 +395,28 @@ static void on_conn_close(virConnectPtr c, int reason, void *opaque)
 		post_exit(j, &o);
 		lv_job_unlink_free(j);
 	}
+}
+
+/* libvirt calls this on the thread that finds the connection dead: the libvirt
+ * thread (keepalive, events), or an upload worker (its own call on the connection),
+ * which leaves it to the libvirt thread (on_wake, before any command: nothing
+ * reopens the connection meanwhile, conn_dead is not set yet). */
+static void on_conn_close(virConnectPtr c, int reason, void *opaque)
+{
+	struct lv_state *st = opaque;
+	(void)c;
+	if (on_libvirt_thread) {
+		conn_lost(st, reason);
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	if (!st->conn_lost_pending) {
+		st->conn_lost_pending = 1;
+		st->conn_lost_reason = reason;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (st->wake_timer >= 0)
+		virEventUpdateTimeout(st->wake_timer, 0);
 }
 
 void lv_conn_close(struct lv_state *st)
@@ -689,6 +713,8 @@ static void on_wake(int timer, void *opaque)
 	virEventUpdateTimeout(timer, -1);
 	for (;;) {
 		pthread_mutex_lock(&st->lock);
+		int lost = st->conn_lost_pending, reason = st->conn_lost_reason;
+		st->conn_lost_pending = 0;
 		struct lv_cmd *c = st->cmds;
 		if (c) {
 			st->cmds = c->next;
@@ -696,6 +722,8 @@ static void on_wake(int timer, void *opaque)
 				st->cmds_tail = &st->cmds;
 		}
 		pthread_mutex_unlock(&st->lock);
+		if (lost)
+			conn_lost(st, reason);
 		if (!c)
 			break;
 		switch (c->type) {
@@ -762,6 +790,7 @@ static void on_loop_timer(int timer, void *opaque)
 static void *loop_main(void *arg)
 {
 	(void)arg;
+	on_libvirt_thread = 1;
 	while (!__atomic_load_n(&loop_quit, __ATOMIC_ACQUIRE))
 		if (virEventRunDefaultImpl() < 0)
 			virResetLastError();
