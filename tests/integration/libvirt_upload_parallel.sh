@@ -2,7 +2,8 @@
 # Remote image uploads run on their host's own upload worker, off the one libvirt thread of the process: while a
 # big image is on its way to r1 (whose libvirtd is held stopped mid-upload, so the upload cannot finish early), a
 # run pinned to r2 starts and ends; r1's run then goes on from its upload and exits 0. A cancel during an upload
-# ends the run cancelled once the upload is back; r1's libvirtd killed during an upload ends that run lost.
+# ends the run cancelled once the upload is back; r1's libvirtd killed during an upload ends that run lost; runnerd
+# stopped during an upload aborts it and exits cleanly.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_libvirt.sh"
@@ -110,5 +111,13 @@ grep -qF "lost the connection to libvirtd at $R1" "$T/big3.err" || { cat "$T/big
 	fail "the lost run's record: $(sql "SELECT state, exit_code, exit_source FROM runs WHERE id = $big3id")"
 # r2 is still served.
 expect_run after 0 lifecycle qemu/libvirt --host r2 "$FX/mb_hello"
+
+# ---- runnerd stopped during an upload: the worker is stopped (the upload aborted), a clean exit ----
+big mb_big4 400
+bg_run big4 --host r2 --timeout 300 "$T/mb_big4"
+big4=$BG_PID
+wait_volume r2 "$BIG_SHA"
 stop_daemon "$DAEMON_PID"
+wait_rc "$big4"
+((RC != 0)) || fail "the run whose upload runnerd stopped exited 0"
 log "ok"
