@@ -7,7 +7,9 @@
  * Threads: every libvirt call that may block, and libvirt's own default event
  * loop (lifecycle events, the console streams, keepalive), run on one
  * driver thread, the "libvirt thread" (libvirt_thread.c; one per process,
- * shared with the xen driver, xen.c). The libuv loop
+ * shared with the xen driver, xen.c), but the image uploads to a remote host:
+ * each host has its own upload worker, so that one host receiving a big image
+ * does not hold up the others' events and starts. The libuv loop
  * never calls libvirt after probe and reap (at start-up, before runnerd
  * serves): it posts commands (start, kill, quit) to the libvirt
  * thread, which wakes through a libvirt timer, and the libvirt thread posts
@@ -63,6 +65,7 @@ void lv_unprobe(void *state)
 		free(c);
 	}
 	pthread_cond_destroy(&st->quit_cond);
+	pthread_cond_destroy(&st->up_cond);
 	pthread_mutex_destroy(&st->lock);
 	free(st->uri);
 	free(st->host);
@@ -113,7 +116,9 @@ int lv_probe_with(const struct lv_flavor *fl, const struct drv_host *host, void 
 	st->fl = fl;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->quit_cond, NULL);
+	pthread_cond_init(&st->up_cond, NULL);
 	st->cmds_tail = &st->cmds;
+	st->up_queue_tail = &st->up_queue;
 	st->wake_timer = -1;
 	st->event_ids[0] = st->event_ids[1] = -1;
 	st->uri = strdup(uri);

@@ -97,9 +97,11 @@ void lv_classify_end(const struct lv_end_facts *f, struct drv_outcome *ret_out);
 int lv_pool_setup(virConnectPtr conn, char **ret_path, char **ret_err);
 
 /* The volume named `sha` in the pool, uploaded from `local_path` when absent
- * (*ret_uploaded = the bytes sent, 0 when the host had it). 0 or -errno with *ret_err. */
-int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, long long *ret_uploaded,
-                     char **ret_err);
+ * (*ret_uploaded = the bytes sent, 0 when the host had it). An upload stops (and its
+ * partial volume goes) once *cancel (read atomically; NULL: never) is set. Called on a
+ * host's upload worker (libvirt_thread.c). 0 or -errno with *ret_err. */
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, const int *cancel,
+                     long long *ret_uploaded, char **ret_err);
 
 struct lv_state;
 /* A volume was used by a run now (the LRU order of lv_pool_prune). */
@@ -151,8 +153,20 @@ struct lv_state {
 	pthread_cond_t quit_cond;
 	struct lv_cmd *cmds, **cmds_tail;
 	struct drv_instance *insts;
-	struct lv_job *jobs;    /* libvirt thread only */
+	struct lv_job *jobs;    /* libvirt thread only (jobs at their upload too) */
 	struct lv_vol_use *vol_uses; /* libvirt thread only */
+	/* Remote hosts: the upload worker (one per state, started by the first job with a
+	 * volume to ensure, joined by the libvirt thread when it drops the state). The
+	 * libvirt thread hands it a job (up_queue) and takes it back (up_done, then
+	 * wake_timer): both lists, linked by up_next, and up_quit are under lock. */
+	pthread_t up_thread;
+	int up_started;         /* libvirt thread only */
+	int up_quit;            /* the worker stops, an upload in progress is aborted (atomic) */
+	pthread_cond_t up_cond; /* a job queued or up_quit */
+	struct lv_job *up_queue, **up_queue_tail, *up_done;
+	/* The connection died under a worker's call (libvirt called on_conn_close there):
+	 * the libvirt thread ends the runs (under lock). */
+	int conn_lost_pending, conn_lost_reason;
 	uint64_t use_clock;
 	unsigned long long quota_bytes; /* remote hosts: image volumes kept (0: no quota) */
 	uint64_t next_token;
@@ -187,6 +201,16 @@ struct lv_job {
 	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
 	char *vol;         /* remote hosts: the volume the domain uses (kept from pruning) */
 	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
+	/* At its upload (uploading set, on st->jobs all the while), the job belongs to the
+	 * upload worker but for what the libvirt thread alone writes: facts.killed (a kill,
+	 * acted on when it comes back) and lost (the connection died: it ends host-lost). */
+	struct lv_job *up_next;  /* st->up_queue or st->up_done (under st->lock) */
+	virConnectPtr up_conn;   /* the worker's reference on st->conn for the upload */
+	int uploading;           /* libvirt thread only */
+	int up_r;                /* the worker's result: lv_volume_ensure's, with up_err */
+	char *up_err;
+	long long uploaded;
+	char *lost;              /* libvirt thread only: why the connection died during the upload */
 	int kvm, accel_auto, unikraft;
 	virDomainPtr dom;
 	virStreamPtr stream;

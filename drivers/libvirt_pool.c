@@ -2,7 +2,8 @@
  * libvirt_pool.c — images on remote libvirt hosts: one storage pool
  * ("ukrun", a directory pool created when absent) holding one raw volume per
  * image digest, uploaded with virStorageVolUpload only when the host lacks it.
- * Called on the libvirt driver's thread (blocking calls, never on the loop).
+ * Called on the libvirt driver's thread (blocking calls, never on the loop), but
+ * lv_volume_ensure: on the host's upload worker (libvirt_thread.c).
  */
 #include "libvirt_int.h"
 
@@ -72,15 +73,23 @@ static int image_name_is_digest(const char *s)
 	return n == 64;
 }
 
+struct upload {
+	int fd;
+	const int *cancel;
+};
+
 static int send_file(virStreamPtr st, char *buf, size_t n, void *opaque)
 {
+	struct upload *u = opaque;
 	(void)st;
-	ssize_t r = read(*(int *)opaque, buf, n);
+	if (u->cancel && __atomic_load_n(u->cancel, __ATOMIC_ACQUIRE))
+		return -1; /* virStreamSendAll aborts the stream */
+	ssize_t r = read(u->fd, buf, n);
 	return r < 0 ? -1 : (int)r;
 }
 
-int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, long long *ret_uploaded,
-                     char **ret_err)
+int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, const int *cancel,
+                     long long *ret_uploaded, char **ret_err)
 {
 	*ret_uploaded = 0;
 	virStoragePoolPtr pool = virStoragePoolLookupByName(conn, LV_POOL_NAME);
@@ -121,7 +130,8 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 	}
 	st = virStreamNew(conn, 0);
 	if (!st || virStorageVolUpload(vol, st, 0, (unsigned long long)sb.st_size, 0) < 0 ||
-	    virStreamSendAll(st, send_file, &fd) < 0 || virStreamFinish(st) < 0) {
+	    virStreamSendAll(st, send_file, &(struct upload){.fd = fd, .cancel = cancel}) < 0 ||
+	    virStreamFinish(st) < 0) {
 		*ret_err = msg("cannot upload the image to volume", sha);
 		if (st)
 			virStreamAbort(st);
@@ -167,10 +177,12 @@ static uint64_t last_use(const struct lv_state *st, const char *name)
 	return 0;
 }
 
+/* A volume a job runs from, or one a job's upload worker is ensuring (its sha stays
+ * unchanged meanwhile). */
 static int in_use(const struct lv_state *st, const char *name)
 {
 	for (const struct lv_job *j = st->jobs; j; j = j->next)
-		if (j->vol && strcmp(j->vol, name) == 0)
+		if ((j->vol && strcmp(j->vol, name) == 0) || (j->uploading && strcmp(j->sha, name) == 0))
 			return 1;
 	return 0;
 }

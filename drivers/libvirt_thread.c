@@ -5,6 +5,13 @@
  * the messages posted back to the run's uv_async. One such thread per process
  * serves every lv_state (the libvirt and xen drivers): libvirt's default event
  * loop must be registered and run by one thread only.
+ *
+ * The one long blocking call, a remote host's image upload (lv_volume_ensure),
+ * runs on that host's own upload worker instead: the libvirt thread hands the
+ * job over (its upload fields, see struct lv_job) with a reference on the
+ * connection, and takes it back through st->up_done and the wake-up timer to go
+ * on from the upload (notes, LRU and quota of the pool, the domain) itself; the
+ * state of the pool (vol_uses, jobs) stays the libvirt thread's.
  */
 #include "libvirt_int.h"
 
@@ -90,6 +97,10 @@ void lv_job_discard(struct lv_job *j)
 	free(j->vol);
 	free(j->image);
 	free(j->serial_log);
+	free(j->up_err);
+	free(j->lost);
+	if (j->up_conn && virConnectClose(j->up_conn) < 0)
+		virResetLastError();
 	free(j);
 }
 
@@ -353,12 +364,14 @@ static void on_reboot(virConnectPtr c, virDomainPtr dom, void *opaque)
 		virResetLastError();
 }
 
-/* The connection died (keepalive timeout, libvirtd gone): every run on it fails. */
-static void on_conn_close(virConnectPtr c, int reason, void *opaque)
+static __thread int on_libvirt_thread; /* set by loop_main */
+
+/* The connection died (keepalive timeout, libvirtd gone): every run on it fails,
+ * but a run at its upload, which the worker holds: it ends host-lost when it comes
+ * back. The libvirt thread only. */
+static void conn_lost(struct lv_state *st, int reason)
 {
-	struct lv_state *st = opaque;
 	static const char *const why[] = {"an I/O error", "end of file", "keepalive timeout", "a client request"};
-	(void)c;
 	if (__atomic_load_n(&st->conn_dead, __ATOMIC_ACQUIRE))
 		return;
 	char *err = errmsg_printf("lost the connection to libvirtd at %s (%s)", st->uri,
@@ -368,13 +381,42 @@ static void on_conn_close(virConnectPtr c, int reason, void *opaque)
 	st->conn_err = err;
 	pthread_mutex_unlock(&st->lock);
 	__atomic_store_n(&st->conn_dead, 1, __ATOMIC_RELEASE);
-	while (st->jobs) {
-		struct lv_job *j = st->jobs;
+	struct lv_job **p = &st->jobs;
+	while (*p) {
+		struct lv_job *j = *p;
+		if (j->uploading) {
+			if (!j->lost)
+				j->lost = strdup(err ? err : "lost the connection to libvirtd");
+			p = &j->next;
+			continue;
+		}
 		lv_job_release(j);
 		struct drv_outcome o = {.end = DRV_END_HOST_LOST, .value = -ECONNRESET, .message = err};
 		post_exit(j, &o);
 		lv_job_unlink_free(j);
 	}
+}
+
+/* libvirt calls this on the thread that finds the connection dead: the libvirt
+ * thread (keepalive, events), or an upload worker (its own call on the connection),
+ * which leaves it to the libvirt thread (on_wake, before any command: nothing
+ * reopens the connection meanwhile, conn_dead is not set yet). */
+static void on_conn_close(virConnectPtr c, int reason, void *opaque)
+{
+	struct lv_state *st = opaque;
+	(void)c;
+	if (on_libvirt_thread) {
+		conn_lost(st, reason);
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	if (!st->conn_lost_pending) {
+		st->conn_lost_pending = 1;
+		st->conn_lost_reason = reason;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (st->wake_timer >= 0)
+		virEventUpdateTimeout(st->wake_timer, 0);
 }
 
 void lv_conn_close(struct lv_state *st)
@@ -426,50 +468,152 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 	return 0;
 }
 
-/* Create the domain paused, attach the console, resume. */
-static void job_create(struct lv_job *j)
+/* ---- the upload worker of a remote host ---- */
+
+static void *upload_main(void *arg)
+{
+	struct lv_state *st = arg;
+	pthread_mutex_lock(&st->lock);
+	for (;;) {
+		while (!st->up_queue && !__atomic_load_n(&st->up_quit, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&st->up_cond, &st->lock);
+		if (__atomic_load_n(&st->up_quit, __ATOMIC_ACQUIRE))
+			break; /* state_drop frees what is left */
+		struct lv_job *j = st->up_queue;
+		st->up_queue = j->up_next;
+		if (!st->up_queue)
+			st->up_queue_tail = &st->up_queue;
+		pthread_mutex_unlock(&st->lock);
+		j->up_r = lv_volume_ensure(j->up_conn, j->sha, j->image, &st->up_quit, &j->uploaded, &j->up_err);
+		if (virConnectClose(j->up_conn) < 0)
+			virResetLastError();
+		j->up_conn = NULL;
+		pthread_mutex_lock(&st->lock);
+		j->up_next = st->up_done;
+		st->up_done = j;
+		pthread_mutex_unlock(&st->lock);
+		virEventUpdateTimeout(st->wake_timer, 0); /* removed only after the join */
+		pthread_mutex_lock(&st->lock);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return NULL;
+}
+
+/* Hand `j` to the host's upload worker (started now if need be). 0 or -errno with *ret_err. */
+static int upload_queue(struct lv_job *j, char **ret_err)
+{
+	struct lv_state *st = j->st;
+	if (!st->up_started) {
+		if (pthread_create(&st->up_thread, NULL, upload_main, st) != 0) {
+			*ret_err = errmsg_printf("%s: cannot start the upload thread of %s", st->fl->name, st->uri);
+			return -EAGAIN;
+		}
+		st->up_started = 1;
+	}
+	if (virConnectRef(st->conn) < 0) {
+		*ret_err = errmsg_printf("libvirt at %s: %s", st->uri, lv_error());
+		return -EIO;
+	}
+	j->up_conn = st->conn;
+	j->uploading = 1;
+	j->up_next = NULL;
+	pthread_mutex_lock(&st->lock);
+	*st->up_queue_tail = j;
+	st->up_queue_tail = &j->up_next;
+	pthread_cond_signal(&st->up_cond);
+	pthread_mutex_unlock(&st->lock);
+	return 0;
+}
+
+/* The libvirt thread stops the worker, aborting an upload in progress; the jobs are
+ * on st->jobs (state_drop frees them). */
+static void upload_stop(struct lv_state *st)
+{
+	if (!st->up_started)
+		return;
+	pthread_mutex_lock(&st->lock);
+	__atomic_store_n(&st->up_quit, 1, __ATOMIC_RELEASE);
+	pthread_cond_signal(&st->up_cond);
+	pthread_mutex_unlock(&st->lock);
+	pthread_join(st->up_thread, NULL);
+	st->up_started = 0;
+	st->up_queue = st->up_done = NULL;
+	st->up_queue_tail = &st->up_queue;
+}
+
+static void job_boot(struct lv_job *j);
+
+/* Back from the worker: go on where job_create left it, or end as a kill or a loss
+ * during the upload would have ended it on this thread. */
+static void job_uploaded(struct lv_job *j)
 {
 	struct lv_state *st = j->st;
 	char *err = NULL, *msg = NULL;
-	int r = lv_conn_open(st, &err);
+	j->uploading = 0;
+	if (j->lost) {
+		struct drv_outcome o = {.end = DRV_END_HOST_LOST, .value = -ECONNRESET, .message = j->lost};
+		post_exit(j, &o);
+		lv_job_unlink_free(j);
+		return;
+	}
+	if (j->facts.killed) { /* as a kill of a starting job: whatever the upload gave */
+		struct drv_outcome o;
+		lv_classify_end(&j->facts, &o);
+		post_exit(j, &o);
+		lv_job_unlink_free(j);
+		return;
+	}
+	if (j->up_r < 0) {
+		job_fail(j, j->up_r, j->up_err);
+		return;
+	}
+	/* The facts image_upload (bytes sent) and image_cache are counted per host (/metrics). */
+	char bytes[32];
+	snprintf(bytes, sizeof(bytes), "%lld", j->uploaded);
+	if (j->uploaded) {
+		msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
+		post_note(j, "image_upload", bytes, msg);
+		free(msg);
+	} else {
+		post_note(j, "image_cache", "hit", NULL);
+	}
+	lv_volume_used(st, j->sha);
+	j->vol = j->sha; /* the volume is there for a TCG rerun too */
+	j->sha = NULL;
+	if (j->uploaded && st->quota_bytes) {
+		int n = lv_pool_prune(st, st->quota_bytes, &err);
+		if (n > 0) {
+			msg = errmsg_printf("image quota of %s (%llu MiB): removed %d least recently used volume(s)",
+			                    st->uri, st->quota_bytes >> 20, n);
+			post_note(j, NULL, NULL, msg);
+			free(msg);
+		}
+		free(err);
+	}
+	job_boot(j);
+}
+
+/* Open the connection; a remote host's image goes through its upload worker first. */
+static void job_create(struct lv_job *j)
+{
+	char *err = NULL;
+	int r = lv_conn_open(j->st, &err);
+	if (r == 0 && j->sha)
+		r = upload_queue(j, &err);
 	if (r < 0) {
 		job_fail(j, r, err);
 		free(err);
 		return;
 	}
-	if (j->sha) {
-		long long uploaded = 0;
-		r = lv_volume_ensure(st->conn, j->sha, j->image, &uploaded, &err);
-		if (r < 0) {
-			job_fail(j, r, err);
-			free(err);
-			return;
-		}
-		/* The facts image_upload (bytes sent) and image_cache are counted per host (/metrics). */
-		char bytes[32];
-		snprintf(bytes, sizeof(bytes), "%lld", uploaded);
-		if (uploaded) {
-			msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
-			post_note(j, "image_upload", bytes, msg);
-			free(msg);
-		} else {
-			post_note(j, "image_cache", "hit", NULL);
-		}
-		lv_volume_used(st, j->sha);
-		j->vol = j->sha; /* the volume is there for a TCG rerun too */
-		j->sha = NULL;
-		if (uploaded && st->quota_bytes) {
-			int n = lv_pool_prune(st, st->quota_bytes, &err);
-			if (n > 0) {
-				msg = errmsg_printf("image quota of %s (%llu MiB): removed %d least recently used volume(s)",
-				                    st->uri, st->quota_bytes >> 20, n);
-				post_note(j, NULL, NULL, msg);
-				free(msg);
-			}
-			free(err);
-			err = NULL;
-		}
-	}
+	if (!j->sha)
+		job_boot(j);
+}
+
+/* Create the domain paused, attach the console, resume. */
+static void job_boot(struct lv_job *j)
+{
+	struct lv_state *st = j->st;
+	char *msg = NULL;
 	/* libvirt's test:/// driver (the xen driver's tests) runs no guest and refuses
 	 * both flags: its domain is created running, with nothing to resume. */
 	const unsigned flags = st->test_host ? 0 : VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
@@ -540,7 +684,7 @@ static void job_kill(struct lv_state *st, uint64_t token)
 	struct lv_job *j = job_by_token(st, token);
 	if (!j || j->facts.killed)
 		return;
-	j->facts.killed = 1;
+	j->facts.killed = 1; /* at its upload: ends killed when it comes back (job_uploaded) */
 	if (j->dom && !j->stopped && virDomainDestroy(j->dom) < 0)
 		virResetLastError(); /* already gone: its Stopped event ends the job */
 }
@@ -549,6 +693,7 @@ static void job_kill(struct lv_state *st, uint64_t token)
  * AUTODESTROY), its wake-up timer and its connection; then unprobe may free it. */
 static void state_drop(struct lv_state *st)
 {
+	upload_stop(st); /* its jobs are on st->jobs; nothing of theirs is posted */
 	while (st->jobs) {
 		lv_job_release(st->jobs);
 		lv_job_unlink_free(st->jobs);
@@ -568,6 +713,8 @@ static void on_wake(int timer, void *opaque)
 	virEventUpdateTimeout(timer, -1);
 	for (;;) {
 		pthread_mutex_lock(&st->lock);
+		int lost = st->conn_lost_pending, reason = st->conn_lost_reason;
+		st->conn_lost_pending = 0;
 		struct lv_cmd *c = st->cmds;
 		if (c) {
 			st->cmds = c->next;
@@ -575,6 +722,8 @@ static void on_wake(int timer, void *opaque)
 				st->cmds_tail = &st->cmds;
 		}
 		pthread_mutex_unlock(&st->lock);
+		if (lost)
+			conn_lost(st, reason);
 		if (!c)
 			break;
 		switch (c->type) {
@@ -592,6 +741,21 @@ static void on_wake(int timer, void *opaque)
 			return;
 		}
 		free(c);
+	}
+	/* Uploads done, oldest first. */
+	pthread_mutex_lock(&st->lock);
+	struct lv_job *done = NULL;
+	while (st->up_done) {
+		struct lv_job *j = st->up_done;
+		st->up_done = j->up_next;
+		j->up_next = done;
+		done = j;
+	}
+	pthread_mutex_unlock(&st->lock);
+	while (done) {
+		struct lv_job *j = done;
+		done = j->up_next;
+		job_uploaded(j);
 	}
 }
 
@@ -626,6 +790,7 @@ static void on_loop_timer(int timer, void *opaque)
 static void *loop_main(void *arg)
 {
 	(void)arg;
+	on_libvirt_thread = 1;
 	while (!__atomic_load_n(&loop_quit, __ATOMIC_ACQUIRE))
 		if (virEventRunDefaultImpl() < 0)
 			virResetLastError();
