@@ -198,7 +198,9 @@ static void slot_down(struct run_manager *mgr, struct driver_slot *s, const char
 /* Remove what a dead daemon (or a lost connection) left behind on the slot's host. */
 static void slot_reap(struct run_manager *mgr, struct driver_slot *s, const struct lost_ids *lost)
 {
-	if (!s->available || !s->drv->reap)
+	/* Only at start (lost non-NULL), before any run: a host added at run time may share its libvirtd with a
+	 * host that runs guests of ours now. */
+	if (!lost || !s->available || !s->drv->reap)
 		return;
 	char *rerr = NULL;
 	int n = s->drv->reap(s->state, mgr->cfg.runs_dir, lost ? (const char *const *)lost->v : NULL,
@@ -597,15 +599,36 @@ static void reprobe_work(uv_work_t *w)
 	s->old_state = NULL;
 	s->new_state = NULL;
 	s->new_info = s->new_err = NULL;
+	/* No reap here: the lost connection's domains were autodestroyed with it, and another host entry of this
+	 * runnerd may run guests on the same libvirtd right now (reaping killed one: libvirt_remote in CI). */
 	s->new_r = s->drv->probe(&dh, &s->new_state, &s->new_info, &s->new_err);
-	if (s->new_r >= 0 && s->drv->reap) {
-		char *rerr = NULL;
-		s->drv->reap(s->new_state, s->mgr->cfg.runs_dir, NULL, 0, &rerr); /* this daemon's leftovers there */
-		free(rerr);
-	}
 }
 
 static void host_maybe_free(struct run_manager *mgr, struct run_host *h);
+
+/* The libvirt URI a slot talks to: the host's, or the local host's option for that driver (NULL: its default). */
+static const char *slot_uri(const struct driver_slot *s)
+{
+	if (s->host->uri)
+		return s->host->uri;
+	struct drv_host dh;
+	host_drv_host(s->host, &dh);
+	return drv_host_option(&dh, strcmp(s->drv->name, "xen") == 0 ? "xen-uri" : "libvirt-uri");
+}
+
+/* Does a run of this runnerd use the same libvirtd through another host entry (or the same)? */
+static int uri_busy(const struct run_manager *mgr, const struct driver_slot *s)
+{
+	const char *u = slot_uri(s);
+	for (size_t i = 0; i < mgr->nhosts; i++)
+		for (size_t j = 0; j < mgr->hosts[i]->nslots; j++) {
+			const struct driver_slot *o = &mgr->hosts[i]->slots[j];
+			const char *ou = slot_uri(o);
+			if (o->drv == s->drv && o->nrunning && ((!u && !ou) || (u && ou && strcmp(u, ou) == 0)))
+				return 1;
+		}
+	return 0;
+}
 
 static void reprobe_done(uv_work_t *w, int status)
 {
@@ -621,6 +644,12 @@ static void reprobe_done(uv_work_t *w, int status)
 		s->backoff_ms = 0;
 		free(s->new_err);
 		log_info("host %s: driver %s is back: %s", h->name, s->drv->name, s->info);
+		/* What the lost connection left there (a libvirtd killed outright keeps its guests), unless a run of
+		 * ours uses that libvirtd now through another host entry: reaping would kill it. */
+		if (!uri_busy(mgr, s)) {
+			struct lost_ids none = {0};
+			slot_reap(mgr, s, &none);
+		}
 	} else {
 		s->state = NULL;
 		free(s->info);

@@ -119,11 +119,19 @@ for _ in $(seq 100); do
 done
 [[ $(jget waiting <<<"$API_BODY") == "waiting for a host with label gpu" ]] || fail "no wait reason: $API_BODY"
 [[ $(jget state <<<"$API_BODY") == queued ]] || fail "the gpu run is not queued: $API_BODY"
+# A guest running on r2 while g1 (the same libvirtd) is added and probed: the new host's probe must leave it alone.
+bg_run r2hang --host r2 --timeout 300 "$FX/mb_hang"; r2hang=$BG_PID r2hangid=$BG_ID
+wait_state "$r2hangid" running 60
 run_ukrun addg1 hosts add g1 "$R2" --capacity 1 --memory 512 --label gpu
 expect_rc addg1 0
 wait_rc "$gpu"
 ((RC == 0)) || { cat "$T/gpu.err" >&2; fail "the gpu run exited $RC after g1 was added"; }
 [[ $(sql "SELECT host FROM runs WHERE id = $gid") == g1 ]] || fail "the gpu run did not run on g1"
+[[ $(sql "SELECT state FROM runs WHERE id = $r2hangid") == running ]] ||
+	fail "r2's guest did not survive g1's probe: $(sql "SELECT state, reason FROM runs WHERE id = $r2hangid")"
+"$UKRUN" cancel "$r2hangid" >/dev/null
+wait_rc "$r2hang"
+((RC == 130)) || fail "r2's cancelled guest exited $RC"
 api POST /v1/hosts -H 'Content-Type: application/json' -d "{\"name\": \"g1\", \"uri\": \"$R2\"}"
 [[ $HTTP_STATUS == 409 ]] || fail "a second g1: $HTTP_STATUS $API_BODY"
 api POST /v1/hosts -H 'Content-Type: application/json' -d '{"name": "Bad Name", "uri": "qemu+tcp://x/system"}'

@@ -128,6 +128,16 @@ lv_remote_stop_all() {
 	for n in "${LV_REMOTES[@]}"; do
 		for d in $(lv_remote_domains "$n"); do virsh -q -c "${LV_REMOTE_URI[$n]}" destroy "$d" >/dev/null 2>&1; done
 		for f in libvirtd virtlogd; do [[ -s $T/$n/$f.pid ]] && kill -TERM "$(cat "$T/$n/$f.pid")" 2>/dev/null; done
+		# QEMU processes a SIGKILLed libvirtd left behind are nobody's children: every process still in the
+		# namespace goes with it.
+		local ns q
+		ns=$(readlink "/proc/$(cat "$T/$n/ns.pid")/ns/mnt" 2>/dev/null) || ns=
+		if [[ -n $ns ]]; then
+			for q in /proc/[0-9]*; do
+				[[ ${q#/proc/} != "$(cat "$T/$n/ns.pid")" && $(readlink "$q/ns/mnt" 2>/dev/null) == "$ns" ]] &&
+					kill -KILL "${q#/proc/}" 2>/dev/null
+			done
+		fi
 		wait_pid_gone "$(cat "$T/$n/ns.pid")" 20 || kill -KILL "$(cat "$T/$n/ns.pid")" 2>/dev/null
 	done
 	return 0
