@@ -66,6 +66,7 @@ struct run {
 	char cur_line[240];
 	char *name, *image_path, *initrd_path, *workdir, *machine;
 	char **args, **uk_params, **env, **binds;
+	char *cwd;             /* the spec's start directory (owned: the request is gone when a queued run starts) */
 	struct verdict final_v; /* decided at the end, recorded by record_end */
 	json_t *cases;          /* test cases being written */
 	uv_work_t tests_work;
@@ -505,6 +506,7 @@ static void run_free(struct run *run)
 	strv_free(run->uk_params);
 	strv_free(run->env);
 	strv_free(run->binds);
+	free(run->cwd);
 	free(run);
 }
 
@@ -1766,6 +1768,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	dflags |= io_plan(mgr, id, slot->drv, dflags, req);
 	size_t nbinds = (slot->drv->caps & DRV_CAP_BINDS) ? req->nbinds : 0;
 	run->binds = strv_dup(req->binds, nbinds);
+	run->cwd = nbinds && req->cwd ? strdup(req->cwd) : NULL;
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
 	uv_timer_init(mgr->loop, &run->throttle_timer);
@@ -1790,7 +1793,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		.flags = dflags,
 		.binds = run->binds,
 		.nbinds = nbinds,
-		.cwd = nbinds ? req->cwd : NULL,
+		.cwd = run->cwd,
 		.hide = mgr->cfg.hidden,
 		.nhide = strv_len(mgr->cfg.hidden),
 	};
@@ -1813,6 +1816,7 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	 * queued run read it); the write side is opened when the run starts. */
 	char *cpath = run_console_path(mgr, id);
 	r = run->image_path && run->args && run->uk_params && run->env && run->binds && run->require && cpath &&
+	            (run->cwd || !(nbinds && req->cwd)) &&
 	            (run->driver || !req->driver) ? 0 : -ENOMEM;
 	if (r == 0)
 		r = rundir_create(mgr->cfg.runs_dir, id, &run->workdir);
