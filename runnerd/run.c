@@ -1307,7 +1307,7 @@ static void name_image(struct run *run)
 /* What keeps hosts from taking a run, counted over the hosts looked at. */
 struct misfit {
 	unsigned hosts, labels, nodriver, down, full, memory;
-	const struct run_host *down_host, *full_host, *mem_host;
+	const struct run_host *down_host; /* one of the down hosts, named in the reason */
 };
 
 static void join_labels(char *const *labels, char *buf, size_t n)
@@ -1388,12 +1388,10 @@ static int place(struct run_manager *mgr, const struct run *run, struct run_host
 		}
 		if (h->nrunning >= h->capacity) {
 			m->full++;
-			m->full_host = h;
 			continue;
 		}
 		if (h->memory_mb && h->mem_used + run->mem_mb > h->memory_mb) {
 			m->memory++;
-			m->mem_host = h;
 			continue;
 		}
 		/* h->nrunning / h->capacity < best's, without division */
