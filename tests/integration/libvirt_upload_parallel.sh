@@ -3,7 +3,8 @@
 # big image is on its way to r1 (whose libvirtd is held stopped mid-upload, so the upload cannot finish early), a
 # run pinned to r2 starts and ends; r1's run then goes on from its upload and exits 0. A cancel during an upload
 # ends the run cancelled once the upload is back; r1's libvirtd killed during an upload ends that run lost; runnerd
-# stopped during an upload aborts it and exits cleanly.
+# stopped during an upload aborts it and exits cleanly; the volume left by a runnerd SIGKILLed during an upload is
+# known unfinished: the next run uploads the image again, whole, instead of booting the partial one.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_libvirt.sh"
@@ -120,4 +121,27 @@ wait_volume r2 "$BIG_SHA"
 stop_daemon "$DAEMON_PID"
 wait_rc "$big4"
 ((RC != 0)) || fail "the run whose upload runnerd stopped exited 0"
+
+# ---- runnerd SIGKILLed during an upload: the volume it left is not the image; the next run uploads it again ----
+start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
+big mb_big5 100
+big5_sha=$BIG_SHA
+bg_run big5 --host r2 --timeout 300 "$T/mb_big5"
+big5=$BG_PID
+wait_volume r2 "$big5_sha"
+kill -KILL "$DAEMON_PID"
+wait_pid_gone "$DAEMON_PID" 20 || fail "runnerd did not die on SIGKILL"
+forget_daemon "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+wait_rc "$big5"
+((RC != 0)) || fail "the run whose runnerd was killed at its upload exited 0"
+virsh -q -c "$R2" vol-list ukrun 2>/dev/null | grep -q "$big5_sha" || fail "no unfinished volume was left on r2"
+start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
+expect_run big5again 0 lifecycle qemu/libvirt --host r2 "$T/mb_big5"
+id=$(last_run_id)
+[[ $(sql "SELECT value FROM run_facts WHERE run_id = $id AND key = 'image_upload'") == $(stat -c %s "$T/mb_big5") ]] ||
+	fail "the unfinished volume was taken for the image: run $id did not upload it again ($(sql "SELECT key || '=' || value FROM run_facts WHERE run_id = $id AND key LIKE 'image%'"))"
+virsh -q -c "$R2" vol-download --pool ukrun "$big5_sha" "$T/big5.down" >/dev/null
+[[ $(sha256sum "$T/big5.down" | cut -d' ' -f1) == "$big5_sha" ]] || fail "r2's volume $big5_sha does not hold the image"
+rm -f "$T/big5.down"
 log "ok"
