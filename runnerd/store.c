@@ -1,5 +1,6 @@
 /* store.c — sqlite persistence for runnerd (see store.h). */
 #include "store.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -836,14 +837,39 @@ json_t *store_run_tests(struct store *st, int64_t id)
 	                 summary);
 }
 
+static unsigned list_mask(const struct run_filter *f)
+{
+	return (f->state ? LIST_STATE : 0) | (f->image ? LIST_IMAGE : 0) | (f->label_key ? LIST_LABEL : 0) |
+	       (f->label_key && f->label_value ? LIST_VALUE : 0) | (f->before ? LIST_BEFORE : 0);
+}
+
+/* Only the terms that filter (a term like "?1 IS NULL OR state = ?1" keeps sqlite from using any
+ * index). With a label, the walk is the label's index in run-id order (005_label_index.sql) joined to
+ * each run: labels hold one value per key and run, so the join yields each run at most once. */
+unsigned store_list_sql(const struct run_filter *f, char *buf, size_t size)
+{
+	unsigned mask = list_mask(f);
+	const char *id = mask & LIST_LABEL ? "l.run_id" : "r.id";
+	int n = snprintf(buf, size, "SELECT " RUN_COLS " FROM %s WHERE 1",
+	                 mask & LIST_LABEL ? "labels l JOIN runs r ON r.id = l.run_id" : "runs r");
+	if (mask & LIST_LABEL)
+		n += snprintf(buf + n, size - (size_t)n, " AND l.key = ?3%s", mask & LIST_VALUE ? " AND l.value = ?4" : "");
+	if (mask & LIST_STATE)
+		n += snprintf(buf + n, size - (size_t)n, " AND r.state = ?1");
+	if (mask & LIST_IMAGE)
+		n += snprintf(buf + n, size - (size_t)n, " AND r.image = ?2");
+	if (mask & LIST_BEFORE)
+		n += snprintf(buf + n, size - (size_t)n, " AND %s < ?5", id);
+	snprintf(buf + n, size - (size_t)n, " ORDER BY %s DESC LIMIT ?6", id);
+	return mask;
+}
+
 json_t *store_run_list(struct store *st, const struct run_filter *f)
 {
 	sqlite3_stmt *stmt;
 	json_t *arr = json_array();
-	const char *sql =
-	    "SELECT " RUN_COLS " FROM runs r WHERE (?1 IS NULL OR r.state = ?1) AND (?2 IS NULL OR r.image = ?2) "
-	    "AND (?3 IS NULL OR EXISTS (SELECT 1 FROM labels l WHERE l.run_id = r.id AND l.key = ?3 AND "
-	    "(?4 IS NULL OR l.value = ?4))) AND (?5 = 0 OR r.id < ?5) ORDER BY r.id DESC LIMIT ?6";
+	char sql[1024];
+	store_list_sql(f, sql, sizeof(sql));
 	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK)
 		return arr;
 	sqlite3_bind_text(stmt, 1, f->state, -1, SQLITE_TRANSIENT);
