@@ -717,6 +717,45 @@ static void test_migrate_label_index(void **state)
 	sqlite3_close(db);
 }
 
+/* The store keeps its reads prepared between requests: none of them may keep its read snapshot
+ * once it has answered, or the WAL could never be checkpointed (it would grow for the daemon's
+ * life). A full TRUNCATE checkpoint from another connection succeeds right after reads of each kind,
+ * and the kept statements see what was written after they were first used. */
+static void test_reads_release_snapshot(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	put_image(fx->st, SHA_B, "b");
+	insert_mixed_runs(fx->st, 20);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	/* The checkpointing connection sees WAL mode only once it has read the database. */
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM runs", NULL, NULL, NULL), SQLITE_OK);
+	for (int round = 0; round < 2; round++) {
+		json_t *one = store_run_get(fx->st, 6);
+		assert_non_null(one);
+		assert_string_equal(sget(one, "state"), round ? "cancelled" : "running");
+		json_decref(one);
+		struct run_filter fl = { .label_key = "suite", .label_value = "fast", .limit = 2 };
+		struct run_filter fs = { .state = "running", .before = 20, .limit = 1 };
+		json_t *a = store_run_list(fx->st, &fl), *b = store_run_list(fx->st, &fs);
+		assert_int_equal(json_array_size(a), 2);
+		assert_int_equal(json_array_size(b), 1);
+		json_decref(a);
+		json_decref(b);
+		json_t *tests = store_run_tests(fx->st, 6);
+		assert_non_null(tests);
+		json_decref(tests);
+		/* SQLITE_BUSY when a reader still holds a snapshot in the WAL; the log is empty after. */
+		int frames = -1;
+		assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, NULL), SQLITE_OK);
+		assert_int_equal(frames, 0);
+		struct run_end end = { .state = "cancelled", .exit_source = "runner", .reason = "test" };
+		assert_int_equal(store_run_finish(fx->st, 6, &end), 0);
+	}
+	sqlite3_close(db);
+}
+
 struct seen {
 	int64_t ids[16];
 	size_t n;
@@ -920,6 +959,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_run_list_matches_reference, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_list_plans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_label_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reads_release_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tests_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hosts_api, setup, teardown),
