@@ -226,7 +226,7 @@ static uint64_t last_use(const struct lv_state *st, const char *name)
 static int in_use(const struct lv_state *st, const char *name)
 {
 	for (const struct lv_job *j = st->jobs; j; j = j->next)
-		if ((j->vol && strcmp(j->vol, name) == 0) || (j->uploading && strcmp(j->sha, name) == 0))
+		if ((j->vol && strcmp(j->vol, name) == 0) || (j->uploading && j->sha && strcmp(j->sha, name) == 0))
 			return 1;
 	return 0;
 }
