@@ -192,10 +192,11 @@ static void slot_down(struct run_manager *mgr, struct driver_slot *s, const char
 {
 	struct run_host *h = s->host;
 	s->available = 0;
+	char *info = strdup(why), *last = strdup(why); /* `why` may be s->info itself (host_probed) */
 	free(s->info);
-	s->info = strdup(why);
+	s->info = info;
 	free(h->last_error);
-	h->last_error = strdup(why);
+	h->last_error = last;
 	s->backoff_ms = RUN_PROBE_BACKOFF_MIN_MS;
 	s->next_probe = uv_now(mgr->loop) + s->backoff_ms;
 }
