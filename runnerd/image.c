@@ -264,11 +264,15 @@ uint64_t image_upload_size(const struct image_upload *up)
 	return up->size;
 }
 
-int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err)
+void image_upload_digest(struct image_upload *up, const char *buf, size_t len)
+{
+	EVP_DigestUpdate(up->md, buf, len);
+}
+
+int image_upload_append(struct image_upload *up, const char *buf, size_t len, char **ret_err)
 {
 	if (up->size + len > up->is->max_size)
 		return -EFBIG;
-	EVP_DigestUpdate(up->md, buf, len);
 	off_t start = (off_t)up->size;
 	size_t todo = len;
 	while (len) {
@@ -287,6 +291,14 @@ int image_upload_write(struct image_upload *up, const char *buf, size_t len, cha
 	 * hint: its failure changes nothing. */
 	(void)sync_file_range(up->fd, start, (off_t)todo, SYNC_FILE_RANGE_WRITE);
 	return 0;
+}
+
+int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err)
+{
+	if (up->size + len > up->is->max_size)
+		return -EFBIG;
+	image_upload_digest(up, buf, len);
+	return image_upload_append(up, buf, len, ret_err);
 }
 
 void image_upload_abort(struct image_upload *up)

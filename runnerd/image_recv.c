@@ -14,36 +14,47 @@ struct chunk {
 	size_t len, cap;
 };
 
+/* A worker job kind, each with at most one job on the pool at a time. The digest and the
+ * writes run in parallel, each over the chunks in order (hashing is much faster here than
+ * writing into fresh page-cache pages); the seal waits for both. */
+enum { LANE_DIGEST, LANE_APPEND, LANE_SEAL, LANES };
+
+struct lane {
+	uv_work_t work;
+	struct image_recv *rc;
+	int kind;
+	int busy;
+	uint64_t done; /* chunks this lane has finished */
+	/* The job: set on the loop before it is queued, results read on the loop after it
+	 * returned (uv_queue_work orders both). */
+	struct chunk *job;
+	int result;
+	char *err;
+};
+
 struct image_recv {
 	uv_loop_t *loop;
 	struct image_upload *up;
 	struct image_recv_ops ops;
 	void *arg;
-	uv_work_t work;
-	struct chunk c[2];
-	int fill;      /* the chunk the loop fills; the other one is the worker's while busy */
-	int busy;      /* a job is on the worker */
+	struct chunk c[IMAGE_RECV_CHUNKS];
+	uint64_t filled; /* chunks handed to the lanes; chunk k lives in c[k % IMAGE_RECV_CHUNKS] */
+	struct lane lane[LANES];
 	int held;      /* feed answered IMAGE_RECV_HOLD: ops.room is owed */
-	int finishing; /* image_recv_finish() was called: the last job seals */
-	int aborted;   /* image_recv_abort() while busy: the job's end frees */
+	int finishing; /* image_recv_finish() was called: the seal follows the last chunk */
+	int aborted;   /* image_recv_abort() while a job is out: the last one's end frees */
 	int result;    /* the first failure, or 0 */
 	char *err;     /* ... and its message */
-	/* The job: set on the loop before it is queued, results read on the loop after it
-	 * returned (uv_queue_work orders both). */
-	int job;        /* index of its chunk */
-	int job_seals;  /* ... then image_upload_seal() */
-	int job_skip;   /* an earlier failure: write nothing, seal nothing */
-	int job_result;
-	char *job_err;
 };
 
 static void destroy(struct image_recv *rc)
 {
 	image_upload_abort(rc->up);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < IMAGE_RECV_CHUNKS; i++)
 		free(rc->c[i].buf);
+	for (int i = 0; i < LANES; i++)
+		free(rc->lane[i].err);
 	free(rc->err);
-	free(rc->job_err);
 	free(rc);
 }
 
@@ -57,76 +68,126 @@ int image_recv_new(uv_loop_t *loop, struct image_upload *up, const struct image_
 	rc->up = up;
 	rc->ops = *ops;
 	rc->arg = arg;
-	rc->work.data = rc;
+	for (int i = 0; i < LANES; i++) {
+		rc->lane[i].rc = rc;
+		rc->lane[i].kind = i;
+		rc->lane[i].work.data = &rc->lane[i];
+	}
 	*ret_rc = rc;
 	return 0;
 }
 
-/* On the worker: hash and write the job's chunk, then seal when it is the last. */
+static int busy(const struct image_recv *rc)
+{
+	return rc->lane[LANE_DIGEST].busy || rc->lane[LANE_APPEND].busy || rc->lane[LANE_SEAL].busy;
+}
+
+/* Chunks both lanes are done with (their slots are free again). */
+static uint64_t released(const struct image_recv *rc)
+{
+	uint64_t d = rc->lane[LANE_DIGEST].done, a = rc->lane[LANE_APPEND].done;
+	return d < a ? d : a;
+}
+
+/* On the worker. */
 static void job_run(uv_work_t *w)
 {
-	struct image_recv *rc = w->data;
-	struct chunk *c = &rc->c[rc->job];
-	rc->job_result = 0;
-	if (rc->job_skip)
-		return;
-	if (c->len)
-		rc->job_result = image_upload_write(rc->up, c->buf, c->len, &rc->job_err);
-	if (rc->job_seals && rc->job_result == 0)
-		image_upload_seal(rc->up); /* its result stays in up: image_upload_record reports it */
+	struct lane *l = w->data;
+	struct image_upload *up = l->rc->up;
+	l->result = 0;
+	if (l->kind == LANE_DIGEST)
+		image_upload_digest(up, l->job->buf, l->job->len);
+	else if (l->kind == LANE_APPEND)
+		l->result = image_upload_append(up, l->job->buf, l->job->len, &l->err);
+	else
+		image_upload_seal(up); /* its result stays in up: image_upload_record reports it */
 }
 
 static void job_done(uv_work_t *w, int status);
 
-static void submit(struct image_recv *rc, int idx, int seals)
+static void submit(struct lane *l, struct chunk *job)
 {
-	rc->job = idx;
-	rc->job_seals = seals;
-	rc->job_skip = rc->result < 0;
-	rc->busy = 1;
-	int r = uv_queue_work(rc->loop, &rc->work, job_run, job_done);
+	l->job = job;
+	l->busy = 1;
+	int r = uv_queue_work(l->rc->loop, &l->work, job_run, job_done);
 	if (r < 0) {
 		/* Only for a bad argument; never seen. Fail the upload rather than lose bytes. */
-		rc->busy = 0;
-		if (rc->result == 0)
-			rc->result = r;
+		l->busy = 0;
+		if (l->rc->result == 0)
+			l->rc->result = r;
 	}
 }
 
-/* On the loop: the job returned. */
+/* Give each idle lane its next job. */
+static void kick(struct image_recv *rc)
+{
+	if (rc->result < 0)
+		return;
+	for (int i = LANE_DIGEST; i <= LANE_APPEND; i++) {
+		struct lane *l = &rc->lane[i];
+		if (!l->busy && l->done < rc->filled)
+			submit(l, &rc->c[l->done % IMAGE_RECV_CHUNKS]);
+	}
+	if (rc->finishing && !busy(rc) && released(rc) == rc->filled)
+		submit(&rc->lane[LANE_SEAL], NULL);
+}
+
+/* The chunk being filled is full (or the body ended): hand it to the lanes when its
+ * successor's slot is free (or none is needed). 1 when handed. */
+static int advance(struct image_recv *rc)
+{
+	struct chunk *c = &rc->c[rc->filled % IMAGE_RECV_CHUNKS];
+	if (!rc->finishing && c->len < IMAGE_RECV_CHUNK)
+		return 0;
+	if (!rc->finishing && rc->filled + 1 - released(rc) >= IMAGE_RECV_CHUNKS)
+		return 0; /* every other slot is still on a lane */
+	if (c->len || !rc->finishing)
+		rc->filled++;
+	return 1;
+}
+
+/* On the loop: a job returned. */
 static void job_done(uv_work_t *w, int status)
 {
-	struct image_recv *rc = w->data;
-	rc->busy = 0;
-	rc->c[rc->job].len = 0;
-	if (status < 0 && rc->job_result == 0)
-		rc->job_result = status; /* cancelled: never ran */
-	if (rc->job_result < 0 && rc->result == 0) {
-		rc->result = rc->job_result;
-		rc->err = rc->job_err;
-		rc->job_err = NULL;
+	struct lane *l = w->data;
+	struct image_recv *rc = l->rc;
+	l->busy = 0;
+	if (status < 0 && l->result == 0)
+		l->result = status; /* cancelled: never ran */
+	if (l->result < 0 && rc->result == 0) {
+		rc->result = l->result;
+		rc->err = l->err;
+		l->err = NULL;
 	}
-	free(rc->job_err);
-	rc->job_err = NULL;
+	free(l->err);
+	l->err = NULL;
+	if (l->kind != LANE_SEAL)
+		l->done++;
 	if (rc->aborted) {
-		destroy(rc);
+		if (!busy(rc))
+			destroy(rc);
 		return;
 	}
-	if (rc->job_seals) {
+	if (l->kind == LANE_SEAL) {
 		rc->ops.sealed(rc->arg);
 		return;
 	}
-	if (rc->finishing) {
-		submit(rc, rc->fill, 1); /* the rest (maybe nothing), then the seal */
-		if (!rc->busy)
-			rc->ops.sealed(rc->arg); /* not queued: record reports why */
+	if (released(rc) == l->done)
+		l->job->len = 0; /* both lanes are through this chunk: its slot is free */
+	if (rc->result < 0) {
+		if (rc->finishing && !busy(rc))
+			rc->ops.sealed(rc->arg); /* nothing more to run: record reports why */
+		else if (rc->held) {
+			rc->held = 0;
+			rc->ops.room(rc->arg); /* the next feed reports the failure */
+		}
 		return;
 	}
-	if (rc->result == 0 && rc->c[rc->fill].len >= IMAGE_RECV_CHUNK) {
-		submit(rc, rc->fill, 0);
-		rc->fill ^= 1;
-	}
-	if (rc->held) {
+	int go_on = rc->held && advance(rc);
+	kick(rc);
+	if (rc->finishing && !busy(rc))
+		rc->ops.sealed(rc->arg); /* the seal could not be queued: record reports why */
+	else if (go_on) {
 		rc->held = 0;
 		rc->ops.room(rc->arg);
 	}
@@ -141,7 +202,7 @@ int image_recv_feed(struct image_recv *rc, const char *buf, size_t len, char **r
 		}
 		return rc->result;
 	}
-	struct chunk *c = &rc->c[rc->fill];
+	struct chunk *c = &rc->c[rc->filled % IMAGE_RECV_CHUNKS];
 	if (c->len + len > c->cap) {
 		size_t cap = c->len + len > IMAGE_RECV_CHUNK ? c->len + len : IMAGE_RECV_CHUNK;
 		if (cap > RECV_CHUNK_MAX)
@@ -156,22 +217,23 @@ int image_recv_feed(struct image_recv *rc, const char *buf, size_t len, char **r
 	c->len += len;
 	if (c->len < IMAGE_RECV_CHUNK)
 		return 0;
-	if (rc->busy) {
-		rc->held = 1; /* the other chunk is on the worker: job_done submits this one */
+	if (!advance(rc)) {
+		rc->held = 1; /* job_done hands this chunk on and calls ops.room */
 		return IMAGE_RECV_HOLD;
 	}
-	submit(rc, rc->fill, 0);
-	rc->fill ^= 1;
+	kick(rc);
 	return rc->result < 0 ? rc->result : 0;
 }
 
 void image_recv_finish(struct image_recv *rc)
 {
 	rc->finishing = 1;
-	if (!rc->busy)
-		submit(rc, rc->fill, 1);
-	if (!rc->busy)
-		rc->ops.sealed(rc->arg); /* not queued: record reports why */
+	rc->held = 0; /* no more bytes: nothing to resume */
+	if (rc->result == 0)
+		advance(rc);
+	kick(rc);
+	if (!busy(rc))
+		rc->ops.sealed(rc->arg); /* a failure before: nothing to run, record reports why */
 }
 
 int image_recv_record(struct image_recv *rc, char **ret_err)
@@ -195,7 +257,7 @@ void image_recv_abort(struct image_recv *rc)
 {
 	if (!rc)
 		return;
-	if (rc->busy)
+	if (busy(rc))
 		rc->aborted = 1;
 	else
 		destroy(rc);

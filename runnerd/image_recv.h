@@ -1,13 +1,15 @@
 /*
  * image_recv.h — receiving an image upload without blocking the event loop.
  *
- * The loop only copies the body's bytes into chunks of IMAGE_RECV_CHUNK bytes; a libuv
- * worker (uv_queue_work) hashes and writes each full chunk (image_upload_write), in order,
- * while the loop fills the next one, and seals the upload at the end (image_upload_seal:
- * digest check, fsync, rename, probe). Two chunks at most: when one is being written and
- * the other is full, image_recv_feed() answers IMAGE_RECV_HOLD and the caller stops
- * reading the connection until ops.room runs (backpressure). So an upload holds at most
- * 2 × IMAGE_RECV_CHUNK of memory (plus what one socket read brings after the hold), and
+ * The loop only copies the body's bytes into chunks of IMAGE_RECV_CHUNK bytes; libuv
+ * workers (uv_queue_work) hash each full chunk (image_upload_digest) and write it
+ * (image_upload_append) — two jobs that run in parallel, each over the chunks in order —
+ * while the loop fills the next one, and seal the upload at the end (image_upload_seal:
+ * digest check, fsync, rename, probe). IMAGE_RECV_CHUNKS chunks at most: when all but the
+ * one being filled are still being hashed or written and that one is full too,
+ * image_recv_feed() answers IMAGE_RECV_HOLD and the caller stops reading the connection
+ * until ops.room runs (backpressure). So an upload holds at most IMAGE_RECV_CHUNKS ×
+ * IMAGE_RECV_CHUNK bytes of memory (plus what one socket read brings after the hold), and
  * the loop never waits for the disk or the hash.
  */
 #ifndef RUNNERD_IMAGE_RECV_H
@@ -19,6 +21,7 @@
 #include "image.h"
 
 #define IMAGE_RECV_CHUNK (1u << 20) /* bytes hashed and written per worker job */
+#define IMAGE_RECV_CHUNKS 3         /* chunks an upload holds at most */
 #define IMAGE_RECV_HOLD 1           /* image_recv_feed: stop reading until ops.room */
 
 struct image_recv;

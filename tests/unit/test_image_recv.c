@@ -1,7 +1,7 @@
 /*
  * test_image_recv.c — an upload received through the libuv worker, on a real loop,
  * directory and sqlite database: bytes fed in socket-sized pieces are stored exactly;
- * the feed holds the input once two chunks are taken (one on the worker, one full) and
+ * the feed holds the input once every chunk is taken (on the workers, or full) and
  * goes on after ops.room; a body that does not hash to its digest, or is over the limit,
  * is refused at record time and leaves nothing behind; an upload aborted while the
  * worker writes one of its chunks is removed once that job returns.
@@ -163,9 +163,9 @@ static void test_chunks_and_hold(void **state)
 	char *data = pattern(len), sha[65];
 	sha256_hex(data, len, sha);
 	struct image_recv *rc = start(fx, sha);
-	/* The loop does not run between feeds: the first chunk's job cannot have been seen
-	 * to return, so the feed that fills the second chunk is the first to hold. */
-	assert_int_equal(feed_all(fx, rc, data, len), 2 * IMAGE_RECV_CHUNK);
+	/* The loop does not run between feeds: no job can have been seen to return, so the
+	 * feed that fills the last free chunk is the first to hold. */
+	assert_int_equal(feed_all(fx, rc, data, len), IMAGE_RECV_CHUNKS * IMAGE_RECV_CHUNK);
 	assert_true(fx->rooms >= 1);
 	image_recv_finish(rc);
 	wait_sealed(fx);
@@ -228,13 +228,14 @@ static void test_over_limit(void **state)
 static void test_abort_in_flight(void **state)
 {
 	struct fixture *fx = *state;
-	size_t len = 3 * IMAGE_RECV_CHUNK;
+	size_t len = IMAGE_RECV_CHUNKS * IMAGE_RECV_CHUNK;
 	char *data = pattern(len), sha[65];
 	sha256_hex(data, len, sha);
 	struct image_recv *rc = start(fx, sha);
-	/* Two chunks: one on the worker, one full behind it (the second feed holds). */
-	assert_int_equal(image_recv_feed(rc, data, IMAGE_RECV_CHUNK, NULL), 0);
-	assert_int_equal(image_recv_feed(rc, data + IMAGE_RECV_CHUNK, IMAGE_RECV_CHUNK, NULL), IMAGE_RECV_HOLD);
+	/* Every chunk taken: on the workers, the last one full behind them (it holds). */
+	for (int i = 0; i < IMAGE_RECV_CHUNKS - 1; i++)
+		assert_int_equal(image_recv_feed(rc, data + i * IMAGE_RECV_CHUNK, IMAGE_RECV_CHUNK, NULL), 0);
+	assert_int_equal(image_recv_feed(rc, data + len - IMAGE_RECV_CHUNK, IMAGE_RECV_CHUNK, NULL), IMAGE_RECV_HOLD);
 	assert_int_equal(tmp_entries(fx), 1);
 	image_recv_abort(rc); /* the client went away */
 	assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0); /* the job returns, then frees */
