@@ -224,10 +224,9 @@ static void upload_failed(struct upload_ctx *u, int r, const char *err)
 		snprintf(msg, sizeof(msg), "image is larger than the limit of %llu bytes",
 		         (unsigned long long)u->api->images->max_size);
 	struct http_conn *conn = u->conn;
-	http_conn_release_input(conn);
 	http_conn_attach(conn, NULL, NULL);
 	upload_release(u);
-	respond_errno(conn, r, NULL, r == -EFBIG ? msg : err);
+	respond_errno(conn, r, NULL, r == -EFBIG ? msg : err); /* ends a hold: the rest is read and dropped */
 }
 
 static int upload_data(void *ctx, const char *buf, size_t len)
@@ -319,8 +318,7 @@ static void image_put_done(struct api *api, struct http_conn *conn, const char *
 	}
 	u->existed = image_exists(api->images, sha);
 	memcpy(u->sha, sha, 65);
-	u->sealing = 1;
-	http_conn_release_input(conn); /* a hold from the body's last bytes: the body is in */
+	u->sealing = 1; /* (a hold from the body's last bytes ended with the body) */
 	image_recv_finish(u->rc);
 }
 

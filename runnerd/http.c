@@ -481,9 +481,11 @@ static int begin_response(struct http_conn *conn)
 	if (conn->responded || conn->closing)
 		return -EALREADY;
 	conn->responded = 1;
-	/* An answer before the body is read (an error): drop the rest of the body. */
-	if (!conn->msg_done)
+	/* An answer before the body is read (an error): drop the rest of the body (read on). */
+	if (!conn->msg_done) {
 		conn->skip_body = 1;
+		http_conn_release_input(conn);
+	}
 	if (conn->keep_alive && !conn->msg_done)
 		conn->keep_alive = http_should_keep_alive(&conn->parser);
 	return 0;
@@ -768,6 +770,7 @@ static int on_message_complete(http_parser *p)
 {
 	struct http_conn *conn = conn_of(p);
 	conn->msg_done = 1;
+	http_conn_release_input(conn); /* the sink gets nothing more: a hold has no purpose now */
 	if (!conn->responded)
 		conn->handler.message(conn->handler.ctx, conn, &conn->req);
 	/* Hold pipelined requests until this response is out. */
