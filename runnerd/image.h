@@ -55,7 +55,7 @@ int image_upload_begin(struct image_store *is, const char *sha256, const char *n
 int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err);
 /* The two halves, each always given the body's bytes in order; they touch disjoint parts
  * of `up`, so two threads may run one each at the same time (image_recv.c). Digest: hash
- * them. Append: write them to the temporary file (-EFBIG past the store's limit) and start
+ * them and feed the probe's byte-string scan (detect_scan_feed). Append: write them to the temporary file (-EFBIG past the store's limit) and start
  * their writeback. */
 void image_upload_digest(struct image_upload *up, const char *buf, size_t len);
 int image_upload_append(struct image_upload *up, const char *buf, size_t len, char **ret_err);
