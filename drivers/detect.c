@@ -391,7 +391,7 @@ static bool has_needle(const void *b, size_t len)
 void detect_scan_feed(struct detect_scan *s, const void *buf, size_t len)
 {
 	const unsigned char *b = buf;
-	if (s->found || s->seen >= DETECT_MAX_READ)
+	if (!len || s->found || s->seen >= DETECT_MAX_READ)
 		return;
 	if (len > DETECT_MAX_READ - s->seen)
 		len = (size_t)(DETECT_MAX_READ - s->seen);
