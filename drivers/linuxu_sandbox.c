@@ -9,7 +9,8 @@
  *
  * - the per-process rlimits (data, file size, descriptors, CPU time, no
  *   core), so they hold from the sandbox's first instruction; no program in
- *   front of bwrap (util-linux prlimit and setpriv were, at ≈ 3.8 ms each);
+ *   front of bwrap (util-linux setpriv, prlimit and setpriv again were, ≈ 1 ms
+ *   each on a quiet machine here, more under load);
  * - as a root daemon, the run's own uid from a reserved range (no supplementary
  *   groups, gid = uid; what `setpriv --reuid U --regid U --clear-groups` did):
  *   root is exempt from RLIMIT_NPROC, and a uid of its own keeps a run's
