@@ -3,7 +3,10 @@
  * from the file over a real HTTP connection (a Unix listener on a real libuv
  * loop, a client thread reading the raw chunked response; http_testlib.h):
  * from an offset of a finished file, from a live console until it ends, and a
- * follower whose client hangs up.
+ * follower whose client hangs up (api_console_follow: api.c's sink). Then the
+ * console alone, with followers into memory sinks: floods that followers join
+ * mid-way, fall behind and catch up in (batched or not), exact to the byte; the
+ * batch timer; a sink that hangs up inside a write; write errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
