@@ -377,7 +377,61 @@ static void not_runnable_elf(const struct elf_facts *f, char *out, size_t n)
 		snprintf(out, n, "ELF of unsupported type %u", f->type);
 }
 
+static const char *const scan_needles[] = { "Unikraft", "Powered by" };
+#define SCAN_KEEP 9 /* the longest needle's length - 1: what can span two pieces */
+
+static bool has_needle(const void *b, size_t len)
+{
+	for (size_t i = 0; i < sizeof(scan_needles) / sizeof(scan_needles[0]); i++)
+		if (memmem(b, len, scan_needles[i], strlen(scan_needles[i])))
+			return true;
+	return false;
+}
+
+void detect_scan_feed(struct detect_scan *s, const void *buf, size_t len)
+{
+	const unsigned char *b = buf;
+	if (!len || s->found || s->seen >= DETECT_MAX_READ)
+		return;
+	if (len > DETECT_MAX_READ - s->seen)
+		len = (size_t)(DETECT_MAX_READ - s->seen);
+	/* A needle across the boundary lies in the previous piece's last SCAN_KEEP bytes and
+	 * this one's first SCAN_KEEP. */
+	unsigned char edge[2 * SCAN_KEEP];
+	size_t head = len < SCAN_KEEP ? len : SCAN_KEEP;
+	memcpy(edge, s->tail, s->tail_len);
+	memcpy(edge + s->tail_len, b, head);
+	if (has_needle(edge, s->tail_len + head) || has_needle(b, len)) {
+		s->found = 1;
+		return;
+	}
+	/* The new tail: the last SCAN_KEEP bytes of what was seen. */
+	if (len >= SCAN_KEEP) {
+		memcpy(s->tail, b + len - SCAN_KEEP, SCAN_KEEP);
+		s->tail_len = SCAN_KEEP;
+	} else {
+		size_t all = s->tail_len + len, keep = all < SCAN_KEEP ? all : SCAN_KEEP;
+		memmove(s->tail, edge + all - keep, keep);
+		s->tail_len = keep;
+	}
+	s->seen += len;
+}
+
+static int detect(const void *buf, size_t len, const char *name_hint, int strings, struct detect_result *ret);
+
 int detect_buffer(const void *buf, size_t len, const char *name_hint, struct detect_result *ret)
+{
+	return detect(buf, len, name_hint, -1, ret);
+}
+
+int detect_buffer_scanned(const void *buf, size_t len, const char *name_hint, const struct detect_scan *scan,
+                          struct detect_result *ret)
+{
+	return detect(buf, len, name_hint, scan ? scan->found : -1, ret);
+}
+
+/* `strings`: 1 or 0 when the byte strings were already looked for in these bytes, -1 to look. */
+static int detect(const void *buf, size_t len, const char *name_hint, int strings, struct detect_result *ret)
 {
 	const unsigned char *b = buf;
 	struct elf_facts f = { 0 };
@@ -409,7 +463,7 @@ int detect_buffer(const void *buf, size_t len, const char *name_hint, struct det
 		ret->flags |= DETECT_ELF32_WRAPPER;
 	/* The byte strings only mean something inside an image (a .config mentions Unikraft too). */
 	if (f.uk_section || name_uk ||
-	    ((mb || f.is_elf) && (memmem(b, len, "Unikraft", 8) || memmem(b, len, "Powered by", 10))))
+	    ((mb || f.is_elf) && (strings >= 0 ? strings == 1 : has_needle(b, len))))
 		ret->flags |= DETECT_UNIKRAFT;
 	if (f.uk_env_param)
 		ret->flags |= DETECT_UK_ENV;

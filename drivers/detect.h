@@ -48,6 +48,21 @@ struct detect_result {
  * (buf may be NULL when len is 0). Never fails on garbage. */
 int detect_buffer(const void *buf, size_t len, const char *name_hint, struct detect_result *ret);
 
+/* The byte-string part of the probe ("Unikraft" or "Powered by" anywhere in the first
+ * DETECT_MAX_READ bytes) done piece by piece as the bytes arrive (an upload), so the probe
+ * of the whole need not scan them again. Zero-initialise, feed every piece in order. */
+struct detect_scan {
+	int found;
+	unsigned long long seen; /* bytes scanned */
+	unsigned char tail[9];   /* the last bytes seen (a string may continue in the next piece) */
+	size_t tail_len;
+};
+void detect_scan_feed(struct detect_scan *s, const void *buf, size_t len);
+/* detect_buffer() with the byte-string answer taken from `scan`, which was fed exactly
+ * these `len` bytes (NULL: scan them as detect_buffer does). Same result. */
+int detect_buffer_scanned(const void *buf, size_t len, const char *name_hint, const struct detect_scan *scan,
+                          struct detect_result *ret);
+
 /* Read up to DETECT_MAX_READ bytes of `path` and probe them (name_hint as
  * above; NULL means the basename of `path`). Returns 0, -EINVAL for NULL
  * args, or -errno when the file cannot be opened or read. */

@@ -174,6 +174,14 @@ struct driver {
 	 * closed (by EOF, or the program exited or closed it). */
 	int (*input)(struct drv_instance *inst, const char *buf, size_t len);
 
+	/* How much the guest has computed so far, in ns: the CPU time of its process's threads plus
+	 * the time they were runnable and waiting for a host CPU (procbusy.h). It hardly moves
+	 * while the guest's vCPUs are halted. The core samples it in loader mode to end a run soon
+	 * after libtest's summary once the kernel idles (a stock elfloader never exits). Called on
+	 * the loop, must not block. -ENOTSUP (or NULL): the driver cannot tell; the core then waits
+	 * for the console grace period. */
+	int (*guest_busy)(struct drv_instance *inst, uint64_t *ret_ns);
+
 	/* Release everything. Safe after cb->exit, after a failed launch, or after prepare only.
 	 * Frees asynchronously if handles must close; the core never touches inst afterwards. */
 	void (*destroy)(struct drv_instance *inst);

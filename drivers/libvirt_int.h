@@ -155,9 +155,10 @@ struct lv_state {
 	struct drv_instance *insts;
 	struct lv_job *jobs;    /* libvirt thread only (jobs at their upload too) */
 	struct lv_vol_use *vol_uses; /* libvirt thread only */
-	/* Remote hosts: the upload worker (one per state, started by the first job with a
-	 * volume to ensure, joined by the libvirt thread when it drops the state). The
-	 * libvirt thread hands it a job (up_queue) and takes it back (up_done, then
+	/* The host worker (one per state, started by the first job, joined by the libvirt
+	 * thread when it drops the state): a remote host's image upload and every domain
+	 * start, the blocking calls of a start, so that no host's start waits for another's.
+	 * The libvirt thread hands it a job (up_queue) and takes it back (up_done, then
 	 * wake_timer): both lists, linked by up_next, and up_quit are under lock. */
 	pthread_t up_thread;
 	int up_started;         /* libvirt thread only */
@@ -201,15 +202,19 @@ struct lv_job {
 	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
 	char *vol;         /* remote hosts: the volume the domain uses (kept from pruning) */
 	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
-	/* At its upload (uploading set, on st->jobs all the while), the job belongs to the
-	 * upload worker but for what the libvirt thread alone writes: facts.killed (a kill,
-	 * acted on when it comes back) and lost (the connection died: it ends host-lost). */
+	/* At the host worker (uploading set, on st->jobs all the while: its upload, then its
+	 * domain's creation), the job belongs to the worker but for what the libvirt thread
+	 * alone writes: facts.killed (atomic: a kill, acted on when it comes back; the worker
+	 * reads it to skip the start) and lost (the connection died: it ends host-lost). */
 	struct lv_job *up_next;  /* st->up_queue or st->up_done (under st->lock) */
 	virConnectPtr up_conn;   /* the worker's reference on st->conn for the upload */
-	int uploading;           /* libvirt thread only */
+	int uploading;           /* libvirt thread only: at the host worker */
 	int up_r;                /* the worker's result: lv_volume_ensure's, with up_err */
 	char *up_err;
 	long long uploaded;
+	virDomainPtr up_dom;     /* the worker's: the domain it created (paused), taken by job_back */
+	char *up_dom_err;        /* why it could not, when it tried */
+	char *up_note;           /* the worker's: KVM refused at create, retried under TCG */
 	char *lost;              /* libvirt thread only: why the connection died during the upload */
 	int kvm, accel_auto, unikraft;
 	virDomainPtr dom;

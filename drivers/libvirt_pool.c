@@ -1,7 +1,8 @@
 /*
  * libvirt_pool.c — images on remote libvirt hosts: one storage pool
  * ("ukrun", a directory pool created when absent) holding one raw volume per
- * image digest, uploaded with virStorageVolUpload only when the host lacks it.
+ * image digest, uploaded with virStorageVolUpload only when the host lacks it, and
+ * an empty "<digest>.complete" beside each one whose upload finished.
  * Called on the libvirt driver's thread (blocking calls, never on the loop), but
  * lv_volume_ensure: on the host's upload worker (libvirt_thread.c).
  */
@@ -88,6 +89,46 @@ static int send_file(virStreamPtr st, char *buf, size_t n, void *opaque)
 	return r < 0 ? -1 : (int)r;
 }
 
+/* The marker volume "<sha>.complete" (empty) says the volume "<sha>" holds the whole image: it is
+ * created only after the upload's stream finished, and removed before the volume is. So the
+ * volume left by an upload that never finished (runnerd killed, or stopped, during it; an earlier
+ * ukrun without markers) is told from the image and replaced, never booted. */
+#define LV_COMPLETE_SUFFIX ".complete"
+
+static virStorageVolPtr lookup_marker(virStoragePoolPtr pool, const char *sha)
+{
+	char name[128];
+	snprintf(name, sizeof(name), "%s" LV_COMPLETE_SUFFIX, sha);
+	virStorageVolPtr v = virStorageVolLookupByName(pool, name);
+	virResetLastError();
+	return v;
+}
+
+static int create_volume(virStoragePoolPtr pool, const char *name, long long bytes, virStorageVolPtr *ret)
+{
+	char *xml = NULL;
+	if (asprintf(&xml, "<volume><name>%s</name><capacity unit='bytes'>%lld</capacity><target>"
+	                   "<format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
+	             name, bytes) < 0)
+		return -ENOMEM;
+	*ret = virStorageVolCreateXML(pool, xml, 0);
+	free(xml);
+	return *ret ? 0 : -EIO;
+}
+
+/* Delete a volume and its marker, the marker first. */
+static int delete_volume(virStoragePoolPtr pool, virStorageVolPtr vol, const char *sha)
+{
+	virStorageVolPtr m = lookup_marker(pool, sha);
+	if (m) {
+		int r = virStorageVolDelete(m, 0);
+		virStorageVolFree(m);
+		if (r < 0)
+			return -EIO;
+	}
+	return vol && virStorageVolDelete(vol, 0) < 0 ? -EIO : 0;
+}
+
 int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path, const int *cancel,
                      long long *ret_uploaded, char **ret_err)
 {
@@ -99,43 +140,45 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 	}
 	/* Refresh: another daemon (or an earlier run) may have added the volume meanwhile. */
 	virStoragePoolRefresh(pool, 0);
-	virStorageVolPtr vol = virStorageVolLookupByName(pool, sha);
-	if (vol) {
-		virStorageVolFree(vol);
-		virStoragePoolFree(pool);
-		virResetLastError();
-		return 0;
-	}
+	virStorageVolPtr vol = virStorageVolLookupByName(pool, sha), marker = NULL;
 	virResetLastError();
-	int r = -EIO, fd = open(local_path, O_RDONLY | O_CLOEXEC);
-	struct stat sb;
-	char *xml = NULL;
+	int r = -EIO, fd = -1;
 	virStreamPtr st = NULL;
+	if (vol && (marker = lookup_marker(pool, sha))) {
+		r = 0; /* complete: cached */
+		goto cleanup;
+	}
+	/* Unfinished (no marker), or a stale marker without its volume: start afresh. */
+	if (delete_volume(pool, vol, sha) < 0) {
+		*ret_err = msg("cannot remove the unfinished volume", sha);
+		goto cleanup;
+	}
+	if (vol)
+		virStorageVolFree(vol);
+	vol = NULL;
+	struct stat sb;
+	fd = open(local_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &sb) < 0) {
 		r = -errno;
 		if (asprintf(ret_err, "libvirt: cannot read image %s: %s", local_path, strerror(errno)) < 0)
 			*ret_err = NULL;
 		goto cleanup;
 	}
-	if (asprintf(&xml, "<volume><name>%s</name><capacity unit='bytes'>%lld</capacity><target>"
-	                   "<format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
-	             sha, (long long)sb.st_size) < 0) {
-		r = -ENOMEM;
-		goto cleanup;
-	}
-	vol = virStorageVolCreateXML(pool, xml, 0);
-	if (!vol) {
+	if ((r = create_volume(pool, sha, (long long)sb.st_size, &vol)) < 0) {
 		*ret_err = msg("cannot create volume", sha);
 		goto cleanup;
 	}
+	char mname[128];
+	snprintf(mname, sizeof(mname), "%s" LV_COMPLETE_SUFFIX, sha);
 	st = virStreamNew(conn, 0);
 	if (!st || virStorageVolUpload(vol, st, 0, (unsigned long long)sb.st_size, 0) < 0 ||
 	    virStreamSendAll(st, send_file, &(struct upload){.fd = fd, .cancel = cancel}) < 0 ||
-	    virStreamFinish(st) < 0) {
+	    virStreamFinish(st) < 0 || create_volume(pool, mname, 0, &marker) < 0) {
 		*ret_err = msg("cannot upload the image to volume", sha);
 		if (st)
 			virStreamAbort(st);
-		virStorageVolDelete(vol, 0); /* never leave a partial image under its digest */
+		delete_volume(pool, vol, sha); /* never leave a partial image under its digest */
+		r = -EIO;
 		goto cleanup;
 	}
 	*ret_uploaded = (long long)sb.st_size;
@@ -143,10 +186,11 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
 cleanup:
 	if (st)
 		virStreamFree(st);
+	if (marker)
+		virStorageVolFree(marker);
 	if (vol)
 		virStorageVolFree(vol);
 	virStoragePoolFree(pool);
-	free(xml);
 	if (fd >= 0)
 		close(fd);
 	virResetLastError();
@@ -182,7 +226,7 @@ static uint64_t last_use(const struct lv_state *st, const char *name)
 static int in_use(const struct lv_state *st, const char *name)
 {
 	for (const struct lv_job *j = st->jobs; j; j = j->next)
-		if ((j->vol && strcmp(j->vol, name) == 0) || (j->uploading && strcmp(j->sha, name) == 0))
+		if ((j->vol && strcmp(j->vol, name) == 0) || (j->uploading && j->sha && strcmp(j->sha, name) == 0))
 			return 1;
 	return 0;
 }
@@ -234,7 +278,7 @@ int lv_pool_prune(struct lv_state *st, unsigned long long quota_bytes, char **re
 	for (int i = 0; ages && i < n && total > quota_bytes; i++) {
 		if (!ages[i].name || !image_name_is_digest(ages[i].name) || in_use(st, ages[i].name))
 			continue;
-		if (virStorageVolDelete(ages[i].vol, 0) == 0) {
+		if (delete_volume(pool, ages[i].vol, ages[i].name) == 0) {
 			total -= ages[i].bytes;
 			removed++;
 		}

@@ -6,12 +6,16 @@
  * serves every lv_state (the libvirt and xen drivers): libvirt's default event
  * loop must be registered and run by one thread only.
  *
- * The one long blocking call, a remote host's image upload (lv_volume_ensure),
- * runs on that host's own upload worker instead: the libvirt thread hands the
- * job over (its upload fields, see struct lv_job) with a reference on the
+ * The long blocking calls of a start, a remote host's image upload
+ * (lv_volume_ensure) and the domain's creation (virDomainCreateXML: libvirtd
+ * spawns QEMU), run on that host's own worker instead: the libvirt thread hands
+ * the job over (its up_* fields, see struct lv_job) with a reference on the
  * connection, and takes it back through st->up_done and the wake-up timer to go
- * on from the upload (notes, LRU and quota of the pool, the domain) itself; the
- * state of the pool (vol_uses, jobs) stays the libvirt thread's.
+ * on from there (notes, LRU and quota of the pool, the console, the resume)
+ * itself; the state of the pool (vol_uses, jobs) stays the libvirt thread's. The
+ * domain is created paused, and lifecycle events of a job whose domain the
+ * libvirt thread has not taken yet are ignored (a domain gone meanwhile fails
+ * its resume).
  */
 #include "libvirt_int.h"
 
@@ -98,6 +102,8 @@ void lv_job_discard(struct lv_job *j)
 	free(j->image);
 	free(j->serial_log);
 	free(j->up_err);
+	free(j->up_dom_err);
+	free(j->up_note);
 	free(j->lost);
 	if (j->up_conn && virConnectClose(j->up_conn) < 0)
 		virResetLastError();
@@ -137,6 +143,9 @@ void lv_job_release(struct lv_job *j)
 		virEventRemoveTimeout(j->pause_timer);
 	j->drain_timer = j->pause_timer = -1;
 	stream_close(j);
+	if (j->up_dom) /* created by the worker, never taken: AUTODESTROY or the caller ends it */
+		virDomainFree(j->up_dom);
+	j->up_dom = NULL;
 	if (j->dom)
 		virDomainFree(j->dom);
 	j->dom = NULL;
@@ -468,7 +477,27 @@ int lv_conn_open(struct lv_state *st, char **ret_err)
 	return 0;
 }
 
-/* ---- the upload worker of a remote host ---- */
+/* ---- the host worker: uploads and domain starts ---- */
+
+/* On the host worker: the domain, created paused (libvirtd spawns QEMU: the slow part of a
+ * start). KVM refused at create → TCG, noted when the job is back. */
+static void worker_create(struct lv_job *j)
+{
+	/* libvirt's test:/// driver (the xen driver's tests) runs no guest and refuses
+	 * both flags: its domain is created running, with nothing to resume. */
+	const unsigned flags = j->st->test_host ? 0 : VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
+	j->up_dom = virDomainCreateXML(j->up_conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
+	if (!j->up_dom && j->kvm && j->accel_auto) {
+		j->up_note = errmsg_printf("libvirt could not start the domain under KVM (%s); retrying under TCG",
+		                           lv_error());
+		j->kvm = 0;
+		j->up_dom = virDomainCreateXML(j->up_conn, j->xml_tcg, flags);
+	}
+	if (!j->up_dom)
+		j->up_dom_err = errmsg_printf("libvirt could not start domain %s at %s: %s", j->name, j->st->uri,
+		                              lv_error());
+	virResetLastError();
+}
 
 static void *upload_main(void *arg)
 {
@@ -484,7 +513,11 @@ static void *upload_main(void *arg)
 		if (!st->up_queue)
 			st->up_queue_tail = &st->up_queue;
 		pthread_mutex_unlock(&st->lock);
-		j->up_r = lv_volume_ensure(j->up_conn, j->sha, j->image, &st->up_quit, &j->uploaded, &j->up_err);
+		j->up_r = j->sha ? lv_volume_ensure(j->up_conn, j->sha, j->image, &st->up_quit, &j->uploaded, &j->up_err)
+		                 : 0;
+		if (j->up_r == 0 && !__atomic_load_n(&j->facts.killed, __ATOMIC_ACQUIRE) &&
+		    !__atomic_load_n(&st->up_quit, __ATOMIC_ACQUIRE))
+			worker_create(j);
 		if (virConnectClose(j->up_conn) < 0)
 			virResetLastError();
 		j->up_conn = NULL;
@@ -499,13 +532,13 @@ static void *upload_main(void *arg)
 	return NULL;
 }
 
-/* Hand `j` to the host's upload worker (started now if need be). 0 or -errno with *ret_err. */
+/* Hand `j` to the host's worker (started now if need be). 0 or -errno with *ret_err. */
 static int upload_queue(struct lv_job *j, char **ret_err)
 {
 	struct lv_state *st = j->st;
 	if (!st->up_started) {
 		if (pthread_create(&st->up_thread, NULL, upload_main, st) != 0) {
-			*ret_err = errmsg_printf("%s: cannot start the upload thread of %s", st->fl->name, st->uri);
+			*ret_err = errmsg_printf("%s: cannot start the worker thread of %s", st->fl->name, st->uri);
 			return -EAGAIN;
 		}
 		st->up_started = 1;
@@ -541,22 +574,26 @@ static void upload_stop(struct lv_state *st)
 	st->up_queue_tail = &st->up_queue;
 }
 
-static void job_boot(struct lv_job *j);
+static void job_attach(struct lv_job *j);
 
 /* Back from the worker: go on where job_create left it, or end as a kill or a loss
- * during the upload would have ended it on this thread. */
-static void job_uploaded(struct lv_job *j)
+ * meanwhile would have ended it on this thread. */
+static void job_back(struct lv_job *j)
 {
 	struct lv_state *st = j->st;
 	char *err = NULL, *msg = NULL;
 	j->uploading = 0;
-	if (j->lost) {
+	if (j->lost) { /* the connection is gone, and with it (AUTODESTROY) any domain the worker made */
+		lv_job_release(j);
 		struct drv_outcome o = {.end = DRV_END_HOST_LOST, .value = -ECONNRESET, .message = j->lost};
 		post_exit(j, &o);
 		lv_job_unlink_free(j);
 		return;
 	}
 	if (j->facts.killed) { /* as a kill of a starting job: whatever the upload gave */
+		if (j->up_dom && virDomainDestroy(j->up_dom) < 0)
+			virResetLastError();
+		lv_job_release(j);
 		struct drv_outcome o;
 		lv_classify_end(&j->facts, &o);
 		post_exit(j, &o);
@@ -567,70 +604,64 @@ static void job_uploaded(struct lv_job *j)
 		job_fail(j, j->up_r, j->up_err);
 		return;
 	}
-	/* The facts image_upload (bytes sent) and image_cache are counted per host (/metrics). */
-	char bytes[32];
-	snprintf(bytes, sizeof(bytes), "%lld", j->uploaded);
-	if (j->uploaded) {
-		msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri, j->sha);
-		post_note(j, "image_upload", bytes, msg);
-		free(msg);
-	} else {
-		post_note(j, "image_cache", "hit", NULL);
-	}
-	lv_volume_used(st, j->sha);
-	j->vol = j->sha; /* the volume is there for a TCG rerun too */
-	j->sha = NULL;
-	if (j->uploaded && st->quota_bytes) {
-		int n = lv_pool_prune(st, st->quota_bytes, &err);
-		if (n > 0) {
-			msg = errmsg_printf("image quota of %s (%llu MiB): removed %d least recently used volume(s)",
-			                    st->uri, st->quota_bytes >> 20, n);
-			post_note(j, NULL, NULL, msg);
+	if (j->sha) {
+		/* The facts image_upload (bytes sent) and image_cache are counted per host (/metrics). */
+		char bytes[32];
+		snprintf(bytes, sizeof(bytes), "%lld", j->uploaded);
+		if (j->uploaded) {
+			msg = errmsg_printf("image uploaded to %s, storage pool " LV_POOL_NAME ", volume %s", st->uri,
+			                    j->sha);
+			post_note(j, "image_upload", bytes, msg);
 			free(msg);
+		} else {
+			post_note(j, "image_cache", "hit", NULL);
 		}
-		free(err);
+		lv_volume_used(st, j->sha);
+		j->vol = j->sha; /* the volume is there for a TCG rerun too */
+		j->sha = NULL;
+		if (j->uploaded && st->quota_bytes) {
+			int n = lv_pool_prune(st, st->quota_bytes, &err);
+			if (n > 0) {
+				msg = errmsg_printf("image quota of %s (%llu MiB): removed %d least recently used volume(s)",
+				                    st->uri, st->quota_bytes >> 20, n);
+				post_note(j, NULL, NULL, msg);
+				free(msg);
+			}
+			free(err);
+		}
 	}
-	job_boot(j);
+	if (j->up_note) {
+		post_note(j, "accel", "tcg", j->up_note);
+		free(j->up_note);
+		j->up_note = NULL;
+	}
+	if (!j->up_dom) {
+		job_fail(j, -EIO, j->up_dom_err ? j->up_dom_err : "libvirt could not start the domain");
+		return;
+	}
+	j->dom = j->up_dom;
+	j->up_dom = NULL;
+	job_attach(j);
 }
 
-/* Open the connection; a remote host's image goes through its upload worker first. */
+/* Open the connection; the host worker uploads the image (remote hosts) and creates the domain. */
 static void job_create(struct lv_job *j)
 {
 	char *err = NULL;
 	int r = lv_conn_open(j->st, &err);
-	if (r == 0 && j->sha)
+	if (r == 0)
 		r = upload_queue(j, &err);
 	if (r < 0) {
 		job_fail(j, r, err);
 		free(err);
-		return;
 	}
-	if (!j->sha)
-		job_boot(j);
 }
 
-/* Create the domain paused, attach the console, resume. */
-static void job_boot(struct lv_job *j)
+/* The domain is there, paused: attach the console, resume. */
+static void job_attach(struct lv_job *j)
 {
 	struct lv_state *st = j->st;
 	char *msg = NULL;
-	/* libvirt's test:/// driver (the xen driver's tests) runs no guest and refuses
-	 * both flags: its domain is created running, with nothing to resume. */
-	const unsigned flags = st->test_host ? 0 : VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY;
-	j->dom = virDomainCreateXML(st->conn, j->kvm ? j->xml_kvm : j->xml_tcg, flags);
-	if (!j->dom && j->kvm && j->accel_auto) {
-		msg = errmsg_printf("libvirt could not start the domain under KVM (%s); retrying under TCG", lv_error());
-		post_note(j, "accel", "tcg", msg);
-		free(msg);
-		j->kvm = 0;
-		j->dom = virDomainCreateXML(st->conn, j->xml_tcg, flags);
-	}
-	if (!j->dom) {
-		msg = errmsg_printf("libvirt could not start domain %s at %s: %s", j->name, st->uri, lv_error());
-		job_fail(j, -EIO, msg);
-		free(msg);
-		return;
-	}
 	j->stream = virStreamNew(st->conn, VIR_STREAM_NONBLOCK);
 	int console = j->stream ? virDomainOpenConsole(j->dom, NULL, j->stream, VIR_DOMAIN_CONSOLE_FORCE) : -1;
 	if (console < 0 && j->stream && virGetLastErrorCode() == VIR_ERR_NO_SUPPORT) {
@@ -684,7 +715,7 @@ static void job_kill(struct lv_state *st, uint64_t token)
 	struct lv_job *j = job_by_token(st, token);
 	if (!j || j->facts.killed)
 		return;
-	j->facts.killed = 1; /* at its upload: ends killed when it comes back (job_uploaded) */
+	__atomic_store_n(&j->facts.killed, 1, __ATOMIC_RELEASE); /* at the worker: ends killed when back (job_back) */
 	if (j->dom && !j->stopped && virDomainDestroy(j->dom) < 0)
 		virResetLastError(); /* already gone: its Stopped event ends the job */
 }
@@ -755,7 +786,7 @@ static void on_wake(int timer, void *opaque)
 	while (done) {
 		struct lv_job *j = done;
 		done = j->up_next;
-		job_uploaded(j);
+		job_back(j);
 	}
 }
 

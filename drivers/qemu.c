@@ -9,6 +9,7 @@
  * lives in qemu_probe.c.
  */
 #include "qemu_int.h"
+#include "procbusy.h"
 #include "tailbuf.h"
 
 #include <errno.h>
@@ -860,6 +861,17 @@ static int qemu_kill(struct drv_instance *inst, unsigned flags)
 	return 0;
 }
 
+/* QEMU's threads: the vCPUs, the main loop (device emulation, the console) and its helpers.
+ * All of them, so a vCPU asleep on a lock that a preempted main thread holds still counts as
+ * busy (that thread is waiting for a CPU). */
+static int qemu_guest_busy(struct drv_instance *inst, uint64_t *ret_ns)
+{
+	struct attempt *a = inst->cur;
+	if (!a || a->exited || a->proc.pid <= 0)
+		return -ESRCH;
+	return proc_busy_ns(a->proc.pid, ret_ns);
+}
+
 static void qemu_destroy(struct drv_instance *inst)
 {
 	if (!inst)
@@ -913,5 +925,6 @@ const struct driver drv_qemu = {
 	.launch = qemu_launch,
 	.kill = qemu_kill,
 	.throttle = qemu_throttle,
+	.guest_busy = qemu_guest_busy,
 	.destroy = qemu_destroy,
 };

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "console.h"
 #include "errmsg.h"
+#include "image_recv.h"
 #include "log.h"
 #include "runbind.h"
 #include "runspec.h"
@@ -197,9 +198,8 @@ static void metrics(struct api *api, struct http_conn *conn)
 
 struct upload_ctx {
 	struct api *api;
-	struct image_upload *up;
+	struct image_recv *rc;
 	struct http_conn *conn;  /* NULL once the connection closed during sealing */
-	uv_work_t work;
 	int sealing;
 	int existed;
 	char sha[65];
@@ -209,30 +209,60 @@ static void upload_release(void *obj)
 {
 	struct upload_ctx *u = obj;
 	if (u->sealing) {
-		u->conn = NULL; /* the worker still uses u->up: after_seal frees */
+		u->conn = NULL; /* the worker is sealing: upload_sealed records, then frees */
 		return;
 	}
-	image_upload_abort(u->up);
+	image_recv_abort(u->rc);
 	free(u);
+}
+
+/* The upload failed before its body was in: answer (the connection drops the rest). */
+static void upload_failed(struct upload_ctx *u, int r, const char *err)
+{
+	char msg[160];
+	if (r == -EFBIG)
+		snprintf(msg, sizeof(msg), "image is larger than the limit of %llu bytes",
+		         (unsigned long long)u->api->images->max_size);
+	struct http_conn *conn = u->conn;
+	http_conn_attach(conn, NULL, NULL);
+	upload_release(u);
+	respond_errno(conn, r, NULL, r == -EFBIG ? msg : err); /* ends a hold: the rest is read and dropped */
 }
 
 static int upload_data(void *ctx, const char *buf, size_t len)
 {
 	struct upload_ctx *u = ctx;
 	char *err = NULL;
-	int r = image_upload_write(u->up, buf, len, &err);
-	if (r < 0) {
-		char msg[160];
-		if (r == -EFBIG)
-			snprintf(msg, sizeof(msg), "image is larger than the limit of %llu bytes",
-			         (unsigned long long)u->api->images->max_size);
-		respond_errno(u->conn, r, NULL, r == -EFBIG ? msg : err);
-		free(err);
-		http_conn_attach(u->conn, NULL, NULL);
-		upload_release(u);
-		return r;
+	int r = image_recv_feed(u->rc, buf, len, &err);
+	if (r == IMAGE_RECV_HOLD)
+		http_conn_hold_input(u->conn); /* the worker is behind: upload_room reads on */
+	else if (r < 0)
+		upload_failed(u, r, err);
+	free(err);
+	return r < 0 ? r : 0;
+}
+
+static void upload_room(void *arg)
+{
+	struct upload_ctx *u = arg;
+	http_conn_release_input(u->conn);
+}
+
+static void upload_sealed(void *arg)
+{
+	struct upload_ctx *u = arg;
+	char *err = NULL;
+	int r = image_recv_record(u->rc, &err);
+	struct http_conn *conn = u->conn;
+	if (conn) {
+		http_conn_attach(conn, NULL, NULL);
+		if (r < 0)
+			respond_errno(conn, r, NULL, err);
+		else
+			http_respond_json(conn, u->existed ? 200 : 201, store_image_get(u->api->db, u->sha));
 	}
-	return 0;
+	free(err);
+	free(u);
 }
 
 static void image_put_headers(struct api *api, struct http_conn *conn, struct http_request *req,
@@ -259,8 +289,12 @@ static void image_put_headers(struct api *api, struct http_conn *conn, struct ht
 		name = NULL;
 	}
 	char *err = NULL;
-	int r = image_upload_begin(api->images, sha, name, &u->up, &err);
+	struct image_upload *up = NULL;
+	int r = image_upload_begin(api->images, sha, name, &up, &err);
 	free(name);
+	static const struct image_recv_ops ops = {.room = upload_room, .sealed = upload_sealed};
+	if (r == 0 && (r = image_recv_new(api->loop, up, &ops, u, &u->rc)) < 0)
+		image_upload_abort(up);
 	if (r < 0) {
 		respond_errno(conn, r, NULL, err);
 		free(err);
@@ -274,31 +308,7 @@ static void image_put_headers(struct api *api, struct http_conn *conn, struct ht
 	http_conn_set_sink(conn, &sink);
 }
 
-static void seal_work(uv_work_t *w)
-{
-	struct upload_ctx *u = w->data;
-	image_upload_seal(u->up);
-}
-
-static void after_seal(uv_work_t *w, int status)
-{
-	struct upload_ctx *u = w->data;
-	char *err = NULL;
-	int r = image_upload_record(u->up, &err);
-	struct http_conn *conn = u->conn;
-	if (conn) {
-		http_conn_attach(conn, NULL, NULL);
-		if (r < 0)
-			respond_errno(conn, r, NULL, err);
-		else
-			http_respond_json(conn, u->existed ? 200 : 201, store_image_get(u->api->db, u->sha));
-	}
-	(void)status;
-	free(err);
-	free(u);
-}
-
-/* The body is in: hashing is done, the rest (fsync, rename, probe) goes to a worker. */
+/* The body is in: the worker writes what is left, then seals (fsync, rename, probe). */
 static void image_put_done(struct api *api, struct http_conn *conn, const char *sha)
 {
 	struct upload_ctx *u = http_conn_attached(conn);
@@ -308,15 +318,8 @@ static void image_put_done(struct api *api, struct http_conn *conn, const char *
 	}
 	u->existed = image_exists(api->images, sha);
 	memcpy(u->sha, sha, 65);
-	u->work.data = u;
-	u->sealing = 1;
-	int r = uv_queue_work(api->loop, &u->work, seal_work, after_seal);
-	if (r < 0) {
-		u->sealing = 0;
-		http_conn_attach(conn, NULL, NULL);
-		upload_release(u);
-		respond_errno(conn, r, NULL, uv_strerror(r));
-	}
+	u->sealing = 1; /* (a hold from the body's last bytes ended with the body) */
+	image_recv_finish(u->rc);
 }
 
 /* GET /v1/images: the stored images (rows kept only as the history of past runs, file removed, are left out). */

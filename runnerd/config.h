@@ -49,6 +49,7 @@ struct config {
 	unsigned long long console_cap;
 	unsigned long long max_image_size;
 	unsigned console_grace_ms;
+	unsigned loader_idle_ms;      /* loader mode: vCPUs idle this long after the summary end a run (0 = off) */
 	unsigned drain_timeout_s;     /* SIGTERM: wait this long for running runs, then kill them */
 	unsigned header_timeout_s;    /* request head due within (0 = no limit) */
 	unsigned keepalive_timeout_s; /* idle connection / stalled body or reader (0 = no limit) */

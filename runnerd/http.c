@@ -46,6 +46,7 @@ struct http_conn {
 	int head_done;       /* ... and its whole head */
 	int busy;            /* counted in set->busy: inside a request, first byte to response end */
 	int peer_eof;        /* the peer will send no more (it may still read: a half-close) */
+	int input_held;      /* a body sink asked to stop reading (http_conn_hold_input) */
 	unsigned requests;   /* finished on this connection */
 	uint64_t head_deadline; /* when the current (or first) request's head is due */
 	uint64_t idle_since;    /* keep-alive wait since */
@@ -231,8 +232,8 @@ static uint64_t deadline(struct http_conn *conn)
 		conn->queue_mark = q;
 		return conn->progress_ms + lim->idle_timeout_ms;
 	}
-	if (conn->msg_done)
-		return 0;
+	if (conn->msg_done || conn->input_held)
+		return 0; /* held: runnerd is the slow side, not the peer */
 	if (conn->head_done)
 		return conn->progress_ms + lim->idle_timeout_ms;
 	return conn->idle_since + lim->idle_timeout_ms;
@@ -250,6 +251,31 @@ static void timer_update(struct http_conn *conn)
 		uv_timer_stop(&conn->timer);
 	else
 		uv_timer_start(&conn->timer, on_timeout, due > now ? due - now : 0, 0);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+void http_conn_hold_input(struct http_conn *conn)
+{
+	if (conn->input_held || conn->closing)
+		return;
+	conn->input_held = 1;
+	uv_read_stop((uv_stream_t *)&conn->h);
+	timer_update(conn);
+}
+
+void http_conn_release_input(struct http_conn *conn)
+{
+	if (!conn->input_held || conn->closing)
+		return;
+	conn->input_held = 0;
+	conn->progress_ms = now_ms(conn); /* the idle wait for the body starts again */
+	if (!conn->peer_eof && uv_read_start((uv_stream_t *)&conn->h, on_alloc, on_read) < 0) {
+		http_conn_close(conn);
+		return;
+	}
+	timer_update(conn);
 }
 
 
@@ -455,9 +481,11 @@ static int begin_response(struct http_conn *conn)
 	if (conn->responded || conn->closing)
 		return -EALREADY;
 	conn->responded = 1;
-	/* An answer before the body is read (an error): drop the rest of the body. */
-	if (!conn->msg_done)
+	/* An answer before the body is read (an error): drop the rest of the body (read on). */
+	if (!conn->msg_done) {
 		conn->skip_body = 1;
+		http_conn_release_input(conn);
+	}
 	if (conn->keep_alive && !conn->msg_done)
 		conn->keep_alive = http_should_keep_alive(&conn->parser);
 	return 0;
@@ -742,6 +770,7 @@ static int on_message_complete(http_parser *p)
 {
 	struct http_conn *conn = conn_of(p);
 	conn->msg_done = 1;
+	http_conn_release_input(conn); /* the sink gets nothing more: a hold has no purpose now */
 	if (!conn->responded)
 		conn->handler.message(conn->handler.ctx, conn, &conn->req);
 	/* Hold pipelined requests until this response is out. */

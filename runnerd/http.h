@@ -103,6 +103,12 @@ void http_conn_attach(struct http_conn *conn, void *obj, void (*release)(void *o
 void *http_conn_attached(const struct http_conn *conn);
 
 void http_conn_set_sink(struct http_conn *conn, const struct http_body_sink *sink);
+/* Backpressure for a body sink that cannot keep up: stop reading the connection (the
+ * sink has taken every byte it was given) until http_conn_release_input(), the end of the
+ * body or a response, whichever comes first. The body's idle deadline does not run
+ * meanwhile. Both idempotent. */
+void http_conn_hold_input(struct http_conn *conn);
+void http_conn_release_input(struct http_conn *conn);
 
 /* Responses. Exactly one per request. */
 void http_respond(struct http_conn *conn, int status, const char *content_type, const char *body,

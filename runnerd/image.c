@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@ struct image_upload {
 	char *name;
 	char sha256[65];
 	uint64_t size;
+	struct detect_scan scan;  /* the probe's byte-string scan, fed with the digest */
 	struct detect_result det; /* filled by seal */
 	char stamp[IMAGE_STAMP_MAX]; /* filled by seal: the stored file's fingerprint */
 	int result;               /* of seal */
@@ -263,11 +265,18 @@ uint64_t image_upload_size(const struct image_upload *up)
 	return up->size;
 }
 
-int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err)
+void image_upload_digest(struct image_upload *up, const char *buf, size_t len)
+{
+	EVP_DigestUpdate(up->md, buf, len);
+	detect_scan_feed(&up->scan, buf, len);
+}
+
+int image_upload_append(struct image_upload *up, const char *buf, size_t len, char **ret_err)
 {
 	if (up->size + len > up->is->max_size)
 		return -EFBIG;
-	EVP_DigestUpdate(up->md, buf, len);
+	off_t start = (off_t)up->size;
+	size_t todo = len;
 	while (len) {
 		ssize_t w = write(up->fd, buf, len);
 		if (w < 0) {
@@ -279,7 +288,19 @@ int image_upload_write(struct image_upload *up, const char *buf, size_t len, cha
 		len -= (size_t)w;
 		up->size += (uint64_t)w;
 	}
+	/* Start writing these pages to disk now, while the rest arrives, so the fsync in
+	 * image_upload_seal has little left to wait for (it still decides durability). A
+	 * hint: its failure changes nothing. */
+	(void)sync_file_range(up->fd, start, (off_t)todo, SYNC_FILE_RANGE_WRITE);
 	return 0;
+}
+
+int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err)
+{
+	if (up->size + len > up->is->max_size)
+		return -EFBIG;
+	image_upload_digest(up, buf, len);
+	return image_upload_append(up, buf, len, ret_err);
 }
 
 void image_upload_abort(struct image_upload *up)
@@ -295,6 +316,26 @@ void image_upload_abort(struct image_upload *up)
 	free(up->err);
 	EVP_MD_CTX_free(up->md);
 	free(up);
+}
+
+/* detect_file() on the upload, through a read-only mapping of its own descriptor: the
+ * pages are still in the page cache, where detect_file would copy up to DETECT_MAX_READ
+ * bytes into a fresh buffer first (≈ 25 ms for 64 MiB here), and the byte-string scan was
+ * done piece by piece with the digest (≈ 30 ms for 64 MiB after the last byte otherwise),
+ * so only the pages the ELF parse reads are touched. The file is runnerd's own, in a 0700
+ * directory, read-only: nobody truncates it under the mapping. */
+static int probe(struct image_upload *up, const char *path)
+{
+	size_t len = up->size < DETECT_MAX_READ ? (size_t)up->size : DETECT_MAX_READ;
+	const char *hint = up->name ? up->name : path;
+	if (len == 0)
+		return detect_buffer("", 0, hint, &up->det);
+	void *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, up->fd, 0);
+	if (m == MAP_FAILED)
+		return detect_file(path, up->name, &up->det);
+	int r = detect_buffer_scanned(m, len, hint, &up->scan, &up->det);
+	munmap(m, len);
+	return r;
 }
 
 int image_upload_seal(struct image_upload *up)
@@ -328,7 +369,7 @@ int image_upload_seal(struct image_upload *up)
 	up->tmp_path = NULL; /* renamed: nothing to unlink */
 	if ((r = image_stamp(up->fd, up->stamp)) < 0) /* after the rename, which changes the ctime */
 		up->stamp[0] = '\0';
-	if (detect_file(final, up->name, &up->det) < 0) {
+	if (probe(up, final) < 0) {
 		up->det.platform = DRV_PLATFORM_NONE;
 		up->det.flags = 0;
 		snprintf(up->det.summary, sizeof(up->det.summary), "could not be read");

@@ -51,7 +51,14 @@ int image_exists(struct image_store *is, const char *sha256);
 /* Start receiving `sha256` (the claimed digest). `name` is the user's file name or NULL. */
 int image_upload_begin(struct image_store *is, const char *sha256, const char *name,
                        struct image_upload **ret_up, char **ret_err);
+/* The next `len` bytes of the body: image_upload_digest() then image_upload_append(). */
 int image_upload_write(struct image_upload *up, const char *buf, size_t len, char **ret_err);
+/* The two halves, each always given the body's bytes in order; they touch disjoint parts
+ * of `up`, so two threads may run one each at the same time (image_recv.c). Digest: hash
+ * them and feed the probe's byte-string scan (detect_scan_feed). Append: write them to the temporary file (-EFBIG past the store's limit) and start
+ * their writeback. */
+void image_upload_digest(struct image_upload *up, const char *buf, size_t len);
+int image_upload_append(struct image_upload *up, const char *buf, size_t len, char **ret_err);
 /* The blocking half of finishing an upload: verify the digest, fsync, rename into place,
  * probe. Touches no shared state, so it runs on a worker thread (uv_queue_work). */
 int image_upload_seal(struct image_upload *up);

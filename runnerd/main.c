@@ -75,6 +75,7 @@ static void usage(FILE *f)
 	      "  --console-cap BYTES    console bytes kept per run (16 MiB)\n"
 	      "  --max-image-size BYTES largest accepted image (1 GiB)\n"
 	      "  --console-grace-ms MS  loader mode: silence after libtest's summary that ends a run (2000)\n"
+	      "  --loader-idle-ms MS    loader mode: the guest idle this long after the summary ends it (50; 0 = off)\n"
 	      "  --header-timeout S     a request's line and headers must arrive within S seconds (10)\n"
 	      "  --keepalive-timeout S  close connections idle, or stalled in a body or answer, for S s (60)\n"
 	      "  --max-connections N    open connections per listener; more get 503 (512)\n"
@@ -383,6 +384,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 		{"console-cap", required_argument, NULL, 1},
 		{"max-image-size", required_argument, NULL, 1},
 		{"console-grace-ms", required_argument, NULL, 1},
+		{"loader-idle-ms", required_argument, NULL, 1},
 		{"header-timeout", required_argument, NULL, 1},
 		{"keepalive-timeout", required_argument, NULL, 1},
 		{"max-connections", required_argument, NULL, 1},
@@ -485,6 +487,7 @@ int main(int argc, char **argv)
 	c->console_cap = CONSOLE_DEFAULT_CAP;
 	c->max_image_size = 1ull << 30;
 	c->console_grace_ms = 2000;
+	c->loader_idle_ms = 50;
 	c->header_timeout_s = 10;
 	c->keepalive_timeout_s = 60;
 	c->max_connections = 512;
@@ -610,6 +613,7 @@ int main(int argc, char **argv)
 		.max_queued = c->max_queued,
 		.console_cap = c->console_cap,
 		.console_grace_ms = c->console_grace_ms,
+		.loader_idle_ms = c->loader_idle_ms,
 		.local_options = local_options,
 		.hidden = hidden,
 		.hosts = hosts,

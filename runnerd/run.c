@@ -52,6 +52,10 @@ struct run {
 	struct testparse *tp;
 	uv_timer_t timeout_timer;
 	uv_timer_t grace_timer;
+	uv_timer_t idle_timer;     /* loader mode, after the summary: samples how busy the guest is */
+	uint64_t idle_since;       /* loop ms from which the guest has been idle */
+	uint64_t idle_busy0;       /* its busy ns then (driver guest_busy) */
+	uint64_t idle_last_t, idle_last_ns; /* the previous sample */
 	uv_timer_t throttle_timer; /* past the console cap: resumes reading the console */
 	int throttled, throttle_noted;
 	uint64_t window_start;     /* loop ms when the current throttle window began */
@@ -188,10 +192,11 @@ static void slot_down(struct run_manager *mgr, struct driver_slot *s, const char
 {
 	struct run_host *h = s->host;
 	s->available = 0;
+	char *info = strdup(why), *last = strdup(why); /* `why` may be s->info itself (host_probed) */
 	free(s->info);
-	s->info = strdup(why);
+	s->info = info;
 	free(h->last_error);
-	h->last_error = strdup(why);
+	h->last_error = last;
 	s->backoff_ms = RUN_PROBE_BACKOFF_MIN_MS;
 	s->next_probe = uv_now(mgr->loop) + s->backoff_ms;
 }
@@ -952,6 +957,7 @@ static void record_end(struct run *run)
 	unlink_run(run);
 	uv_close((uv_handle_t *)&run->timeout_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&run->grace_timer, on_handle_closed);
+	uv_close((uv_handle_t *)&run->idle_timer, on_handle_closed);
 	uv_close((uv_handle_t *)&run->throttle_timer, on_handle_closed);
 	schedule(mgr);
 	notify_idle(mgr);
@@ -1044,6 +1050,61 @@ static void on_grace(uv_timer_t *t)
 	run->drv->kill(run->inst, DRV_KILL_FORCE);
 }
 
+/* The guest counts as idle while its busy time grows by at most a tenth of the time passed
+ * (a halted guest: ~0; QEMU's own timers: ~2 %), sampled every RUN_IDLE_POLL_MS; a guest that
+ * computes, or waits for a host CPU, grows by about the time passed. */
+#define RUN_IDLE_POLL_MS 10
+#define RUN_IDLE_SHARE 10
+
+static void on_idle_poll(uv_timer_t *t)
+{
+	struct run *run = t->data;
+	if (run->exited || !run->inst)
+		return;
+	uint64_t ns, now = uv_now(run->mgr->loop);
+	if (run->drv->guest_busy(run->inst, &ns) < 0) {
+		uv_timer_stop(&run->idle_timer); /* cannot tell any more: the grace timer decides */
+		return;
+	}
+	uint64_t dt_ns = (now - run->idle_last_t) * 1000000u;
+	int busy = ns - run->idle_last_ns > dt_ns / RUN_IDLE_SHARE;
+	run->idle_last_t = now;
+	run->idle_last_ns = ns;
+	if (busy || run->throttled) {
+		/* Computing, or blocked on a console we stopped reading: not idle. */
+		run->idle_since = now;
+		run->idle_busy0 = ns;
+		return;
+	}
+	uint64_t idle_ms = now - run->idle_since;
+	if (idle_ms < run->mgr->cfg.loader_idle_ms ||
+	    (ns - run->idle_busy0) > idle_ms * 1000000u / RUN_IDLE_SHARE)
+		return;
+	uv_timer_stop(&run->idle_timer);
+	uv_timer_stop(&run->grace_timer);
+	run->vflags |= VERDICT_F_CONSOLE_END;
+	char note[200];
+	snprintf(note, sizeof(note),
+	         "the program's libtest run completed and the guest then idled (its vCPUs halted) for %llu ms: "
+	         "ended it (the kernel reports no exit status)",
+	         (unsigned long long)idle_ms);
+	store_run_add_note(run->mgr->db, run->id, note);
+	run->drv->kill(run->inst, DRV_KILL_FORCE);
+}
+
+/* Loader mode, libtest's last summary just printed (or more bytes after it): wait for the
+ * guest to go idle, sampled from now on, or for silence as long as the grace period. */
+static void await_console_end(struct run *run)
+{
+	uv_timer_start(&run->grace_timer, on_grace, run->mgr->cfg.console_grace_ms, 0);
+	uint64_t ns;
+	if (!run->mgr->cfg.loader_idle_ms || !run->drv->guest_busy || run->drv->guest_busy(run->inst, &ns) < 0)
+		return;
+	run->idle_since = run->idle_last_t = uv_now(run->mgr->loop);
+	run->idle_busy0 = run->idle_last_ns = ns;
+	uv_timer_start(&run->idle_timer, on_idle_poll, RUN_IDLE_POLL_MS, RUN_IDLE_POLL_MS);
+}
+
 static void on_unthrottle(uv_timer_t *t)
 {
 	struct run *run = t->data;
@@ -1090,14 +1151,17 @@ static void on_console(void *ctx, enum drv_stream stream, const char *buf, size_
 	track_lines(run, buf, len);
 	if ((run->vflags & VERDICT_F_LOADER) && !run->exited) {
 		/* A stock elfloader kernel idles forever after the program exits: once libtest
-		 * has printed its last summary, silence for the grace period ends the run. Any
-		 * later byte restarts the wait. */
+		 * has printed its last summary, the guest idling (its vCPUs halted) for
+		 * loader_idle_ms, or else silence for the grace period, ends the run. Any later
+		 * byte restarts the wait. */
 		struct tp_summary s;
 		testparse_summary(run->tp, &s);
-		if (s.complete)
-			uv_timer_start(&run->grace_timer, on_grace, run->mgr->cfg.console_grace_ms, 0);
-		else
+		if (s.complete) {
+			await_console_end(run);
+		} else {
 			uv_timer_stop(&run->grace_timer);
+			uv_timer_stop(&run->idle_timer);
+		}
 	}
 }
 
@@ -1149,6 +1213,7 @@ static void retry_run(struct run *run, const struct drv_outcome *o)
 	run->host->lost++;
 	uv_timer_stop(&run->timeout_timer);
 	uv_timer_stop(&run->grace_timer);
+	uv_timer_stop(&run->idle_timer);
 	uv_timer_stop(&run->throttle_timer);
 	run->throttled = 0;
 	leave_slot(run);
@@ -1186,6 +1251,7 @@ static void on_exit_cb(void *ctx, const struct drv_outcome *o)
 	run->exited = 1;
 	uv_timer_stop(&run->timeout_timer);
 	uv_timer_stop(&run->grace_timer);
+	uv_timer_stop(&run->idle_timer);
 	uv_timer_stop(&run->throttle_timer);
 	testparse_finish(run->tp);
 	struct tp_summary sum;
@@ -1770,9 +1836,10 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 	run->cwd = nbinds && req->cwd ? strdup(req->cwd) : NULL;
 	uv_timer_init(mgr->loop, &run->timeout_timer);
 	uv_timer_init(mgr->loop, &run->grace_timer);
+	uv_timer_init(mgr->loop, &run->idle_timer);
 	uv_timer_init(mgr->loop, &run->throttle_timer);
-	run->timeout_timer.data = run->grace_timer.data = run->throttle_timer.data = run;
-	run->handles_open = 3;
+	run->timeout_timer.data = run->grace_timer.data = run->idle_timer.data = run->throttle_timer.data = run;
+	run->handles_open = 4;
 	run->spec = (struct drv_spec){
 		.run_id = run->id_str,
 		.image_path = run->image_path,

@@ -28,6 +28,7 @@ struct run_config {
 	unsigned max_queued;         /* waiting runs; more get 503 */
 	uint64_t console_cap;        /* bytes per run */
 	unsigned console_grace_ms;   /* loader mode: silence after a complete libtest run that ends it */
+	unsigned loader_idle_ms;     /* loader mode: guest idle this long after that run ends it (0 = off) */
 	char *const *local_options;  /* the local host's driver options ("libvirt-uri=..."), NULL-terminated */
 	const struct run_host_config *hosts; /* runnerd.conf [host NAME]: remote libvirt hosts, and "local" */
 	char *const *hidden;         /* paths no sandbox may see (data dir, socket), NULL-terminated */

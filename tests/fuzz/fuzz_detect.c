@@ -2,7 +2,8 @@
  * fuzz_detect.c — libFuzzer harness for drivers/detect.c: the input is an
  * image file. It is probed as a buffer with no name and with each platform
  * suffix the tie-break rule knows, and as a file (a memfd written with the
- * same bytes) through detect_file, which must agree with detect_buffer.
+ * same bytes) through detect_file, and scanned piece by piece (detect_scan_feed) as an
+ * upload is, both of which must agree with detect_buffer.
  * detect's contract: never fails on garbage, always a NUL-terminated,
  * non-empty summary, a known platform.
  */
@@ -61,6 +62,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	detect_buffer(size ? data : NULL, size, hints[1], &r);
 	if (r.platform != f.platform || r.flags != f.flags || strcmp(r.summary, f.summary) != 0)
 		FAIL("detect_file says %d/%#x '%s', detect_buffer %d/%#x '%s'", (int)f.platform, f.flags, f.summary,
+		     (int)r.platform, r.flags, r.summary);
+	/* Scanned in pieces as an upload arrives (split where the first byte says, then the rest
+	 * in 7-byte pieces), the probe gives detect_buffer's answer. */
+	struct detect_scan sc = { 0 };
+	size_t cut = size ? data[0] % (size + 1) : 0;
+	detect_scan_feed(&sc, data, cut);
+	for (size_t off = cut; off < size; off += 7)
+		detect_scan_feed(&sc, data + off, size - off < 7 ? size - off : 7);
+	if (detect_buffer_scanned(size ? data : NULL, size, hints[1], &sc, &f) != 0)
+		FAIL("detect_buffer_scanned failed on %zu bytes", size);
+	if (r.platform != f.platform || r.flags != f.flags || strcmp(r.summary, f.summary) != 0)
+		FAIL("scanned in pieces: %d/%#x '%s', detect_buffer %d/%#x '%s'", (int)f.platform, f.flags, f.summary,
 		     (int)r.platform, r.flags, r.summary);
 	return 0;
 }

@@ -50,13 +50,15 @@ _lv_cleanup() {
 trap _lv_cleanup EXIT
 
 # ---- remote hosts: more libvirtds on this machine, reached only through qemu+tcp:// ----
-# lv_remote_start NAME: a libvirtd (with its virtlogd) in a private mount namespace (tmpfs over /run,
+# lv_remote_start NAME [HOOK]: a libvirtd (with its virtlogd) in a private mount namespace (tmpfs over /run,
 # /var/lib/libvirt and /etc/libvirt/storage), listening on a free loopback port with auth none. Sets
 # LV_REMOTE_URI[NAME]; its pids are in $T/NAME/{libvirtd,virtlogd,ns}.pid. Skips when it cannot run here.
+# HOOK: a script that becomes its /etc/libvirt/hooks/qemu (libvirt runs it, synchronously, at each step of a
+# domain's start and stop: "NAME prepare begin -", ...), in that namespace only.
 declare -A LV_REMOTE_URI=()
 LV_REMOTES=()
 lv_remote_start() {
-	local name=$1 dir=$T/$1 port
+	local name=$1 dir=$T/$1 port hook=${2:-}
 	[[ $(id -u) == 0 ]] || skip "a second libvirtd needs root"
 	command -v unshare >/dev/null || skip "unshare (util-linux) is not installed"
 	mkdir -p "$dir"
@@ -75,12 +77,18 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib/libvirt
 mkdir -p /etc/libvirt/storage
 mount -t tmpfs tmpfs /etc/libvirt/storage # the pool it defines stays with it
+if [[ -f $dir/hook ]]; then
+	mkdir -p /etc/libvirt/hooks
+	mount -t tmpfs tmpfs /etc/libvirt/hooks
+	install -m 0755 "$dir/hook" /etc/libvirt/hooks/qemu
+fi
 mkdir -p /run/libvirt /run/lock /var/lib/libvirt/images /var/lib/libvirt/qemu
 chown libvirt-qemu:libvirt-qemu /var/lib/libvirt/qemu && chmod 0751 /var/lib/libvirt/qemu
 virtlogd & echo $! >"$dir/virtlogd.pid"
 libvirtd --listen -f "$dir/libvirtd.conf" & echo $! >"$dir/libvirtd.pid"
 wait
 SH
+	if [[ -n $hook ]]; then cp "$hook" "$dir/hook"; fi
 	unshare --mount --propagation private bash "$dir/ns.sh" "$dir" >"$dir/libvirtd.log" 2>&1 &
 	echo $! >"$dir/ns.pid"
 	LV_REMOTE_URI[$name]="qemu+tcp://127.0.0.1:$port/system"

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Remote image uploads run on their host's own upload worker, off the one libvirt thread of the process: while a
+# Remote image uploads and domain starts run on their host's own worker, off the one libvirt thread of the process:
+# while r1's libvirtd holds a domain's start (a qemu hook), a run on r2 starts and ends; while a
 # big image is on its way to r1 (whose libvirtd is held stopped mid-upload, so the upload cannot finish early), a
 # run pinned to r2 starts and ends; r1's run then goes on from its upload and exits 0. A cancel during an upload
 # ends the run cancelled once the upload is back; r1's libvirtd killed during an upload ends that run lost; runnerd
-# stopped during an upload aborts it and exits cleanly.
+# stopped during an upload aborts it and exits cleanly; the volume left by a runnerd SIGKILLed during an upload is
+# known unfinished: the next run uploads the image again, whole, instead of booting the partial one.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib_libvirt.sh"
 
-lv_remote_start r1
+# r1's libvirtd holds a domain's start ("prepare begin", in its qemu hook) while $T/r1/hold exists (≤ 120 s).
+cat >"$T/hook" <<HOOK
+#!/bin/sh
+if [ "\$2" = prepare ] && [ "\$3" = begin ] && [ -e "$T/r1/hold" ]; then
+	touch "$T/r1/held"
+	i=0
+	while [ -e "$T/r1/hold" ] && [ \$i -lt 1200 ]; do sleep 0.1; i=\$((i + 1)); done
+fi
+exit 0
+HOOK
+lv_remote_start r1 "$T/hook"
 lv_remote_start r2
 R1=${LV_REMOTE_URI[r1]} R2=${LV_REMOTE_URI[r2]}
 cat >"$T/runnerd.conf" <<CONF
@@ -48,6 +60,36 @@ wait_volume() {
 	fail "no volume $2 appeared on $1"
 }
 lvd_signal() { kill "-$2" "$(cat "$T/$1/libvirtd.pid")"; }
+
+# ---- r2's run starts and ends while r1's libvirtd holds a domain start: starts go on each host's worker ----
+touch "$T/r1/hold"
+bg_run held --host r1 --timeout 300 "$FX/mb_hello"
+held=$BG_PID
+for _ in $(seq 600); do
+	[[ -e $T/r1/held ]] && break
+	sleep 0.1
+done
+[[ -e $T/r1/held ]] || fail "r1's libvirtd never reached the start of the held domain"
+heldid=$(last_run_id)
+bg_run free --host r2 "$FX/mb_hello"
+free=$BG_PID
+for _ in $(seq 600); do
+	kill -0 "$free" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$free" 2>/dev/null && { rm -f "$T/r1/hold"; fail "r2's run did not end while r1's libvirtd held a start (60 s)"; }
+wait_rc "$free"
+expect_rc free 0
+freeid=$(last_run_id)
+expect_record "$freeid" done 0 lifecycle
+rm -f "$T/r1/hold"
+wait_rc "$held"
+((RC == 0)) || { cat "$T/held.err" >&2; fail "the held run on r1 exited $RC"; }
+expect_record "$heldid" done 0 lifecycle
+grep -q '^Hello from mb_hello$' "$T/held.out" || fail "the held run's console: $(head -c 300 "$T/held.out")"
+order=$(sql "SELECT f.ended_at <= h.started_at FROM runs f, runs h WHERE f.id = $freeid AND h.id = $heldid")
+[[ $order == 1 ]] || fail "r2's run did not end before r1's held start: $(sql "SELECT id, started_at, ended_at FROM runs WHERE id IN ($freeid, $heldid)")"
+log "r2's run ended while r1's libvirtd held a domain start"
 
 # ---- r2 runs while r1 receives a big image ----
 big mb_big1 400
@@ -120,4 +162,27 @@ wait_volume r2 "$BIG_SHA"
 stop_daemon "$DAEMON_PID"
 wait_rc "$big4"
 ((RC != 0)) || fail "the run whose upload runnerd stopped exited 0"
+
+# ---- runnerd SIGKILLed during an upload: the volume it left is not the image; the next run uploads it again ----
+start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
+big mb_big5 100
+big5_sha=$BIG_SHA
+bg_run big5 --host r2 --timeout 300 "$T/mb_big5"
+big5=$BG_PID
+wait_volume r2 "$big5_sha"
+kill -KILL "$DAEMON_PID"
+wait_pid_gone "$DAEMON_PID" 20 || fail "runnerd did not die on SIGKILL"
+forget_daemon "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+wait_rc "$big5"
+((RC != 0)) || fail "the run whose runnerd was killed at its upload exited 0"
+virsh -q -c "$R2" vol-list ukrun 2>/dev/null | grep -q "$big5_sha" || fail "no unfinished volume was left on r2"
+start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
+expect_run big5again 0 lifecycle qemu/libvirt --host r2 "$T/mb_big5"
+id=$(last_run_id)
+[[ $(sql "SELECT value FROM run_facts WHERE run_id = $id AND key = 'image_upload'") == $(stat -c %s "$T/mb_big5") ]] ||
+	fail "the unfinished volume was taken for the image: run $id did not upload it again ($(sql "SELECT key || '=' || value FROM run_facts WHERE run_id = $id AND key LIKE 'image%'"))"
+virsh -q -c "$R2" vol-download --pool ukrun "$big5_sha" "$T/big5.down" >/dev/null
+[[ $(sha256sum "$T/big5.down" | cut -d' ' -f1) == "$big5_sha" ]] || fail "r2's volume $big5_sha does not hold the image"
+rm -f "$T/big5.down"
 log "ok"

@@ -637,9 +637,86 @@ static void test_host_binary(void **state)
 	assert_int_equal(detect_file(NULL, NULL, &r), -EINVAL);
 }
 
+/* The byte strings scanned piece by piece (an upload) give detect_buffer's answer, wherever
+ * the pieces split them; only the first DETECT_MAX_READ bytes count. */
+static void test_scan_pieces(void **state)
+{
+	static const char *const needles[] = { "Unikraft", "Powered by" };
+	unsigned char b[64];
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		size_t n = strlen(needles[k]);
+		for (size_t at = 0; at + n <= sizeof(b); at += 7) {
+			memset(b, 'x', sizeof(b));
+			memcpy(b + at, needles[k], n);
+			/* Two pieces, split at every offset. */
+			for (size_t cut = 0; cut <= sizeof(b); cut++) {
+				struct detect_scan sc = { 0 };
+				detect_scan_feed(&sc, b, cut);
+				detect_scan_feed(&sc, b + cut, sizeof(b) - cut);
+				assert_int_equal(sc.found, 1);
+			}
+			/* Pieces shorter than the string: one byte, then three at a time. */
+			for (size_t step = 1; step <= 3; step += 2) {
+				struct detect_scan sc = { 0 };
+				for (size_t off = 0; off < sizeof(b); off += step)
+					detect_scan_feed(&sc, b + off, off + step <= sizeof(b) ? step : sizeof(b) - off);
+				assert_int_equal(sc.found, 1);
+			}
+		}
+		/* One byte off: not there, however split. */
+		memset(b, 'x', sizeof(b));
+		memcpy(b + 20, needles[k], n - 1);
+		for (size_t cut = 0; cut <= sizeof(b); cut++) {
+			struct detect_scan sc = { 0 };
+			detect_scan_feed(&sc, b, cut);
+			detect_scan_feed(&sc, b + cut, sizeof(b) - cut);
+			assert_int_equal(sc.found, 0);
+		}
+	}
+
+	/* The same result as detect_buffer on an ELF32 wrapper with and without the string. */
+	static unsigned char img[IMG_SIZE];
+	Elf32_Ehdr *eh = (Elf32_Ehdr *)img;
+	memset(img, 0, sizeof(img));
+	memcpy(eh->e_ident, ELFMAG, SELFMAG);
+	eh->e_ident[EI_CLASS] = ELFCLASS32;
+	eh->e_ident[EI_DATA] = ELFDATA2LSB;
+	eh->e_type = ET_EXEC;
+	eh->e_machine = EM_386;
+	eh->e_phoff = 64;
+	eh->e_phentsize = sizeof(Elf32_Phdr);
+	eh->e_phnum = 1;
+	*(Elf32_Phdr *)(img + 64) = (Elf32_Phdr){ .p_type = PT_LOAD, .p_filesz = IMG_SIZE, .p_memsz = IMG_SIZE };
+	put_multiboot(img, 52, 0x00010003, 1);
+	for (int with = 0; with < 2; with++) {
+		if (with)
+			memcpy(img + 2000, "Powered by", 10);
+		struct detect_scan sc = { 0 };
+		detect_scan_feed(&sc, img, 1999);
+		detect_scan_feed(&sc, img + 1999, sizeof(img) - 1999);
+		struct detect_result a = probe(img, sizeof(img), NULL), c;
+		assert_int_equal(detect_buffer_scanned(img, sizeof(img), NULL, &sc, &c), 0);
+		assert_int_equal(a.platform, c.platform);
+		assert_int_equal(a.flags, c.flags);
+		assert_string_equal(a.summary, c.summary);
+		assert_int_equal(!!(c.flags & DETECT_UNIKRAFT), with);
+	}
+
+	/* Past DETECT_MAX_READ nothing counts (detect_file reads no further). */
+	struct detect_scan sc = { 0 };
+	unsigned char *big = calloc(1, DETECT_MAX_READ);
+	assert_non_null(big);
+	detect_scan_feed(&sc, big, DETECT_MAX_READ - 4);
+	detect_scan_feed(&sc, "Unikraft", 8); /* its last 4 bytes lie past the limit */
+	assert_int_equal(sc.found, 0);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_scan_pieces),
 		cmocka_unit_test(test_multiboot_positions),
 		cmocka_unit_test(test_multiboot2),
 		cmocka_unit_test(test_built_kernels),

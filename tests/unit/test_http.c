@@ -38,6 +38,7 @@ struct harness {
 	uint64_t later_ms;   /* /slow answers this long after the request */
 	size_t big_len;      /* /big answers this many bytes in one write */
 	size_t sink_pieces, sink_bytes, sink_bad;
+	struct http_conn *holding; /* /holdsink: the connection its sink held */
 };
 
 static void on_later(uv_timer_t *t)
@@ -65,6 +66,15 @@ static int sink_data(void *ctx, const char *buf, size_t len)
 	return 0;
 }
 
+/* /holdsink: a sink that cannot keep up, holding the input from its first piece on. */
+static int hold_sink_data(void *ctx, const char *buf, size_t len)
+{
+	struct harness *h = ctx;
+	sink_data(h, buf, len);
+	http_conn_hold_input(h->holding);
+	return 0;
+}
+
 static void on_headers(void *ctx, struct http_conn *conn, struct http_request *req)
 {
 	struct harness *h = ctx;
@@ -73,6 +83,10 @@ static void on_headers(void *ctx, struct http_conn *conn, struct http_request *r
 		http_respond_error(conn, 403, "forbidden", "not you");
 	} else if (strcmp(req->path, "/sink") == 0) {
 		struct http_body_sink s = { .data = sink_data, .ctx = h };
+		http_conn_set_sink(conn, &s);
+	} else if (strcmp(req->path, "/holdsink") == 0) {
+		struct http_body_sink s = { .data = hold_sink_data, .ctx = h };
+		h->holding = conn;
 		http_conn_set_sink(conn, &s);
 	}
 }
@@ -94,7 +108,7 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 		http_respond(conn, 500, "text/plain", "x", 1);
 	} else if (strcmp(req->path, "/echo") == 0) {
 		http_respond(conn, 200, "application/octet-stream", req->body, req->body_len);
-	} else if (strcmp(req->path, "/sink") == 0) {
+	} else if (strcmp(req->path, "/sink") == 0 || strcmp(req->path, "/holdsink") == 0) {
 		http_respond_json(conn, 200, json_pack("{s:I,s:I,s:I,s:b}", "pieces", (json_int_t)h->sink_pieces,
 		                                       "bytes", (json_int_t)h->sink_bytes, "bad",
 		                                       (json_int_t)h->sink_bad, "buffered", req->body != NULL));
@@ -995,6 +1009,66 @@ static void test_half_close(void **state)
 	assert_int_equal(h->srv.set.busy, 0);
 }
 
+static void test_body_hold(void **state)
+{
+	struct harness *h = *state;
+	h->srv.set.limits = (struct http_limits){ .header_timeout_ms = 1000, .idle_timeout_ms = 300 };
+	static const char body[8] = {0, 1, 2, 3, 4, 5, 6, 7}; /* what sink_data checks */
+	int fd = connect_send(h, "POST /holdsink HTTP/1.1\r\nContent-Length: 8\r\n\r\n");
+	assert_int_equal(send(fd, body, 2, MSG_NOSIGNAL), 2);
+	while (!h->sink_pieces)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	assert_int_equal(h->sink_bytes, 2);
+	/* Held: the rest of the body waits in the socket, and a hold is no idle body (several
+	 * idle timeouts pass without a 408). */
+	assert_int_equal(send(fd, body + 2, 6, MSG_NOSIGNAL), 6);
+	send_all(fd, "GET /hello HTTP/1.1\r\n\r\n");
+	run_for(h, 1200);
+	assert_int_equal(h->srv.set.count, 1);
+	assert_int_equal(h->sink_bytes, 2);
+	char b[64];
+	assert_int_equal(recv(fd, b, sizeof(b), MSG_DONTWAIT), -1);
+	/* Released: the rest comes in (the sink holds again on it), the request is answered,
+	 * and so is the next one on the same connection: the end of the body ended the hold. */
+	http_conn_release_input(h->holding);
+	while (h->message_calls < 2)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	size_t len;
+	int eof;
+	char *got = read_paced(h, fd, 1, 4096, 10, &len, &eof);
+	struct http_test_resp rs[2];
+	assert_int_equal(http_test_parse_all(got, len, 0, rs, 2, NULL), 2);
+	assert_int_equal(rs[0].status, 200);
+	json_t *j = json_loadb(rs[0].body, rs[0].body_len, 0, NULL);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 8);
+	assert_int_equal(json_integer_value(json_object_get(j, "bad")), 0);
+	json_decref(j);
+	assert_string_equal(rs[1].body, "hello\n");
+	http_test_resps_free(rs, 2);
+	free(got);
+	close(fd);
+	http_test_wait_closed(&h->srv); /* the client's close is seen: nothing holds the input */
+
+	/* A response before the body is in ends a hold too: the rest is read and dropped. */
+	h->sink_pieces = h->sink_bytes = 0;
+	fd = connect_send(h, "POST /holdsink HTTP/1.1\r\nContent-Length: 8\r\n\r\n");
+	assert_int_equal(send(fd, body, 2, MSG_NOSIGNAL), 2);
+	while (!h->sink_pieces)
+		uv_run(&h->srv.loop, UV_RUN_ONCE);
+	http_respond_error(h->holding, 507, "insufficient_storage", "disk full");
+	assert_int_equal(send(fd, body + 2, 6, MSG_NOSIGNAL), 6);
+	send_all(fd, "GET /hello HTTP/1.1\r\n\r\n");
+	got = read_paced(h, fd, SIZE_MAX, 4096, 10, &len, &eof);
+	assert_int_equal(http_test_parse_all(got, len, 0, rs, 2, NULL), 2);
+	assert_json_error(&rs[0], 507, "insufficient_storage");
+	assert_string_equal(rs[1].body, "hello\n");
+	http_test_resps_free(rs, 2);
+	free(got);
+	assert_int_equal(h->sink_bytes, 2);
+	close(fd);
+	http_test_wait_closed(&h->srv);
+}
+
 int main(void)
 {
 	/* As runnerd's main() does: a peer that hangs up must not kill the process. */
@@ -1022,6 +1096,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_handler_turn_not_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_body_hold, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

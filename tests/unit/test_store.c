@@ -2,7 +2,9 @@
  * test_store.c — runnerd's sqlite store on real database files in a temporary
  * directory: schema creation and migration guard, image records and their
  * deletion rules, run records (args, params, labels, facts, notes, end),
- * listing order/paging/filters, lost-run recovery and parsed test cases.
+ * listing order/paging/filters (against the query of schema 4 as a reference, and
+ * their query plans), the migration to the label index, lost-run recovery and parsed
+ * test cases.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_int.h"
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -109,7 +112,7 @@ static void test_open_creates_schema(void **state)
 	assert_true(schema_migrations_count >= 1);
 	assert_int_equal(schema_migrations[0].version, 1);
 	assert_int_equal(user_version(fx->path), schema_migrations[schema_migrations_count - 1].version);
-	assert_int_equal(user_version(fx->path), 4);
+	assert_int_equal(user_version(fx->path), 5);
 	put_image(fx->st, SHA_A, "a.elf");
 	int64_t id = insert_run(fx->st, SHA_A, NULL);
 	store_close(fx->st);
@@ -119,7 +122,7 @@ static void test_open_creates_schema(void **state)
 	char *err = NULL;
 	assert_int_equal(store_open(fx->path, &fx->st, &err), 0);
 	assert_null(err);
-	assert_int_equal(user_version(fx->path), 4);
+	assert_int_equal(user_version(fx->path), 5);
 	json_t *img = store_image_get(fx->st, SHA_A);
 	assert_non_null(img);
 	json_decref(img);
@@ -522,6 +525,237 @@ static void test_run_list(void **state)
 	json_decref(list);
 }
 
+/* GET /v1/runs as it was answered before the label index (schema 4): one query with every
+ * filter optional, newest first. The reference the indexed variants must agree with. */
+static const char REFERENCE_LIST_SQL[] =
+	"SELECT id FROM runs r WHERE (?1 IS NULL OR r.state = ?1) AND (?2 IS NULL OR r.image = ?2) "
+	"AND (?3 IS NULL OR EXISTS (SELECT 1 FROM labels l WHERE l.run_id = r.id AND l.key = ?3 AND "
+	"(?4 IS NULL OR l.value = ?4))) AND (?5 = 0 OR r.id < ?5) ORDER BY r.id DESC LIMIT ?6";
+
+static size_t reference_ids(sqlite3 *db, const struct run_filter *f, int64_t *ret_ids, size_t max)
+{
+	sqlite3_stmt *stmt;
+	assert_int_equal(sqlite3_prepare_v2(db, REFERENCE_LIST_SQL, -1, &stmt, NULL), SQLITE_OK);
+	sqlite3_bind_text(stmt, 1, f->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 2, f->image, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, f->label_key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 4, f->label_value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 5, f->before);
+	sqlite3_bind_int64(stmt, 6, f->limit);
+	size_t n = 0;
+	while (sqlite3_step(stmt) == SQLITE_ROW) {
+		assert_true(n < max);
+		ret_ids[n++] = sqlite3_column_int64(stmt, 0);
+	}
+	sqlite3_finalize(stmt);
+	return n;
+}
+
+/* Run i of the mixed history: its image, state and labels follow from i so that every filter
+ * keeps some runs and drops others, labels included (a second key, an empty value, none). */
+static void insert_mixed_runs(struct store *st, int count)
+{
+	static const char *const states[] = { "queued", "running", "done", "error", "done" };
+	static const char *const suites[] = { "slow", "fast", "", NULL, "fast", "slow", NULL };
+	for (int i = 1; i <= count; i++) {
+		json_t *labels = json_object();
+		if (suites[i % 7])
+			json_object_set_new(labels, "suite", json_string(suites[i % 7]));
+		if (i % 3 == 0)
+			json_object_set_new(labels, "os", json_string(i % 2 ? "linux" : "bsd"));
+		struct run_row row = { .image = i % 5 == 0 ? SHA_B : SHA_A, .platform = "qemu", .driver = "qemu",
+		                       .accel = "auto", .timeout_s = 300, .success_code = -1, .labels = labels };
+		int64_t id = 0;
+		assert_int_equal(store_run_insert(st, &row, &id), 0);
+		json_decref(labels);
+		assert_int_equal(id, i);
+		if (strcmp(states[i % 5], "queued") != 0)
+			assert_int_equal(store_run_set_state(st, id, states[i % 5]), 0);
+	}
+}
+
+/* Every combination of the filters GET /v1/runs takes gives the same runs, in the same order, as
+ * the reference query, and each listed record is the run's full record. */
+static void test_run_list_matches_reference(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	put_image(fx->st, SHA_B, "b");
+	insert_mixed_runs(fx->st, 60);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+
+	static const char *const states[] = { NULL, "queued", "running", "done", "error", "lost" };
+	static const char *const images[] = { NULL, SHA_A, SHA_B, SHA_L };
+	static const char *const labels[][2] = {
+		{ NULL, NULL },    { "suite", NULL }, { "suite", "slow" }, { "suite", "fast" }, { "suite", "" },
+		{ "os", "linux" }, { "os", NULL },    { "os", "slow" },    { "nope", NULL },    { NULL, "slow" },
+	};
+	static const int64_t befores[] = { 0, 1, 2, 17, 45, 60, 61, 1000 };
+	static const int limits[] = { 1, 3, 1000 };
+	size_t compared = 0, nonempty = 0;
+	for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++)
+		for (size_t im = 0; im < sizeof(images) / sizeof(images[0]); im++)
+			for (size_t l = 0; l < sizeof(labels) / sizeof(labels[0]); l++)
+				for (size_t b = 0; b < sizeof(befores) / sizeof(befores[0]); b++)
+					for (size_t li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+						struct run_filter f = { .state = states[s], .image = images[im],
+						                        .label_key = labels[l][0], .label_value = labels[l][1],
+						                        .before = befores[b], .limit = limits[li] };
+						int64_t want[64];
+						size_t n = reference_ids(db, &f, want, 64);
+						json_t *list = store_run_list(fx->st, &f);
+						if (json_array_size(list) != n)
+							print_error("state=%s image=%.4s label=%s=%s before=%lld limit=%d\n",
+							            f.state ? f.state : "-", f.image ? f.image : "-",
+							            f.label_key ? f.label_key : "-",
+							            f.label_value ? f.label_value : "-", (long long)f.before,
+							            f.limit);
+						assert_ids(list, want, n);
+						/* The joined variants must not mix label columns into the record. */
+						if (n && limits[li] == 3) {
+							json_t *rec = json_array_get(list, n - 1), *one = store_run_get(fx->st, want[n - 1]);
+							assert_true(json_equal(rec, one));
+							json_decref(one);
+						}
+						json_decref(list);
+						compared++;
+						nonempty += n > 0;
+					}
+	sqlite3_close(db);
+	/* The data set is not degenerate: many combinations list something, many nothing. */
+	assert_true(nonempty > compared / 4);
+	assert_true(nonempty < compared);
+}
+
+/* The query plan of every variant that filters: an index search, never a scan of a whole table and
+ * never a sort (newest first comes from the index). Without a filter, the runs table newest first
+ * (from `before` on when given). */
+static void test_run_list_plans(void **state)
+{
+	struct fixture *fx = *state;
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	for (unsigned mask = 0; mask < LIST_VARIANTS; mask++) {
+		if ((mask & LIST_VALUE) && !(mask & LIST_LABEL))
+			continue;
+		struct run_filter f = { .state = mask & LIST_STATE ? "done" : NULL,
+		                        .image = mask & LIST_IMAGE ? SHA_A : NULL,
+		                        .label_key = mask & LIST_LABEL ? "suite" : NULL,
+		                        .label_value = mask & LIST_VALUE ? "slow" : NULL,
+		                        .before = mask & LIST_BEFORE ? 10 : 0, .limit = 50 };
+		char sql[1024], eqp[1100];
+		assert_int_equal(store_list_sql(&f, sql, sizeof(sql)), mask);
+		snprintf(eqp, sizeof(eqp), "EXPLAIN QUERY PLAN %s", sql);
+		sqlite3_stmt *stmt;
+		assert_int_equal(sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL), SQLITE_OK);
+		char plan[512] = "";
+		size_t len = 0;
+		while (sqlite3_step(stmt) == SQLITE_ROW && len < sizeof(plan) - 1)
+			len += (size_t)snprintf(plan + len, sizeof(plan) - len, "%s; ", sqlite3_column_text(stmt, 3));
+		sqlite3_finalize(stmt);
+		int filtered = (mask & (LIST_STATE | LIST_IMAGE | LIST_LABEL)) != 0;
+		int scan = strstr(plan, "SCAN") != NULL, sort = strstr(plan, "TEMP B-TREE") != NULL;
+		if ((scan && filtered) || sort)
+			print_error("variant %u: %s\n", mask, plan);
+		assert_false(sort);
+		assert_false(scan && filtered);
+		if (mask & LIST_LABEL)
+			assert_non_null(strstr(plan, mask & LIST_VALUE ? "labels_by_value_run" : "labels_by_key_run"));
+	}
+	sqlite3_close(db);
+}
+
+/* A database written by the previous runnerd (schema 4, runs with labels) migrates to 5 when
+ * opened: the label indexes replace labels_by_key, and its runs are found by label. */
+static void test_migrate_label_index(void **state)
+{
+	struct fixture *fx = *state;
+	char path[192];
+	snprintf(path, sizeof(path), "%s/other.db", fx->dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	for (int i = 0; i < schema_migrations_count && schema_migrations[i].version <= 4; i++)
+		assert_int_equal(sqlite3_exec(db, schema_migrations[i].sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "PRAGMA user_version = 4;"
+	                              "INSERT INTO images (sha256, size, name, platform, flags, summary, created_at) "
+	                              "VALUES ('" SHA_A "', 1, 'a', 'qemu', 0, '', '2026-01-01T00:00:00.000Z');"
+	                              "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 30) "
+	                              "INSERT INTO runs (id, image, mode, platform, driver, state, timeout_s, created_at) "
+	                              "SELECT i, '" SHA_A "', 'direct', 'qemu', 'qemu', 'done', 1, "
+	                              "'2026-01-01T00:00:00.000Z' FROM k;"
+	                              "INSERT INTO labels SELECT id, 'ci', 'job' || (id % 3) FROM runs;",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(user_version(path), 4);
+
+	struct store *st = NULL;
+	char *err = NULL;
+	assert_int_equal(store_open(path, &st, &err), 0);
+	assert_null(err);
+	assert_int_equal(user_version(path), 5);
+	struct run_filter f = { .label_key = "ci", .label_value = "job1", .before = 20, .limit = 3 };
+	json_t *list = store_run_list(st, &f);
+	int64_t want[] = { 19, 16, 13 };
+	assert_ids(list, want, 3);
+	json_decref(list);
+	store_close(st);
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_stmt *stmt;
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_master "
+	                                    "WHERE type = 'index' AND tbl_name = 'labels' AND sql IS NOT NULL "
+	                                    "ORDER BY name)",
+	                                    -1, &stmt, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(stmt, 0), "labels_by_key_run labels_by_value_run");
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+}
+
+/* The store keeps its reads prepared between requests: none of them may keep its read snapshot
+ * once it has answered, or the WAL could never be checkpointed (it would grow for the daemon's
+ * life). A full TRUNCATE checkpoint from another connection succeeds right after reads of each kind,
+ * and the kept statements see what was written after they were first used. */
+static void test_reads_release_snapshot(void **state)
+{
+	struct fixture *fx = *state;
+	put_image(fx->st, SHA_A, "a");
+	put_image(fx->st, SHA_B, "b");
+	insert_mixed_runs(fx->st, 20);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	/* The checkpointing connection sees WAL mode only once it has read the database. */
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM runs", NULL, NULL, NULL), SQLITE_OK);
+	for (int round = 0; round < 2; round++) {
+		json_t *one = store_run_get(fx->st, 6);
+		assert_non_null(one);
+		assert_string_equal(sget(one, "state"), round ? "cancelled" : "running");
+		json_decref(one);
+		struct run_filter fl = { .label_key = "suite", .label_value = "fast", .limit = 2 };
+		struct run_filter fs = { .state = "running", .before = 20, .limit = 1 };
+		json_t *a = store_run_list(fx->st, &fl), *b = store_run_list(fx->st, &fs);
+		assert_int_equal(json_array_size(a), 2);
+		assert_int_equal(json_array_size(b), 1);
+		json_decref(a);
+		json_decref(b);
+		json_t *tests = store_run_tests(fx->st, 6);
+		assert_non_null(tests);
+		json_decref(tests);
+		/* SQLITE_BUSY when a reader still holds a snapshot in the WAL; the log is empty after. */
+		int frames = -1;
+		assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &frames, NULL), SQLITE_OK);
+		assert_int_equal(frames, 0);
+		struct run_end end = { .state = "cancelled", .exit_source = "runner", .reason = "test" };
+		assert_int_equal(store_run_finish(fx->st, 6, &end), 0);
+	}
+	sqlite3_close(db);
+}
+
 struct seen {
 	int64_t ids[16];
 	size_t n;
@@ -722,6 +956,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_run_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_list_matches_reference, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_list_plans, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_label_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reads_release_snapshot, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tests_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hosts_api, setup, teardown),

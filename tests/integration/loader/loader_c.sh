@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib_loader.sh"
 
 command -v gcc >/dev/null || skip "gcc is not installed"
-for p in ld_exit ld_args ld_segv ld_hang; do
+for p in ld_exit ld_args ld_segv ld_hang ld_after; do
 	gcc -static-pie -O2 -o "$T/$p" "$LOADER_SRC/c/$p.c" 2>"$T/gcc.err" ||
 		skip "gcc cannot link static-pie programs here: $(head -n 3 "$T/gcc.err")"
 done
@@ -86,5 +86,18 @@ grep -q 'appelfloader' <<<"$reason" || fail "nopie: reason lacks the elfloader's
 grep -qi 'ELF' <<<"$reason" || fail "nopie: reason does not mention the ELF: '$reason'"
 # `ukrun show` reports the same reason.
 "$UKRUN" show --json "$id" | jget reason | grep -q 'appelfloader' || fail "nopie: ukrun show $id lacks the reason"
+
+# 6. the stock kernel never exits: after libtest's summary the run ends once the guest idles (runnerd samples
+# QEMU's busy time), not while the program still computes after the summary (1.5 s here, less than the
+# 2 s console grace) — that would lose its last line — and not only after the grace period of silence.
+run_ukrun after --timeout 120 --loader "$K_STOCK" "$T/ld_after" 1500
+expect_rc after 0
+program_text "$T/after.out" | grep -qx 'after the summary: computed 1500 ms' ||
+	fail "after: the line printed after the summary is missing: the run was ended while the guest computed"
+id=$(last_run_id)
+expect_record "$id" done 0 console
+notes=$(sql "SELECT group_concat(message, ' | ') FROM run_notes WHERE run_id = $id")
+grep -q 'the guest then idled' <<<"$notes" ||
+	fail "after: run $id did not end on the guest going idle (notes: $notes)"
 
 healthy || fail "runnerd unhealthy after the loader runs"

@@ -1,0 +1,19 @@
+/*
+ * procbusy.h — how much a local process has computed: the sum over its threads of the time they
+ * ran on a CPU and the time they were runnable but waiting for one (/proc/PID/task/N/schedstat).
+ * A guest whose vCPUs are halted adds (almost) nothing; one that computes adds about the wall
+ * time, even on a host too loaded to give it a CPU (the waiting counts). The qemu driver reports
+ * it so the core can see a loader-mode kernel idle after its program ended.
+ */
+#ifndef UKRUN_PROCBUSY_H
+#define UKRUN_PROCBUSY_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Run + run-queue wait time of all of `pid`'s threads so far, in ns. 0, or -ESRCH (no such
+ * process), -ENOTSUP (no schedstat: a kernel without CONFIG_SCHED_INFO), or another negative
+ * errno. Reads a few small /proc files: cheap enough for the loop every few milliseconds. */
+int proc_busy_ns(pid_t pid, uint64_t *ret_ns);
+
+#endif
