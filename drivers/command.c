@@ -6,15 +6,20 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define CMD_MAX_FDS 10
+#define CMD_MAX_RLIMITS 8
 
 struct cmd {
 	char **argv;
@@ -25,6 +30,14 @@ struct cmd {
 	int nstdio;
 	int pdeathsig;
 	char *cwd; /* NULL = the daemon's (/) */
+	struct {
+		int resource;
+		rlim_t value;
+	} rlimits[CMD_MAX_RLIMITS]; /* set between fork and exec (cmd_start, cmd_run_sync) */
+	int nrlimits;
+	int set_user; /* cmd_user: switch to uid/gid, no groups, between fork and exec */
+	uid_t uid;
+	gid_t gid;
 };
 
 static void *xrealloc(void *p, size_t n)
@@ -153,6 +166,47 @@ void cmd_die_with_daemon(struct cmd *cmd)
 	cmd->pdeathsig = 1;
 }
 
+void cmd_rlimit(struct cmd *cmd, int resource, unsigned long long value)
+{
+	for (int i = 0; i < cmd->nrlimits; i++) {
+		if (cmd->rlimits[i].resource == resource) {
+			cmd->rlimits[i].value = (rlim_t)value;
+			return;
+		}
+	}
+	if (cmd->nrlimits == CMD_MAX_RLIMITS)
+		abort(); /* programming error */
+	cmd->rlimits[cmd->nrlimits].resource = resource;
+	cmd->rlimits[cmd->nrlimits++].value = (rlim_t)value;
+}
+
+void cmd_user(struct cmd *cmd, unsigned uid, unsigned gid)
+{
+	cmd->set_user = 1;
+	cmd->uid = (uid_t)uid;
+	cmd->gid = (gid_t)gid;
+}
+
+int cmd_rlimit_get(const struct cmd *cmd, int resource, unsigned long long *ret_value)
+{
+	for (int i = 0; i < cmd->nrlimits; i++) {
+		if (cmd->rlimits[i].resource == resource) {
+			*ret_value = (unsigned long long)cmd->rlimits[i].value;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int cmd_user_get(const struct cmd *cmd, unsigned *ret_uid, unsigned *ret_gid)
+{
+	if (!cmd->set_user)
+		return 0;
+	*ret_uid = (unsigned)cmd->uid;
+	*ret_gid = (unsigned)cmd->gid;
+	return 1;
+}
+
 static const char *find_setpriv(void)
 {
 	static const char *const paths[] = {"/usr/bin/setpriv", "/bin/setpriv"};
@@ -165,6 +219,12 @@ static const char *find_setpriv(void)
 int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb exit_cb,
               char **ret_err)
 {
+	if (cmd->nrlimits || cmd->set_user) {
+		/* libuv has no hook between its fork and exec: cmd_start does this. */
+		if (ret_err && asprintf(ret_err, "Failed to start '%s': limits and uid need cmd_start", cmd->argv[0]) < 0)
+			*ret_err = NULL;
+		return -EINVAL;
+	}
 	/* setpriv sets PR_SET_PDEATHSIG and execs the program: same pid, same group. */
 	char *wrapped[cmd->argc + 5];
 	char **argv = cmd->argv;
@@ -195,6 +255,280 @@ int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb e
 		return r;
 	}
 	return 0;
+}
+
+/* ---- fork + exec of our own (cmd_start, cmd_run_sync) ---- */
+
+/* What the child failed at between fork and exec, told to the parent on a pipe. */
+enum child_step {
+	STEP_FDS,
+	STEP_SESSION,
+	STEP_CWD,
+	STEP_RLIMIT,
+	STEP_GROUPS,
+	STEP_GID,
+	STEP_UID,
+	STEP_PDEATHSIG,
+	STEP_EXEC,
+};
+
+struct child_report {
+	int step; /* enum child_step */
+	int err;  /* errno */
+	int arg;  /* STEP_RLIMIT: the resource */
+};
+
+static const char *rlimit_name(int resource)
+{
+	switch (resource) {
+	case RLIMIT_AS: return "RLIMIT_AS";
+	case RLIMIT_CORE: return "RLIMIT_CORE";
+	case RLIMIT_CPU: return "RLIMIT_CPU";
+	case RLIMIT_DATA: return "RLIMIT_DATA";
+	case RLIMIT_FSIZE: return "RLIMIT_FSIZE";
+	case RLIMIT_NOFILE: return "RLIMIT_NOFILE";
+	case RLIMIT_NPROC: return "RLIMIT_NPROC";
+	case RLIMIT_STACK: return "RLIMIT_STACK";
+	default: return "a resource limit";
+	}
+}
+
+static char *report_text(const struct cmd *cmd, const struct child_report *rep)
+{
+	char *s = NULL;
+	const char *e = strerror(rep->err);
+	int r;
+	switch (rep->step) {
+	case STEP_RLIMIT:
+		r = asprintf(&s, "cannot set %s: %s", rlimit_name(rep->arg), e);
+		break;
+	case STEP_GROUPS:
+		r = asprintf(&s, "cannot clear the supplementary groups: %s", e);
+		break;
+	case STEP_GID:
+		r = asprintf(&s, "cannot switch to gid %u: %s", (unsigned)cmd->gid, e);
+		break;
+	case STEP_UID:
+		r = asprintf(&s, "cannot switch to uid %u: %s", (unsigned)cmd->uid, e);
+		break;
+	case STEP_CWD:
+		r = asprintf(&s, "cannot enter '%s': %s", cmd->cwd ? cmd->cwd : "", e);
+		break;
+	case STEP_EXEC:
+		r = asprintf(&s, "%s", e);
+		break;
+	default:
+		r = asprintf(&s, "child setup: %s", e);
+		break;
+	}
+	return r < 0 ? NULL : s;
+}
+
+/* `prog` looked up in PATH (the command's own) when it has no slash, into `buf`;
+ * in the parent, since execvpe is not async-signal-safe. */
+static int resolve_prog(const struct cmd *cmd, char *buf, size_t cap)
+{
+	const char *prog = cmd->argv[0];
+	if (strchr(prog, '/'))
+		return snprintf(buf, cap, "%s", prog) < (int)cap ? 0 : -ENAMETOOLONG;
+	const char *path = "/usr/local/bin:/usr/bin:/bin";
+	for (size_t i = 0; i < cmd->envc; i++)
+		if (strncmp(cmd->env[i], "PATH=", 5) == 0)
+			path = cmd->env[i] + 5;
+	for (const char *p = path; *p;) {
+		size_t n = strcspn(p, ":");
+		if (n > 0 && snprintf(buf, cap, "%.*s/%s", (int)n, p, prog) < (int)cap && access(buf, X_OK) == 0)
+			return 0;
+		p += n;
+		if (*p == ':')
+			p++;
+	}
+	return -ENOENT;
+}
+
+/* Between fork and exec: async-signal-safe calls only (the daemon has threads).
+ * Never returns. The ids change by raw syscalls: glibc's wrappers would try to
+ * change every thread of the process, which the child no longer has. */
+static void __attribute__((noreturn)) child_run(const struct cmd *cmd, const char *path, const int *map, int nmap,
+                                                 int report_fd, pid_t parent)
+{
+	struct child_report rep = {0};
+	/* The daemon's handlers and ignored signals (SIGPIPE) must not reach the program. */
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			sigaction(s, &dfl, NULL);
+	int src[CMD_MAX_FDS];
+	/* Every source above the child's fd range first, so no dup2 clobbers one still to come. */
+	int rfd = fcntl(report_fd, F_DUPFD_CLOEXEC, nmap);
+	if (rfd < 0)
+		_exit(127);
+	rep.step = STEP_FDS;
+	for (int i = 0; i < nmap; i++)
+		if ((src[i] = map[i] >= 0 ? fcntl(map[i], F_DUPFD_CLOEXEC, nmap) : -1) < 0 && map[i] >= 0)
+			goto fail;
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int i = 0; i < nmap; i++) {
+		if (src[i] >= 0) {
+			if (dup2(src[i], i) < 0)
+				goto fail;
+		} else if (i <= 2) {
+			if (null < 0 || dup2(null, i) < 0)
+				goto fail;
+		} else {
+			close(i);
+		}
+	}
+	rep.step = STEP_SESSION;
+	if (setsid() < 0)
+		goto fail;
+	rep.step = STEP_CWD;
+	if (cmd->cwd && chdir(cmd->cwd) < 0)
+		goto fail;
+	rep.step = STEP_RLIMIT;
+	for (int i = 0; i < cmd->nrlimits; i++) {
+		struct rlimit rl = {.rlim_cur = cmd->rlimits[i].value, .rlim_max = cmd->rlimits[i].value};
+		rep.arg = cmd->rlimits[i].resource;
+		if (setrlimit((__rlimit_resource_t)cmd->rlimits[i].resource, &rl) < 0)
+			goto fail;
+	}
+	if (cmd->set_user) {
+		rep.step = STEP_GROUPS;
+		if (syscall(SYS_setgroups, 0, NULL) < 0)
+			goto fail;
+		rep.step = STEP_GID;
+		if (syscall(SYS_setresgid, cmd->gid, cmd->gid, cmd->gid) < 0)
+			goto fail;
+		rep.step = STEP_UID;
+		if (syscall(SYS_setresuid, cmd->uid, cmd->uid, cmd->uid) < 0)
+			goto fail;
+	}
+	if (cmd->pdeathsig) {
+		/* After the uid change, which clears it; a daemon gone already is not told. */
+		rep.step = STEP_PDEATHSIG;
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+			goto fail;
+		if (getppid() != parent)
+			_exit(127);
+	}
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	rep.step = STEP_EXEC;
+	execve(path, cmd->argv, cmd->env);
+fail:
+	rep.err = errno;
+	while (write(rfd, &rep, sizeof(rep)) < 0 && errno == EINTR)
+		;
+	_exit(127);
+}
+
+/* Fork, set the child up (fds from `map`: map[i] becomes child fd i, -1 = /dev/null
+ * for 0-2 and closed above), exec. Returns 0 with *ret_pid once the exec happened, or
+ * -errno with *ret_err saying what failed (the child is reaped). */
+static int fork_exec(const struct cmd *cmd, const int *map, int nmap, pid_t *ret_pid, char **ret_err)
+{
+	char path[4096];
+	int r = resolve_prog(cmd, path, sizeof(path));
+	if (r < 0) {
+		if (ret_err && asprintf(ret_err, "Failed to start '%s': %s", cmd->argv[0], strerror(-r)) < 0)
+			*ret_err = NULL;
+		return r;
+	}
+	int rp[2];
+	if (pipe2(rp, O_CLOEXEC) < 0) {
+		r = -errno;
+		if (ret_err && asprintf(ret_err, "Failed to start '%s': %s", cmd->argv[0], strerror(-r)) < 0)
+			*ret_err = NULL;
+		return r;
+	}
+	/* No signal handler may run in the child before it has reset them. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0)
+		child_run(cmd, path, map, nmap, rp[1], parent);
+	int fork_errno = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(rp[1]);
+	if (pid < 0) {
+		close(rp[0]);
+		if (ret_err && asprintf(ret_err, "Failed to start '%s': fork: %s", cmd->argv[0], strerror(fork_errno)) < 0)
+			*ret_err = NULL;
+		return -fork_errno;
+	}
+	/* EOF: the exec closed the pipe. A report: the child failed and exits. */
+	struct child_report rep;
+	ssize_t n;
+	while ((n = read(rp[0], &rep, sizeof(rep))) < 0 && errno == EINTR)
+		;
+	close(rp[0]);
+	if (n == 0) {
+		*ret_pid = pid;
+		return 0;
+	}
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(rep))
+		rep = (struct child_report){.step = STEP_FDS, .err = EIO};
+	if (ret_err) {
+		char *why = report_text(cmd, &rep);
+		if (asprintf(ret_err, "Failed to start '%s': %s", cmd->argv[0], why ? why : strerror(rep.err)) < 0)
+			*ret_err = NULL;
+		free(why);
+	}
+	return rep.err > 0 ? -rep.err : -EIO;
+}
+
+int cmd_start(struct cmd *cmd, pid_t *ret_pid, int *ret_pidfd, char **ret_err)
+{
+	int map[CMD_MAX_FDS];
+	for (int i = 0; i < cmd->nstdio; i++) {
+		if (cmd->stdio[i].flags == UV_IGNORE) {
+			map[i] = -1;
+		} else if (cmd->stdio[i].flags == UV_INHERIT_FD) {
+			map[i] = cmd->stdio[i].data.fd;
+		} else {
+			if (ret_err && asprintf(ret_err, "Failed to start '%s': cmd_start takes no pipes", cmd->argv[0]) < 0)
+				*ret_err = NULL;
+			return -EINVAL;
+		}
+	}
+	pid_t pid;
+	int r = fork_exec(cmd, map, cmd->nstdio, &pid, ret_err);
+	if (r < 0)
+		return r;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0) {
+		r = -errno;
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		if (ret_err && asprintf(ret_err, "Failed to start '%s': pidfd_open: %s", cmd->argv[0], strerror(-r)) < 0)
+			*ret_err = NULL;
+		return r;
+	}
+	*ret_pid = pid;
+	*ret_pidfd = pidfd;
+	return 0;
+}
+
+int cmd_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal)
+{
+	int status = 0;
+	pid_t r;
+	while ((r = waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return 0;
+	*ret_exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+	*ret_term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	return 1;
 }
 
 static int needs_quote(const char *s)
@@ -246,24 +580,20 @@ int cmd_run_sync(struct cmd *cmd, unsigned timeout_ms, size_t cap, char **ret_ou
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return -errno;
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = -errno;
-		close(pfd[0]);
-		close(pfd[1]);
-		return e;
-	}
-	if (pid == 0) {
-		setpgid(0, 0);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(pfd[1], 1);
-		dup2(pfd[1], 2);
-		execvpe(cmd->argv[0], cmd->argv, cmd->env);
-		_exit(127);
-	}
+	int map[3] = {-1, pfd[1], pfd[1]};
+	pid_t pid;
+	char *err = NULL;
+	int r0 = fork_exec(cmd, map, 3, &pid, &err);
 	close(pfd[1]);
+	if (r0 < 0) {
+		/* The child never ran the program: why it did not is the output. */
+		close(pfd[0]);
+		if (ret_out)
+			*ret_out = err;
+		else
+			free(err);
+		return r0;
+	}
 	char *out = malloc(cap + 1);
 	size_t len = 0;
 	if (!out)

@@ -9,6 +9,8 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 struct cmd;
@@ -41,10 +43,36 @@ void cmd_stdio_pipe(struct cmd *cmd, int child_fd, uv_pipe_t *stream, int readab
  * is installed (the shown command line stays the program's own). */
 void cmd_die_with_daemon(struct cmd *cmd);
 
+/* Resource limit `resource` (RLIMIT_*) of the child: soft = hard = `value`, set between
+ * fork and exec, so it holds from the program's first instruction (cmd_start, cmd_run_sync). */
+void cmd_rlimit(struct cmd *cmd, int resource, unsigned long long value);
+
+/* Run the child as `uid` and `gid` (real, effective and saved) with no supplementary
+ * groups, switched between fork and exec (cmd_start, cmd_run_sync; the daemon must be root). */
+void cmd_user(struct cmd *cmd, unsigned uid, unsigned gid);
+
+/* What cmd_rlimit set for `resource`: 1 with *ret_value, else 0. */
+int cmd_rlimit_get(const struct cmd *cmd, int resource, unsigned long long *ret_value);
+
+/* What cmd_user set: 1 with *ret_uid and *ret_gid, else 0. */
+int cmd_user_get(const struct cmd *cmd, unsigned *ret_uid, unsigned *ret_gid);
+
 /* Spawn into `proc` (uninitialised) with `exit_cb`; the child leads its own process group.
  * Returns 0 or -errno with *ret_err naming the program. */
 int cmd_spawn(struct cmd *cmd, uv_loop_t *loop, uv_process_t *proc, uv_exit_cb exit_cb,
               char **ret_err);
+
+/* Start the child with a fork and exec of our own rather than uv_spawn, for what libuv
+ * cannot do between the two (cmd_rlimit, cmd_user); the die-with-daemon signal is set there
+ * too, after the uid change, with no program in front. Stdio: cmd_stdio_fd only. The child
+ * leads its own session. Returns 0 once the program is exec'd, with *ret_pid and *ret_pidfd
+ * (O_CLOEXEC; readable when the child has exited, then cmd_reap it), or -errno with *ret_err
+ * naming the program and the step that failed (the child is reaped then). */
+int cmd_start(struct cmd *cmd, pid_t *ret_pid, int *ret_pidfd, char **ret_err);
+
+/* Reap child `pid` of cmd_start without blocking: 1 with its exit status (0 when killed) and
+ * terminating signal (0 when it exited), 0 while it runs, or -errno. */
+int cmd_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal);
 
 /* The command line, shell-quoted for display only (logs, run records). malloc'd. */
 char *cmd_to_string(const struct cmd *cmd);
@@ -55,7 +83,8 @@ char *const *cmd_argv(const struct cmd *cmd);
 /* Run `cmd` to completion synchronously, without a loop (probing only: daemon start-up).
  * Captures up to `cap` bytes of combined stdout+stderr into *ret_out (malloc'd, may be NULL),
  * kills it after `timeout_ms`. Returns the exit status (>= 0), 128+signal when killed by a
- * signal, or -errno. */
+ * signal, or -errno (*ret_out then says why the program did not start, e.g. which of the
+ * cmd_rlimit/cmd_user steps failed). */
 int cmd_run_sync(struct cmd *cmd, unsigned timeout_ms, size_t cap, char **ret_out);
 
 #endif

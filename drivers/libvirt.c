@@ -278,15 +278,21 @@ int lv_prepare(void *state, const struct drv_spec *spec, struct drv_instance **r
 	 * (on_reboot=restart, the only way libvirt tells a reset from a power-off), and
 	 * qboot re-runs the kernel before the reboot event has stopped it. */
 	/* QEMU exits at once on an isa-debug-exit write, and the pty drops what the console
-	 * stream had not read yet: a local host keeps QEMU's own copy to recover that tail. */
+	 * stream had not read yet: QEMU's own copy (virtlogd's file) recovers that tail, read
+	 * directly on a local host, as a volume of the image pool on a remote one. */
 	if (st->fl->xen)
 		o.run_as_uid = o.run_as_gid = -1; /* libxl: no QEMU process, no DAC label */
 	o.test_host = st->test_host;
 	if (st->local && !st->fl->xen)
 		inst->serial_log = errmsg_printf("%s/serial.log", spec->workdir);
+	else if (!st->fl->xen && !st->test_host && inst->name && st->pool_path)
+		/* Remote host: the copy goes into the image pool, a volume runnerd can read back
+		 * (lv_log_fetch) and removes at the run's end. */
+		inst->serial_log = errmsg_printf("%s/%s" LV_LOG_SUFFIX, st->pool_path, inst->name);
 	o.serial_log = inst->serial_log;
 	char *kernel = NULL;
-	int r = inst->name && (!st->local || st->fl->xen || inst->serial_log) ? 0 : -ENOMEM;
+	int r = inst->name && (st->fl->xen || st->test_host || inst->serial_log || (!st->local && !st->pool_path))
+	            ? 0 : -ENOMEM;
 	if (r == 0 && !st->local) {
 		/* Remote host: the image's volume (named by its digest, the store file's name),
 		 * labelled for QEMU by libvirt itself. */
@@ -387,6 +393,7 @@ int lv_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callb
 		.facts = {.stopped = -1},
 		.sha = inst->sha ? strdup(inst->sha) : NULL,
 		.serial_log = inst->serial_log ? strdup(inst->serial_log) : NULL,
+		.remote_log = inst->serial_log && !st->local,
 		.image = inst->sha ? realpath(inst->spec->image_path, NULL) : NULL,
 	};
 	if (!j->name || !j->xml_tcg || (inst->xml_kvm && !j->xml_kvm) || (inst->sha && (!j->sha || !j->image)) ||

@@ -104,6 +104,11 @@ int lv_volume_ensure(virConnectPtr conn, const char *sha, const char *local_path
                      long long *ret_uploaded, char **ret_err);
 
 struct lv_state;
+/* Remote host: the bytes of volume `name` (QEMU's serial copy) from `offset` on, at most
+ * LV_TAIL_MAX, into *ret_buf (malloc'd, *ret_len; NULL when it holds no more), then the volume
+ * and virtlogd's rotated copies of it (name.0 ...) are deleted. Blocking: the host worker. */
+void lv_log_fetch(virConnectPtr conn, const char *name, uint64_t offset, char **ret_buf, size_t *ret_len);
+
 /* A volume was used by a run now (the LRU order of lv_pool_prune). */
 void lv_volume_used(struct lv_state *st, const char *sha);
 /* Remove image volumes of the pool, least recently used first, until they hold at most
@@ -120,6 +125,8 @@ int lv_pool_prune(struct lv_state *st, unsigned long long quota_bytes, char **re
 
 #define LV_KEEPALIVE_INTERVAL_S 5
 #define LV_KEEPALIVE_COUNT 3
+#define LV_LOG_SUFFIX ".log" /* remote hosts: <domain name>.log in the image pool, QEMU's serial copy */
+#define LV_TAIL_MAX (16u << 20) /* at most this much of it is read back at a run's end */
 #define LV_DRAIN_MS 3000 /* after the Stopped event: wait at most this for the console's end */
 #define LV_PAUSE_MS 1000 /* a pause with no Crashed event within this is an emulation failure */
 #define LV_PAUSE_CHECKS 5 /* ... up to this many times (LV_PAUSE_MS apart) */
@@ -201,7 +208,12 @@ struct lv_job {
 	char *name, *xml_kvm, *xml_tcg;
 	char *sha, *image; /* remote hosts: the volume to ensure, uploaded from `image` */
 	char *vol;         /* remote hosts: the volume the domain uses (kept from pruning) */
-	char *serial_log;  /* local hosts: QEMU's copy of the serial output (recovers the tail) */
+	char *serial_log;  /* QEMU's copy of the serial output (recovers the tail): a local file, or */
+	int remote_log;    /* a volume of the remote host's image pool, read back by the host worker */
+	int finishing;     /* at the host worker for that (job_end), not for a start */
+	int tail_done;     /* the remote copy was read back and removed */
+	char *up_tail;     /* the worker's: what the copy holds past the bytes the stream brought */
+	size_t up_tail_len;
 	/* At the host worker (uploading set, on st->jobs all the while: its upload, then its
 	 * domain's creation), the job belongs to the worker but for what the libvirt thread
 	 * alone writes: facts.killed (atomic: a kill, acted on when it comes back; the worker

@@ -197,6 +197,70 @@ cleanup:
 	return r;
 }
 
+struct sink {
+	char *buf;
+	size_t len, cap;
+};
+
+static int sink_recv(virStreamPtr st, const char *data, size_t n, void *opaque)
+{
+	struct sink *k = opaque;
+	(void)st;
+	if (k->len + n > k->cap)
+		n = k->cap - k->len; /* LV_TAIL_MAX: the rest is dropped */
+	memcpy(k->buf + k->len, data, n);
+	k->len += n;
+	return (int)n;
+}
+
+void lv_log_fetch(virConnectPtr conn, const char *name, uint64_t offset, char **ret_buf, size_t *ret_len)
+{
+	*ret_buf = NULL;
+	*ret_len = 0;
+	virStoragePoolPtr pool = virStoragePoolLookupByName(conn, LV_POOL_NAME);
+	if (!pool) {
+		virResetLastError();
+		return;
+	}
+	virStoragePoolRefresh(pool, 0);
+	virStorageVolPtr vol = virStorageVolLookupByName(pool, name);
+	virStorageVolInfo info;
+	if (vol && virStorageVolGetInfo(vol, &info) == 0 && info.capacity > offset) {
+		unsigned long long n = info.capacity - offset;
+		struct sink k = {.cap = n < LV_TAIL_MAX ? (size_t)n : LV_TAIL_MAX};
+		k.buf = malloc(k.cap);
+		virStreamPtr st = k.buf ? virStreamNew(conn, 0) : NULL;
+		if (st && virStorageVolDownload(vol, st, offset, k.cap, 0) == 0 &&
+		    virStreamRecvAll(st, sink_recv, &k) == 0 && virStreamFinish(st) == 0 && k.len) {
+			*ret_buf = k.buf;
+			*ret_len = k.len;
+			k.buf = NULL;
+		} else if (st) {
+			virStreamAbort(st);
+		}
+		if (st)
+			virStreamFree(st);
+		free(k.buf);
+	}
+	if (vol && virStorageVolDelete(vol, 0) < 0)
+		virResetLastError();
+	if (vol)
+		virStorageVolFree(vol);
+	/* virtlogd's rotated copies (name.0, name.1, ...: its max_backups, 3 by default), if any. */
+	for (int i = 0; i < 8; i++) {
+		char rot[300];
+		snprintf(rot, sizeof(rot), "%s.%d", name, i);
+		virStorageVolPtr v = virStorageVolLookupByName(pool, rot);
+		if (!v)
+			break;
+		if (virStorageVolDelete(v, 0) < 0)
+			virResetLastError();
+		virStorageVolFree(v);
+	}
+	virStoragePoolFree(pool);
+	virResetLastError();
+}
+
 /* Least recently used first; never-used (by this daemon) volumes before any used one. */
 struct vol_age {
 	virStorageVolPtr vol;

@@ -104,6 +104,7 @@ void lv_job_discard(struct lv_job *j)
 	free(j->up_err);
 	free(j->up_dom_err);
 	free(j->up_note);
+	free(j->up_tail);
 	free(j->lost);
 	if (j->up_conn && virConnectClose(j->up_conn) < 0)
 		virResetLastError();
@@ -166,6 +167,7 @@ static void job_fail(struct lv_job *j, int err, const char *msg)
 
 static void job_create(struct lv_job *j);
 static void deliver(struct lv_job *j, const char *buf, size_t n);
+static int upload_queue(struct lv_job *j, char **ret_err);
 
 /* Deliver what QEMU's serial log holds beyond the bytes the stream brought (this
  * attempt's). A log shorter than that was rotated by virtlogd: nothing to add. */
@@ -186,7 +188,21 @@ static void recover_tail(struct lv_job *j)
 static void job_end(struct lv_job *j)
 {
 	lv_job_release(j);
-	recover_tail(j);
+	int retrying = j->retry && !j->facts.killed;
+	if (j->remote_log && !j->tail_done && !retrying) {
+		/* The host worker reads the rest back from the pool (job_back comes here again). */
+		char *err = NULL;
+		j->finishing = 1;
+		if (upload_queue(j, &err) == 0) {
+			free(err);
+			return;
+		}
+		free(err);
+		j->finishing = 0;
+		j->tail_done = 1;
+	}
+	if (!j->remote_log)
+		recover_tail(j);
 	if (j->retry && !j->facts.killed) {
 		if (j->unikraft)
 			__atomic_store_n(&j->st->kvm_fails_unikraft, 1, __ATOMIC_RELAXED);
@@ -513,11 +529,17 @@ static void *upload_main(void *arg)
 		if (!st->up_queue)
 			st->up_queue_tail = &st->up_queue;
 		pthread_mutex_unlock(&st->lock);
+		if (j->finishing) {
+			const char *base = strrchr(j->serial_log, '/');
+			lv_log_fetch(j->up_conn, base ? base + 1 : j->serial_log, j->bytes, &j->up_tail, &j->up_tail_len);
+			goto back;
+		}
 		j->up_r = j->sha ? lv_volume_ensure(j->up_conn, j->sha, j->image, &st->up_quit, &j->uploaded, &j->up_err)
 		                 : 0;
 		if (j->up_r == 0 && !__atomic_load_n(&j->facts.killed, __ATOMIC_ACQUIRE) &&
 		    !__atomic_load_n(&st->up_quit, __ATOMIC_ACQUIRE))
 			worker_create(j);
+	back:
 		if (virConnectClose(j->up_conn) < 0)
 			virResetLastError();
 		j->up_conn = NULL;
@@ -583,6 +605,16 @@ static void job_back(struct lv_job *j)
 	struct lv_state *st = j->st;
 	char *err = NULL, *msg = NULL;
 	j->uploading = 0;
+	if (j->finishing) { /* the guest has ended: deliver what only QEMU's copy holds, then end */
+		j->finishing = 0;
+		j->tail_done = 1;
+		if (j->up_tail)
+			deliver(j, j->up_tail, j->up_tail_len);
+		free(j->up_tail);
+		j->up_tail = NULL;
+		job_end(j);
+		return;
+	}
 	if (j->lost) { /* the connection is gone, and with it (AUTODESTROY) any domain the worker made */
 		lv_job_release(j);
 		struct drv_outcome o = {.end = DRV_END_HOST_LOST, .value = -ECONNRESET, .message = j->lost};

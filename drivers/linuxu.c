@@ -2,8 +2,10 @@
  * linuxu.c — the linuxu driver: run an x86-64 Linux ELF (a Unikraft linuxu
  * image or any Linux program) as a sandboxed process.
  *
- * The command line is `prlimit LIMITS -- bwrap SANDBOX -- NAME ARGS`, built
- * by linuxu_sandbox.c. bwrap reports on --json-status-fd `{"child-pid": N}`
+ * The command line is `bwrap SANDBOX -- prlimit --nproc=N -- NAME ARGS`, built
+ * by linuxu_sandbox.c, started by cmd_start with the run's rlimits and uid set
+ * in the child before bwrap (a failure there ends the launch with the step
+ * that failed), and watched through its pidfd. bwrap reports on --json-status-fd `{"child-pid": N}`
  * then `{"exit-code": N}`; the latter only once its setup reached a successful
  * execvp, which is how a sandbox failure (DRV_END_ERROR) is told from a guest
  * that exited 1.
@@ -40,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -358,9 +361,18 @@ static int linuxu_prepare(void *state, const struct drv_spec *spec, struct drv_i
 
 /* ---- run ---- */
 
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
 	struct drv_instance *inst = h->data;
+	if (h == (uv_handle_t *)&inst->proc)
+		close_fd(&inst->pidfd); /* only once nothing polls it */
 	if (--inst->nhandles == 0 && inst->destroyed)
 		instance_free(inst);
 }
@@ -456,9 +468,27 @@ static void on_refused(uv_timer_t *t)
 	inst->cb.exit(inst->cb.ctx, &o);
 }
 
-static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+/* The pidfd is readable: the sandbox exited (reap it) or the poll failed. */
+static void on_proc_exit(uv_poll_t *p, int status, int events)
 {
 	struct drv_instance *inst = p->data;
+	int64_t exit_status = 0;
+	int term_signal = 0;
+	(void)events;
+	int r = cmd_reap(inst->pid, &exit_status, &term_signal);
+	if (r == 0 && status >= 0)
+		return; /* not yet (a spurious wake-up) */
+	if (r == 0) {
+		/* The pidfd cannot be watched: end the sandbox rather than lose it. */
+		kill(-inst->pid, SIGKILL);
+		kill(inst->pid, SIGKILL);
+		int ws = 0;
+		while (waitpid(inst->pid, &ws, 0) < 0 && errno == EINTR)
+			;
+		term_signal = WIFSIGNALED(ws) ? WTERMSIG(ws) : 0;
+		exit_status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 0;
+	}
+	uv_poll_stop(p);
 	inst->exited = 1;
 	inst->exit_status = exit_status;
 	inst->term_signal = term_signal;
@@ -599,13 +629,6 @@ static int open_pipe_handle(struct drv_instance *inst, uv_pipe_t *p, int fd, int
 	return 0;
 }
 
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
 static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struct drv_callbacks *cb,
                          char **ret_err)
 {
@@ -665,13 +688,30 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	inst->grace.data = inst;
 	inst->grace_open = 1;
 	inst->nhandles++;
-	inst->proc.data = inst;
-	r = cmd_spawn(inst->cmd, loop, &inst->proc, on_proc_exit, ret_err);
-	inst->proc.data = inst;
+	r = cmd_start(inst->cmd, &inst->pid, &inst->pidfd, ret_err);
 	if (r < 0)
 		goto fail;
-	inst->proc_open = 1;
-	inst->nhandles++;
+	r = uv_poll_init(loop, &inst->proc, inst->pidfd);
+	if (r >= 0) {
+		inst->proc.data = inst;
+		inst->proc_open = 1; /* closing it closes the pidfd */
+		inst->nhandles++;
+		r = uv_poll_start(&inst->proc, UV_READABLE, on_proc_exit);
+	}
+	if (r < 0) {
+		/* Running but not watched: stop and reap it here (SIGKILL: it is quick). */
+		linuxu_set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
+		kill(-inst->pid, SIGKILL);
+		kill(inst->pid, SIGKILL);
+		while (waitpid(inst->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		inst->exited = 1;
+		if (inst->proc_open)
+			linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
+		else
+			close_fd(&inst->pidfd);
+		goto fail;
+	}
 	inst->launched = 1;
 	/* The child holds its copies; ours would keep EOF from ever coming. */
 	close_fd(&out[1]);
@@ -711,8 +751,8 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 		/* The process runs but cannot be watched: stop it; destroy reaps it. */
 		linuxu_set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
 		inst->reported = 1; /* launch failed: cb->exit must not be called */
-		uv_process_kill(&inst->proc, SIGKILL);
-		kill(-inst->proc.pid, SIGKILL);
+		kill(-inst->pid, SIGKILL);
+		kill(inst->pid, SIGKILL);
 		close_fd(&out[0]);
 		close_fd(&errp[0]);
 		close_fd(&in[1]);
@@ -775,8 +815,8 @@ static int linuxu_kill(struct drv_instance *inst, unsigned flags)
 	/* bwrap leads its own process group; its sandboxed child runs in another
 	 * session (--new-session) but dies with it (--die-with-parent, and the pid
 	 * namespace dies with its init). */
-	kill(-inst->proc.pid, SIGKILL);
-	kill(inst->proc.pid, SIGKILL);
+	kill(-inst->pid, SIGKILL);
+	kill(inst->pid, SIGKILL);
 	return 0;
 }
 
@@ -790,8 +830,8 @@ static void linuxu_destroy(struct drv_instance *inst)
 		if (!inst->exited) {
 			/* Never leave a guest behind; the process handle stays open until
 			 * the exit is reaped, then on_exit closes it. */
-			kill(-inst->proc.pid, SIGKILL);
-			kill(inst->proc.pid, SIGKILL);
+			kill(-inst->pid, SIGKILL);
+			kill(inst->pid, SIGKILL);
 		} else {
 			linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);
 		}

@@ -1,7 +1,7 @@
 /*
  * linuxu_int.h — internals of the linuxu driver, shared between its files
- * (linuxu.c: prepare, launch and the run; linuxu_sandbox.c: probing prlimit
- * and bwrap, which binds a run gets, building their command; linuxu_stdin.c:
+ * (linuxu.c: prepare, launch and the run; linuxu_sandbox.c: probing prlimit,
+ * bwrap and the uid switch, which binds a run gets, building their command; linuxu_stdin.c:
  * the program's stdin) and its unit tests.
  */
 #ifndef UKRUN_LINUXU_INT_H
@@ -23,7 +23,7 @@
 #define LINUXU_UID_BASE 1879048192u /* 0x70000000 */
 #define LINUXU_UID_COUNT 65536u
 
-/* Child fds of the prlimit/bwrap process. */
+/* Child fds of the bwrap process. */
 #define LINUXU_FD_STATUS 3 /* --json-status-fd */
 #define LINUXU_FD_IMAGE 4  /* --ro-bind-data source when the image is not executable */
 
@@ -88,7 +88,9 @@ struct drv_instance {
 
 	uv_loop_t *loop;
 	struct drv_callbacks cb;
-	uv_process_t proc;
+	uv_poll_t proc; /* the sandbox's pidfd (cmd_start): readable once it exited */
+	int pidfd;
+	pid_t pid;      /* bwrap, leader of its own session and process group */
 	uv_pipe_t console;
 	uv_pipe_t errpipe; /* the program's stderr when split */
 	uv_pipe_t stdin_pipe;
@@ -129,9 +131,10 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err);
 /* Free a state from linuxu_probe (NULL is a no-op). */
 void linuxu_unprobe(void *state);
 
-/* The command `prlimit LIMITS -- [setpriv UID --] bwrap SANDBOX -- prlimit
- * NPROC -- NAME`, ready for the guest's arguments (see struct linuxu_sandbox).
- * Every writable mount is a tmpfs of `limit_bytes`; the rest is read-only.
+/* The command `bwrap SANDBOX -- prlimit NPROC -- NAME`, ready for the guest's
+ * arguments (see struct linuxu_sandbox), with the rlimits and (sb->uid) the uid that
+ * cmd_start sets before the exec. Every writable mount is a tmpfs of `limit_bytes`;
+ * the rest is read-only.
  * `st` may be NULL (no host directories mirrored, prlimit from PATH). */
 struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linuxu_sandbox *sb);
 

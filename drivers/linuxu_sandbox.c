@@ -3,14 +3,20 @@
  * bubblewrap on this host, choosing how a run gets limits of its own, and
  * building the command the guest's arguments are then appended to:
  *
- *   prlimit LIMITS -- [setpriv --reuid U ... --] bwrap SANDBOX -- prlimit --nproc=N -- NAME
+ *   bwrap SANDBOX -- prlimit --nproc=N -- NAME
  *
- * - The outer prlimit (util-linux) sets the per-process rlimits (data, file
- *   size, descriptors, CPU time, no core) and execs on, so they hold from the
- *   sandbox's first instruction with no code between fork and exec in the daemon.
- * - A root daemon runs each sandbox as its own uid from a reserved range
- *   (setpriv): root is exempt from RLIMIT_NPROC, and a uid of its own keeps a
- *   run's processes from counting against anyone else's.
+ * started by cmd_start (command.c), whose child sets before it execs bwrap:
+ *
+ * - the per-process rlimits (data, file size, descriptors, CPU time, no
+ *   core), so they hold from the sandbox's first instruction; no program in
+ *   front of bwrap (util-linux setpriv, prlimit and setpriv again were, ≈ 1 ms
+ *   each on a quiet machine here, more under load);
+ * - as a root daemon, the run's own uid from a reserved range (no supplementary
+ *   groups, gid = uid; what `setpriv --reuid U --regid U --clear-groups` did):
+ *   root is exempt from RLIMIT_NPROC, and a uid of its own keeps a run's
+ *   processes from counting against anyone else's;
+ * - then the parent-death signal (SIGKILL; the uid change would clear an earlier one).
+ *
  * - bwrap gives new namespaces (user namespace included, no network), a
  *   read-only root with a read-only /usr, the image at /run/ukrun/NAME, and
  *   writable tmpfs /tmp and /dev/shm of the run's memory each; / and /dev are
@@ -21,7 +27,9 @@
  *   --json-status-fd `{"child-pid": N}` then `{"exit-code": N}` (read by linuxu.c).
  * - The inner prlimit sets RLIMIT_NPROC inside the run's user namespace, where
  *   the kernel (>= 5.14) counts the processes of that namespace only; set
- *   outside, the limit would count every process of the uid.
+ *   outside, the limit would count every process of the uid (and become the
+ *   namespace's own cap as well), which for an unprivileged daemon is all of
+ *   its runs and itself. bwrap cannot set a limit, so this exec stays.
  * - NAME is found through PATH (/run/ukrun first) so the guest's argv[0] is
  *   the image's base name rather than a sandbox path.
  * - The caller's directories (drv_spec.binds) are read-only binds at the same
@@ -38,6 +46,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -175,11 +184,10 @@ static void probe_limits(struct linuxu_state *st)
 	/* Several root daemons on one host rarely pick the same uids. */
 	st->uid_next = r % LINUXU_UID_COUNT;
 	char *out = NULL;
-	struct cmd *c = cmd_new("setpriv");
-	cmd_argf(c, "--reuid=%u", LINUXU_UID_BASE);
-	cmd_argf(c, "--regid=%u", LINUXU_UID_BASE);
-	add(c, "--clear-groups", "--", "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
-	    "--ro-bind", "/", "/", "true", NULL);
+	/* The way a run switches (cmd_start), so a container that forbids it is found here. */
+	struct cmd *c = cmd_new("bwrap");
+	cmd_user(c, LINUXU_UID_BASE, LINUXU_UID_BASE);
+	add(c, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/", "/", "true", NULL);
 	int rc = cmd_run_sync(c, 10000, 1024, &out);
 	cmd_free(c);
 	if (rc == 0) {
@@ -190,7 +198,7 @@ static void probe_limits(struct linuxu_state *st)
 	if (out)
 		out[strcspn(out, "\r\n")] = '\0';
 	st->limits = LINUXU_LIMITS_NONE;
-	if (asprintf(&st->limits_why, "a sandbox cannot run as an unprivileged uid (setpriv + bwrap: %s)",
+	if (asprintf(&st->limits_why, "a sandbox cannot run as an unprivileged uid (bwrap as uid %u: %s)", LINUXU_UID_BASE,
 	             out && *out ? out : rc < 0 ? strerror(-rc) : "exited with an error") < 0)
 		st->limits_why = NULL;
 	free(out);
@@ -240,6 +248,17 @@ int linuxu_probe(void **ret_state, char **ret_info, char **ret_err)
 		return -EPERM;
 	}
 	free(out);
+
+	/* cmd_start watches each run through a pidfd. */
+	int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (pidfd < 0) {
+		r = -errno;
+		linuxu_set_err(ret_err, "this kernel cannot watch a sandbox through a pidfd (pidfd_open: %s; "
+		               "Linux >= 5.3 has it)", strerror(-r));
+		free(version);
+		return r;
+	}
+	close(pidfd);
 
 	struct linuxu_state *st = calloc(1, sizeof(*st));
 	if (!st) {
@@ -378,7 +397,7 @@ static const char *start_dir(const struct linuxu_sandbox *sb)
 static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
 	/* Run by root, bwrap would keep the caller's capabilities in the sandbox. */
-	add(c, "bwrap", "--unshare-all", NULL);
+	add(c, "--unshare-all", NULL);
 	/* Unprivileged, bwrap implies a user namespace unless it is setuid; the
 	 * process budget needs one, so ask for it. */
 	if (sb->uid || (st && (st->limits == LINUXU_LIMITS_USERNS || st->limits == LINUXU_LIMITS_SHARED)))
@@ -441,27 +460,20 @@ static void append_sandbox(struct cmd *c, const struct linuxu_state *st, const s
 
 struct cmd *linuxu_sandbox_cmd(const struct linuxu_state *st, const struct linuxu_sandbox *sb)
 {
-	/* prlimit sets soft = hard so the guest cannot raise them back. */
-	struct cmd *c = cmd_new("prlimit");
-	cmd_argf(c, "--data=%llu", sb->limit_bytes);
-	cmd_argf(c, "--fsize=%llu", sb->limit_bytes + LINUXU_FSIZE_SLACK);
+	/* Set by cmd_start between fork and exec: soft = hard, so the guest cannot raise them back. */
+	struct cmd *c = cmd_new("bwrap");
+	cmd_rlimit(c, RLIMIT_DATA, sb->limit_bytes);
+	cmd_rlimit(c, RLIMIT_FSIZE, sb->limit_bytes + LINUXU_FSIZE_SLACK);
 	/* Never above the daemon's own hard limit: raising it needs CAP_SYS_RESOURCE, which
-	 * even a root daemon may lack (containers), and prlimit would then fail the run. */
+	 * even a root daemon may lack (containers), and the run would then fail to start. */
 	struct rlimit nofile = {.rlim_max = LINUXU_NOFILE};
 	if (getrlimit(RLIMIT_NOFILE, &nofile) < 0 || nofile.rlim_max > LINUXU_NOFILE)
 		nofile.rlim_max = LINUXU_NOFILE;
-	cmd_argf(c, "--nofile=%llu", (unsigned long long)nofile.rlim_max);
-	cmd_argf(c, "--cpu=%d", LINUXU_CPU_SECONDS);
-	cmd_arg(c, "--core=0"); /* a crashing test must not fill the host's core dump store */
-	cmd_arg(c, "--");
-	if (sb->uid) {
-		/* The uid change clears a parent-death signal set before it, so
-		 * setpriv sets it again afterwards. */
-		add(c, "setpriv", NULL);
-		cmd_argf(c, "--reuid=%u", sb->uid);
-		cmd_argf(c, "--regid=%u", sb->uid);
-		add(c, "--clear-groups", "--pdeathsig", "KILL", "--", NULL);
-	}
+	cmd_rlimit(c, RLIMIT_NOFILE, nofile.rlim_max);
+	cmd_rlimit(c, RLIMIT_CPU, LINUXU_CPU_SECONDS);
+	cmd_rlimit(c, RLIMIT_CORE, 0); /* a crashing test must not fill the host's core dump store */
+	if (sb->uid)
+		cmd_user(c, sb->uid, sb->uid);
 	append_sandbox(c, st, sb);
 	return c;
 }

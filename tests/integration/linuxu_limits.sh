@@ -29,6 +29,27 @@ else
 	[[ $mech == "$want" ]] || fail "limits mechanism '$mech', want '$want'"
 fi
 
+# ---- the limits and the ids the program starts with (set before bwrap, between fork and exec) ----
+run_ukrun ids --platform linuxu --memory $MEM --timeout 30 /usr/bin/cat /proc/self/limits /proc/self/status
+expect_rc ids 0
+lim() { grep -Eq "^$1 +$2 +$2 " "$T/ids.out" || fail "ids: want $1 $2 (soft = hard): $(grep "^$1" "$T/ids.out")"; }
+lim 'Max data size' $((MEM << 20))
+lim 'Max file size' $(((MEM + 1) << 20))
+lim 'Max cpu time' 3600
+lim 'Max core file size' 0
+grep -Eq '^Max open files +([0-9]+) +\1 ' "$T/ids.out" || fail "ids: $(grep '^Max open files' "$T/ids.out")"
+lim 'Max processes' $NPROC
+grep -Eq $'^SigIgn:\t0+$' "$T/ids.out" || fail "ids: the daemon's ignored signals leak: $(grep SigIgn "$T/ids.out")"
+grep -Eq $'^CapEff:\t0+$' "$T/ids.out" || fail "ids: $(grep CapEff "$T/ids.out")"
+if [[ $want == uid && $mech == uid ]]; then
+	u=$(fact "$(last_run_id)" sandbox_uid) tab=$'\t'
+	grep -Eq "^Uid:($tab$u){4}\$" "$T/ids.out" || fail "ids: $(grep Uid: "$T/ids.out"), want $u"
+	grep -Eq "^Gid:($tab$u){4}\$" "$T/ids.out" || fail "ids: $(grep Gid: "$T/ids.out"), want $u"
+	# No supplementary group of the daemon (unmapped in the user namespace, it would show as 65534).
+	grep -Eq $'^Groups:\t ?$' "$T/ids.out" || fail "ids: groups kept: $(grep Groups: "$T/ids.out")"
+fi
+log "ids: $(grep -E '^(Uid|Gid|Groups):' "$T/ids.out" | tr '\t\n' '  ')"
+
 # ---- not runnable: text forced onto linuxu ends with 126 and says why ----
 printf 'just some text\n' >"$T/notes.txt"
 printf '#!/bin/sh\necho from the script\nexit 0\n' >"$T/script.sh"

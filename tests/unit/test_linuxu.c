@@ -2,11 +2,15 @@
  * command line, bwrap's status JSON, exit-code mapping, libparam detection. */
 #include <elf.h>
 #include <errno.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -230,8 +234,21 @@ static void test_prepare_argv(void **unused)
 	char *err = NULL;
 	assert_int_equal(drv_linuxu.prepare(&st, &spec, &inst, &err), 0);
 	char *all = join_from(inst->cmd, 0);
-	assert_non_null(strstr(all, "prlimit|--data=104857600|"));
-	assert_non_null(strstr(all, "|--|bwrap|--unshare-all|--die-with-parent|--new-session|"));
+	/* The rlimits are set between fork and exec: bwrap is the first program. */
+	unsigned long long v = 0;
+	assert_true(cmd_rlimit_get(inst->cmd, RLIMIT_DATA, &v));
+	assert_int_equal(v, 104857600ull);
+	assert_true(cmd_rlimit_get(inst->cmd, RLIMIT_CPU, &v));
+	assert_int_equal(v, 3600);
+	assert_true(cmd_rlimit_get(inst->cmd, RLIMIT_CORE, &v));
+	assert_int_equal(v, 0);
+	assert_true(cmd_rlimit_get(inst->cmd, RLIMIT_NOFILE, &v));
+	assert_true(v > 0 && v <= 1024);
+	assert_false(cmd_rlimit_get(inst->cmd, RLIMIT_NPROC, &v)); /* set inside the user namespace */
+	unsigned uid = 0, gid = 0;
+	assert_false(cmd_user_get(inst->cmd, &uid, &gid));
+	assert_non_null(strstr(all, "bwrap|--unshare-all|--die-with-parent|--new-session|"));
+	assert_int_equal(strncmp(all, "bwrap|", 6), 0);
 	char want[256];
 	snprintf(want, sizeof(want), "|--ro-bind|%s|/run/ukrun/my app|", path);
 	assert_non_null(strstr(all, want));
@@ -242,8 +259,9 @@ static void test_prepare_argv(void **unused)
 	snprintf(want, sizeof(want), "|/run/ukrun/my app|--remount-ro|/|");
 	assert_non_null(strstr(all, want));
 	/* Files may grow past the tmpfs size (so the tmpfs says ENOSPC, not SIGXFSZ), not much further (memfd). */
-	assert_non_null(strstr(all, "|--fsize=105906176|"));
-	assert_null(strstr(all, "setpriv|--reuid"));
+	assert_true(cmd_rlimit_get(inst->cmd, RLIMIT_FSIZE, &v));
+	assert_int_equal(v, 105906176ull);
+	assert_null(strstr(all, "setpriv"));
 	/* The process limit is set inside the sandbox, where it counts per user namespace. */
 	const char *tail = "|--json-status-fd|3|--|prlimit|--nproc=4096|--|my app|a b|--nocapture";
 	assert_string_equal(all + strlen(all) - strlen(tail), tail);
@@ -297,11 +315,14 @@ static void test_prepare_uid(void **unused)
 	assert_int_equal(a->uid, LINUXU_UID_BASE + LINUXU_UID_COUNT - 1);
 	assert_int_equal(b->uid, LINUXU_UID_BASE);
 	assert_string_equal(a->limits_value, "uid");
-	char *all = join_from(a->cmd, 0), want[300];
-	snprintf(want, sizeof(want),
-	         "|--|setpriv|--reuid=%u|--regid=%u|--clear-groups|--pdeathsig|KILL|--|bwrap|--unshare-all|"
-	         "--unshare-user|", a->uid, a->uid);
-	assert_non_null(strstr(all, want));
+	char *all = join_from(a->cmd, 0);
+	/* The uid (gid the same, no groups) is switched between fork and exec. */
+	unsigned uid = 0, gid = 0;
+	assert_true(cmd_user_get(a->cmd, &uid, &gid));
+	assert_int_equal(uid, a->uid);
+	assert_int_equal(gid, a->uid);
+	assert_int_equal(strncmp(all, "bwrap|--unshare-all|--unshare-user|", 35), 0);
+	assert_null(strstr(all, "setpriv"));
 	/* The store need not be readable by that uid: the image comes in through an fd. */
 	assert_non_null(strstr(all, "|--file|4|/run/ukrun/app|"));
 	assert_non_null(strstr(all, "|--|/usr/bin/prlimit|--nproc=100|--|app"));
@@ -461,6 +482,116 @@ static void test_prepare_binds(void **unused)
 	unlink(path);
 }
 
+/* Run `c` with cmd_start, its stdout captured into `out`; returns the exit status. */
+static int start_and_wait(struct cmd *c, char *out, size_t cap)
+{
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	cmd_stdio_fd(c, 1, p[1]);
+	pid_t pid = 0;
+	int pidfd = -1;
+	char *err = NULL;
+	assert_int_equal(cmd_start(c, &pid, &pidfd, &err), 0);
+	assert_null(err);
+	close(p[1]);
+	size_t len = 0;
+	ssize_t n;
+	while ((n = read(p[0], out + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	out[len] = '\0';
+	close(p[0]);
+	struct pollfd pf = {.fd = pidfd, .events = POLLIN};
+	assert_int_equal(poll(&pf, 1, 10000), 1); /* the pidfd says when it exited */
+	int64_t status = -1;
+	int sig = -1;
+	assert_int_equal(cmd_reap(pid, &status, &sig), 1);
+	assert_int_equal(sig, 0);
+	close(pidfd);
+	return (int)status;
+}
+
+/* cmd_start sets every limit (soft = hard) and, for root, the uid, gid and no groups before
+ * the exec, resets the daemon's ignored signals, and names the step that failed. */
+static void test_cmd_start(void **unused)
+{
+	static char out[65536];
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+	sigaction(SIGPIPE, &ign, &old);
+	struct cmd *c = cmd_new("cat");
+	cmd_arg(c, "/proc/self/limits");
+	cmd_arg(c, "/proc/self/status");
+	cmd_rlimit(c, RLIMIT_NOFILE, 17);
+	cmd_rlimit(c, RLIMIT_CPU, 3600);
+	cmd_rlimit(c, RLIMIT_CORE, 0);
+	cmd_rlimit(c, RLIMIT_DATA, 1ull << 30);
+	cmd_rlimit(c, RLIMIT_FSIZE, 5ull << 20);
+	int root = getuid() == 0;
+	gid_t extra = 4242;
+	if (root) {
+		cmd_user(c, LINUXU_UID_BASE + 7, LINUXU_UID_BASE + 7);
+		assert_int_equal(setgroups(1, &extra), 0); /* a group the child must not keep */
+	}
+	assert_int_equal(start_and_wait(c, out, sizeof(out)), 0);
+	if (root)
+		assert_int_equal(setgroups(0, NULL), 0);
+	cmd_free(c);
+	assert_non_null(strstr(out, "Max open files            17                   17 "));
+	assert_non_null(strstr(out, "Max cpu time              3600                 3600 "));
+	assert_non_null(strstr(out, "Max core file size        0                    0 "));
+	assert_non_null(strstr(out, "Max data size             1073741824           1073741824 "));
+	assert_non_null(strstr(out, "Max file size             5242880              5242880 "));
+	assert_non_null(strstr(out, "\nSigIgn:\t0000000000000000\n"));
+	if (root) {
+		char want[128];
+		snprintf(want, sizeof(want), "\nUid:\t%u\t%u\t%u\t%u\n", LINUXU_UID_BASE + 7, LINUXU_UID_BASE + 7,
+		         LINUXU_UID_BASE + 7, LINUXU_UID_BASE + 7);
+		assert_non_null(strstr(out, want));
+		snprintf(want, sizeof(want), "\nGid:\t%u\t%u\t%u\t%u\n", LINUXU_UID_BASE + 7, LINUXU_UID_BASE + 7,
+		         LINUXU_UID_BASE + 7, LINUXU_UID_BASE + 7);
+		assert_non_null(strstr(out, want));
+		assert_non_null(strstr(out, "\nGroups:\t \n")); /* none (the kernel ends the list with a space) */
+		assert_non_null(strstr(out, "\nCapEff:\t0000000000000000\n"));
+	}
+	sigaction(SIGPIPE, &old, NULL);
+
+	/* A step that fails is named, and nothing runs. */
+	pid_t pid = 0;
+	int pidfd = -1;
+	char *err = NULL;
+	c = cmd_new("true");
+	cmd_cwd(c, "/nonexistent-ukrun-dir");
+	assert_int_equal(cmd_start(c, &pid, &pidfd, &err), -ENOENT);
+	assert_string_equal(err, "Failed to start 'true': cannot enter '/nonexistent-ukrun-dir': No such file or directory");
+	free(err);
+	err = NULL;
+	cmd_free(c);
+	c = cmd_new("/nonexistent-ukrun-prog");
+	assert_int_equal(cmd_start(c, &pid, &pidfd, &err), -ENOENT);
+	assert_string_equal(err, "Failed to start '/nonexistent-ukrun-prog': No such file or directory");
+	free(err);
+	err = NULL;
+	cmd_free(c);
+	c = cmd_new("true");
+	if (root) /* above nr_open: refused even with CAP_SYS_RESOURCE */
+		cmd_rlimit(c, RLIMIT_NOFILE, 1ull << 40);
+	else
+		cmd_user(c, 0, 0);
+	assert_true(cmd_start(c, &pid, &pidfd, &err) < 0);
+	assert_non_null(err);
+	assert_non_null(strstr(err, root ? "cannot set RLIMIT_NOFILE: " : "cannot clear the supplementary groups: "));
+	free(err);
+	cmd_free(c);
+	/* cmd_run_sync takes the same steps and says why the program did not start. */
+	c = cmd_new("true");
+	cmd_cwd(c, "/nonexistent-ukrun-dir");
+	char *o = NULL;
+	assert_int_equal(cmd_run_sync(c, 5000, 1024, &o), -ENOENT);
+	assert_non_null(o);
+	assert_non_null(strstr(o, "cannot enter '/nonexistent-ukrun-dir'"));
+	free(o);
+	cmd_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -470,7 +601,7 @@ int main(void)
 		cmocka_unit_test(test_prepare_argv),   cmocka_unit_test(test_prepare_uid),
 		cmocka_unit_test(test_prepare_binds),
 		cmocka_unit_test(test_uid_pool),       cmocka_unit_test(test_nproc),
-		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_refused),        cmocka_unit_test(test_cmd_start),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
