@@ -26,6 +26,11 @@
 
 #define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
 #define QEMU_PREFIX_MAX (64 * 1024) /* KVM-attempt console kept to compare with the TCG rerun */
+/* After a console read shorter than this, reading pauses QEMU_GATHER_MS: QEMU writes the
+ * UART's bytes a few at a time, and a reader that wakes for each write slows the guest
+ * (docs/performance.md, "Console throughput"). */
+#define QEMU_GATHER_BELOW 4096
+#define QEMU_GATHER_MS 1
 #define QEMU_QMP_TIMEOUT_MS 15000
 #define HWRNG_TEXT "Could not initialize the HWRNG"
 
@@ -33,6 +38,8 @@ struct attempt {
 	struct drv_instance *inst; /* NULL once detached (superseded or destroyed) */
 	uv_process_t proc;
 	uv_pipe_t out, err;
+	uv_timer_t gather; /* the pause after a short console read */
+	int throttled;     /* the core stopped the console (qemu_throttle) */
 	int handles; /* libuv handles not yet closed */
 	int kvm;
 	int exited, out_eof, err_eof, qmp_done, done;
@@ -576,14 +583,29 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	*buf = uv_buf_init(a->rbuf, sizeof(a->rbuf));
 }
 
+static void on_out(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_gather(uv_timer_t *t)
+{
+	struct attempt *a = t->data;
+	if (!a->throttled && !a->out_eof && !uv_is_closing((uv_handle_t *)&a->out))
+		uv_read_start((uv_stream_t *)&a->out, on_alloc, on_out);
+}
+
 static void on_out(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct attempt *a = s->data;
 	if (nread > 0 && a->inst) {
 		console_bytes(a, buf->base, (size_t)nread);
+		if (nread < QEMU_GATHER_BELOW && a->inst && !a->inst->killed && !a->throttled &&
+		    !uv_is_closing((uv_handle_t *)&a->gather)) {
+			uv_read_stop(s);
+			uv_timer_start(&a->gather, on_gather, QEMU_GATHER_MS, 0);
+		}
 	} else if (nread < 0) {
 		a->out_eof = 1;
 		attempt_close(a, (uv_handle_t *)s);
+		attempt_close(a, (uv_handle_t *)&a->gather);
 		attempt_check_done(a);
 	}
 }
@@ -743,8 +765,9 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	a->kvm = inst->kvm;
 	uv_pipe_init(inst->loop, &a->out, 0);
 	uv_pipe_init(inst->loop, &a->err, 0);
-	a->out.data = a->err.data = a->proc.data = a;
-	a->handles = 3;
+	uv_timer_init(inst->loop, &a->gather);
+	a->out.data = a->err.data = a->proc.data = a->gather.data = a;
+	a->handles = 4;
 	/* A stale socket would let us connect to nothing; QEMU recreates both. */
 	unlink(inst->qmp_path);
 	unlink(inst->pid_path);
@@ -769,6 +792,7 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 		else
 			a->handles--; /* no process handle was initialised */
 		attempt_close(a, (uv_handle_t *)&a->out);
+		attempt_close(a, (uv_handle_t *)&a->gather);
 		attempt_close(a, (uv_handle_t *)&a->err);
 		return r;
 	}
@@ -820,6 +844,8 @@ static int qemu_throttle(struct drv_instance *inst, int paused)
 	struct attempt *a = inst->cur;
 	if (!a || a->out_eof || uv_is_closing((uv_handle_t *)&a->out))
 		return 0;
+	a->throttled = paused;
+	uv_timer_stop(&a->gather);
 	if (paused)
 		return uv_read_stop((uv_stream_t *)&a->out);
 	int r = uv_read_start((uv_stream_t *)&a->out, on_alloc, on_out);
@@ -858,6 +884,7 @@ static void qemu_destroy(struct drv_instance *inst)
 		qmp_close(a->qmp);
 		a->qmp = NULL;
 		attempt_close(a, (uv_handle_t *)&a->out);
+		attempt_close(a, (uv_handle_t *)&a->gather);
 		attempt_close(a, (uv_handle_t *)&a->err);
 	}
 	if (inst->qmp_path)

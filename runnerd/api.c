@@ -480,6 +480,52 @@ cleanup:
 	free(label);
 }
 
+/* ---- console followers: a chunked response as the console's sink ---- */
+
+static void sink_write(void *ctx, const char *buf, size_t len)
+{
+	http_chunked_write(ctx, buf, len);
+}
+
+static size_t sink_queued(void *ctx)
+{
+	return http_conn_write_queue(ctx);
+}
+
+static void sink_end(void *ctx)
+{
+	struct http_conn *conn = ctx;
+	http_conn_attach(conn, NULL, NULL);
+	http_conn_on_drain(conn, NULL, NULL);
+	http_chunked_end(conn);
+}
+
+static const struct console_sink http_sink = { sink_write, sink_queued, sink_end };
+
+static void follower_release(void *obj)
+{
+	console_follower_free(obj);
+}
+
+static void follower_drained(struct http_conn *conn, void *arg)
+{
+	(void)conn;
+	console_follower_resume(arg);
+}
+
+int api_console_follow(struct console *live, const char *path, struct http_conn *conn, uint64_t offset)
+{
+	struct follower *f;
+	int r = console_follow(live, path, offset, &http_sink, conn, &f);
+	if (r < 0)
+		return r;
+	http_conn_attach(conn, f, follower_release);
+	http_conn_on_drain(conn, follower_drained, f);
+	http_chunked_begin(conn, 200, "application/octet-stream");
+	console_follower_resume(f);
+	return 0;
+}
+
 static void run_console_get(struct api *api, struct http_conn *conn, struct http_request *req,
                             int64_t id)
 {
@@ -512,7 +558,7 @@ static void run_console_get(struct api *api, struct http_conn *conn, struct http
 	struct console *live = !follow ? NULL
 	                       : stream == DRV_STREAM_CONSOLE ? run_console(api->runs, id)
 	                                                      : run_stream_console(api->runs, id, stream);
-	int r = path ? console_follow_start(live, path, conn, offset) : -ENOMEM;
+	int r = path ? api_console_follow(live, path, conn, offset) : -ENOMEM;
 	free(path);
 	if (r < 0)
 		respond_errno(conn, r, r == -ENOENT ? "console_not_found" : NULL,

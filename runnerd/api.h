@@ -29,6 +29,13 @@ struct api {
 	uv_loop_t *loop;
 };
 
+struct console;
+
+/* Answer on `conn` with a chunked stream of the console log at `path` from `offset`: to
+ * the end of `live` (a running run's console) or, with NULL, of the file as it is now.
+ * 0, or -errno with nothing sent (the caller answers). */
+int api_console_follow(struct console *live, const char *path, struct http_conn *conn, uint64_t offset);
+
 /* Fill *ret with the handler every connection uses (ctx = api). */
 void api_handler(struct api *api, struct http_handler *ret);
 

@@ -917,6 +917,7 @@ static void record_end(struct run *run)
 	struct run_manager *mgr = run->mgr;
 	const struct verdict *v = &run->final_v;
 	enum run_state state = run->state;
+	console_flush(&run->con); /* its size, drops and write error are final */
 	if (run->con.write_error) {
 		char note[200];
 		snprintf(note, sizeof(note), "console log: cannot write (%s): %llu bytes not stored",
@@ -1894,6 +1895,11 @@ int run_create(struct run_manager *mgr, const struct run_request *req, int64_t *
 		r = streams_init(&run->io, run->workdir, mgr->cfg.console_cap, !!(dflags & DRV_F_STREAMS));
 	else
 		run->con.fd = -1;
+	if (r == 0) {
+		/* Unbatched on ENOMEM. */
+		(void)console_batch(&run->con, mgr->loop);
+		streams_batch(&run->io, mgr->loop);
+	}
 	free(cpath);
 	*ret_id = id;
 	notify_idle(mgr);

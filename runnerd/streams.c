@@ -47,6 +47,12 @@ int streams_open(struct streams *s, const char *dir)
 	return 0;
 }
 
+void streams_batch(struct streams *s, uv_loop_t *loop)
+{
+	for (int i = 0; s->split && i < 2; i++)
+		(void)console_batch(&s->con[i], loop); /* unbatched on ENOMEM */
+}
+
 void streams_append(struct streams *s, enum drv_stream stream, const char *buf, size_t len)
 {
 	if (s->split && stream != DRV_STREAM_CONSOLE)

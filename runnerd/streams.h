@@ -27,6 +27,8 @@ struct streams {
 int streams_init(struct streams *s, const char *dir, uint64_t cap, int split);
 /* The run starts: open both logs for appending (those not open yet). 0 or -errno. */
 int streams_open(struct streams *s, const char *dir);
+/* Batch both logs' appends on `loop` (console_batch). */
+void streams_batch(struct streams *s, uv_loop_t *loop);
 /* Store bytes of `stream` (DRV_STREAM_CONSOLE bytes are the console's alone). */
 void streams_append(struct streams *s, enum drv_stream stream, const char *buf, size_t len);
 /* The run ended: followers finish, descriptors close. Safe on a non-split set. */

@@ -3,7 +3,10 @@
  * from the file over a real HTTP connection (a Unix listener on a real libuv
  * loop, a client thread reading the raw chunked response; http_testlib.h):
  * from an offset of a finished file, from a live console until it ends, and a
- * follower whose client hangs up.
+ * follower whose client hangs up (api_console_follow: api.c's sink). Then the
+ * console alone, with followers into memory sinks: floods that followers join
+ * mid-way, fall behind and catch up in (batched or not), exact to the byte; the
+ * batch timer; a sink that hangs up inside a write; write errors.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "console.h"
 #include "http.h"
 #include "http_testlib.h"
@@ -53,11 +57,11 @@ static void on_message(void *ctx, struct http_conn *conn, struct http_request *r
 	free(o);
 	int r;
 	if (strcmp(req->path, "/file") == 0)
-		r = console_follow_start(NULL, h->file, conn, offset);
+		r = api_console_follow(NULL, h->file, conn, offset);
 	else if (strcmp(req->path, "/live") == 0)
-		r = console_follow_start(&h->con, h->con.path, conn, offset);
+		r = api_console_follow(&h->con, h->con.path, conn, offset);
 	else
-		r = console_follow_start(NULL, req->path, conn, offset);
+		r = api_console_follow(NULL, req->path, conn, offset);
 	if (r < 0) {
 		h->follow_err = r;
 		http_respond_error(conn, 404, "console_not_found", "%s", strerror(-r));
@@ -317,6 +321,271 @@ static void test_follower_hangs_up(void **state)
 	live_close(h);
 }
 
+/* ---- the console alone: followers into memory sinks ---- */
+
+/* A sink in memory whose queue the test drains (as a socket would). */
+struct msink {
+	char *buf;
+	size_t len, queued;
+	int ended;
+	size_t hangup_after; /* > 0: release the follower from inside the write past this many bytes */
+	struct follower *f;
+};
+
+static void msink_write(void *ctx, const char *buf, size_t len)
+{
+	struct msink *m = ctx;
+	assert_true(len > 0);
+	assert_false(m->ended);
+	m->buf = realloc(m->buf, m->len + len);
+	assert_non_null(m->buf);
+	memcpy(m->buf + m->len, buf, len);
+	m->len += len;
+	m->queued += len;
+	if (m->hangup_after && m->len > m->hangup_after) {
+		console_follower_free(m->f);
+		m->f = NULL;
+	}
+}
+
+static size_t msink_queued(void *ctx)
+{
+	return ((struct msink *)ctx)->queued;
+}
+
+static void msink_end(void *ctx)
+{
+	struct msink *m = ctx;
+	assert_false(m->ended);
+	m->ended = 1;
+	m->f = NULL; /* freed by the console */
+}
+
+static const struct console_sink msink_ops = { msink_write, msink_queued, msink_end };
+
+static void msink_follow(struct msink *m, struct console *live, const char *path, uint64_t offset)
+{
+	memset(m, 0, sizeof(*m));
+	assert_int_equal(console_follow(live, path, offset, &msink_ops, m, &m->f), 0);
+	console_follower_resume(m->f);
+}
+
+/* The socket took everything: the drain callback. */
+static void msink_drain(struct msink *m)
+{
+	m->queued = 0;
+	if (m->f)
+		console_follower_resume(m->f);
+}
+
+static char *read_file(const char *path, size_t *ret_len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	char *b = malloc((size_t)st.st_size + 1);
+	assert_non_null(b);
+	assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*ret_len = (size_t)st.st_size;
+	return b;
+}
+
+#define NSINKS 6
+
+/* A flood of numbered bytes (a byte lost or sent twice shifts every later one) in pieces
+ * of many sizes; followers attach mid-flood at offsets inside and at the end of what is
+ * stored, fall behind (their sink stays full past the high-water mark, so they read the
+ * file back) and catch up again (fed from the bytes just stored): each receives exactly
+ * the file's bytes from its offset, once. With `batched`, appends wait in memory between
+ * stores (and a follower attaches while some are pending). */
+static void flood_followers(struct harness *h, const char *name, int batched)
+{
+	char path[160];
+	snprintf(path, sizeof(path), "%s/%s", h->srv.dir, name);
+	struct console con;
+	assert_int_equal(console_open(&con, path, 0), 0);
+	if (batched)
+		assert_int_equal(console_batch(&con, &h->srv.loop), 0);
+	struct msink m[NSINKS];
+	uint64_t offsets[NSINKS];
+	int attached[NSINKS] = { 0 };
+	static const size_t sizes[] = { 1, 17, 1500, 4096, 65535, 65536, 65537, 3, 200000, 700, 9000 };
+	char *piece = malloc(200000);
+	uint64_t total = 0;
+	unsigned seed = 12345;
+	for (int step = 0; step < 400; step++) {
+		size_t len = sizes[step % (sizeof(sizes) / sizeof(sizes[0]))];
+		for (size_t i = 0; i < len; i++)
+			piece[i] = (char)((total + i) % 251);
+		console_append(&con, piece, len);
+		total += len;
+		assert_int_equal(con.size, total);
+		/* Attach one follower every so often: at 0, mid-file, at what is stored, and past it. */
+		int k = step / 40;
+		if (step % 40 == 7 && k < NSINKS) {
+			uint64_t at[NSINKS] = { 0, con.stored / 2, con.stored, con.stored + 10, 1, con.stored - 1 };
+			offsets[k] = at[k];
+			msink_follow(&m[k], &con, path, offsets[k]);
+			attached[k] = 1;
+		}
+		/* Drain the sinks at their own paces: 0 every step, the others now and then. */
+		for (int j = 0; j < NSINKS; j++) {
+			seed = seed * 1103515245 + 12345;
+			if (attached[j] && (j == 0 || (seed >> 16) % (unsigned)(j + 1) == 0))
+				msink_drain(&m[j]);
+			/* Now and then the queue empties without the drain callback yet: the next
+			 * store finds the follower a little behind the bytes just stored. */
+			else if (attached[j] && (seed >> 16) % 7 == 0)
+				m[j].queued = 0;
+		}
+		if (batched && step % 50 == 25)
+			uv_run(&h->srv.loop, UV_RUN_NOWAIT);
+	}
+	console_end(&con);
+	for (int round = 0; round < 10000; round++) {
+		int open_sinks = 0;
+		for (int j = 0; j < NSINKS; j++) {
+			if (attached[j] && !m[j].ended) {
+				msink_drain(&m[j]);
+				open_sinks++;
+			}
+		}
+		if (!open_sinks)
+			break;
+	}
+	assert_null(con.followers);
+	assert_int_equal(con.stored, total);
+	console_close(&con);
+	uv_run(&h->srv.loop, UV_RUN_NOWAIT); /* the batching timer closes */
+
+	size_t flen;
+	char *file = read_file(path, &flen);
+	assert_int_equal(flen, total);
+	for (size_t i = 0; i < flen; i++)
+		assert_int_equal((unsigned char)file[i], i % 251);
+	for (int j = 0; j < NSINKS; j++) {
+		assert_true(attached[j]);
+		assert_true(m[j].ended);
+		uint64_t from = offsets[j] < flen ? offsets[j] : flen;
+		if (m[j].len != flen - from)
+			print_error("follower %d from %" PRIu64 ": %zu bytes, the file has %zu past it\n", j, from,
+			            m[j].len, (size_t)(flen - from));
+		assert_int_equal(m[j].len, flen - from);
+		assert_memory_equal(m[j].buf, file + from, m[j].len);
+		free(m[j].buf);
+	}
+	free(file);
+	free(piece);
+}
+
+static void test_flood_followers(void **state)
+{
+	flood_followers(*state, "flood.log", 0);
+}
+
+static void test_flood_followers_batched(void **state)
+{
+	flood_followers(*state, "flood-batched.log", 1);
+}
+
+/* Batched bytes reach the file (and a caught-up follower) at the timer, without a flush. */
+static void test_batch_timer(void **state)
+{
+	struct harness *h = *state;
+	char path[160];
+	snprintf(path, sizeof(path), "%s/timer.log", h->srv.dir);
+	struct console con;
+	assert_int_equal(console_open(&con, path, 0), 0);
+	assert_int_equal(console_batch(&con, &h->srv.loop), 0);
+	struct msink m;
+	msink_follow(&m, &con, path, 0);
+	console_append(&con, "hello ", 6);
+	console_append(&con, "world", 5);
+	assert_int_equal(con.size, 11);
+	assert_int_equal(con.stored, 0);
+	assert_int_equal(m.len, 0);
+	RUN_UNTIL(h, con.stored == 11);
+	assert_int_equal(m.len, 11);
+	assert_memory_equal(m.buf, "hello world", 11);
+	/* A piece as large as a batch goes straight to the file, after what was pending. */
+	console_append(&con, "<", 1);
+	char *big = malloc(CONSOLE_BATCH_BYTES);
+	memset(big, 'x', CONSOLE_BATCH_BYTES);
+	console_append(&con, big, CONSOLE_BATCH_BYTES);
+	assert_int_equal(con.stored, 12 + CONSOLE_BATCH_BYTES);
+	console_append(&con, ">", 1);
+	console_end(&con);
+	assert_true(m.ended);
+	assert_int_equal(m.len, 13 + CONSOLE_BATCH_BYTES);
+	assert_int_equal(m.buf[11], '<');
+	assert_int_equal(m.buf[12 + CONSOLE_BATCH_BYTES], '>');
+	console_close(&con);
+	uv_run(&h->srv.loop, UV_RUN_NOWAIT);
+	size_t flen;
+	char *file = read_file(path, &flen);
+	assert_int_equal(flen, m.len);
+	assert_memory_equal(file, m.buf, flen);
+	free(file);
+	free(big);
+	free(m.buf);
+}
+
+/* A follower released from inside its sink's write (its client hung up while the bytes
+ * went out) is freed once the console is done with it; the others go on. */
+static void test_sink_hangs_up_in_write(void **state)
+{
+	struct harness *h = *state;
+	char path[160];
+	snprintf(path, sizeof(path), "%s/hangup-write.log", h->srv.dir);
+	struct console con;
+	assert_int_equal(console_open(&con, path, 0), 0);
+	console_append(&con, "0123456789", 10);
+	struct msink quits, stays;
+	msink_follow(&quits, &con, path, 0);
+	quits.hangup_after = 15;
+	msink_follow(&stays, &con, path, 0);
+	console_append(&con, "abcdefghij", 10); /* quits goes past 15 bytes here */
+	assert_null(quits.f);
+	assert_int_equal(quits.len, 20);
+	console_append(&con, "KLMNO", 5);
+	console_end(&con);
+	assert_false(quits.ended);
+	assert_int_equal(quits.len, 20);
+	assert_true(stays.ended);
+	assert_int_equal(stays.len, 25);
+	assert_memory_equal(stays.buf, "0123456789abcdefghijKLMNO", 25);
+	assert_null(con.followers);
+	console_close(&con);
+	free(quits.buf);
+	free(stays.buf);
+}
+
+/* Bytes that cannot be written are dropped and not counted as stored, batched or not;
+ * followers see only stored bytes. */
+static void test_write_error(void **state)
+{
+	struct harness *h = *state;
+	for (int batched = 0; batched < 2; batched++) {
+		struct console con;
+		if (console_open(&con, "/dev/full", 0) < 0)
+			skip();
+		if (batched)
+			assert_int_equal(console_batch(&con, &h->srv.loop), 0);
+		console_append(&con, "abc", 3);
+		console_append(&con, "defg", 4);
+		console_flush(&con);
+		assert_int_equal(con.write_error, ENOSPC);
+		assert_int_equal(con.size, 0);
+		assert_int_equal(con.stored, 0);
+		assert_int_equal(con.dropped, 7);
+		console_end(&con);
+		console_close(&con);
+	}
+	uv_run(&h->srv.loop, UV_RUN_NOWAIT);
+}
+
 int main(void)
 {
 	/* As runnerd's main() does: a peer that hangs up must not kill the process. */
@@ -328,6 +597,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_follow_live, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follow_live_then_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_follower_hangs_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flood_followers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flood_followers_batched, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_timer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sink_hangs_up_in_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_error, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
