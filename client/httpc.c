@@ -752,6 +752,9 @@ static int uds_recv(struct ureq *q)
 {
 	struct httpc *h = q->x->h;
 	char *buf = malloc(RECV_BUF);
+	/* A read that did not fill the buffer most likely drained the socket: wait before the
+	 * next one rather than try it (and the answer to a request just sent is not there yet). */
+	bool drained = true;
 	int r = 0;
 
 	if (!buf)
@@ -759,18 +762,18 @@ static int uds_recv(struct ureq *q)
 	http_parser_init(&q->parser, HTTP_RESPONSE);
 	q->parser.data = q;
 	while (!q->complete) {
-		ssize_t n = recv(h->fd, buf, RECV_BUF, 0);
+		ssize_t n;
 		size_t used;
 
+		if (drained && (r = uds_wait(q, POLLIN)) < 0)
+			break;
+		n = recv(h->fd, buf, RECV_BUF, 0);
+		drained = n < (ssize_t)RECV_BUF;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN) {
-				r = uds_wait(q, POLLIN);
-				if (r < 0)
-					break;
-				continue;
-			}
+			if (errno == EAGAIN)
+				continue; /* drained: waits first */
 			r = -errno;
 			snprintf(h->errbuf, sizeof(h->errbuf), "Recv failure: %s", strerror(errno));
 			break;
