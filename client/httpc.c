@@ -765,6 +765,10 @@ static int uds_recv(struct ureq *q)
 		ssize_t n;
 		size_t used;
 
+		if (aborted(q->x)) { /* a flood keeps the buffer full: uds_wait would not look */
+			r = -EINTR;
+			break;
+		}
 		if (drained && (r = uds_wait(q, POLLIN)) < 0)
 			break;
 		n = recv(h->fd, buf, RECV_BUF, 0);
@@ -870,7 +874,7 @@ static int uds_exchange(struct ureq *q)
 			continue;
 		break;
 	}
-	if (r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) {
+	if ((r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN) && !x->werr) { /* the socket's, not the console's */
 		if (!h->errbuf[0])
 			snprintf(h->errbuf, sizeof(h->errbuf), "Send failure: %s", strerror(-r));
 		r = -ECONNRESET;

@@ -247,6 +247,29 @@ static void test_closed_mid_response_is_an_error(void **state)
 	close(null_fd);
 }
 
+static void test_console_sink_closed(void **state)
+{
+	static const char *const pieces[] = { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", NULL };
+	struct peer p;
+	struct httpc h;
+	struct httpc_resp resp;
+	uint64_t io = 0;
+	int pipefd[2];
+
+	(void)state;
+	/* Nobody reads the console any more: -EPIPE (the runner ends as SIGPIPE would), not a transport error. */
+	peer_start(&p, serve_pieces, 1, pieces);
+	assert_int_equal(httpc_init(&h, p.path, NULL, NULL), 0);
+	assert_int_equal(pipe(pipefd), 0);
+	close(pipefd[0]);
+	assert_int_equal(httpc_stream(&h, "/v1/runs/x/console?follow=1", pipefd[1], &io, &resp), -EPIPE);
+	assert_non_null(strstr(h.errbuf, "writing the console"));
+	httpc_resp_clear(&resp);
+	httpc_free(&h);
+	close(pipefd[1]);
+	peer_stop(&p);
+}
+
 static void test_closed_without_answer(void **state)
 {
 	static const char *const nothing[] = { NULL };
@@ -509,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_chunked_split_across_reads),
 		cmocka_unit_test(test_closed_mid_response_is_an_error),
 		cmocka_unit_test(test_closed_without_answer),
+		cmocka_unit_test(test_console_sink_closed),
 		cmocka_unit_test(test_response_larger_than_a_buffer),
 		cmocka_unit_test(test_keepalive_one_connection),
 		cmocka_unit_test(test_idle_connection_closed_is_reopened),
