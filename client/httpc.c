@@ -845,6 +845,7 @@ static int uds_exchange(struct ureq *q)
 	for (int attempt = 0;; attempt++) {
 		bool reused = h->connected;
 
+		h->errbuf[0] = '\0'; /* a retry's answer, not the first attempt's failure */
 		q->deadline = q->total_ms ? now_ms() + q->total_ms : 0;
 		q->stall_deadline = 0;
 		progressed(q);
