@@ -341,6 +341,8 @@ int autospawn_connect(struct httpc *h, const char *socket_opt, const char *cacer
 		if (r == -EINVAL)
 			fprintf(stderr, "ukrun: $UKRUN_URL must be an http:// or https:// URL "
 					"(and $UKRUN_TOKEN one line)\n");
+		else if (r == -ENOSYS) /* libcurl, for TCP, could not be loaded */
+			fprintf(stderr, "ukrun: %s\n", h->errbuf);
 		h->abort_flag = stop;
 		const char *ca = cacert_opt ? cacert_opt : getenv("UKRUN_CA_FILE");
 		if (r == 0 && ca && *ca) {

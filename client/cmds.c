@@ -307,9 +307,9 @@ static int cmd_ps(struct httpc *h, const struct cmd_args *a)
 	if (a->before)
 		snprintf(before, sizeof(before), "%s", a->before);
 	if (a->state)
-		state = curl_easy_escape(h->curl, a->state, 0);
+		state = httpc_escape(a->state);
 	if (a->label)
-		label = curl_easy_escape(h->curl, a->label, 0);
+		label = httpc_escape(a->label);
 	while ((long)json_array_size(all) < want) {
 		long page = want - (long)json_array_size(all) < PS_PAGE ? want - (long)json_array_size(all) : PS_PAGE;
 		struct httpc_resp resp;
@@ -348,8 +348,8 @@ static int cmd_ps(struct httpc *h, const struct cmd_args *a)
 	} else if (!status) {
 		print_table(heads, 6, all, run_cells, 1);
 	}
-	curl_free(state);
-	curl_free(label);
+	free(state);
+	free(label);
 	json_decref(all);
 	return status;
 }

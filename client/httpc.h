@@ -1,17 +1,21 @@
 /*
- * httpc.h — the client's HTTP/1.1 channel to runnerd (libcurl).
+ * httpc.h — the client's HTTP/1.1 channel to runnerd.
  *
- * One easy handle, reused so the keep-alive connection serves every request
- * of a run; over the Unix socket by default, over TCP with a bearer token
- * when $UKRUN_URL is set. JSON in and out for the API; raw streams for image
- * uploads and console follows, which stop early when the caller's interrupt
- * flag is raised (the signal handler only sets it; curl's progress callback
- * notices).
+ * Over the Unix socket (the default, the per-user daemon) it is its own
+ * transport: one kept-alive connection serves every request of a run,
+ * requests are written by hand, responses parsed with nodejs http-parser,
+ * uploads go out with sendfile(2). Over TCP with a bearer token ($UKRUN_URL,
+ * http or https) it is libcurl, loaded with dlopen on first use so the common
+ * case does not pay the start-up of libcurl and its 30-odd libraries. JSON in
+ * and out for the API; raw streams for image uploads and console follows,
+ * which stop early (within a second) when the caller's interrupt flag is
+ * raised (the signal handler only sets it).
  *
  * Transport failures return a negative errno (-ENOENT/-ECONNREFUSED: nobody
  * listens; -EINTR: interrupted; -EPIPE: the console sink closed; -ETIMEDOUT;
  * -ECONNRESET; -EPROTO: the TLS handshake or runnerd's certificate failed; -EIO)
- * with curl's message in httpc.errbuf. An HTTP response of
+ * -ENOSYS: libcurl could not be loaded for TCP) with a one-line message in
+ * httpc.errbuf. An HTTP response of
  * any status is a success at this layer.
  */
 #ifndef UKRUN_CLIENT_HTTPC_H
@@ -19,11 +23,14 @@
 
 #include <signal.h>
 #include <stdint.h>
-#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <jansson.h>
 
+#define HTTPC_ERROR_SIZE 256
+
 struct httpc {
-	CURL *curl;
+	void *curl;                         /* TCP: libcurl's easy handle; NULL over the Unix socket */
 	char *unix_path;                    /* NULL over TCP */
 	char *base;                         /* URL prefix without trailing '/' */
 	char *auth_header;                  /* "Authorization: Bearer ..." or NULL */
@@ -34,7 +41,9 @@ struct httpc {
 	/* httpc_stream: when set, the body goes here instead of out_fd (0 or -errno). */
 	int (*sink)(void *ctx, const char *p, size_t n);
 	void *sink_ctx;
-	char errbuf[CURL_ERROR_SIZE];
+	int fd;                             /* Unix socket: the kept-alive connection, when connected */
+	bool connected;
+	char errbuf[HTTPC_ERROR_SIZE];
 };
 
 struct httpc_resp {
@@ -88,5 +97,9 @@ const char *httpc_resp_message(const struct httpc_resp *r, char *buf, size_t len
 const char *httpc_resp_code(const struct httpc_resp *r);
 
 void httpc_resp_clear(struct httpc_resp *r);
+
+/* `s` percent-encoded for a URL query value (RFC 3986 unreserved characters
+ * kept); free() it. NULL when out of memory. */
+char *httpc_escape(const char *s);
 
 #endif

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <curl/curl.h>
 
 #include "autospawn.h"
 #include "cmds.h"
@@ -219,10 +218,6 @@ int main(int argc, char **argv)
 	int status;
 
 	install_signals();
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		fprintf(stderr, "ukrun: cannot initialise libcurl\n");
-		return UKRUN_EXIT_INFRA;
-	}
 	if (argc > 1 && cmds_is(argv[1])) {
 		status = cmds_main(argc - 1, argv + 1, &interrupted);
 	} else if (argc > 1 && not_a_file_or_subcommand(argv[1])) {
@@ -235,6 +230,5 @@ int main(int argc, char **argv)
 	} else {
 		status = run_main(argc, argv);
 	}
-	curl_global_cleanup();
 	return status;
 }

@@ -102,11 +102,11 @@ int upload_image(struct httpc *h, int fd, uint64_t size, const char *name, const
 		return -EPROTO;
 	}
 
-	esc = curl_easy_escape(h->curl, name, 0);
+	esc = httpc_escape(name);
 	if (!esc)
 		return -ENOMEM;
 	r = asprintf(&put_path, "/v1/images/%s?name=%s", hex, esc);
-	curl_free(esc);
+	free(esc);
 	if (r < 0)
 		return -ENOMEM;
 	if (verbose)

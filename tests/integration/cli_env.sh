@@ -2,7 +2,8 @@
 # The CLI's environment: CI metadata, $UKRUN_LABELS and $UKRUN_MEMORY recorded in the run; quiet under cargo and
 # nextest unless -v; the upload progress bar never when stderr is not a terminal (and drawn under script(1) when
 # util-linux script is here); table colour only on a terminal and never with NO_COLOR; the bash completion loads
-# (`complete -p ukrun`) and completes subcommands and options.
+# (`complete -p ukrun`) and completes subcommands and options. ukrun does not link libcurl: it runs with
+# libcurl hidden, and says so for $UKRUN_URL.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -103,6 +104,19 @@ else
 fi
 run_ukrun pipe ps
 ! grep -q $'\033' "$T/pipe.out" || fail "ps on a pipe: colour"
+
+# ---- libcurl is loaded for $UKRUN_URL only: the Unix socket works without it, TCP says it is missing ----
+curl_so=$(ldconfig -p | awk '/libcurl\.so\.4 .*x86-64/ { print $NF; exit }')
+if [[ -n $curl_so ]]; then
+	curl_so=$(readlink -f "$curl_so")
+	readelf -d "$UKRUN" | grep NEEDED | grep -q libcurl && fail "ukrun links libcurl"
+	run_capture nocurl bwrap --dev-bind / / --ro-bind /dev/null "$curl_so" "$UKRUN" "$FX/lx_hello"
+	expect_rc nocurl 0
+	expect_out nocurl $'Hello from lx_hello\n'
+	run_capture nocurl_tcp env UKRUN_URL=http://127.0.0.1:1 bwrap --dev-bind / / --ro-bind /dev/null "$curl_so" "$UKRUN" ping
+	expect_rc nocurl_tcp 125
+	expect_err_grep nocurl_tcp '^ukrun: TCP needs libcurl: '
+fi
 
 # ---- bash completion ----
 comp=$SRC/client/completions/ukrun.bash
