@@ -165,18 +165,22 @@ wait_rc "$big4"
 
 # ---- runnerd SIGKILLed during an upload: the volume it left is not the image; the next run uploads it again ----
 start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
-big mb_big5 100
+big mb_big5 400
 big5_sha=$BIG_SHA
 bg_run big5 --host r2 --timeout 300 "$T/mb_big5"
 big5=$BG_PID
 wait_volume r2 "$big5_sha"
+lvd_signal r2 STOP # the upload cannot finish before runnerd dies (a local 400 MiB copy can take < 1 s)
 kill -KILL "$DAEMON_PID"
-wait_pid_gone "$DAEMON_PID" 20 || fail "runnerd did not die on SIGKILL"
+wait_pid_gone "$DAEMON_PID" 20 || { lvd_signal r2 CONT; fail "runnerd did not die on SIGKILL"; }
 forget_daemon "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null || true
+lvd_signal r2 CONT
 wait_rc "$big5"
 ((RC != 0)) || fail "the run whose runnerd was killed at its upload exited 0"
-virsh -q -c "$R2" vol-list ukrun 2>/dev/null | grep -q "$big5_sha" || fail "no unfinished volume was left on r2"
+vols=$(virsh -q -c "$R2" vol-list ukrun 2>/dev/null)
+grep -q "$big5_sha " <<<"$vols" || fail "no unfinished volume was left on r2: $vols"
+! grep -q "$big5_sha.complete" <<<"$vols" || fail "the upload finished before runnerd was killed: $vols"
 start_daemon runnerd --config "$T/runnerd.conf" --max-concurrent 4
 expect_run big5again 0 lifecycle qemu/libvirt --host r2 "$T/mb_big5"
 id=$(last_run_id)
