@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "fs_testlib.h"
 #include "image.h"
 #include "log.h"
 
@@ -60,25 +61,6 @@ static int setup(void **state)
 	sha256_hex(HELLO, strlen(HELLO), hello_sha);
 	*state = fx;
 	return 0;
-}
-
-static void rm_rf(const char *path)
-{
-	DIR *d = opendir(path);
-	if (!d) {
-		unlink(path);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
-		rm_rf(p);
-	}
-	closedir(d);
-	rmdir(path);
 }
 
 static int teardown(void **state)

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "fs_testlib.h"
 #include "image_recv.h"
 
 #define PIECE (64 * 1024) /* what one socket read brings */
@@ -55,25 +56,6 @@ static int setup(void **state)
 		return -1;
 	*state = fx;
 	return 0;
-}
-
-static void rm_rf(const char *path)
-{
-	DIR *d = opendir(path);
-	if (!d) {
-		unlink(path);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
-		rm_rf(p);
-	}
-	closedir(d);
-	rmdir(path);
 }
 
 static int teardown(void **state)
