@@ -19,8 +19,9 @@ static inline void rm_rf(const char *path)
 	while ((e = readdir(d))) {
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		char p[512];
-		snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+		char p[4096];
+		if (snprintf(p, sizeof(p), "%s/%s", path, e->d_name) >= (int)sizeof(p))
+			continue;
 		rm_rf(p);
 	}
 	closedir(d);
