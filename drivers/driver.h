@@ -175,8 +175,9 @@ struct driver {
 	int (*input)(struct drv_instance *inst, const char *buf, size_t len);
 
 	/* How much the guest has computed so far, in ns: the CPU time of its process's threads plus
-	 * the time they were runnable and waiting for a host CPU (procbusy.h). It hardly moves
-	 * while the guest's vCPUs are halted. The core samples it in loader mode to end a run soon
+	 * the time they were runnable and waiting for a host CPU (procbusy.h), plus a second for
+	 * each reading that finds one of them in uninterruptible sleep (time schedstat does not
+	 * count). It hardly moves while the guest's vCPUs are halted. The core samples it in loader mode to end a run soon
 	 * after libtest's summary once the kernel idles (a stock elfloader never exits). Called on
 	 * the loop, must not block. -ENOTSUP (or NULL): the driver cannot tell; the core then waits
 	 * for the console grace period. */

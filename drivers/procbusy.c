@@ -77,3 +77,40 @@ int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
 	*ret_ns = sum;
 	return 0;
 }
+
+int proc_blocked_threads(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
+	int taskfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (taskfd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	DIR *d = fdopendir(taskfd);
+	if (!d) {
+		int err = -errno;
+		close(taskfd);
+		return err;
+	}
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		char p[64], buf[512];
+		if (snprintf(p, sizeof(p), "%s/stat", e->d_name) >= (int)sizeof(p))
+			continue;
+		int fd = openat(taskfd, p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* the thread ended */
+		ssize_t r = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (r <= 0)
+			continue;
+		buf[r] = '\0';
+		const char *c = strrchr(buf, ')'); /* the name may hold anything; the state follows its ')' */
+		if (c && c[1] == ' ' && c[2] == 'D')
+			n++;
+	}
+	closedir(d);
+	return n;
+}

@@ -16,4 +16,9 @@
  * errno. Reads a few small /proc files: cheap enough for the loop every few milliseconds. */
 int proc_busy_ns(pid_t pid, uint64_t *ret_ns);
 
+/* How many of `pid`'s threads are in uninterruptible sleep (state D: waiting for the kernel,
+ * e.g. a page fault or I/O) now: time that schedstat counts as neither running nor waiting
+ * for a CPU, so a caller looking for idleness must not take it for idle. -errno on error. */
+int proc_blocked_threads(pid_t pid);
+
 #endif

@@ -869,7 +869,10 @@ static int qemu_guest_busy(struct drv_instance *inst, uint64_t *ret_ns)
 	struct attempt *a = inst->cur;
 	if (!a || a->exited || a->proc.pid <= 0)
 		return -ESRCH;
-	return proc_busy_ns(a->proc.pid, ret_ns);
+	int r = proc_busy_ns(a->proc.pid, ret_ns);
+	if (r == 0 && proc_blocked_threads(a->proc.pid) > 0)
+		*ret_ns += 1000000000ull; /* in the kernel (state D): not idle, whatever schedstat says */
+	return r;
 }
 
 static void qemu_destroy(struct drv_instance *inst)

@@ -75,7 +75,7 @@ static void usage(FILE *f)
 	      "  --console-cap BYTES    console bytes kept per run (16 MiB)\n"
 	      "  --max-image-size BYTES largest accepted image (1 GiB)\n"
 	      "  --console-grace-ms MS  loader mode: silence after libtest's summary that ends a run (2000)\n"
-	      "  --loader-idle-ms MS    loader mode: the guest idle this long after the summary ends it (50; 0 = off)\n"
+	      "  --loader-idle-ms MS    loader mode: the guest idle this long after the summary ends it (150; 0 = off)\n"
 	      "  --header-timeout S     a request's line and headers must arrive within S seconds (10)\n"
 	      "  --keepalive-timeout S  close connections idle, or stalled in a body or answer, for S s (60)\n"
 	      "  --max-connections N    open connections per listener; more get 503 (512)\n"
@@ -487,7 +487,7 @@ int main(int argc, char **argv)
 	c->console_cap = CONSOLE_DEFAULT_CAP;
 	c->max_image_size = 1ull << 30;
 	c->console_grace_ms = 2000;
-	c->loader_idle_ms = 50;
+	c->loader_idle_ms = 150;
 	c->header_timeout_s = 10;
 	c->keepalive_timeout_s = 60;
 	c->max_connections = 512;

@@ -89,11 +89,47 @@ static void test_blocked_child(void **state)
 	close(q[0]);
 }
 
+/* A process waiting in vfork(2) for its child is in uninterruptible sleep (D): counted; one
+ * asleep in read(2) is not. */
+static void test_blocked_threads(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char c;
+		close(p[1]);
+		if (read(p[0], &c, 1) != 1) /* asleep (S) until the parent writes */
+			_exit(1);
+		if (vfork() == 0) { /* the parent waits in D until this child exits */
+			sleep_ms(300);
+			_exit(0);
+		}
+		_exit(0);
+	}
+	close(p[0]);
+	sleep_ms(30);
+	assert_int_equal(proc_blocked_threads(pid), 0);
+	assert_int_equal(write(p[1], "g", 1), 1);
+	int seen = 0;
+	for (int i = 0; i < 100 && !seen; i++) {
+		sleep_ms(2);
+		seen = proc_blocked_threads(pid) > 0;
+	}
+	assert_true(seen);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	close(p[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_self_computing),
 		cmocka_unit_test(test_blocked_child),
+		cmocka_unit_test(test_blocked_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
