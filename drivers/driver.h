@@ -176,8 +176,8 @@ struct driver {
 
 	/* How much the guest has computed so far, in ns: the CPU time of its process's threads plus
 	 * the time they were runnable and waiting for a host CPU (procbusy.h), plus a second for
-	 * each reading that finds one of them in uninterruptible sleep (time schedstat does not
-	 * count). It hardly moves while the guest's vCPUs are halted. The core samples it in loader mode to end a run soon
+	 * each reading that finds one of them running, runnable or in uninterruptible sleep
+	 * (schedstat adds run-queue wait only once a thread runs again, and never counts D). It hardly moves while the guest's vCPUs are halted. The core samples it in loader mode to end a run soon
 	 * after libtest's summary once the kernel idles (a stock elfloader never exits). Called on
 	 * the loop, must not block. -ENOTSUP (or NULL): the driver cannot tell; the core then waits
 	 * for the console grace period. */

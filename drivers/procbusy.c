@@ -78,7 +78,7 @@ int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
 	return 0;
 }
 
-int proc_blocked_threads(pid_t pid)
+int proc_active_threads(pid_t pid)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
@@ -108,7 +108,7 @@ int proc_blocked_threads(pid_t pid)
 			continue;
 		buf[r] = '\0';
 		const char *c = strrchr(buf, ')'); /* the name may hold anything; the state follows its ')' */
-		if (c && c[1] == ' ' && c[2] == 'D')
+		if (c && c[1] == ' ' && (c[2] == 'R' || c[2] == 'D'))
 			n++;
 	}
 	closedir(d);

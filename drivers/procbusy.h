@@ -2,7 +2,8 @@
  * procbusy.h — how much a local process has computed: the sum over its threads of the time they
  * ran on a CPU and the time they were runnable but waiting for one (/proc/PID/task/N/schedstat).
  * A guest whose vCPUs are halted adds (almost) nothing; one that computes adds about the wall
- * time, even on a host too loaded to give it a CPU (the waiting counts). The qemu driver reports
+ * time — but a thread's run-queue wait is added only when it next gets a CPU, so a starved
+ * thread shows nothing meanwhile: see proc_active_threads. The qemu driver reports
  * it so the core can see a loader-mode kernel idle after its program ended.
  */
 #ifndef UKRUN_PROCBUSY_H
@@ -16,9 +17,11 @@
  * errno. Reads a few small /proc files: cheap enough for the loop every few milliseconds. */
 int proc_busy_ns(pid_t pid, uint64_t *ret_ns);
 
-/* How many of `pid`'s threads are in uninterruptible sleep (state D: waiting for the kernel,
- * e.g. a page fault or I/O) now: time that schedstat counts as neither running nor waiting
- * for a CPU, so a caller looking for idleness must not take it for idle. -errno on error. */
-int proc_blocked_threads(pid_t pid);
+/* How many of `pid`'s threads are active now: running or runnable (state R) or in
+ * uninterruptible sleep (D: a page fault, I/O). schedstat adds a thread's run-queue wait only
+ * when it next gets a CPU, and never counts D, so a thread starved of a CPU, or stuck in the
+ * kernel, shows no growth at all meanwhile: a caller looking for idleness must check this too.
+ * -errno on error. */
+int proc_active_threads(pid_t pid);
 
 #endif

@@ -870,8 +870,8 @@ static int qemu_guest_busy(struct drv_instance *inst, uint64_t *ret_ns)
 	if (!a || a->exited || a->proc.pid <= 0)
 		return -ESRCH;
 	int r = proc_busy_ns(a->proc.pid, ret_ns);
-	if (r == 0 && proc_blocked_threads(a->proc.pid) > 0)
-		*ret_ns += 1000000000ull; /* in the kernel (state D): not idle, whatever schedstat says */
+	if (r == 0 && proc_active_threads(a->proc.pid) > 0)
+		*ret_ns += 1000000000ull; /* running, runnable or in the kernel now: not idle, whatever schedstat says */
 	return r;
 }
 

@@ -89,8 +89,8 @@ static void test_blocked_child(void **state)
 	close(q[0]);
 }
 
-/* A process waiting in vfork(2) for its child is in uninterruptible sleep (D): counted; one
- * asleep in read(2) is not. */
+/* A process waiting in vfork(2) for its child is in uninterruptible sleep (D) and one that
+ * computes is running (R): both counted; one asleep in read(2) is not. */
 static void test_blocked_threads(void **state)
 {
 	(void)state;
@@ -111,17 +111,30 @@ static void test_blocked_threads(void **state)
 	}
 	close(p[0]);
 	sleep_ms(30);
-	assert_int_equal(proc_blocked_threads(pid), 0);
+	assert_int_equal(proc_active_threads(pid), 0);
 	assert_int_equal(write(p[1], "g", 1), 1);
 	int seen = 0;
 	for (int i = 0; i < 100 && !seen; i++) {
 		sleep_ms(2);
-		seen = proc_blocked_threads(pid) > 0;
+		seen = proc_active_threads(pid) > 0;
 	}
 	assert_true(seen);
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	close(p[1]);
+	pid = fork(); /* computes until killed */
+	assert_true(pid >= 0);
+	if (pid == 0)
+		for (;;)
+			;
+	seen = 0;
+	for (int i = 0; i < 100 && !seen; i++) {
+		sleep_ms(2);
+		seen = proc_active_threads(pid) > 0;
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(seen);
 }
 
 int main(void)
