@@ -39,7 +39,25 @@ static int thread_busy(int taskfd, const char *tid, uint64_t *ret_ns)
 	return 0;
 }
 
-int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
+/* Is the thread running, runnable or in uninterruptible sleep now (its stat's state R or D)? */
+static int thread_active(int taskfd, const char *tid)
+{
+	char p[64], buf[512];
+	if (snprintf(p, sizeof(p), "%s/stat", tid) >= (int)sizeof(p))
+		return 0;
+	int fd = openat(taskfd, p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* the thread ended */
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return 0;
+	buf[r] = '\0';
+	const char *c = strrchr(buf, ')'); /* the name may hold anything; the state follows its ')' */
+	return c && c[1] == ' ' && (c[2] == 'R' || c[2] == 'D');
+}
+
+int proc_sample(pid_t pid, uint64_t *ret_ns, int *ret_active)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
@@ -53,10 +71,14 @@ int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
 		return err;
 	}
 	uint64_t sum = 0;
-	int r = 0, seen = 0;
+	int r = 0, seen = 0, active = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		if (ret_active)
+			active += thread_active(taskfd, e->d_name);
+		if (!ret_ns)
 			continue;
 		uint64_t ns = 0;
 		int t = thread_busy(taskfd, e->d_name, &ns);
@@ -72,45 +94,22 @@ int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
 	closedir(d);
 	if (r < 0)
 		return r;
-	if (!seen)
+	if (ret_ns && !seen)
 		return -ESRCH;
-	*ret_ns = sum;
+	if (ret_ns)
+		*ret_ns = sum;
+	if (ret_active)
+		*ret_active = active;
 	return 0;
+}
+
+int proc_busy_ns(pid_t pid, uint64_t *ret_ns)
+{
+	return proc_sample(pid, ret_ns, NULL);
 }
 
 int proc_active_threads(pid_t pid)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
-	int taskfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (taskfd < 0)
-		return errno == ENOENT ? -ESRCH : -errno;
-	DIR *d = fdopendir(taskfd);
-	if (!d) {
-		int err = -errno;
-		close(taskfd);
-		return err;
-	}
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		char p[64], buf[512];
-		if (snprintf(p, sizeof(p), "%s/stat", e->d_name) >= (int)sizeof(p))
-			continue;
-		int fd = openat(taskfd, p, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue; /* the thread ended */
-		ssize_t r = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (r <= 0)
-			continue;
-		buf[r] = '\0';
-		const char *c = strrchr(buf, ')'); /* the name may hold anything; the state follows its ')' */
-		if (c && c[1] == ' ' && (c[2] == 'R' || c[2] == 'D'))
-			n++;
-	}
-	closedir(d);
-	return n;
+	int n = 0, r = proc_sample(pid, NULL, &n);
+	return r < 0 ? r : n;
 }

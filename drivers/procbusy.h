@@ -24,4 +24,8 @@ int proc_busy_ns(pid_t pid, uint64_t *ret_ns);
  * -errno on error. */
 int proc_active_threads(pid_t pid);
 
+/* Both in one walk of /proc/PID/task (either pointer may be NULL): what a caller sampling
+ * every few milliseconds uses. 0 or -errno as proc_busy_ns. */
+int proc_sample(pid_t pid, uint64_t *ret_ns, int *ret_active);
+
 #endif

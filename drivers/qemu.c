@@ -869,8 +869,9 @@ static int qemu_guest_busy(struct drv_instance *inst, uint64_t *ret_ns)
 	struct attempt *a = inst->cur;
 	if (!a || a->exited || a->proc.pid <= 0)
 		return -ESRCH;
-	int r = proc_busy_ns(a->proc.pid, ret_ns);
-	if (r == 0 && proc_active_threads(a->proc.pid) > 0)
+	int active = 0;
+	int r = proc_sample(a->proc.pid, ret_ns, &active);
+	if (r == 0 && active > 0)
 		*ret_ns += 1000000000ull; /* running, runnable or in the kernel now: not idle, whatever schedstat says */
 	return r;
 }
