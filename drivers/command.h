@@ -39,8 +39,9 @@ void cmd_stdio_fd(struct cmd *cmd, int child_fd, int fd);
 void cmd_stdio_pipe(struct cmd *cmd, int child_fd, uv_pipe_t *stream, int readable_by_child);
 
 /* The child is killed (SIGKILL) when runnerd dies, even by SIGKILL, so no guest outlives a
- * crashed daemon: the program runs under util-linux `setpriv --pdeathsig KILL` when that
- * is installed (the shown command line stays the program's own). */
+ * crashed daemon: cmd_start sets PR_SET_PDEATHSIG in the child itself; cmd_spawn (uv_spawn)
+ * runs the program under util-linux `setpriv --pdeathsig KILL` when that is installed (the
+ * shown command line stays the program's own). */
 void cmd_die_with_daemon(struct cmd *cmd);
 
 /* Resource limit `resource` (RLIMIT_*) of the child: soft = hard = `value`, set between

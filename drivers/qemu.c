@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
@@ -36,7 +37,9 @@
 
 struct attempt {
 	struct drv_instance *inst; /* NULL once detached (superseded or destroyed) */
-	uv_process_t proc;
+	uv_poll_t proc; /* QEMU's pidfd: readable once it has exited */
+	pid_t pid;
+	int pidfd;
 	uv_pipe_t out, err;
 	uv_timer_t gather; /* the pause after a short console read */
 	int throttled;     /* the core stopped the console (qemu_throttle) */
@@ -452,6 +455,10 @@ static void attempt_check_done(struct attempt *a);
 static void attempt_handle_closed(uv_handle_t *h)
 {
 	struct attempt *a = h->data;
+	if (h == (uv_handle_t *)&a->proc && a->pidfd >= 0) {
+		close(a->pidfd); /* only once nothing polls it */
+		a->pidfd = -1;
+	}
 	if (--a->handles == 0)
 		free(a);
 }
@@ -464,11 +471,11 @@ static void attempt_close(struct attempt *a, uv_handle_t *h)
 
 static void attempt_kill(struct attempt *a)
 {
-	if (a->exited || a->proc.pid <= 0)
+	if (a->exited || a->pid <= 0)
 		return;
-	/* QEMU leads its own process group (cmd_spawn): take the whole group. */
-	kill(-a->proc.pid, SIGKILL);
-	kill(a->proc.pid, SIGKILL);
+	/* QEMU leads its own session and process group (cmd_start): take the whole group. */
+	kill(-a->pid, SIGKILL);
+	kill(a->pid, SIGKILL);
 }
 
 static void report(struct drv_instance *inst, const struct drv_outcome *o)
@@ -629,9 +636,27 @@ static void on_err(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 }
 
-static void on_exit_proc(uv_process_t *p, int64_t status, int sig)
+/* The pidfd is readable: QEMU has exited (reap it), or the poll failed. */
+static void on_exit_proc(uv_poll_t *p, int pstatus, int events)
 {
 	struct attempt *a = p->data;
+	int64_t status = 0;
+	int sig = 0;
+	(void)events;
+	int r = cmd_reap(a->pid, &status, &sig);
+	if (r == 0 && pstatus >= 0)
+		return; /* not yet (a spurious wake-up) */
+	if (r <= 0) {
+		/* The pidfd cannot be watched (or the reap failed): end QEMU rather than lose it. */
+		kill(-a->pid, SIGKILL);
+		kill(a->pid, SIGKILL);
+		int ws = 0;
+		while (waitpid(a->pid, &ws, 0) < 0 && errno == EINTR)
+			;
+		sig = WIFSIGNALED(ws) ? WTERMSIG(ws) : SIGKILL;
+		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 0;
+	}
+	uv_poll_stop(p);
 	a->exited = 1;
 	a->status = status;
 	a->signal = sig;
@@ -755,14 +780,22 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	 * few at a time, and a write to a socket costs far more (an skb and a wake-up each)
 	 * than to a pipe (bare QEMU, mb_flood under TCG: docs/performance.md). stderr stays
 	 * a libuv pipe: it only carries messages. */
-	int cfd[2];
+	int cfd[2], efd[2];
 	if (pipe2(cfd, O_CLOEXEC) < 0) {
 		int e = -errno;
 		free(a);
 		return errmsg_fail(ret_err, e, "qemu: cannot create the console pipe: %s", strerror(-e));
 	}
+	if (pipe2(efd, O_CLOEXEC) < 0) {
+		int e = -errno;
+		close(cfd[0]);
+		close(cfd[1]);
+		free(a);
+		return errmsg_fail(ret_err, e, "qemu: cannot create the stderr pipe: %s", strerror(-e));
+	}
 	a->inst = inst;
 	a->kvm = inst->kvm;
+	a->pidfd = -1;
 	uv_pipe_init(inst->loop, &a->out, 0);
 	uv_pipe_init(inst->loop, &a->err, 0);
 	uv_timer_init(inst->loop, &a->gather);
@@ -771,26 +804,48 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 	/* A stale socket would let us connect to nothing; QEMU recreates both. */
 	unlink(inst->qmp_path);
 	unlink(inst->pid_path);
-	int spawned = 0;
+	int polled = 0;
 	int r = uv_pipe_open(&a->out, cfd[0]);
 	if (r < 0) {
 		close(cfd[0]);
+		close(efd[0]);
 		errmsg_fail(ret_err, r, "qemu: cannot watch the console pipe: %s", uv_strerror(r));
+	} else if ((r = uv_pipe_open(&a->err, efd[0])) < 0) {
+		close(efd[0]);
+		errmsg_fail(ret_err, r, "qemu: cannot watch QEMU's stderr: %s", uv_strerror(r));
 	} else {
+		/* Started by a fork + exec of our own (cmd_start): the die-with-daemon signal is
+		 * set in the child, with no setpriv exec in front of QEMU (3.3 ms a boot). */
 		cmd_stdio_fd(inst->cmd, 1, cfd[1]);
-		cmd_stdio_pipe(inst->cmd, 2, &a->err, 0);
+		cmd_stdio_fd(inst->cmd, 2, efd[1]);
 		cmd_die_with_daemon(inst->cmd);
-		spawned = 1;
-		r = cmd_spawn(inst->cmd, inst->loop, &a->proc, on_exit_proc, ret_err);
+		r = cmd_start(inst->cmd, &a->pid, &a->pidfd, ret_err);
+		if (r == 0 && (r = uv_poll_init(inst->loop, &a->proc, a->pidfd)) == 0) {
+			polled = 1;
+			r = uv_poll_start(&a->proc, UV_READABLE, on_exit_proc);
+		}
+		if (r < 0 && a->pid > 0) {
+			/* Running but not watched: stop and reap it here (SIGKILL: it is quick). */
+			errmsg_fail(ret_err, r, "qemu: cannot watch QEMU: %s", uv_strerror(r));
+			kill(-a->pid, SIGKILL);
+			kill(a->pid, SIGKILL);
+			while (waitpid(a->pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		}
 	}
-	close(cfd[1]); /* the child has its own copy */
+	close(cfd[1]); /* the child has its own copies */
+	close(efd[1]);
 	if (r < 0) {
 		a->inst = NULL;
 		a->exited = 1;
-		if (spawned)
-			uv_close((uv_handle_t *)&a->proc, attempt_handle_closed);
-		else
+		if (polled) {
+			attempt_close(a, (uv_handle_t *)&a->proc); /* closes the pidfd */
+		} else {
 			a->handles--; /* no process handle was initialised */
+			if (a->pidfd >= 0)
+				close(a->pidfd);
+			a->pidfd = -1;
+		}
 		attempt_close(a, (uv_handle_t *)&a->out);
 		attempt_close(a, (uv_handle_t *)&a->gather);
 		attempt_close(a, (uv_handle_t *)&a->err);
@@ -867,10 +922,10 @@ static int qemu_kill(struct drv_instance *inst, unsigned flags)
 static int qemu_guest_busy(struct drv_instance *inst, uint64_t *ret_ns)
 {
 	struct attempt *a = inst->cur;
-	if (!a || a->exited || a->proc.pid <= 0)
+	if (!a || a->exited || a->pid <= 0)
 		return -ESRCH;
 	int active = 0;
-	int r = proc_sample(a->proc.pid, ret_ns, &active);
+	int r = proc_sample(a->pid, ret_ns, &active);
 	if (r == 0 && active > 0)
 		*ret_ns += 1000000000ull; /* running, runnable or in the kernel now: not idle, whatever schedstat says */
 	return r;
