@@ -194,7 +194,7 @@ def qmp_argv(bare, sock):
 def run_bare(argv, stdout=subprocess.PIPE):
 	"""Run argv to completion; returns (seconds, returncode, stdout bytes or None)."""
 	t0 = time.perf_counter()
-	cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, timeout=600)
+	cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, timeout=120)
 	return time.perf_counter() - t0, cp.returncode, cp.stdout
 
 
