@@ -197,7 +197,7 @@ static int check_images(const struct opts *o, struct image *prog, struct image *
 	return 0;
 }
 
-static int hash_and_upload(struct httpc *h, const struct opts *o, struct image *img)
+static int hash_image(struct httpc *h, const struct opts *o, struct image *img)
 {
 	uint64_t hashed = 0;
 	int r;
@@ -212,7 +212,7 @@ static int hash_and_upload(struct httpc *h, const struct opts *o, struct image *
 	if (o->verbosity >= OPTS_VERBOSE)
 		fprintf(stderr, "ukrun: %s: sha256 %s (%llu bytes)\n", img->name, img->hex,
 			(unsigned long long)hashed);
-	return upload_image(h, img->fd, img->size, img->name, img->hex, o->verbosity);
+	return 0;
 }
 
 /* POST /v1/runs. Returns 0 with the id, or an exit status. */
@@ -222,8 +222,10 @@ struct run_io {
 	bool stdin; /* the program reads a pipe fed by POST .../stdin */
 };
 
+/* With `missing_ok`, runnerd's "image_not_found" answer is not an error: *ret_missing is set
+ * and nothing printed (the caller uploads, then asks again). */
 static int create_run(struct httpc *h, const struct opts *o, const struct image *prog, const struct image *loader,
-		      char ret_id[RUN_ID_MAX + 1], struct run_io *ret_io)
+		      bool missing_ok, bool *ret_missing, char ret_id[RUN_ID_MAX + 1], struct run_io *ret_io)
 {
 	struct httpc_resp resp;
 	json_t *spec = opts_run_spec(o, prog->hex, prog->name, loader ? loader->hex : NULL);
@@ -241,7 +243,9 @@ static int create_run(struct httpc *h, const struct opts *o, const struct image 
 		return UKRUN_EXIT_INFRA;
 	}
 	id = json_string_value(json_object_get(resp.json, "id"));
-	if (resp.status != 201 && resp.status != 200) {
+	if (missing_ok && resp.status == 404 && !strcmp(httpc_resp_code(&resp), "image_not_found")) {
+		*ret_missing = true;
+	} else if (resp.status != 201 && resp.status != 200) {
 		fprintf(stderr, "ukrun: %s\n", httpc_resp_message(&resp, msg, sizeof(msg)));
 		/* 400: runnerd refused what the options asked (an unknown host or driver, vcpus a
 		 * driver cannot honour, a timeout over its limit): a usage error, not a failure. */
@@ -575,19 +579,37 @@ int runner_run(struct httpc *h, const struct opts *o)
 	if (status)
 		goto cleanup;
 
-	r = hash_and_upload(h, o, &prog);
+	r = hash_image(h, o, &prog);
 	if (r >= 0 && o->loader)
-		r = hash_and_upload(h, o, &loader);
+		r = hash_image(h, o, &loader);
 	if (r < 0) {
 		status = r == -EINTR || interrupted(h) ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
 		goto cleanup;
 	}
 	struct opts ro = *o;
 	struct run_io io = { 0 };
+	bool missing = false;
 
 	ro.remote = h->unix_path == NULL;
 	ro.want_stdin = stdin_forwardable();
-	status = create_run(h, &ro, &prog, o->loader ? &loader : NULL, id, &io);
+	/* The run is asked for first: with its images stored (every warm run) that is the one
+	 * request before the console, with no HEAD per image. Only when runnerd lacks one are
+	 * they checked and uploaded, and the run asked for again. */
+	status = create_run(h, &ro, &prog, o->loader ? &loader : NULL, true, &missing, id, &io);
+	if (!status && missing) {
+		r = upload_image(h, prog.fd, prog.size, prog.name, prog.hex, o->verbosity);
+		if (r >= 0 && o->loader)
+			r = upload_image(h, loader.fd, loader.size, loader.name, loader.hex, o->verbosity);
+		if (r < 0) {
+			status = r == -EINTR || interrupted(h) ? UKRUN_EXIT_CANCELLED : UKRUN_EXIT_INFRA;
+			goto cleanup;
+		}
+		status = create_run(h, &ro, &prog, o->loader ? &loader : NULL, false, &missing, id, &io);
+	} else if (!status && o->verbosity >= OPTS_VERBOSE) {
+		fprintf(stderr, "ukrun: %s already stored (sha256 %s)\n", prog.name, prog.hex);
+		if (o->loader)
+			fprintf(stderr, "ukrun: %s already stored (sha256 %s)\n", loader.name, loader.hex);
+	}
 	if (status)
 		goto cleanup;
 	if (o->verbosity >= OPTS_VERBOSE)

@@ -24,7 +24,8 @@ expect_rc second 0
 expect_out second $'Hello from mb_hello\n'
 [[ $(metric ukrun_image_uploads_total) == 1 ]] || fail "the second run uploaded the image again"
 [[ $(metric ukrun_image_upload_bytes_total) == "$size" ]] || fail "upload bytes grew on the second run"
-(($(metric ukrun_image_upload_skipped_total) > skipped)) || fail "the second run did not ask (HEAD) for the image"
+# A warm run asks for the run at once (POST /v1/runs names the digest): no HEAD per image.
+(($(metric ukrun_image_upload_skipped_total) == skipped)) || fail "the second run asked (HEAD) for a stored image"
 [[ $(sql 'SELECT count(*) FROM images') == 1 ]] || fail "one image expected in the store"
 # The same bytes under another file name are the same image too.
 cp "$FX/mb_hello" "$T/renamed_hello"
