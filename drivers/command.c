@@ -447,7 +447,11 @@ static int fork_exec(const struct cmd *cmd, const int *map, int nmap, pid_t *ret
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid_t parent = getpid();
-	pid_t pid = fork();
+	/* vfork: the child borrows the daemon's memory until its exec instead of copying the page
+	 * tables (fork of runnerd took 0.45 ms, the loop blocked meanwhile). child_run is safe
+	 * for that: no allocation, no stdio, nothing written but its own locals and the report
+	 * pipe, and it never returns (exec or _exit). The daemon's other threads run on. */
+	pid_t pid = vfork();
 	if (pid == 0)
 		child_run(cmd, path, map, nmap, rp[1], parent);
 	int fork_errno = errno;
