@@ -9,31 +9,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <openssl/evp.h>
+#include <nettle/sha2.h>
 
 #include "opts.h"
 
 #define HASH_CHUNK (1u << 20)
 #define UPLOAD_BAR_MIN (4u << 20) /* bytes: smaller uploads finish before a bar is worth drawing */
 
+/* nettle, not OpenSSL's libcrypto: the same SHA-NI code path (64 MiB in 46 vs 47 ms), but
+ * loading and initialising libcrypto cost every `ukrun` start 1.1 ms (perf stat: a hashing
+ * program 1.96 ms with libcrypto, 0.83 ms with nettle, 0.76 ms hashing nothing). */
 int upload_sha256_fd(int fd, const volatile sig_atomic_t *stop, char ret_hex[UPLOAD_HEX_SIZE], uint64_t *ret_size)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char md[SHA256_DIGEST_SIZE];
+	struct sha256_ctx ctx;
 	char *chunk = malloc(HASH_CHUNK);
 	uint64_t off = 0;
 	int r = 0;
 
-	if (!ctx || !chunk) {
-		r = -ENOMEM;
-		goto cleanup;
-	}
+	if (!chunk)
+		return -ENOMEM;
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		r = -EIO;
-		goto cleanup;
-	}
+	sha256_init(&ctx);
 	for (;;) {
 		ssize_t n = pread(fd, chunk, HASH_CHUNK, (off_t)off);
 
@@ -49,22 +46,15 @@ int upload_sha256_fd(int fd, const volatile sig_atomic_t *stop, char ret_hex[UPL
 		}
 		if (n == 0)
 			break;
-		if (EVP_DigestUpdate(ctx, chunk, (size_t)n) != 1) {
-			r = -EIO;
-			goto cleanup;
-		}
+		sha256_update(&ctx, (size_t)n, (const uint8_t *)chunk);
 		off += (uint64_t)n;
 	}
-	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
-		r = -EIO;
-		goto cleanup;
-	}
-	for (unsigned i = 0; i < mdlen; i++)
+	sha256_digest(&ctx, sizeof(md), md);
+	for (unsigned i = 0; i < sizeof(md); i++)
 		snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
 	if (ret_size)
 		*ret_size = off;
 cleanup:
-	EVP_MD_CTX_free(ctx);
 	free(chunk);
 	return r;
 }
