@@ -8,7 +8,7 @@ record's facts.command), so both sides boot the very same machine:
   qmp   the argv with -S + -qmp and a minimal Python QMP client (negotiate, cont,
         read events until QEMU ends): the floor of the driver's way of starting
   ukrun `ukrun IMAGE` with the image already uploaded (the client hashes it and
-        the daemon answers HEAD with 200, so no upload)
+        POST /v1/runs finds it stored, so no HEAD and no upload)
 Runs are interleaved so drift hits all sides alike. Prints ratios; never fails on timing.
 """
 
@@ -95,11 +95,11 @@ def bench_kernel(d, args, label, image, img_args, want_bare, want_ukrun):
 		      f"{statistics.median(spawn) * 1000:7.1f} ms")
 		print(f"  started -> ended   (guest runs, exit reaped, verdict):      "
 		      f"{statistics.median(guest) * 1000:7.1f} ms")
-		print(f"  outside the record (client start, sha256, HEAD, POST, "
+		print(f"  outside the record (client start, sha256, POST, "
 		      f"console follow): {statistics.median(rest) * 1000:7.1f} ms")
 		print(f"  of which `ukrun ping` (client start + 1 HTTP round trip): "
 		      f"{statistics.median(t_ping) * 1000:7.1f} ms")
-		print(f"  upload: skipped on every warm run (HEAD 200)")
+		print(f"  upload: skipped on every warm run (POST found the image stored)")
 	return t_bare, t_uk
 
 
