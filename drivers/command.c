@@ -535,6 +535,21 @@ int cmd_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal)
 	return 1;
 }
 
+void cmd_kill_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal)
+{
+	int status = 0;
+	pid_t r;
+	kill(-pid, SIGKILL); /* it leads its own session and process group */
+	kill(pid, SIGKILL);
+	while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
+		;
+	int exited = r == pid && WIFEXITED(status);
+	if (ret_exit_status)
+		*ret_exit_status = exited ? WEXITSTATUS(status) : 0;
+	if (ret_term_signal)
+		*ret_term_signal = exited ? 0 : r == pid && WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+}
+
 static int needs_quote(const char *s)
 {
 	if (!*s)

@@ -75,6 +75,11 @@ int cmd_start(struct cmd *cmd, pid_t *ret_pid, int *ret_pidfd, char **ret_err);
  * terminating signal (0 when it exited), 0 while it runs, or -errno. */
 int cmd_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal);
 
+/* SIGKILL child `pid` of cmd_start and its process group, and reap it (blocking): for a
+ * child that can no longer be watched. Its status as cmd_reap's, where either pointer may be
+ * NULL; one that cannot be reaped any more counts as killed (SIGKILL), never as an exit 0. */
+void cmd_kill_reap(pid_t pid, int64_t *ret_exit_status, int *ret_term_signal);
+
 /* The command line, shell-quoted for display only (logs, run records). malloc'd. */
 char *cmd_to_string(const struct cmd *cmd);
 

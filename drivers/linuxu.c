@@ -42,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -478,15 +477,10 @@ static void on_proc_exit(uv_poll_t *p, int status, int events)
 	int r = cmd_reap(inst->pid, &exit_status, &term_signal);
 	if (r == 0 && status >= 0)
 		return; /* not yet (a spurious wake-up) */
-	if (r == 0) {
-		/* The pidfd cannot be watched: end the sandbox rather than lose it. */
-		kill(-inst->pid, SIGKILL);
-		kill(inst->pid, SIGKILL);
-		int ws = 0;
-		while (waitpid(inst->pid, &ws, 0) < 0 && errno == EINTR)
-			;
-		term_signal = WIFSIGNALED(ws) ? WTERMSIG(ws) : 0;
-		exit_status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 0;
+	if (r <= 0) {
+		/* The pidfd cannot be watched (or the reap failed): end the sandbox rather than
+		 * lose it; what cannot be reaped counts as killed, never as an exit 0. */
+		cmd_kill_reap(inst->pid, &exit_status, &term_signal);
 	}
 	uv_poll_stop(p);
 	inst->exited = 1;
@@ -701,10 +695,7 @@ static int linuxu_launch(struct drv_instance *inst, uv_loop_t *loop, const struc
 	if (r < 0) {
 		/* Running but not watched: stop and reap it here (SIGKILL: it is quick). */
 		linuxu_set_err(ret_err, "linuxu: cannot watch the sandbox: %s", uv_strerror(r));
-		kill(-inst->pid, SIGKILL);
-		kill(inst->pid, SIGKILL);
-		while (waitpid(inst->pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		cmd_kill_reap(inst->pid, NULL, NULL);
 		inst->exited = 1;
 		if (inst->proc_open)
 			linuxu_close_handle(inst, (uv_handle_t *)&inst->proc, &inst->proc_open);

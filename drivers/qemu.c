@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define QEMU_ERRTAIL 8192         /* last bytes of QEMU's stderr kept for messages */
@@ -648,13 +647,7 @@ static void on_exit_proc(uv_poll_t *p, int pstatus, int events)
 		return; /* not yet (a spurious wake-up) */
 	if (r <= 0) {
 		/* The pidfd cannot be watched (or the reap failed): end QEMU rather than lose it. */
-		kill(-a->pid, SIGKILL);
-		kill(a->pid, SIGKILL);
-		int ws = 0;
-		while (waitpid(a->pid, &ws, 0) < 0 && errno == EINTR)
-			;
-		sig = WIFSIGNALED(ws) ? WTERMSIG(ws) : SIGKILL;
-		status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 0;
+		cmd_kill_reap(a->pid, &status, &sig);
 	}
 	uv_poll_stop(p);
 	a->exited = 1;
@@ -827,10 +820,7 @@ static int attempt_start(struct drv_instance *inst, char **ret_err)
 		if (r < 0 && a->pid > 0) {
 			/* Running but not watched: stop and reap it here (SIGKILL: it is quick). */
 			errmsg_fail(ret_err, r, "qemu: cannot watch QEMU: %s", uv_strerror(r));
-			kill(-a->pid, SIGKILL);
-			kill(a->pid, SIGKILL);
-			while (waitpid(a->pid, NULL, 0) < 0 && errno == EINTR)
-				;
+			cmd_kill_reap(a->pid, NULL, NULL);
 		}
 	}
 	close(cfd[1]); /* the child has its own copies */

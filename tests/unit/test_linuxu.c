@@ -592,6 +592,44 @@ static void test_cmd_start(void **unused)
 	cmd_free(c);
 }
 
+/* cmd_kill_reap ends a child that can no longer be watched: killed by SIGKILL and reaped;
+ * one that already exited keeps its status; one that cannot be reaped counts as killed. */
+static void test_cmd_kill_reap(void **unused)
+{
+	pid_t pid = 0;
+	int pidfd = -1;
+	char *err = NULL;
+	int64_t status = -1;
+	int sig = -1;
+	struct cmd *c = cmd_new("sleep");
+	cmd_arg(c, "60");
+	assert_int_equal(cmd_start(c, &pid, &pidfd, &err), 0);
+	cmd_free(c);
+	cmd_kill_reap(pid, &status, &sig);
+	assert_int_equal(sig, SIGKILL);
+	assert_int_equal(status, 0);
+	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1); /* reaped */
+	assert_int_equal(errno, ECHILD);
+	status = sig = -1;
+	cmd_kill_reap(pid, &status, &sig); /* nothing left to reap: never an exit 0 */
+	assert_int_equal(sig, SIGKILL);
+	assert_int_equal(status, 0);
+	close(pidfd);
+
+	c = cmd_new("sh");
+	cmd_arg(c, "-c");
+	cmd_arg(c, "exit 3");
+	assert_int_equal(cmd_start(c, &pid, &pidfd, &err), 0);
+	cmd_free(c);
+	struct pollfd pf = {.fd = pidfd, .events = POLLIN};
+	assert_int_equal(poll(&pf, 1, 10000), 1);
+	cmd_kill_reap(pid, &status, &sig);
+	assert_int_equal(sig, 0);
+	assert_int_equal(status, 3);
+	close(pidfd);
+	(void)unused;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -602,6 +640,7 @@ int main(void)
 		cmocka_unit_test(test_prepare_binds),
 		cmocka_unit_test(test_uid_pool),       cmocka_unit_test(test_nproc),
 		cmocka_unit_test(test_refused),        cmocka_unit_test(test_cmd_start),
+		cmocka_unit_test(test_cmd_kill_reap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
