@@ -5,7 +5,7 @@ Each build gets its own runnerd (own socket and data directory, started here); t
 uploaded once, then N runs per build alternate. Prints median, p25 and min per build. Used to
 measure one change against the build before it (docs/performance.md, What was changed 13-16).
 
-  bench/ab.py --a BUILD_A --b BUILD_B [-n N] [--fixture lx_hello] [--want RC] [-- UKRUN_ARGS...]
+  bench/ab.py --a BUILD_A --b BUILD_B [-n N] [--fixture lx_hello] [--args 'A B'] [--want RC] [-- UKRUN_ARGS...]
 
 UKRUN_ARGS default to `--platform linuxu`. Never fails on timing; exits 1 if a run ends with another status than --want.
 """
@@ -23,6 +23,7 @@ ap.add_argument("--a", required=True, help="build dir A (holds bin/)")
 ap.add_argument("--b", required=True, help="build dir B")
 ap.add_argument("-n", type=int, default=40)
 ap.add_argument("--fixture", default="lx_hello", help="a file in B's fixtures/ (default lx_hello)")
+ap.add_argument("--args", default="", help="the image's arguments, space-separated (lx_flood: 200000)")
 ap.add_argument("--want", type=int, default=0, help="the exit status every run must have (mb_exit7: 7)")
 ap.add_argument("rest", nargs="*", help="ukrun options (default: --platform linuxu)")
 a = ap.parse_args()
@@ -47,7 +48,7 @@ try:
 
 	def run(k):
 		t0 = time.perf_counter()
-		cp = subprocess.run([os.path.join(builds[k], "bin", "ukrun"), "--socket", socks[k], *extra, image],
+		cp = subprocess.run([os.path.join(builds[k], "bin", "ukrun"), "--socket", socks[k], *extra, image, *a.args.split()],
 		                    stdin=subprocess.DEVNULL, capture_output=True)
 		dt = time.perf_counter() - t0
 		if cp.returncode != a.want:
